@@ -1,0 +1,193 @@
+//! Histograms of the (filtered) dataset: input and target lengths, and each demographic field.
+
+use crate::data::dataset::DatasetView;
+use crate::data::record::{AgeGroup, Demographic, Split};
+use egui_plot::{Bar, BarChart, Plot};
+use std::collections::BTreeMap;
+
+/// Bars of a length histogram: bin centre, count, and the shared bin width.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    pub bars: Vec<(f64, f64)>,
+    pub width: f64,
+}
+
+/// Equal-width bins over `[min, max]` of `values`.
+pub fn histogram(values: impl Iterator<Item = u32> + Clone, bins: usize) -> Histogram {
+    let (min, max) = values
+        .clone()
+        .fold((u32::MAX, 0), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if min > max {
+        return Histogram {
+            bars: Vec::new(),
+            width: 1.0,
+        };
+    }
+    let span = (max - min).max(1) as f64;
+    let width = (span / bins as f64).max(1.0);
+    let n = ((span / width).floor() as usize + 1).min(bins.max(1));
+    let mut counts = vec![0.0; n];
+    for v in values {
+        let i = (((v - min) as f64 / width) as usize).min(n - 1);
+        counts[i] += 1.0;
+    }
+    Histogram {
+        bars: counts
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| (min as f64 + (i as f64 + 0.5) * width, c))
+            .collect(),
+        width,
+    }
+}
+
+/// Counts per category, in display order.
+pub type Counts = Vec<(String, usize)>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChartData {
+    pub input_words: Histogram,
+    pub target_words: Histogram,
+    pub fields: Vec<(&'static str, Counts)>,
+}
+
+fn count_field(view: &DatasetView, rows: &[usize], field: Demographic) -> Counts {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for &i in rows {
+        let value = view.records()[i]
+            .demographic(field)
+            .unwrap_or_else(|| "missing".into());
+        *counts.entry(value).or_default() += 1;
+    }
+    if field == Demographic::AgeGroup {
+        // Age groups read best in age order, not alphabetically.
+        let order = |label: &str| {
+            AgeGroup::ALL
+                .iter()
+                .position(|g| g.label() == label)
+                .unwrap_or(usize::MAX)
+        };
+        let mut v: Counts = counts.into_iter().collect();
+        v.sort_by_key(|(k, _)| order(k));
+        return v;
+    }
+    let mut v: Counts = counts.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    v
+}
+
+impl ChartData {
+    pub fn compute(view: &DatasetView, rows: &[usize]) -> ChartData {
+        let splits: Counts = Split::ALL
+            .iter()
+            .map(|s| {
+                let n = rows.iter().filter(|&&i| view.splits[i] == *s).count();
+                (s.name().to_string(), n)
+            })
+            .collect();
+        ChartData {
+            input_words: histogram(rows.iter().map(|&i| view.input_words[i]), 30),
+            target_words: histogram(rows.iter().map(|&i| view.target_words[i]), 30),
+            fields: vec![
+                ("Split", splits),
+                ("Sex", count_field(view, rows, Demographic::Gender)),
+                ("Age group", count_field(view, rows, Demographic::AgeGroup)),
+                ("Ethnicity", count_field(view, rows, Demographic::Ethnicity)),
+            ],
+        }
+    }
+}
+
+fn length_plot(ui: &mut egui::Ui, id: &str, title: &str, h: &Histogram, color: egui::Color32) {
+    ui.vertical(|ui| {
+        ui.strong(title);
+        let bars: Vec<Bar> = h
+            .bars
+            .iter()
+            .map(|(x, c)| Bar::new(*x, *c).width(h.width * 0.95))
+            .collect();
+        Plot::new(id)
+            .height(200.0)
+            .width(ui.available_width().min(520.0))
+            .allow_scroll(false)
+            .x_axis_label("words")
+            .y_axis_label("records")
+            .show(ui, |p| p.bar_chart(BarChart::new(title, bars).color(color)));
+    });
+}
+
+fn category_plot(ui: &mut egui::Ui, title: &'static str, counts: &Counts) {
+    ui.vertical(|ui| {
+        ui.strong(title);
+        let labels: Vec<String> = counts.iter().map(|(k, _)| k.clone()).collect();
+        let bars: Vec<Bar> = counts
+            .iter()
+            .enumerate()
+            .map(|(i, (k, c))| Bar::new(i as f64, *c as f64).width(0.7).name(k))
+            .collect();
+        Plot::new(title)
+            .height(170.0)
+            .width(260.0)
+            .allow_scroll(false)
+            .allow_drag(false)
+            .allow_zoom(false)
+            .x_axis_formatter(move |mark, _| {
+                let i = mark.value.round();
+                if (mark.value - i).abs() < 1e-6 && i >= 0.0 {
+                    labels.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .show(ui, |p| p.bar_chart(BarChart::new(title, bars)));
+    });
+}
+
+pub fn show(ui: &mut egui::Ui, data: &ChartData) {
+    egui::ScrollArea::vertical().show(ui, |ui| {
+        ui.horizontal_wrapped(|ui| {
+            length_plot(
+                ui,
+                "input_len",
+                "Input length",
+                &data.input_words,
+                egui::Color32::from_rgb(0x61, 0xaf, 0xef),
+            );
+            length_plot(
+                ui,
+                "target_len",
+                "Target length",
+                &data.target_words,
+                egui::Color32::from_rgb(0x98, 0xc3, 0x79),
+            );
+        });
+        ui.add_space(8.0);
+        ui.horizontal_wrapped(|ui| {
+            for (title, counts) in &data.fields {
+                category_plot(ui, title, counts);
+            }
+        });
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_counts_every_value_once() {
+        let values = [10u32, 12, 15, 40, 41, 100];
+        let h = histogram(values.iter().copied(), 9);
+        let total: f64 = h.bars.iter().map(|(_, c)| c).sum();
+        assert_eq!(total, 6.0);
+        assert_eq!(h.bars.len(), 9);
+        assert_eq!(h.width, 10.0);
+        assert_eq!(h.bars[0], (15.0, 3.0));
+        assert_eq!(h.bars[8].1, 1.0);
+    }
+
+    #[test]
+    fn empty_histogram_has_no_bars() {
+        assert!(histogram(std::iter::empty(), 10).bars.is_empty());
+    }
+}

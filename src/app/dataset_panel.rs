@@ -1,0 +1,477 @@
+//! The Dataset panel: a virtualized table of records with filters, the selected record in full,
+//! the validation report and the distributions of lengths and demographics.
+
+use super::charts::{self, ChartData};
+use super::record_view;
+use super::validation_view;
+use crate::data::dataset::DatasetView;
+use crate::data::record::{AgeGroup, Split};
+use egui_extras::{Column, TableBuilder};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Which rows the table shows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Filters {
+    pub split: Option<Split>,
+    pub gender: Option<String>,
+    pub age_group: Option<AgeGroup>,
+    pub ethnicity: Option<String>,
+    /// Case-insensitive text searched in the id, patient id, input and target.
+    pub text: String,
+}
+
+impl Filters {
+    /// Row indices of `view` that pass every filter, in file order.
+    pub fn apply(&self, view: &DatasetView) -> Vec<usize> {
+        let query = (!self.text.trim().is_empty()).then(|| {
+            regex::RegexBuilder::new(&regex::escape(self.text.trim()))
+                .case_insensitive(true)
+                .build()
+        });
+        let query = match query {
+            Some(Ok(q)) => Some(q),
+            // An escaped literal always compiles; a pathological one matches nothing.
+            Some(Err(_)) => return Vec::new(),
+            None => None,
+        };
+        view.records()
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| {
+                self.split.is_none_or(|s| view.splits[*i] == s)
+                    && self
+                        .gender
+                        .as_ref()
+                        .is_none_or(|g| r.gender.as_ref() == Some(g))
+                    && self.age_group.is_none_or(|g| r.age_group() == Some(g))
+                    && self
+                        .ethnicity
+                        .as_ref()
+                        .is_none_or(|e| r.ethnicity.as_ref() == Some(e))
+                    && query.as_ref().is_none_or(|q| {
+                        q.is_match(&r.id)
+                            || r.patient_id.as_deref().is_some_and(|p| q.is_match(p))
+                            || q.is_match(&r.input)
+                            || q.is_match(&r.target)
+                    })
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum DatasetTab {
+    #[default]
+    Records,
+    Validation,
+    Distributions,
+}
+
+impl DatasetTab {
+    pub const ALL: [DatasetTab; 3] = [
+        DatasetTab::Records,
+        DatasetTab::Validation,
+        DatasetTab::Distributions,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DatasetTab::Records => "Records",
+            DatasetTab::Validation => "Validation",
+            DatasetTab::Distributions => "Distributions",
+        }
+    }
+}
+
+/// The panel's persisted part.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DatasetUiState {
+    pub filters: Filters,
+    pub tab: DatasetTab,
+    pub selected_id: Option<String>,
+    pub scrubbed: bool,
+}
+
+/// Distinct values offered by the demographic filters.
+#[derive(Debug, Default)]
+struct Choices {
+    genders: Vec<String>,
+    ethnicities: Vec<String>,
+}
+
+pub struct DatasetPanel {
+    pub state: DatasetUiState,
+    view: Option<Arc<DatasetView>>,
+    /// Rows passing the filters; recomputed only when the filters change.
+    pub rows: Vec<usize>,
+    applied: Option<Filters>,
+    text_edited_at: Option<Instant>,
+    pub selected: Option<usize>,
+    scroll_to_selected: bool,
+    choices: Choices,
+    charts: Option<ChartData>,
+}
+
+/// Above this many records the text filter waits for a pause in typing.
+const DEBOUNCE_ROWS: usize = 20_000;
+
+impl DatasetPanel {
+    pub fn new(state: DatasetUiState) -> Self {
+        Self {
+            state,
+            view: None,
+            rows: Vec::new(),
+            applied: None,
+            text_edited_at: None,
+            selected: None,
+            scroll_to_selected: false,
+            choices: Choices::default(),
+            charts: None,
+        }
+    }
+
+    pub fn ui_state(&self) -> DatasetUiState {
+        self.state.clone()
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.view.as_ref().map(|v| v.path())
+    }
+
+    pub fn view(&self) -> Option<&DatasetView> {
+        self.view.as_deref()
+    }
+
+    pub fn set_dataset(&mut self, view: Arc<DatasetView>) {
+        let distinct = |f: &dyn Fn(&crate::data::record::Record) -> Option<&String>| {
+            view.records()
+                .iter()
+                .filter_map(f)
+                .cloned()
+                .collect::<BTreeSet<String>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+        };
+        self.choices = Choices {
+            genders: distinct(&|r| r.gender.as_ref()),
+            ethnicities: distinct(&|r| r.ethnicity.as_ref()),
+        };
+        self.selected = self
+            .state
+            .selected_id
+            .as_ref()
+            .and_then(|id| view.records().iter().position(|r| &r.id == id));
+        self.view = Some(view);
+        self.applied = None;
+        self.scroll_to_selected = true;
+    }
+
+    /// Selects the row of `records()[index]`, as a click on the table does.
+    pub fn select(&mut self, index: usize) {
+        if let Some(view) = &self.view {
+            self.state.selected_id = view.records().get(index).map(|r| r.id.clone());
+            self.selected = Some(index);
+            self.scroll_to_selected = true;
+        }
+    }
+
+    /// Re-applies the filters when they changed (the text one after a pause on big datasets).
+    pub fn refresh_rows(&mut self) {
+        let Some(view) = &self.view else { return };
+        if self.applied.as_ref() == Some(&self.state.filters) {
+            return;
+        }
+        let text_changed = self
+            .applied
+            .as_ref()
+            .is_some_and(|a| a.text != self.state.filters.text);
+        if text_changed
+            && view.records().len() > DEBOUNCE_ROWS
+            && self
+                .text_edited_at
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(300))
+        {
+            return;
+        }
+        self.rows = self.state.filters.apply(view);
+        self.charts = Some(ChartData::compute(view, &self.rows));
+        self.applied = Some(self.state.filters.clone());
+    }
+
+    /// Draws the panel; returns true when the user asked to open a dataset file.
+    pub fn ui(&mut self, ui: &mut egui::Ui) -> bool {
+        self.refresh_rows();
+        if self.text_edited_at.is_some() && self.applied.as_ref() != Some(&self.state.filters) {
+            ui.ctx().request_repaint_after(Duration::from_millis(100));
+        }
+        let Some(view) = self.view.clone() else {
+            return empty_state(ui);
+        };
+        self.header(ui, &view);
+        self.filter_bar(ui);
+        ui.separator();
+        egui::Panel::right("record_view")
+            .resizable(true)
+            .default_size(ui.available_width() * 0.45)
+            .show(ui, |ui| self.record_side(ui, &view));
+        ui.horizontal(|ui| {
+            for tab in DatasetTab::ALL {
+                ui.selectable_value(&mut self.state.tab, tab, tab.label());
+            }
+        });
+        ui.separator();
+        match self.state.tab {
+            DatasetTab::Records => self.table(ui, &view),
+            DatasetTab::Validation => {
+                if let Some(index) = validation_view::show(ui, &view) {
+                    self.select(index);
+                }
+            }
+            DatasetTab::Distributions => {
+                if let Some(c) = &self.charts {
+                    charts::show(ui, c);
+                }
+            }
+        }
+        false
+    }
+
+    fn header(&self, ui: &mut egui::Ui, view: &DatasetView) {
+        ui.horizontal_wrapped(|ui| {
+            ui.heading(
+                view.path()
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            );
+            ui.label(format!(
+                "{} records · {} shown · {} skipped lines",
+                view.records().len(),
+                self.rows.len(),
+                view.loaded.issues.len()
+            ));
+            let failed = view.report.checks.iter().filter(|c| !c.passed).count();
+            if failed == 0 {
+                ui.colored_label(
+                    egui::Color32::from_rgb(0x4c, 0xaf, 0x50),
+                    "✔ all checks passed",
+                );
+            } else {
+                ui.colored_label(
+                    ui.visuals().warn_fg_color,
+                    format!("{failed} check(s) failed"),
+                );
+            }
+        });
+    }
+
+    fn filter_bar(&mut self, ui: &mut egui::Ui) {
+        let f = &mut self.state.filters;
+        ui.horizontal_wrapped(|ui| {
+            ui.label("Search");
+            let edit = ui.add(
+                egui::TextEdit::singleline(&mut f.text)
+                    .hint_text("words, id or patient")
+                    .desired_width(180.0),
+            );
+            if edit.changed() {
+                self.text_edited_at = Some(Instant::now());
+            }
+            option_combo(ui, "Split", &mut f.split, &Split::ALL, |s| {
+                s.name().to_string()
+            });
+            option_combo(
+                ui,
+                "Sex",
+                &mut f.gender,
+                &self.choices.genders,
+                Clone::clone,
+            );
+            option_combo(ui, "Age", &mut f.age_group, &AgeGroup::ALL, |g| {
+                g.label().to_string()
+            });
+            option_combo(
+                ui,
+                "Ethnicity",
+                &mut f.ethnicity,
+                &self.choices.ethnicities,
+                Clone::clone,
+            );
+            if *f != Filters::default() && ui.button("Clear filters").clicked() {
+                *f = Filters::default();
+            }
+        });
+    }
+
+    fn record_side(&mut self, ui: &mut egui::Ui, view: &DatasetView) {
+        egui::ScrollArea::vertical().id_salt("record_scroll").show(ui, |ui| {
+            match self.selected.and_then(|i| view.records().get(i).map(|r| (i, r))) {
+                Some((i, record)) => {
+                    record_view::show(ui, record, view.splits[i], &mut self.state.scrubbed)
+                }
+                None => {
+                    ui.label("Select a record to read it in full. Up and down arrows move through the rows.");
+                }
+            }
+        });
+    }
+
+    fn keyboard_navigation(&mut self, ui: &egui::Ui) {
+        if ui.ctx().memory(|m| m.focused().is_some()) || self.rows.is_empty() {
+            return;
+        }
+        let (down, up) = ui.input(|i| {
+            (
+                i.key_pressed(egui::Key::ArrowDown),
+                i.key_pressed(egui::Key::ArrowUp),
+            )
+        });
+        if !(down || up) {
+            return;
+        }
+        let pos = self
+            .selected
+            .and_then(|s| self.rows.iter().position(|&r| r == s));
+        let next = match (pos, down) {
+            (None, _) => 0,
+            (Some(p), true) => (p + 1).min(self.rows.len() - 1),
+            (Some(p), false) => p.saturating_sub(1),
+        };
+        self.select(self.rows[next]);
+    }
+
+    fn table(&mut self, ui: &mut egui::Ui, view: &DatasetView) {
+        self.keyboard_navigation(ui);
+        let scroll_row = self
+            .scroll_to_selected
+            .then(|| {
+                self.selected
+                    .and_then(|s| self.rows.iter().position(|&r| r == s))
+            })
+            .flatten();
+        self.scroll_to_selected = false;
+        let mut clicked = None;
+        // Selectable labels would take the click that selects the row.
+        ui.style_mut().interaction.selectable_labels = false;
+        let mut table = TableBuilder::new(ui)
+            .striped(true)
+            .sense(egui::Sense::click())
+            .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
+            .column(Column::auto().at_least(90.0))
+            .column(Column::auto().at_least(70.0))
+            .columns(Column::auto(), 6)
+            .column(Column::remainder().clip(true));
+        if let Some(row) = scroll_row {
+            table = table.scroll_to_row(row, Some(egui::Align::Center));
+        }
+        table
+            .header(22.0, |mut h| {
+                for title in [
+                    "ID",
+                    "Patient",
+                    "Split",
+                    "Sex",
+                    "Age",
+                    "Ethnicity",
+                    "Words in",
+                    "Words out",
+                    "Source",
+                ] {
+                    h.col(|ui| {
+                        ui.strong(title);
+                    });
+                }
+            })
+            .body(|body| {
+                body.rows(20.0, self.rows.len(), |mut row| {
+                    let i = self.rows[row.index()];
+                    let r = &view.records()[i];
+                    row.set_selected(self.selected == Some(i));
+                    row.col(|ui| {
+                        ui.label(&r.id);
+                    });
+                    row.col(|ui| {
+                        ui.label(r.patient_id.as_deref().unwrap_or("—"));
+                    });
+                    row.col(|ui| {
+                        ui.label(view.splits[i].name());
+                    });
+                    row.col(|ui| {
+                        ui.label(r.gender.as_deref().unwrap_or("—"));
+                    });
+                    row.col(|ui| {
+                        ui.label(r.age.map(|a| a.to_string()).unwrap_or_else(|| "—".into()));
+                    });
+                    row.col(|ui| {
+                        ui.label(r.ethnicity.as_deref().unwrap_or("—"));
+                    });
+                    row.col(|ui| {
+                        ui.label(view.input_words[i].to_string());
+                    });
+                    row.col(|ui| {
+                        ui.label(view.target_words[i].to_string());
+                    });
+                    row.col(|ui| {
+                        ui.add(egui::Label::new(preview(&r.input)).truncate());
+                    });
+                    if row.response().clicked() {
+                        clicked = Some(i);
+                    }
+                });
+            });
+        if let Some(i) = clicked {
+            self.select(i);
+        }
+    }
+}
+
+/// The first line of a note with content, for the table.
+fn preview(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
+        .chars()
+        .take(160)
+        .collect()
+}
+
+fn option_combo<T: Clone + PartialEq>(
+    ui: &mut egui::Ui,
+    label: &str,
+    value: &mut Option<T>,
+    choices: &[T],
+    name: impl Fn(&T) -> String,
+) {
+    let shown = value.as_ref().map(&name).unwrap_or_else(|| "all".into());
+    egui::ComboBox::from_label(label)
+        .selected_text(shown)
+        .show_ui(ui, |ui| {
+            ui.selectable_value(value, None, "all");
+            for c in choices {
+                ui.selectable_value(value, Some(c.clone()), name(c));
+            }
+        });
+}
+
+fn empty_state(ui: &mut egui::Ui) -> bool {
+    let mut open = false;
+    ui.vertical_centered(|ui| {
+        ui.add_space(80.0);
+        ui.heading("No dataset open");
+        ui.label("Open a JSONL or CSV file, or drop one on this window.");
+        ui.label("Records need an input and a target; other columns are kept.");
+        open = ui.button("Open dataset…").clicked();
+    });
+    open
+}
+
+#[cfg(test)]
+mod tests;

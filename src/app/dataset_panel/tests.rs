@@ -1,0 +1,85 @@
+use super::*;
+use crate::data::dataset::{OpenOptions, open_dataset, to_jsonl};
+use crate::data::record::Task;
+use crate::data::synth::generate;
+use egui::accesskit::Role;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+
+fn view(n: usize) -> Arc<DatasetView> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("notes.jsonl");
+    std::fs::write(&path, to_jsonl(&generate(Task::Discharge, n, 11, None))).expect("write");
+    let v = open_dataset(&path, &OpenOptions::default(), &mut |_, _, _| true).expect("open");
+    Arc::new(v)
+}
+
+fn harness(n: usize) -> Harness<'static, DatasetPanel> {
+    let mut panel = DatasetPanel::new(DatasetUiState::default());
+    panel.set_dataset(view(n));
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1400.0, 900.0))
+        .build_ui_state(
+            |ui, panel: &mut DatasetPanel| {
+                panel.ui(ui);
+            },
+            panel,
+        );
+    h.run();
+    h
+}
+
+#[test]
+fn text_filter_narrows_the_rows() {
+    let mut h = harness(60);
+    assert_eq!(h.state().rows.len(), 60);
+    let wanted = h.state().view().expect("view").records()[17].id.clone();
+    h.get_by_role(Role::TextInput).focus();
+    h.run();
+    h.get_by_role(Role::TextInput).type_text(&wanted);
+    h.run();
+    let rows = &h.state().rows;
+    assert_eq!(rows, &vec![17], "search for {wanted}");
+}
+
+#[test]
+fn clicking_a_row_shows_the_record_and_arrows_move() {
+    let mut h = harness(30);
+    let id = h.state().view().expect("view").records()[3].id.clone();
+    assert!(h.query_by_label(&format!("Record {id}")).is_none());
+    h.get_by_label(&id).click();
+    h.run();
+    assert_eq!(h.state().selected, Some(3));
+    assert!(h.query_by_label(&format!("Record {id}")).is_some());
+    h.key_press(egui::Key::ArrowDown);
+    h.run();
+    assert_eq!(h.state().selected, Some(4));
+}
+
+#[test]
+fn demographic_and_split_filters_combine() {
+    let v = view(200);
+    let filters = Filters {
+        split: Some(Split::Train),
+        gender: Some("F".into()),
+        age_group: Some(AgeGroup::Over65),
+        ..Filters::default()
+    };
+    let rows = filters.apply(&v);
+    assert!(!rows.is_empty() && rows.len() < 200);
+    for &i in &rows {
+        let r = &v.records()[i];
+        assert_eq!(v.splits[i], Split::Train);
+        assert_eq!(r.gender.as_deref(), Some("F"));
+        assert!(r.age.is_some_and(|a| a >= 65));
+    }
+    let expected = (0..200)
+        .filter(|&i| {
+            let r = &v.records()[i];
+            v.splits[i] == Split::Train
+                && r.gender.as_deref() == Some("F")
+                && r.age.is_some_and(|a| a >= 65)
+        })
+        .count();
+    assert_eq!(rows.len(), expected);
+}

@@ -1,0 +1,397 @@
+//! The workbench window (eframe): top bar with the panels, left project browser, the chosen
+//! panel in the centre, and a status line with the engine's job and progress at the bottom.
+//! The UI never blocks: slow work goes to the engine as a `Command` and arrives as `Event`s.
+
+mod browser;
+mod charts;
+mod dataset_panel;
+mod record_view;
+mod screenshot;
+mod status;
+mod validation_view;
+
+pub use dataset_panel::{DatasetPanel, DatasetTab, Filters};
+pub use screenshot::screenshots;
+
+use crate::data::dataset::OpenOptions;
+use crate::engine::{Command, Engine, Event, Notifier};
+use crate::project::OpenProject;
+use crossbeam_channel::{Receiver, unbounded};
+use serde::{Deserialize, Serialize};
+use status::StatusLine;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The panels the top bar offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum PanelKind {
+    #[default]
+    Dataset,
+}
+
+impl PanelKind {
+    pub const ALL: [PanelKind; 1] = [PanelKind::Dataset];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            PanelKind::Dataset => "Dataset",
+        }
+    }
+}
+
+/// What survives a restart (window geometry is eframe's own).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AppState {
+    pub panel: PanelKind,
+    pub dark: bool,
+    pub last_project: Option<PathBuf>,
+    pub last_dataset: Option<PathBuf>,
+    pub recent_projects: Vec<PathBuf>,
+    pub dataset: dataset_panel::DatasetUiState,
+}
+
+impl Default for AppState {
+    fn default() -> Self {
+        Self {
+            panel: PanelKind::Dataset,
+            dark: true,
+            last_project: None,
+            last_dataset: None,
+            recent_projects: Vec::new(),
+            dataset: Default::default(),
+        }
+    }
+}
+
+struct EguiNotifier(egui::Context);
+
+impl Notifier for EguiNotifier {
+    fn notify(&self) {
+        self.0.request_repaint();
+    }
+}
+
+/// The folder the demo project lives in, found from the working directory or next to the binary.
+pub fn default_project_dir() -> PathBuf {
+    let candidates = [
+        PathBuf::from("projects/demo"),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("projects/demo"),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.join(crate::project::PROJECT_FILE).exists())
+        .cloned()
+        .unwrap_or_else(|| candidates[0].clone())
+}
+
+pub struct LabLensApp {
+    pub state: AppState,
+    pub engine: Engine,
+    pub project: Option<OpenProject>,
+    pub dataset: DatasetPanel,
+    status: StatusLine,
+    picked_files: Option<Receiver<PickedFile>>,
+    screenshot: Option<screenshot::Script>,
+}
+
+enum PickedFile {
+    Dataset(PathBuf),
+    Project(PathBuf),
+}
+
+impl LabLensApp {
+    /// Builds the app over `ctx`; `project` wins over the persisted last project.
+    pub fn new(ctx: &egui::Context, state: AppState, project: Option<PathBuf>) -> Self {
+        let engine = Engine::start(EguiNotifier(ctx.clone()));
+        let mut app = Self {
+            dataset: DatasetPanel::new(state.dataset.clone()),
+            state,
+            engine,
+            project: None,
+            status: StatusLine::default(),
+            picked_files: None,
+            screenshot: None,
+        };
+        app.apply_theme(ctx);
+        let to_open = project
+            .or_else(|| app.state.last_project.clone())
+            .unwrap_or_else(default_project_dir);
+        app.open_project(&to_open);
+        app
+    }
+
+    fn apply_theme(&self, ctx: &egui::Context) {
+        ctx.set_theme(if self.state.dark {
+            egui::Theme::Dark
+        } else {
+            egui::Theme::Light
+        });
+    }
+
+    pub fn open_project(&mut self, path: &Path) {
+        match OpenProject::open(path) {
+            Ok(p) => {
+                self.state.last_project = Some(p.dir.clone());
+                self.state.recent_projects.retain(|r| r != &p.dir);
+                self.state.recent_projects.insert(0, p.dir.clone());
+                self.state.recent_projects.truncate(8);
+                let first = p.project.datasets.first().map(|d| p.dataset_path(d));
+                let remembered = self
+                    .state
+                    .last_dataset
+                    .clone()
+                    .filter(|d| p.project.datasets.iter().any(|e| &p.dataset_path(e) == d));
+                self.project = Some(p);
+                if let Some(path) = remembered.or(first) {
+                    self.open_dataset(path);
+                }
+            }
+            Err(e) => self
+                .status
+                .error(format!("Could not open the project: {e}")),
+        }
+    }
+
+    pub fn open_dataset(&mut self, path: PathBuf) {
+        let mut options = OpenOptions::default();
+        if let Some(p) = &self.project {
+            options.split = p.project.split;
+            options.load.default_task = Some(p.project.task);
+        }
+        self.state.last_dataset = Some(path.clone());
+        self.engine.submit(Command::OpenDataset { path, options });
+    }
+
+    /// Adds a dataset file to the open project (if any) and opens it.
+    fn add_and_open_dataset(&mut self, path: PathBuf) {
+        if let Some(p) = &mut self.project {
+            p.add_dataset(&path);
+        }
+        self.open_dataset(path);
+    }
+
+    pub fn save_project(&mut self) {
+        if let Some(p) = &self.project {
+            match p.save() {
+                Ok(()) => self.status.info(format!(
+                    "Saved {}",
+                    p.dir.join(crate::project::PROJECT_FILE).display()
+                )),
+                Err(e) => self
+                    .status
+                    .error(format!("Could not save the project: {e}")),
+            }
+        }
+    }
+
+    /// Opens a native file dialog on its own thread so the window keeps drawing.
+    fn pick_file(&mut self, project: bool) {
+        let (tx, rx) = unbounded();
+        self.picked_files = Some(rx);
+        std::thread::spawn(move || {
+            let dialog = rfd::FileDialog::new();
+            let picked = if project {
+                dialog
+                    .add_filter("Lab Lens project", &["ron"])
+                    .pick_file()
+                    .map(PickedFile::Project)
+            } else {
+                dialog
+                    .add_filter("Datasets", &["jsonl", "json", "ndjson", "csv", "tsv"])
+                    .pick_file()
+                    .map(PickedFile::Dataset)
+            };
+            if let Some(p) = picked {
+                tx.send(p).ok();
+            }
+        });
+    }
+
+    fn handle_event(&mut self, event: Event) {
+        match event {
+            Event::DatasetOpened { dataset, .. } => {
+                self.dataset.set_dataset(Arc::from(dataset));
+            }
+            other => self.status.on_event(&other),
+        }
+    }
+
+    fn handle_dropped_files(&mut self, ctx: &egui::Context) {
+        let dropped: Vec<PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        });
+        for path in dropped {
+            if path.extension().is_some_and(|e| e == "ron") || path.is_dir() {
+                self.open_project(&path);
+            } else {
+                self.add_and_open_dataset(path);
+            }
+        }
+    }
+
+    fn handle_shortcuts(&mut self, ctx: &egui::Context) {
+        let (open, save, theme) = ctx.input_mut(|i| {
+            (
+                i.consume_key(egui::Modifiers::COMMAND, egui::Key::O),
+                i.consume_key(egui::Modifiers::COMMAND, egui::Key::S),
+                i.consume_key(egui::Modifiers::COMMAND, egui::Key::T),
+            )
+        });
+        if open {
+            self.pick_file(false);
+        }
+        if save {
+            self.save_project();
+        }
+        if theme {
+            self.state.dark = !self.state.dark;
+            self.apply_theme(ctx);
+        }
+        for (i, panel) in PanelKind::ALL.iter().enumerate() {
+            let key = egui::Key::from_name(&(i + 1).to_string());
+            if key
+                .is_some_and(|k| ctx.input_mut(|inp| inp.consume_key(egui::Modifiers::COMMAND, k)))
+            {
+                self.state.panel = *panel;
+            }
+        }
+    }
+
+    /// Drains engine events and file-dialog results; runs before every frame, even hidden.
+    pub fn drain(&mut self, ctx: &egui::Context) {
+        for event in self.engine.poll() {
+            self.handle_event(event);
+        }
+        if let Some(rx) = &self.picked_files {
+            let picked: Vec<PickedFile> = rx.try_iter().collect();
+            for p in picked {
+                match p {
+                    PickedFile::Dataset(path) => self.add_and_open_dataset(path),
+                    PickedFile::Project(path) => self.open_project(&path),
+                }
+            }
+        }
+        self.handle_dropped_files(ctx);
+        self.handle_shortcuts(ctx);
+    }
+
+    fn top_bar(&mut self, ui: &mut egui::Ui) {
+        egui::Panel::top("top_bar").show(ui, |ui| {
+            ui.horizontal(|ui| {
+                ui.heading("Lab Lens");
+                ui.separator();
+                for panel in PanelKind::ALL {
+                    ui.selectable_value(&mut self.state.panel, panel, panel.label());
+                }
+                ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                    let icon = if self.state.dark {
+                        "Light theme"
+                    } else {
+                        "Dark theme"
+                    };
+                    if ui.button(icon).on_hover_text("Ctrl+T").clicked() {
+                        self.state.dark = !self.state.dark;
+                        self.apply_theme(ui.ctx());
+                    }
+                    if ui
+                        .button("Save PNG")
+                        .on_hover_text("Save this panel as an image")
+                        .clicked()
+                    {
+                        self.screenshot =
+                            Some(screenshot::Script::single_panel(self.panel_png_path()));
+                    }
+                });
+            });
+        });
+    }
+
+    fn panel_png_path(&self) -> PathBuf {
+        let base = self
+            .project
+            .as_ref()
+            .map(|p| p.dir.join("screenshots"))
+            .unwrap_or_else(|| PathBuf::from("screenshots"));
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        base.join(format!(
+            "{}-{stamp}.png",
+            self.state.panel.label().to_lowercase()
+        ))
+    }
+}
+
+impl eframe::App for LabLensApp {
+    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        self.drain(ctx);
+        if let Some(script) = &mut self.screenshot
+            && script.step(ctx, &mut self.state, &mut self.dataset, &self.status)
+        {
+            self.screenshot = None;
+        }
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.top_bar(ui);
+        status::show(ui, &mut self.status, &self.engine);
+        if let Some(action) =
+            browser::show(ui, self.project.as_ref(), &self.state, self.dataset.path())
+        {
+            match action {
+                browser::Action::OpenDataset(p) => self.open_dataset(p),
+                browser::Action::OpenProject(p) => self.open_project(&p),
+                browser::Action::PickDataset => self.pick_file(false),
+                browser::Action::PickProject => self.pick_file(true),
+                browser::Action::SaveProject => self.save_project(),
+            }
+        }
+        egui::CentralPanel::default().show(ui, |ui| match self.state.panel {
+            PanelKind::Dataset => {
+                if self.dataset.ui(ui) {
+                    self.pick_file(false);
+                }
+            }
+        });
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        self.state.dataset = self.dataset.ui_state();
+        eframe::set_value(storage, eframe::APP_KEY, &self.state);
+    }
+}
+
+fn native_options(title: &str, size: [f32; 2], persist: bool) -> eframe::NativeOptions {
+    eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title(title)
+            .with_inner_size(size)
+            .with_min_inner_size([800.0, 500.0])
+            .with_drag_and_drop(true),
+        persist_window: persist,
+        ..Default::default()
+    }
+}
+
+/// Opens the workbench window and returns when it is closed.
+pub fn run(project: Option<PathBuf>) -> Result<(), String> {
+    eframe::run_native(
+        "lablens",
+        native_options("Lab Lens", [1400.0, 880.0], true),
+        Box::new(move |cc| {
+            let state = cc
+                .storage
+                .and_then(|s| eframe::get_value::<AppState>(s, eframe::APP_KEY))
+                .unwrap_or_default();
+            Ok(Box::new(LabLensApp::new(&cc.egui_ctx, state, project)))
+        }),
+    )
+    .map_err(|e| format!("could not open the window: {e}"))
+}

@@ -1,0 +1,265 @@
+//! Saving what the window shows as PNG: one panel on request ("Save PNG"), or every panel of a
+//! project in turn for `lablens screenshots`, which starts a virtual display when there is none.
+
+use super::status::StatusLine;
+use super::{AppState, DatasetPanel, DatasetTab, Filters, LabLensApp};
+use crate::data::record::Split;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Frames to let layout, fonts and plots settle before a shot.
+const SETTLE_FRAMES: u32 = 12;
+
+type Setup = fn(&mut AppState, &mut DatasetPanel);
+
+struct Shot {
+    path: PathBuf,
+    setup: Setup,
+}
+
+/// A sequence of shots driven one frame at a time from `App::logic`.
+pub struct Script {
+    shots: VecDeque<Shot>,
+    frames: u32,
+    set_up: bool,
+    /// How many results existed when the current shot was requested.
+    requested: Option<usize>,
+    wait_for_data: bool,
+    close_when_done: bool,
+    started: Instant,
+    results: Arc<Mutex<Vec<Result<PathBuf, String>>>>,
+}
+
+fn noop(_: &mut AppState, _: &mut DatasetPanel) {}
+
+/// The first record whose source shows found PHI, else the fourth: a record worth showing.
+fn select_showcase(panel: &mut DatasetPanel) {
+    let index = panel.view().map(|v| {
+        v.records()
+            .iter()
+            .position(|r| {
+                r.meta
+                    .get("phi_leak")
+                    .is_some_and(|x| x.as_bool() == Some(true))
+            })
+            .unwrap_or(3.min(v.records().len().saturating_sub(1)))
+    });
+    if let Some(i) = index {
+        panel.select(i);
+    }
+}
+
+impl Script {
+    fn new(shots: Vec<Shot>, wait_for_data: bool, close_when_done: bool) -> Self {
+        Self {
+            shots: shots.into(),
+            frames: 0,
+            set_up: false,
+            requested: None,
+            wait_for_data,
+            close_when_done,
+            started: Instant::now(),
+            results: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// One shot of the window as it is now.
+    pub fn single_panel(path: PathBuf) -> Self {
+        Self::new(vec![Shot { path, setup: noop }], false, false)
+    }
+
+    /// Every panel and tab of the demo project, for the README.
+    pub fn all_panels(out: &Path) -> Self {
+        let shot = |name: &str, setup: Setup| Shot {
+            path: out.join(name),
+            setup,
+        };
+        Self::new(
+            vec![
+                shot("dataset-records.png", |state, panel| {
+                    state.dark = true;
+                    panel.state.filters = Filters::default();
+                    panel.state.tab = DatasetTab::Records;
+                    panel.state.scrubbed = false;
+                    select_showcase(panel);
+                }),
+                shot("dataset-validation.png", |_, panel| {
+                    panel.state.tab = DatasetTab::Validation;
+                }),
+                shot("dataset-distributions.png", |_, panel| {
+                    panel.state.tab = DatasetTab::Distributions;
+                }),
+                shot("dataset-filtered-light.png", |state, panel| {
+                    state.dark = false;
+                    panel.state.tab = DatasetTab::Records;
+                    panel.state.filters = Filters {
+                        split: Some(Split::Test),
+                        text: "heart failure".into(),
+                        ..Filters::default()
+                    };
+                    panel.refresh_rows();
+                    if let Some(&first) = panel.rows.first() {
+                        panel.select(first);
+                    }
+                }),
+            ],
+            true,
+            true,
+        )
+    }
+
+    pub fn results(&self) -> Arc<Mutex<Vec<Result<PathBuf, String>>>> {
+        Arc::clone(&self.results)
+    }
+
+    fn record(&self, r: Result<PathBuf, String>) {
+        if let Ok(mut v) = self.results.lock() {
+            v.push(r);
+        }
+    }
+
+    /// Advances the script by one frame; returns true when it is finished.
+    pub fn step(
+        &mut self,
+        ctx: &egui::Context,
+        state: &mut AppState,
+        panel: &mut DatasetPanel,
+        status: &StatusLine,
+    ) -> bool {
+        ctx.request_repaint();
+        if self.wait_for_data && (panel.view().is_none() || status.is_running()) {
+            if self.started.elapsed() > Duration::from_secs(120) {
+                self.record(Err("the demo dataset did not load within 120 s".into()));
+                return self.finish(ctx);
+            }
+            return false;
+        }
+        let Some(shot) = self.shots.front() else {
+            return self.finish(ctx);
+        };
+        if !self.set_up {
+            (shot.setup)(state, panel);
+            ctx.set_theme(if state.dark {
+                egui::Theme::Dark
+            } else {
+                egui::Theme::Light
+            });
+            self.set_up = true;
+            self.frames = 0;
+            return false;
+        }
+        self.frames += 1;
+        let taken = self.results.lock().map(|v| v.len()).unwrap_or(0);
+        match self.requested {
+            None if self.frames >= SETTLE_FRAMES => {
+                self.requested = Some(taken);
+                let path = shot.path.clone();
+                let results = Arc::clone(&self.results);
+                ctx.request_screenshot(move |image: Arc<egui::ColorImage>| {
+                    let saved = save_png(&path, &image).map(|()| path.clone());
+                    if let Ok(mut v) = results.lock() {
+                        v.push(saved);
+                    }
+                });
+            }
+            Some(before) if taken > before => {
+                self.shots.pop_front();
+                self.set_up = false;
+                self.requested = None;
+            }
+            _ => {}
+        }
+        false
+    }
+
+    fn finish(&mut self, ctx: &egui::Context) -> bool {
+        if self.close_when_done {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+        }
+        true
+    }
+}
+
+fn save_png(path: &Path, image: &egui::ColorImage) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let [w, h] = image.size;
+    let bytes: Vec<u8> = image.pixels.iter().flat_map(|c| c.to_array()).collect();
+    image::save_buffer(path, &bytes, w as u32, h as u32, image::ColorType::Rgba8)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Renders every panel of `project` (default: the demo project) into `out`.
+pub fn screenshots(project: Option<PathBuf>, out: &Path) -> Result<(), String> {
+    let has_display = std::env::var_os("DISPLAY").is_some_and(|d| !d.is_empty())
+        || std::env::var_os("WAYLAND_DISPLAY").is_some_and(|d| !d.is_empty());
+    if !has_display {
+        return with_virtual_display(project, out);
+    }
+    let project = project.unwrap_or_else(super::default_project_dir);
+    let script = Script::all_panels(out);
+    let results = script.results();
+    let mut script = Some(script);
+    eframe::run_native(
+        "lablens-screenshots",
+        super::native_options("Lab Lens", [1600.0, 1000.0], false),
+        Box::new(move |cc| {
+            let mut app = LabLensApp::new(&cc.egui_ctx, AppState::default(), Some(project));
+            app.screenshot = script.take();
+            Ok(Box::new(app))
+        }),
+    )
+    .map_err(|e| format!("could not open the window: {e}"))?;
+    let results = results.lock().map(|v| v.clone()).unwrap_or_default();
+    let mut saved = 0;
+    for r in &results {
+        match r {
+            Ok(p) => {
+                eprintln!("saved {}", p.display());
+                saved += 1;
+            }
+            Err(e) => return Err(e.clone()),
+        }
+    }
+    if saved == 0 {
+        return Err("no screenshot was taken".into());
+    }
+    Ok(())
+}
+
+/// Starts Xvfb on a free display and runs this command again inside it.
+fn with_virtual_display(project: Option<PathBuf>, out: &Path) -> Result<(), String> {
+    let display = (90..120)
+        .find(|n| !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists())
+        .ok_or("no free X display number between :90 and :119")?;
+    let mut xvfb = std::process::Command::new("Xvfb")
+        .args([format!(":{display}").as_str(), "-screen", "0", "1920x1080x24", "-nolisten", "tcp"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            format!("there is no display and Xvfb could not be started ({e}); install it (apt-get install xvfb) or set DISPLAY")
+        })?;
+    let socket = PathBuf::from(format!("/tmp/.X11-unix/X{display}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("screenshots").arg("--out").arg(out);
+    if let Some(p) = project {
+        cmd.arg("--project").arg(p);
+    }
+    let status = cmd.env("DISPLAY", format!(":{display}")).status();
+    xvfb.kill().ok();
+    xvfb.wait().ok();
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("rendering under Xvfb failed ({s})")),
+        Err(e) => Err(format!("could not run the renderer: {e}")),
+    }
+}

@@ -1,0 +1,173 @@
+//! The bottom status line: what the engine is doing, on which device, how far along, and the
+//! last message or error in words a person can act on.
+
+use crate::engine::{Engine, Event};
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    Info(String),
+    Error(String),
+}
+
+#[derive(Debug, Default)]
+pub struct StatusLine {
+    running: Option<String>,
+    stage: String,
+    fraction: f32,
+    eta: Option<Duration>,
+    pub notice: Option<Notice>,
+}
+
+impl StatusLine {
+    pub fn info(&mut self, text: String) {
+        self.notice = Some(Notice::Info(text));
+    }
+
+    pub fn error(&mut self, text: String) {
+        self.notice = Some(Notice::Error(text));
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.is_some()
+    }
+
+    pub fn on_event(&mut self, event: &Event) {
+        match event {
+            Event::Started { name, .. } => {
+                self.running = Some(name.clone());
+                self.stage.clear();
+                self.fraction = 0.0;
+                self.eta = None;
+            }
+            Event::Progress {
+                stage,
+                done,
+                total,
+                eta,
+                ..
+            } => {
+                self.stage = stage.clone();
+                self.fraction = if *total > 0 {
+                    *done as f32 / *total as f32
+                } else {
+                    0.0
+                };
+                self.eta = *eta;
+            }
+            Event::Finished { elapsed, .. } => {
+                if let Some(name) = self.running.take() {
+                    self.info(format!("{name}: done in {:.2} s", elapsed.as_secs_f64()));
+                }
+            }
+            Event::Failed { name, error, .. } => {
+                self.running = None;
+                self.error(format!("{name} failed: {error}"));
+            }
+            Event::Cancelled { .. } => {
+                if let Some(name) = self.running.take() {
+                    self.info(format!("{name}: cancelled"));
+                }
+            }
+            Event::Busy { running, refused } => {
+                self.error(format!(
+                    "{refused} was not started: {running} is still running. Cancel it or wait."
+                ));
+            }
+            Event::Message { text, .. } => self.info(text.clone()),
+            Event::DatasetOpened { .. } => {}
+        }
+    }
+}
+
+fn format_eta(eta: Duration) -> String {
+    let s = eta.as_secs();
+    if s >= 3600 {
+        format!("{}h {:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m {:02}s", s / 60, s % 60)
+    } else {
+        format!("{:.1}s", eta.as_secs_f64())
+    }
+}
+
+pub fn show(ui: &mut egui::Ui, status: &mut StatusLine, engine: &Engine) {
+    egui::Panel::bottom("status_line").show(ui, |ui| {
+        ui.horizontal(|ui| {
+            match &status.running {
+                Some(name) => {
+                    ui.spinner();
+                    ui.label(format!("{name} — {}", status.stage));
+                    let mut bar = egui::ProgressBar::new(status.fraction)
+                        .desired_width(220.0)
+                        .show_percentage();
+                    if let Some(eta) = status.eta {
+                        bar = bar.text(format!(
+                            "{:.0}% · ETA {}",
+                            status.fraction * 100.0,
+                            format_eta(eta)
+                        ));
+                    }
+                    ui.add(bar);
+                    if ui.button("Cancel").clicked() {
+                        engine.cancel();
+                    }
+                }
+                None => {
+                    ui.label("Engine idle");
+                }
+            }
+            ui.separator();
+            ui.label("Device: CPU");
+            ui.separator();
+            let mut dismiss = false;
+            match &status.notice {
+                Some(Notice::Info(text)) => {
+                    ui.label(text);
+                }
+                Some(Notice::Error(text)) => {
+                    ui.colored_label(ui.visuals().error_fg_color, text);
+                    dismiss = ui.small_button("Dismiss").clicked();
+                }
+                None => {}
+            }
+            if dismiss {
+                status.notice = None;
+            }
+        });
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_clears_the_job_and_keeps_a_readable_error() {
+        let mut s = StatusLine::default();
+        s.on_event(&Event::Started {
+            job: 1,
+            name: "Open notes.jsonl".into(),
+        });
+        assert!(s.is_running());
+        s.on_event(&Event::Failed {
+            job: 1,
+            name: "Open notes.jsonl".into(),
+            error: "notes.jsonl: file not found".into(),
+        });
+        assert!(!s.is_running());
+        assert_eq!(
+            s.notice,
+            Some(Notice::Error(
+                "Open notes.jsonl failed: notes.jsonl: file not found".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn eta_is_human() {
+        assert_eq!(format_eta(Duration::from_secs(3725)), "1h 02m");
+        assert_eq!(format_eta(Duration::from_secs(75)), "1m 15s");
+        assert_eq!(format_eta(Duration::from_millis(4200)), "4.2s");
+    }
+}

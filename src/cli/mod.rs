@@ -1,0 +1,159 @@
+//! The command line: argument parsing and exit codes. Human progress goes to stderr, the
+//! machine-readable result (`--json`) to stdout. Exit codes: 0 success, 1 the job failed,
+//! 2 bad input or usage.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lablens",
+    version,
+    about = "Fine-tune and audit clinical text simplification models"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<CliCommand>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CliCommand {
+    /// Open the workbench window (the default without a subcommand).
+    Gui {
+        /// A project folder or its project.ron; default: the last project, else projects/demo.
+        #[arg(long)]
+        project: Option<PathBuf>,
+    },
+    /// Write a synthetic dataset (JSONL) for a task.
+    GenData {
+        /// discharge, soap or qa.
+        #[arg(long)]
+        task: String,
+        #[arg(long, default_value_t = 100)]
+        n: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+        /// Make one group's references noisier, e.g. `ethnicity:Hispanic=0.6` or `65+=0.5`.
+        #[arg(long)]
+        disparity: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a dataset: schema, missing fields, duplicates, lengths, PHI, demographics.
+    /// Exits 1 when a check fails, 2 when the file cannot be read.
+    Validate {
+        data: PathBuf,
+        /// Task for records that do not name one (discharge, soap, qa).
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long, default_value_t = 4000)]
+        max_input_words: usize,
+        #[arg(long, default_value_t = 1500)]
+        max_target_words: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Split a dataset by patient into train / validation / test JSONL files.
+    Split {
+        data: PathBuf,
+        /// Train, validation and test percentages.
+        #[arg(long, default_value = "70,15,15")]
+        ratios: String,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Render every panel of a project (default: the demo project) to PNG files.
+    Screenshots {
+        #[arg(long, default_value = "screenshots")]
+        out: PathBuf,
+        #[arg(long)]
+        project: Option<PathBuf>,
+    },
+}
+
+/// An error with its exit code: 1 for a failed job, 2 for bad input or usage.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl CliError {
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self {
+            code: 2,
+            message: message.into(),
+        }
+    }
+
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses the process arguments, runs the command and returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // clap prints help and version to stdout with exit 0, usage errors with exit 2.
+            e.print().ok();
+            return e.exit_code();
+        }
+    };
+    match run(cli.command.unwrap_or(CliCommand::Gui { project: None })) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            e.code
+        }
+    }
+}
+
+pub fn run(command: CliCommand) -> Result<(), CliError> {
+    match command {
+        CliCommand::Gui { project } => crate::app::run(project).map_err(CliError::failed),
+        CliCommand::GenData {
+            task,
+            n,
+            seed,
+            out,
+            disparity,
+            json,
+        } => commands::gen_data(&task, n, seed, &out, disparity.as_deref(), json),
+        CliCommand::Validate {
+            data,
+            task,
+            max_input_words,
+            max_target_words,
+            json,
+        } => commands::validate(
+            &data,
+            task.as_deref(),
+            max_input_words,
+            max_target_words,
+            json,
+        ),
+        CliCommand::Split {
+            data,
+            ratios,
+            seed,
+            out,
+            json,
+        } => commands::split(&data, &ratios, seed, &out, json),
+        CliCommand::Screenshots { out, project } => {
+            crate::app::screenshots(project, &out).map_err(CliError::failed)
+        }
+    }
+}

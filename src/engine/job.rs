@@ -1,0 +1,126 @@
+//! Running one job on the engine thread: progress with ETA, cancellation, and panics turned
+//! into `Event::Failed` so that a broken job never takes the program down.
+
+use super::{Command, Event, JobId, Shared};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("cancelled")]
+    Cancelled,
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What a running job sees: its id, the cancel flag and a way to report progress.
+pub struct JobContext {
+    pub job: JobId,
+    started: Instant,
+    cancel: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+}
+
+impl JobContext {
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Acquire)
+    }
+
+    /// Returns `Err(Cancelled)` once a cancel was requested; call it inside long loops.
+    pub fn check(&self) -> Result<(), JobError> {
+        if self.is_cancelled() {
+            Err(JobError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reports `done` of `total`, with an ETA from the rate so far.
+    pub fn progress(&self, stage: &str, done: u64, total: u64) {
+        let elapsed = self.started.elapsed();
+        let eta = (done > 0 && total >= done).then(|| {
+            let per = elapsed.as_secs_f64() / done as f64;
+            Duration::from_secs_f64(per * (total - done) as f64)
+        });
+        self.shared.emit(Event::Progress {
+            job: self.job,
+            stage: stage.to_string(),
+            done,
+            total,
+            eta,
+        });
+    }
+}
+
+pub(super) fn run(shared: &Arc<Shared>, job: JobId, command: Command) {
+    let name = command.name();
+    shared.emit(Event::Started {
+        job,
+        name: name.clone(),
+    });
+    let ctx = JobContext {
+        job,
+        started: Instant::now(),
+        cancel: Arc::clone(&shared.cancel),
+        shared: Arc::clone(shared),
+    };
+    let outcome = catch_unwind(AssertUnwindSafe(|| execute(&ctx, command)));
+    let (event, succeeded) = match outcome {
+        Ok(Ok(event)) => (event, true),
+        Ok(Err(JobError::Cancelled)) => (Event::Cancelled { job }, false),
+        Ok(Err(JobError::Failed(error))) => (Event::Failed { job, name, error }, false),
+        Err(panic) => (
+            Event::Failed {
+                job,
+                name,
+                error: format!("internal error: {}", panic_message(&*panic)),
+            },
+            false,
+        ),
+    };
+    // Clear `busy` before the final events so a front end reacting to them can submit at once.
+    shared.busy.store(false, Ordering::Release);
+    shared.emit(event);
+    if succeeded {
+        shared.emit(Event::Finished {
+            job,
+            elapsed: ctx.started.elapsed(),
+        });
+    }
+}
+
+fn execute(ctx: &JobContext, command: Command) -> Result<Event, JobError> {
+    match command {
+        Command::OpenDataset { path, options } => {
+            let dataset =
+                crate::data::dataset::open_dataset(&path, &options, &mut |stage, done, total| {
+                    ctx.progress(stage, done, total);
+                    ctx.check().is_ok()
+                })
+                .map_err(|e| match e {
+                    crate::data::dataset::OpenError::Cancelled => JobError::Cancelled,
+                    other => JobError::Failed(other.to_string()),
+                })?;
+            Ok(Event::DatasetOpened {
+                job: ctx.job,
+                dataset: Box::new(dataset),
+            })
+        }
+        Command::Custom { work, .. } => {
+            let text = work(ctx)?;
+            Ok(Event::Message { job: ctx.job, text })
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a job panicked".to_string()
+    }
+}

@@ -1,0 +1,226 @@
+//! The engine: one background thread that runs every long job (loading and validating data now;
+//! models and training later), one at a time, reporting progress as `Event`s. The GUI and the
+//! CLI talk to it only through `Command`s and never wait on it.
+
+mod job;
+
+pub use job::{JobContext, JobError};
+
+use crate::data::dataset::{DatasetView, OpenOptions};
+use crossbeam_channel::{Receiver, Sender, unbounded};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub type JobId = u64;
+
+/// The work of a `Command::Custom`: runs on the engine thread, returns a message.
+pub type CustomWork = Box<dyn FnOnce(&JobContext) -> Result<String, JobError> + Send>;
+
+/// Asks the front end to redraw; implemented by the GUI over `egui::Context` so that the engine
+/// does not depend on egui.
+pub trait Notifier: Send + Sync + 'static {
+    fn notify(&self);
+}
+
+/// For front ends that poll (the CLI, tests).
+pub struct NoNotifier;
+
+impl Notifier for NoNotifier {
+    fn notify(&self) {}
+}
+
+/// Work for the engine. Jobs are refused with `Event::Busy` while another runs.
+pub enum Command {
+    /// Load a dataset file, validate it and assign splits.
+    OpenDataset { path: PathBuf, options: OpenOptions },
+    /// Run arbitrary work on the engine thread, for programs embedding the engine and for tests.
+    Custom { name: String, work: CustomWork },
+}
+
+impl Command {
+    pub fn name(&self) -> String {
+        match self {
+            Command::OpenDataset { path, .. } => format!(
+                "Open {}",
+                path.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            ),
+            Command::Custom { name, .. } => name.clone(),
+        }
+    }
+}
+
+/// What the engine reports.
+#[derive(Debug)]
+pub enum Event {
+    Started {
+        job: JobId,
+        name: String,
+    },
+    Progress {
+        job: JobId,
+        stage: String,
+        done: u64,
+        total: u64,
+        eta: Option<Duration>,
+    },
+    DatasetOpened {
+        job: JobId,
+        dataset: Box<DatasetView>,
+    },
+    /// A `Custom` job's result.
+    Message {
+        job: JobId,
+        text: String,
+    },
+    Failed {
+        job: JobId,
+        name: String,
+        error: String,
+    },
+    Cancelled {
+        job: JobId,
+    },
+    Finished {
+        job: JobId,
+        elapsed: Duration,
+    },
+    /// A command arrived while `running` was still working; nothing was queued.
+    Busy {
+        running: String,
+        refused: String,
+    },
+}
+
+struct Shared {
+    busy: AtomicBool,
+    cancel: Arc<AtomicBool>,
+    next_job: AtomicU64,
+    running_name: std::sync::Mutex<String>,
+    events: Sender<Event>,
+    notifier: Box<dyn Notifier>,
+}
+
+impl Shared {
+    fn emit(&self, event: Event) {
+        // The receiver lives as long as the Engine; a send can only fail during shutdown.
+        self.events.send(event).ok();
+        self.notifier.notify();
+    }
+}
+
+/// Handle to the engine thread. Dropping it stops the thread after the running job.
+pub struct Engine {
+    commands: Option<Sender<(JobId, Command)>>,
+    events: Receiver<Event>,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Engine {
+    pub fn start(notifier: impl Notifier) -> Engine {
+        let (cmd_tx, cmd_rx) = unbounded::<(JobId, Command)>();
+        let (ev_tx, ev_rx) = unbounded();
+        let shared = Arc::new(Shared {
+            busy: AtomicBool::new(false),
+            cancel: Arc::new(AtomicBool::new(false)),
+            next_job: AtomicU64::new(1),
+            running_name: std::sync::Mutex::new(String::new()),
+            events: ev_tx,
+            notifier: Box::new(notifier),
+        });
+        let thread_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("lablens-engine".into())
+            .spawn(move || {
+                for (job, command) in cmd_rx {
+                    job::run(&thread_shared, job, command);
+                }
+            })
+            .ok();
+        Engine {
+            commands: Some(cmd_tx),
+            events: ev_rx,
+            shared,
+            thread,
+        }
+    }
+
+    /// Starts a job, or reports `Event::Busy` (and returns `None`) if one is running.
+    pub fn submit(&self, command: Command) -> Option<JobId> {
+        let name = command.name();
+        if self
+            .shared
+            .busy
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            let running = self
+                .shared
+                .running_name
+                .lock()
+                .map(|n| n.clone())
+                .unwrap_or_default();
+            self.shared.emit(Event::Busy {
+                running,
+                refused: name,
+            });
+            return None;
+        }
+        if let Ok(mut n) = self.shared.running_name.lock() {
+            *n = name;
+        }
+        self.shared.cancel.store(false, Ordering::Release);
+        let job = self.shared.next_job.fetch_add(1, Ordering::Relaxed);
+        let sent = self
+            .commands
+            .as_ref()
+            .is_some_and(|tx| tx.send((job, command)).is_ok());
+        if !sent {
+            self.shared.busy.store(false, Ordering::Release);
+            self.shared.emit(Event::Failed {
+                job,
+                name: "engine".into(),
+                error: "the engine thread is not running".into(),
+            });
+            return None;
+        }
+        Some(job)
+    }
+
+    /// Asks the running job to stop at its next check; it reports `Event::Cancelled`.
+    pub fn cancel(&self) {
+        self.shared.cancel.store(true, Ordering::Release);
+    }
+
+    pub fn is_busy(&self) -> bool {
+        self.shared.busy.load(Ordering::Acquire)
+    }
+
+    /// Events that have arrived, without waiting.
+    pub fn poll(&self) -> Vec<Event> {
+        self.events.try_iter().collect()
+    }
+
+    /// Waits for the next event (CLI and tests).
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<Event> {
+        self.events.recv_timeout(timeout).ok()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.cancel();
+        self.commands.take();
+        if let Some(t) = self.thread.take() {
+            t.join().ok();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

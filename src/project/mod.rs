@@ -1,0 +1,205 @@
+//! The persistence layer: a project folder (`project.ron`) naming its datasets, task, template
+//! and split, written atomically so a crash never leaves a half-written project.
+
+mod atomic;
+
+pub use atomic::write_atomic;
+
+use crate::data::record::Task;
+use crate::data::split::SplitSpec;
+use crate::data::template::TemplateKind;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const PROJECT_FILE: &str = "project.ron";
+
+/// A dataset of the project; `path` is relative to the project folder unless absolute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetEntry {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// What `project.ron` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Project {
+    pub name: String,
+    pub task: Task,
+    #[serde(default = "default_template")]
+    pub template: TemplateKind,
+    #[serde(default)]
+    pub datasets: Vec<DatasetEntry>,
+    #[serde(default)]
+    pub split: SplitSpec,
+}
+
+fn default_template() -> TemplateKind {
+    TemplateKind::ChatMl
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{col}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        col: usize,
+        message: String,
+    },
+    #[error("{path}: could not serialise the project: {message}")]
+    Serialise { path: PathBuf, message: String },
+}
+
+/// A project together with the folder it lives in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenProject {
+    pub dir: PathBuf,
+    pub project: Project,
+}
+
+impl OpenProject {
+    /// Opens `path`, which may be the project folder or its `project.ron`.
+    pub fn open(path: &Path) -> Result<OpenProject, ProjectError> {
+        let file = if path.is_dir() {
+            path.join(PROJECT_FILE)
+        } else {
+            path.to_path_buf()
+        };
+        let text = std::fs::read_to_string(&file).map_err(|source| ProjectError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        let project: Project = ron::from_str(&text).map_err(|e| ProjectError::Parse {
+            path: file.clone(),
+            line: e.span.start.line,
+            col: e.span.start.col,
+            message: e.code.to_string(),
+        })?;
+        let dir = file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Ok(OpenProject { dir, project })
+    }
+
+    /// Writes `project.ron` atomically.
+    pub fn save(&self) -> Result<(), ProjectError> {
+        let file = self.dir.join(PROJECT_FILE);
+        let text = ron::ser::to_string_pretty(&self.project, ron::ser::PrettyConfig::default())
+            .map_err(|e| ProjectError::Serialise {
+                path: file.clone(),
+                message: e.to_string(),
+            })?;
+        write_atomic(&file, format!("{text}\n").as_bytes())
+            .map_err(|source| ProjectError::Io { path: file, source })
+    }
+
+    /// Where a dataset entry's file is on disk.
+    pub fn dataset_path(&self, entry: &DatasetEntry) -> PathBuf {
+        if entry.path.is_absolute() {
+            entry.path.clone()
+        } else {
+            self.dir.join(&entry.path)
+        }
+    }
+
+    /// Adds a dataset by its path, stored relative to the project folder where possible.
+    pub fn add_dataset(&mut self, path: &Path) -> &DatasetEntry {
+        let stored = relative_to(path, &self.dir);
+        if let Some(i) = self
+            .project
+            .datasets
+            .iter()
+            .position(|d| self.dataset_path(d) == self.dir.join(&stored))
+        {
+            return &self.project.datasets[i];
+        }
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "dataset".to_string());
+        self.project
+            .datasets
+            .push(DatasetEntry { name, path: stored });
+        &self.project.datasets[self.project.datasets.len() - 1]
+    }
+}
+
+/// `path` expressed relative to `base` when both resolve on disk; otherwise `path` made absolute.
+fn relative_to(path: &Path, base: &Path) -> PathBuf {
+    let (Ok(p), Ok(b)) = (path.canonicalize(), base.canonicalize()) else {
+        return path.to_path_buf();
+    };
+    let pc: Vec<_> = p.components().collect();
+    let bc: Vec<_> = b.components().collect();
+    let common = pc.iter().zip(&bc).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..bc.len() {
+        out.push("..");
+    }
+    for c in &pc[common..] {
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(dir: &Path) -> OpenProject {
+        OpenProject {
+            dir: dir.to_path_buf(),
+            project: Project {
+                name: "t".into(),
+                task: Task::Discharge,
+                template: TemplateKind::ChatMl,
+                datasets: vec![],
+                split: SplitSpec::default(),
+            },
+        }
+    }
+
+    #[test]
+    fn save_then_open_round_trips() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut p = sample(dir.path());
+        let data = dir.path().join("data.jsonl");
+        std::fs::write(&data, "").expect("write");
+        p.add_dataset(&data);
+        p.save().expect("save");
+        let back = OpenProject::open(dir.path()).expect("open");
+        assert_eq!(back.project, p.project);
+        assert_eq!(back.project.datasets[0].path, PathBuf::from("data.jsonl"));
+        assert_eq!(back.dataset_path(&back.project.datasets[0]), data);
+    }
+
+    #[test]
+    fn parse_error_names_file_and_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join(PROJECT_FILE);
+        std::fs::write(&file, "(\n  name: \"x\",\n  task: Translation,\n)").expect("write");
+        let err = OpenProject::open(&file).expect_err("bad task");
+        let msg = err.to_string();
+        assert!(msg.contains("project.ron:3:"), "{msg}");
+    }
+
+    #[test]
+    fn relative_paths_climb_out_of_the_project() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let proj = dir.path().join("projects").join("demo");
+        std::fs::create_dir_all(&proj).expect("mkdir");
+        let data = dir.path().join("sample_data").join("d.jsonl");
+        std::fs::create_dir_all(data.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&data, "").expect("write");
+        assert_eq!(
+            relative_to(&data, &proj),
+            PathBuf::from("../../sample_data/d.jsonl")
+        );
+    }
+}

@@ -1,0 +1,169 @@
+//! The CLI contract end to end: gen-data → validate → split, JSON on stdout, exit codes.
+
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn lablens(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lablens"))
+        .args(args)
+        .output()
+        .expect("run lablens")
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .expect("read jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+#[test]
+fn gen_data_validate_split_round_trip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("d.jsonl");
+    let data_s = data.to_str().expect("utf8 path");
+    let out = lablens(&[
+        "gen-data",
+        "--task",
+        "discharge",
+        "--n",
+        "300",
+        "--seed",
+        "5",
+        "--out",
+        data_s,
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_of(&out)["records"], 300);
+    assert_eq!(read_jsonl(&data).len(), 300);
+
+    // Same seed, same bytes.
+    let again = dir.path().join("again.jsonl");
+    lablens(&[
+        "gen-data",
+        "--task",
+        "discharge",
+        "--n",
+        "300",
+        "--seed",
+        "5",
+        "--out",
+        again.to_str().expect("utf8"),
+    ]);
+    assert_eq!(
+        std::fs::read(&data).expect("read"),
+        std::fs::read(&again).expect("read")
+    );
+
+    let out = lablens(&["validate", data_s, "--json"]);
+    let report = json_of(&out);
+    assert_eq!(report["records"], 300);
+    assert!(report["checks"].as_array().is_some_and(|c| !c.is_empty()));
+    // Exit 0 exactly when every check passed.
+    let all_passed = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .all(|c| c["passed"] == true);
+    assert_eq!(out.status.code(), Some(if all_passed { 0 } else { 1 }));
+
+    let split_dir = dir.path().join("split");
+    let out = lablens(&[
+        "split",
+        data_s,
+        "--ratios",
+        "70,15,15",
+        "--seed",
+        "3",
+        "--out",
+        split_dir.to_str().expect("utf8"),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest = json_of(&out);
+    let mut owner: HashMap<String, String> = HashMap::new();
+    let mut total = 0;
+    for split in ["train", "validation", "test"] {
+        let rows = read_jsonl(&split_dir.join(format!("{split}.jsonl")));
+        assert_eq!(manifest["splits"][split]["records"], rows.len());
+        total += rows.len();
+        for r in rows {
+            let patient = r["patient_id"].as_str().expect("patient").to_string();
+            let prev = owner.insert(patient.clone(), split.to_string());
+            assert!(
+                prev.is_none() || prev.as_deref() == Some(split),
+                "patient {patient} in two splits"
+            );
+        }
+    }
+    assert_eq!(total, 300);
+    assert!(split_dir.join("split.json").exists());
+}
+
+#[test]
+fn bad_input_exits_2_with_a_message_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("nope.jsonl");
+    let out = lablens(&["validate", missing.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope.jsonl"));
+
+    let out = lablens(&["gen-data", "--task", "poetry", "--out", "x.jsonl"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--task"));
+
+    let out = lablens(&[
+        "split",
+        missing.to_str().expect("utf8"),
+        "--ratios",
+        "70,30",
+        "--out",
+        "o",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ratios"));
+
+    let out = lablens(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn validate_keeps_good_lines_and_names_the_bad_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("mixed.jsonl");
+    let good = r#"{"id":"a","patient_id":"p1","task":"discharge","input":"Discharge Diagnosis: pneumonia. Take amoxicillin.","target":"You had a lung infection."}"#;
+    let good2 = r#"{"id":"b","patient_id":"p2","task":"discharge","input":"Discharge Diagnosis: cellulitis of the leg.","target":"You had a skin infection."}"#;
+    std::fs::write(
+        &data,
+        format!("{good}\n{{\"id\": \"c\", \"input\": \n[1,2]\n{good2}\n"),
+    )
+    .expect("write");
+    let out = lablens(&["validate", data.to_str().expect("utf8"), "--json"]);
+    let report = json_of(&out);
+    assert_eq!(report["records"], 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("mixed.jsonl:2"), "{stderr}");
+    assert!(stderr.contains("mixed.jsonl:3"), "{stderr}");
+}
