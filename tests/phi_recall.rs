@@ -21,13 +21,40 @@ fn load_notes() -> Vec<LabelledNote> {
         .lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
-        .map(
-            |(i, line)| match serde_json::from_str::<LabelledNote>(line) {
+        .map(|(i, line)| {
+            let note = match serde_json::from_str::<LabelledNote>(line) {
                 Ok(note) => note,
                 Err(err) => panic!("phi_labelled.jsonl line {}: {err}", i + 1),
-            },
-        )
+            };
+            for span in &note.spans {
+                assert!(
+                    note.text.get(span.start..span.end).is_some(),
+                    "phi_labelled.jsonl line {}: span {}..{} is not a slice of the text",
+                    i + 1,
+                    span.start,
+                    span.end
+                );
+            }
+            note
+        })
         .collect()
+}
+
+/// The span with up to 30 bytes either side, widened to character boundaries.
+fn in_context(text: &str, span: &PhiSpan) -> String {
+    let mut start = span.start.saturating_sub(30);
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    let mut end = (span.end + 30).min(text.len());
+    while !text.is_char_boundary(end) {
+        end += 1;
+    }
+    format!(
+        "{:?} in {:?}",
+        &text[span.start..span.end],
+        &text[start..end]
+    )
 }
 
 fn overlap(a: &PhiSpan, b: &PhiSpan) -> usize {
@@ -56,12 +83,8 @@ impl Tally {
             {
                 self.gold_found[k] += 1;
             } else {
-                misses.push(format!(
-                    "{} missed {:?} {:?}",
-                    note.id,
-                    gold.kind,
-                    &note.text[gold.start..gold.end]
-                ));
+                let context = in_context(&note.text, gold);
+                misses.push(format!("{} missed {:?} {context}", note.id, gold.kind));
             }
         }
         for pred in predicted {
@@ -70,14 +93,8 @@ impl Tally {
             if note.spans.iter().any(|g| overlap(pred, g) > 0) {
                 self.pred_correct[k] += 1;
             } else {
-                let context =
-                    &note.text[pred.start.saturating_sub(30)..(pred.end + 30).min(note.text.len())];
-                misses.push(format!(
-                    "{} spurious {:?} {:?} in {context:?}",
-                    note.id,
-                    pred.kind,
-                    &note.text[pred.start..pred.end]
-                ));
+                let context = in_context(&note.text, pred);
+                misses.push(format!("{} spurious {:?} {context}", note.id, pred.kind));
             }
         }
     }

@@ -2,7 +2,7 @@
 
 use crate::data::dataset::DatasetView;
 use crate::data::record::{AgeGroup, Demographic, Split};
-use egui_plot::{Bar, BarChart, Plot};
+use egui_plot::{Bar, BarChart, GridMark, Plot};
 use std::collections::BTreeMap;
 
 /// Bars of a length histogram: bin centre, count, and the shared bin width.
@@ -98,73 +98,83 @@ impl ChartData {
     }
 }
 
-fn length_plot(ui: &mut egui::Ui, id: &str, title: &str, h: &Histogram, color: egui::Color32) {
-    ui.vertical(|ui| {
-        ui.strong(title);
-        let bars: Vec<Bar> = h
-            .bars
-            .iter()
-            .map(|(x, c)| Bar::new(*x, *c).width(h.width * 0.95))
-            .collect();
-        Plot::new(id)
-            .height(200.0)
-            .width(ui.available_width().min(520.0))
-            .allow_scroll(false)
-            .x_axis_label("words")
-            .y_axis_label("records")
-            .show(ui, |p| p.bar_chart(BarChart::new(title, bars).color(color)));
-    });
+const LENGTH_COLORS: [egui::Color32; 2] = [
+    egui::Color32::from_rgb(0x61, 0xaf, 0xef),
+    egui::Color32::from_rgb(0x98, 0xc3, 0x79),
+];
+const CATEGORY_COLOR: egui::Color32 = egui::Color32::from_rgb(0xc6, 0x78, 0xdd);
+
+fn length_plot(ui: &mut egui::Ui, title: &str, h: &Histogram, color: egui::Color32) {
+    ui.strong(title);
+    let bars: Vec<Bar> = h
+        .bars
+        .iter()
+        .map(|(x, c)| Bar::new(*x, *c).width(h.width * 0.95))
+        .collect();
+    Plot::new(title)
+        .height(220.0)
+        .allow_scroll(false)
+        .x_axis_label("words")
+        .y_axis_label("records")
+        .show(ui, |p| p.bar_chart(BarChart::new(title, bars).color(color)));
 }
 
 fn category_plot(ui: &mut egui::Ui, title: &'static str, counts: &Counts) {
-    ui.vertical(|ui| {
-        ui.strong(title);
-        let labels: Vec<String> = counts.iter().map(|(k, _)| k.clone()).collect();
-        let bars: Vec<Bar> = counts
-            .iter()
-            .enumerate()
-            .map(|(i, (k, c))| Bar::new(i as f64, *c as f64).width(0.7).name(k))
-            .collect();
-        Plot::new(title)
-            .height(170.0)
-            .width(260.0)
-            .allow_scroll(false)
-            .allow_drag(false)
-            .allow_zoom(false)
-            .x_axis_formatter(move |mark, _| {
-                let i = mark.value.round();
-                if (mark.value - i).abs() < 1e-6 && i >= 0.0 {
-                    labels.get(i as usize).cloned().unwrap_or_default()
-                } else {
-                    String::new()
-                }
-            })
-            .show(ui, |p| p.bar_chart(BarChart::new(title, bars)));
-    });
+    ui.strong(title);
+    let labels: Vec<String> = counts.iter().map(|(k, _)| k.clone()).collect();
+    let n = labels.len();
+    let bars: Vec<Bar> = counts
+        .iter()
+        .enumerate()
+        .map(|(i, (k, c))| Bar::new(i as f64, *c as f64).width(0.7).name(k))
+        .collect();
+    Plot::new(title)
+        .height(190.0)
+        .allow_scroll(false)
+        .allow_drag(false)
+        .allow_zoom(false)
+        .show_grid([false, true])
+        // One mark per category, labelled with its name.
+        .x_grid_spacer(move |_| {
+            (0..n)
+                .map(|i| GridMark {
+                    value: i as f64,
+                    step_size: 1.0,
+                })
+                .collect()
+        })
+        .x_axis_formatter(move |mark, _| {
+            labels
+                .get(mark.value.round().max(0.0) as usize)
+                .cloned()
+                .unwrap_or_default()
+        })
+        .show(ui, |p| {
+            p.bar_chart(BarChart::new(title, bars).color(CATEGORY_COLOR))
+        });
 }
 
 pub fn show(ui: &mut egui::Ui, data: &ChartData) {
     egui::ScrollArea::vertical().show(ui, |ui| {
-        ui.horizontal_wrapped(|ui| {
+        ui.columns(2, |cols| {
             length_plot(
-                ui,
-                "input_len",
+                &mut cols[0],
                 "Input length",
                 &data.input_words,
-                egui::Color32::from_rgb(0x61, 0xaf, 0xef),
+                LENGTH_COLORS[0],
             );
             length_plot(
-                ui,
-                "target_len",
+                &mut cols[1],
                 "Target length",
                 &data.target_words,
-                egui::Color32::from_rgb(0x98, 0xc3, 0x79),
+                LENGTH_COLORS[1],
             );
         });
-        ui.add_space(8.0);
-        ui.horizontal_wrapped(|ui| {
-            for (title, counts) in &data.fields {
-                category_plot(ui, title, counts);
+        ui.add_space(10.0);
+        let n = data.fields.len().max(1);
+        ui.columns(n.min(2), |cols| {
+            for (i, (title, counts)) in data.fields.iter().enumerate() {
+                category_plot(&mut cols[i % cols.len()], title, counts);
             }
         });
     });

@@ -6,6 +6,7 @@ use super::record_view;
 use super::validation_view;
 use crate::data::dataset::DatasetView;
 use crate::data::record::{AgeGroup, Split};
+use crate::data::sections::SectionKind;
 use egui_extras::{Column, TableBuilder};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -261,7 +262,7 @@ impl DatasetPanel {
             if failed == 0 {
                 ui.colored_label(
                     egui::Color32::from_rgb(0x4c, 0xaf, 0x50),
-                    "✔ all checks passed",
+                    "all checks passed",
                 );
             } else {
                 ui.colored_label(
@@ -275,12 +276,14 @@ impl DatasetPanel {
     fn filter_bar(&mut self, ui: &mut egui::Ui) {
         let f = &mut self.state.filters;
         ui.horizontal_wrapped(|ui| {
-            ui.label("Search");
-            let edit = ui.add(
-                egui::TextEdit::singleline(&mut f.text)
-                    .hint_text("words, id or patient")
-                    .desired_width(180.0),
-            );
+            let label_id = ui.label("Search").id;
+            let edit = ui
+                .add(
+                    egui::TextEdit::singleline(&mut f.text)
+                        .hint_text("words, id or patient")
+                        .desired_width(180.0),
+                )
+                .labelled_by(label_id);
             if edit.changed() {
                 self.text_edited_at = Some(Instant::now());
             }
@@ -382,7 +385,7 @@ impl DatasetPanel {
                     "Ethnicity",
                     "Words in",
                     "Words out",
-                    "Source",
+                    "Diagnosis / first line",
                 ] {
                     h.col(|ui| {
                         ui.strong(title);
@@ -432,9 +435,12 @@ impl DatasetPanel {
     }
 }
 
-/// The first line of a note with content, for the table.
+/// What the table shows of a note: its diagnosis when it has one, else its first line of text.
 fn preview(text: &str) -> String {
-    text.lines()
+    let diagnosis = crate::data::sections::section_text(text, SectionKind::Diagnosis);
+    diagnosis
+        .unwrap_or(text)
+        .lines()
         .map(str::trim)
         .find(|l| !l.is_empty())
         .unwrap_or("")
@@ -450,15 +456,19 @@ fn option_combo<T: Clone + PartialEq>(
     choices: &[T],
     name: impl Fn(&T) -> String,
 ) {
+    let label_id = ui.label(label).id;
     let shown = value.as_ref().map(&name).unwrap_or_else(|| "all".into());
-    egui::ComboBox::from_label(label)
+    egui::ComboBox::from_id_salt(label)
         .selected_text(shown)
+        .width(110.0)
         .show_ui(ui, |ui| {
             ui.selectable_value(value, None, "all");
             for c in choices {
                 ui.selectable_value(value, Some(c.clone()), name(c));
             }
-        });
+        })
+        .response
+        .labelled_by(label_id);
 }
 
 fn empty_state(ui: &mut egui::Ui) -> bool {

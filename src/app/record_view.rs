@@ -137,7 +137,11 @@ fn legend(ui: &mut egui::Ui, text: &str, dark: bool) {
     ui.horizontal_wrapped(|ui| {
         ui.small("Sections:");
         for k in kinds {
-            ui.label(egui::RichText::new(k.label()).color(section_color(k, dark)).strong());
+            ui.label(
+                egui::RichText::new(k.label())
+                    .color(section_color(k, dark))
+                    .strong(),
+            );
         }
     });
 }

@@ -185,6 +185,27 @@ mod tests {
     }
 
     #[test]
+    fn every_prefix_and_suffix_gives_sorted_disjoint_spans_on_char_boundaries() {
+        let text = "Name: Zoë Álvarez-Søren, DOB 3/14/1931 (93 y/o F)\n-- José Núñez RN\n\
+                    Lives at 12 Øster Straße St., Apt 2 — call +1 (555) 123-4567 ext. 9, \
+                    [** Name **] MRN#0012345 mail: zoë@x.org Sincerely,\nDr. Ōta";
+        let cuts: Vec<usize> = (0..=text.len())
+            .filter(|&i| text.is_char_boundary(i))
+            .collect();
+        for &cut in &cuts {
+            for part in [&text[..cut], &text[cut..]] {
+                let spans = find_phi(part);
+                for pair in spans.windows(2) {
+                    assert!(pair[0].end <= pair[1].start, "{part:?}: {pair:?}");
+                }
+                for span in &spans {
+                    assert!(span.start < span.end && part.get(span.start..span.end).is_some());
+                }
+            }
+        }
+    }
+
+    #[test]
     fn counts_and_names_follow_kind_order() {
         let spans = find_phi("Dr. Patel and Dr. Chen, 555-123-4567, age 97");
         assert_eq!(count_by_kind(&spans), [2, 0, 0, 1, 0, 0, 1]);

@@ -14,7 +14,8 @@ use super::{PhiKind, PhiSpan};
 /// One name word ("Patel", "O'Brien", "Smith-Jones", "Álvarez") or an initial ("A."), then up
 /// to three more separated by spaces or tabs only, so a name never runs onto the next line.
 fn name_pattern() -> String {
-    let word = format!(r"(?:[{CAPITAL}]\.|[{CAPITAL}][{LETTER}'’]*(?:-[{CAPITAL}][{LETTER}'’]*)?)");
+    let body = format!("[{LETTER}'’]*");
+    let word = format!(r"(?:[{CAPITAL}]\.|[{CAPITAL}]{body}(?:-[{CAPITAL}]{body})?)");
     format!(r"{word}(?:[ \t]+{word}){{0,3}}")
 }
 
@@ -54,10 +55,20 @@ fn cue(pattern: String, side: Side, min_words: usize) -> Cue {
     }
 }
 
+/// Family and household words that introduce a relative's name ("wife Linda", "Ana (daughter)").
+fn relative() -> String {
+    any_of(concat!(
+        "wife|husband|daughter|son|sister|brother|mother|father|partner|spouse|fianc[ée]e?|",
+        "boyfriend|girlfriend|niece|nephew|grandson|granddaughter|aunt|uncle|cousin|friend|",
+        "neighbou?r|caregiver|roommate|guardian"
+    ))
+}
+
 /// The cues, in the order the scanning pattern prefers them where two start at the same place
 /// ("Resident:" is a field before it is a staff role).
 static CUES: LazyLock<Vec<Cue>> = LazyLock::new(|| {
     let patient = any_of("Patient|Patient Name|PATIENT|Pt|Pt Name");
+    let relative = relative();
     let roles = any_of(concat!(
         r"Name|Full Name|Re|RE|Attending|Attending Physician|Resident|Fellow|Intern|PCP|",
         r"Primary Care|Primary Care Physician|Primary Care Provider|Referring Physician|",
@@ -66,10 +77,9 @@ static CUES: LazyLock<Vec<Cue>> = LazyLock::new(|| {
         r"Next of Kin|Guardian|Health Care Proxy|Proxy|Interpreter"
     ));
     let signed = any_of("signed|dictated|transcribed|reviewed|cosigned|authenticated");
-    let closing = any_of(concat!(
-        "sincerely|regards|respectfully|yours truly|cordially|best|thanks|thank you|",
-        "with thanks"
-    ));
+    let closing = any_of("sincerely|regards|respectfully|yours truly|cordially");
+    // Everyday words close a letter only alone on their line and with a comma ("Best,").
+    let casual_closing = any_of("best|thanks|thank you|with thanks|cheers");
     let staff = any_of("NP|PA|RN|LPN|CNA");
     let staff_words = any_of(concat!(
         r"nurse practitioner|case manager|social worker|pharmacist|physical therapist|",
@@ -96,6 +106,10 @@ static CUES: LazyLock<Vec<Cue>> = LazyLock::new(|| {
         after(r"(?m:^)[ \t]*(?:--|—|–)[ \t]*".to_string(), 2),
         after(format!(r"(?i:{closing}),?[ \t]*\r?\n[ \t]*"), 1),
         after(
+            format!(r"(?m:^)[ \t]*(?i:{casual_closing}),[ \t]*\r?\n[ \t]*"),
+            1,
+        ),
+        after(
             format!(r"(?-u:\b)(?:{staff}|(?i:{staff_words}))(?-u:\b)[ \t]*,?[ \t]+"),
             1,
         ),
@@ -105,7 +119,7 @@ static CUES: LazyLock<Vec<Cue>> = LazyLock::new(|| {
         },
         after(format!(r"(?-u:\b){TITLE}[ \t]+"), 1),
         after(
-            format!(r"(?-u:\b){RELATIVE}(?:[ \t]*,|[ \t]+named)?[ \t]+"),
+            format!(r"(?-u:\b){relative}(?:[ \t]*,|[ \t]+named)?[ \t]+"),
             1,
         ),
         after(
@@ -113,11 +127,9 @@ static CUES: LazyLock<Vec<Cue>> = LazyLock::new(|| {
             1,
         ),
         cue(format!(r",?[ \t]+{credential}(?-u:\b)"), Side::Before, 1),
-        cue(format!(r"[ \t]*\({RELATIVE}\)"), Side::Before, 1),
+        cue(format!(r"[ \t]*\({relative}\)"), Side::Before, 1),
     ]
 });
-
-const RELATIVE: &str = r"(?:wife|husband|daughter|son|sister|brother|mother|father|partner|spouse|fianc[ée]e?|boyfriend|girlfriend|niece|nephew|grandson|granddaughter|aunt|uncle|cousin|friend|neighbou?r|caregiver|roommate|guardian)";
 
 /// Every cue in one pattern, so a note is scanned once for all of them. No capture groups:
 /// which cue matched is looked up afterwards with `CUE_OF` on the matched text alone.
@@ -372,6 +384,7 @@ mod tests {
         assert_eq!(names("note\n-- John Smith RN\n"), vec!["John Smith"]);
         assert_eq!(names("Sincerely,\nGrace Okafor\n"), vec!["Grace Okafor"]);
         assert_eq!(names("Best,\nSandra Whitfield"), vec!["Sandra Whitfield"]);
+        assert_eq!(names("Rest works best\nTylenol helps"), Vec::<&str>::new());
     }
 
     #[test]

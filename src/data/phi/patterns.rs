@@ -31,7 +31,7 @@ pub(super) fn compile_set(patterns: impl IntoIterator<Item = String>) -> RegexSe
 /// classes on purpose: the automata stay small, so the per-match work after each find stays
 /// cheap. Latin Extended-A is taken whole in each because its cases alternate letter by letter.
 pub(super) const CAPITAL: &str = "A-ZÀ-ÖØ-ÞĀ-ſ";
-pub(super) const LOWER: &str = "a-zß-öø-ÿĀ-ſ";
+const LOWER: &str = "a-zß-öø-ÿĀ-ſ";
 pub(super) const LETTER: &str = "A-Za-zÀ-ÖØ-öø-ÿĀ-ſ";
 
 /// An alternation (`|`-separated phrases) in which each space stands for any run of spaces or
@@ -51,14 +51,25 @@ static UNIT_AFTER: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
-    compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?-u:\b)")
+    compile(&format!(
+        r"[{LETTER}0-9._%+-]+@[{LETTER}0-9-]+(?:\.[{LETTER}0-9-]+)*\.[A-Za-z]{{2,}}(?-u:\b)"
+    ))
 });
 
-/// The word before an age-and-sex shorthand that makes it a temperature ("Tmax 101 F").
+/// The word before an age-and-sex shorthand that makes it a temperature ("Tmax 101 F",
+/// "fever over 101 F").
 static TEMPERATURE_BEFORE: LazyLock<Regex> = LazyLock::new(|| {
-    let words = any_of(r"t|tmax|tmp|temp|temperature|fever|febrile|to|of");
+    let words =
+        any_of(r"t|tmax|tmp|temp|temperature|fever|febrile|to|of|over|above|than|reaching|spiked");
     compile(&format!(r"(?-u:\b)(?i:{words})[ \t]*:?[ \t]*$"))
 });
+
+/// Words that make a nearby "101 F" a temperature even with other words in between.
+static TEMPERATURE_NEARBY: LazyLock<Regex> =
+    LazyLock::new(|| compile(r"(?i:fever|febrile|temperature|tmax|temp)"));
+
+/// How far back `TEMPERATURE_NEARBY` looks, in bytes.
+const TEMPERATURE_WINDOW: usize = 40;
 
 /// Dates written with digits only: month/day/year (2- or 4-digit year), ISO year-month-day,
 /// dotted day-first or month-first, and month/year ("04/2022"). Two-part forms with a small
@@ -118,13 +129,17 @@ fn id() -> String {
         r"passport|unit no|accession|specimen|case|claim|requisition"
     ));
     let label_tail = any_of(r"number|no\.?|num|id|#");
-    format!(
-        r"(?-u:\b)(?:(?i:{labels})(?:[ \t]+(?i:{label_tail}))?[ \t]*[:#]?[ \t]*[A-Z0-9][A-Z0-9-]{{3,19}}|\d{{3}}-\d{{2}}-\d{{4}}|[A-Z]{{1,4}}\d{{6,}}|\d{{7,}})(?-u:\b)"
-    )
+    let value = "[A-Z0-9][A-Z0-9-]{3,19}";
+    let labelled = format!(r"(?i:{labels})(?:[ \t]+(?i:{label_tail}))?[ \t]*[:#]?[ \t]*{value}");
+    let unlabelled = r"\d{3}-\d{2}-\d{4}|[A-Z]{1,4}\d{6,}|\d{7,}";
+    format!(r"(?-u:\b)(?:{labelled}|{unlabelled})(?-u:\b)")
 }
 
 /// North American phone and fax numbers with an optional country code and extension.
-const PHONE: &str = r"(?:\+?1[ .-]?)?(?:\(\d{3}\)[ ]?|\d{3}[ .-])\d{3}[ .-]\d{4}(?-u:\b)(?:[ \t]*(?:ext\.?|x)[ \t]*\d{1,5}(?-u:\b))?";
+const PHONE: &str = concat!(
+    r"(?:\+?1[ .-]?)?(?:\(\d{3}\)[ ]?|\d{3}[ .-])\d{3}[ .-]\d{4}(?-u:\b)",
+    r"(?:[ \t]*(?:ext\.?|x)[ \t]*\d{1,5}(?-u:\b))?"
+);
 
 /// Age phrases ("92-year-old", "age 93", "94 y/o", "95 years of age") and the age-and-sex
 /// shorthand ("93F", "91 M"); only the number is reported, and only when it is over 89.
@@ -155,9 +170,11 @@ fn address() -> String {
     let city = format!("(?:[{CAPITAL}][{LOWER}]+[ \t]+){{0,2}}[{CAPITAL}][{LOWER}]+");
     let zip = r"\d{5}(?:-\d{4})?(?-u:\b)";
     let city_state = format!(r"{city},?[ \t]+[A-Z]{{2}}(?-u:\b)(?:[ \t]+{zip})?");
-    let street = format!(
-        r"(?-u:\b)\d{{1,5}}[ \t]+(?:{direction}\.?[ \t]+)?(?:{street_word}[ \t]+){{1,4}}{suffix}(?:[ \t]+{direction}(?-u:\b))?{unit}(?:(?:,[ \t]*|[ \t]+){city_state})?"
+    let street_name = format!(
+        r"(?:{direction}\.?[ \t]+)?(?:{street_word}[ \t]+){{1,4}}{suffix}(?:[ \t]+{direction}(?-u:\b))?"
     );
+    let street =
+        format!(r"(?-u:\b)\d{{1,5}}[ \t]+{street_name}{unit}(?:(?:,[ \t]*|[ \t]+){city_state})?");
     let po_box = r"(?-u:\b)(?i:p\.?[ \t]*o\.?[ \t]*box)[ \t]+\d+(?-u:\b)";
     format!(r"{street}|{city},[ \t]+[A-Z]{{2}}[ \t]+{zip}|{po_box}")
 }
@@ -201,6 +218,7 @@ static SHAPE_OF: LazyLock<RegexSet> =
     LazyLock::new(|| compile_set(SHAPES.iter().map(|(_, p)| format!("^(?:{p})$"))));
 
 const OLDEST_PLAUSIBLE_AGE: u32 = 125;
+const MIN_ID_DIGITS: usize = 5;
 
 /// Appends every structured PHI candidate in `text` to `out` (unsorted, possibly overlapping).
 pub(super) fn find_structured(text: &str, out: &mut Vec<PhiSpan>) {
@@ -248,9 +266,10 @@ fn judge(text: &str, shape: Shape, start: usize, end: usize) -> Option<(PhiKind,
             let value = found
                 .rfind([' ', '\t', ':', '#'])
                 .map_or(start, |i| start + i + 1);
-            // A labelled value still needs four digits: "Policy: HMO-PLUS" is a plan, not a person.
+            // A labelled value needs more digits than a year: "Policy: HMO-PLUS" names a plan and
+            // "case 2019" a year, not a person.
             let digits = text[value..end].bytes().filter(u8::is_ascii_digit).count();
-            (digits >= 4).then_some((PhiKind::Id, value, end))
+            (digits >= MIN_ID_DIGITS).then_some((PhiKind::Id, value, end))
         }
         Shape::Phone => {
             let glued = text[..start].ends_with(|c: char| c.is_ascii_alphanumeric());
@@ -264,7 +283,7 @@ fn judge(text: &str, shape: Shape, start: usize, end: usize) -> Option<(PhiKind,
                 .count();
             let number = &text[first_digit..first_digit + digits];
             let shorthand = found.ends_with(['M', 'F']);
-            let temperature = shorthand && TEMPERATURE_BEFORE.is_match(&text[..start]);
+            let temperature = shorthand && is_temperature(text, start);
             (is_over_89(number) && !temperature).then_some((
                 PhiKind::Age,
                 first_digit,
@@ -272,6 +291,19 @@ fn judge(text: &str, shape: Shape, start: usize, end: usize) -> Option<(PhiKind,
             ))
         }
     }
+}
+
+fn is_temperature(text: &str, start: usize) -> bool {
+    let mut from = start.saturating_sub(TEMPERATURE_WINDOW);
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    // Only the same sentence counts: "102 F at night. 93F with dementia" is an age.
+    let window = &text[from..start];
+    let sentence = window
+        .rfind(['.', '\n'])
+        .map_or(window, |i| &window[i + 1..]);
+    TEMPERATURE_BEFORE.is_match(&text[..start]) || TEMPERATURE_NEARBY.is_match(sentence)
 }
 
 fn is_over_89(age: &str) -> bool {
@@ -370,7 +402,7 @@ mod tests {
 
     #[test]
     fn ids_need_a_label_or_seven_digits() {
-        let text = "MRN: 00482193, SSN 123-45-6789, acct # PVU287841856, ref 4455667, \
+        let text = "MRN: 00482193, SSN 123-45-6789, acct # PVU287841856, ref 4455667, case 2019, \
                     platelets 250,000, CPT 99213, WBC 11.2, in 2019";
         let kinds: Vec<&str> = found(text).into_iter().map(|(_, s)| s).collect();
         assert_eq!(
@@ -413,10 +445,19 @@ mod tests {
     }
 
     #[test]
+    fn temperatures_in_fahrenheit_are_not_ages() {
+        let text = "Return for a fever over 101 F or chills. Tmax today was 99, then 102 F at night. \
+                    93F with dementia admitted from home.";
+        let ages: Vec<&str> = found(text).into_iter().map(|(_, s)| s).collect();
+        assert_eq!(ages, vec!["93"]);
+    }
+
+    #[test]
     fn emails_are_found() {
         assert_eq!(
             found("send to j.doe42@mercy-health.org."),
             vec![(PhiKind::Email, "j.doe42@mercy-health.org")]
         );
+        assert_eq!(found("or zoë@x.org"), vec![(PhiKind::Email, "zoë@x.org")]);
     }
 }

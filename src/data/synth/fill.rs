@@ -8,6 +8,16 @@ pub(super) struct Filler {
     vars: Vec<(String, String)>,
 }
 
+/// How a note states an age: de-identified notes never state an age over 89 (HIPAA Safe
+/// Harbor), so those read as MIMIC writes them.
+pub fn age_in_text(age: u32) -> String {
+    if age > 89 {
+        "[**Age over 90 **]".to_string()
+    } else {
+        age.to_string()
+    }
+}
+
 impl Filler {
     /// Pronouns, the article before the age, and the side of the body for a patient of this
     /// gender ("F" or "M") and age.
@@ -29,7 +39,7 @@ impl Filler {
         ] {
             filler.set(name, value);
         }
-        filler.set("age", &age.to_string());
+        filler.set("age", &age_in_text(age));
         // Ages read aloud as eight, eleven, eighteen or eighty-something take "an".
         let vowel = matches!(age, 8 | 11 | 18 | 80..=89);
         filler.set("a", if vowel { "an" } else { "a" });

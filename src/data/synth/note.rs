@@ -85,7 +85,7 @@ impl Writer {
             }
         };
         let letter = self.gender;
-        let age = self.age;
+        let age = super::fill::age_in_text(self.age);
         let opening = match self.rng.below(3) {
             0 => format!("{age}-year-old {{sex}} {history} who presents with "),
             1 => format!(

@@ -1,13 +1,19 @@
 //! Checks a loaded dataset the way the Python pipelines did (schema valid, no nulls, no duplicates,
 //! within length limits) and adds PHI and demographic coverage, as one serializable report.
 
+mod checks;
+mod duplicates;
+mod lengths;
+
 use crate::data::load::{LoadIssue, LoadedDataset, MISSING_FIELD, map_in_parallel, worker_count};
 use crate::data::phi::{PhiKind, PhiSpan, find_phi};
 use crate::data::record::{Demographic, Record};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::hash::{DefaultHasher, Hasher};
 use std::path::PathBuf;
+
+use self::duplicates::{conflicts, exact_duplicates, normalized_duplicates, normalized_hash};
+use self::lengths::{length_stats, outliers};
 
 /// How many PHI findings the report lists; the counts always cover every record.
 pub const MAX_PHI_FINDINGS: usize = 500;
@@ -136,9 +142,6 @@ pub fn validate(ds: &LoadedDataset, limits: &Limits) -> ValidationReport {
     let facts = text_facts(records);
     let input_words: Vec<usize> = facts.iter().map(|f| f.input_words).collect();
     let target_words: Vec<usize> = facts.iter().map(|f| f.target_words).collect();
-    let outside = |words: &[usize], keep: &dyn Fn(usize) -> bool| {
-        id_list(records, (0..records.len()).filter(|&i| keep(words[i])))
-    };
     let (input_min, input_max) = limits.input_words;
     let (target_min, target_max) = limits.target_words;
     let mut report = ValidationReport {
@@ -155,16 +158,16 @@ pub fn validate(ds: &LoadedDataset, limits: &Limits) -> ValidationReport {
         conflicts: conflicts(records, &facts),
         input_words: length_stats(&input_words),
         target_words: length_stats(&target_words),
-        input_too_short: outside(&input_words, &|w| w < input_min),
-        input_too_long: outside(&input_words, &|w| w > input_max),
-        target_too_short: outside(&target_words, &|w| w < target_min),
-        target_too_long: outside(&target_words, &|w| w > target_max),
+        input_too_short: outliers(records, &input_words, |w| w < input_min),
+        input_too_long: outliers(records, &input_words, |w| w > input_max),
+        target_too_short: outliers(records, &target_words, |w| w < target_min),
+        target_too_long: outliers(records, &target_words, |w| w > target_max),
         coverage: coverage(records),
         tasks: task_counts(records),
         phi: phi_report(records, &facts),
         checks: Vec::new(),
     };
-    report.checks = checks(&report);
+    report.checks = checks::checks(&report);
     report
 }
 
@@ -198,147 +201,6 @@ fn text_facts(records: &[Record]) -> Vec<TextFacts> {
             .collect::<Vec<_>>()
     });
     per_chunk.into_iter().flatten().collect()
-}
-
-/// Writes `text` with whitespace runs collapsed to one space, trimmed and lowercased into
-/// `buffer`, and returns its word count.
-fn normalize_into(text: &str, buffer: &mut String) -> usize {
-    buffer.clear();
-    let mut words = 0;
-    for word in text.split_whitespace() {
-        if words > 0 {
-            buffer.push(' ');
-        }
-        if word.is_ascii() {
-            buffer.extend(word.bytes().map(|b| char::from(b.to_ascii_lowercase())));
-        } else {
-            buffer.extend(word.chars().flat_map(char::to_lowercase));
-        }
-        words += 1;
-    }
-    words
-}
-
-fn normalized_hash(text: &str, buffer: &mut String) -> (usize, u64) {
-    let words = normalize_into(text, buffer);
-    let mut hasher = DefaultHasher::new();
-    hasher.write(buffer.as_bytes());
-    (words, hasher.finish())
-}
-
-fn normalized_equal(a: &str, b: &str) -> bool {
-    let (mut left, mut right) = (String::new(), String::new());
-    normalize_into(a, &mut left);
-    normalize_into(b, &mut right);
-    left == right
-}
-
-/// Indices of records sharing a key, in groups of two or more, each group and the list in file order.
-fn equal_runs<K: Ord>(keys: &[K]) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..keys.len()).collect();
-    order.sort_by(|&a, &b| keys[a].cmp(&keys[b]).then(a.cmp(&b)));
-    let mut runs: Vec<Vec<usize>> = order
-        .chunk_by(|&a, &b| keys[a] == keys[b])
-        .filter(|run| run.len() > 1)
-        .map(<[usize]>::to_vec)
-        .collect();
-    runs.sort_by_key(|run| run[0]);
-    runs
-}
-
-/// Splits a run found by hash into the groups whose members really are equal.
-fn refine(run: Vec<usize>, same: impl Fn(usize, usize) -> bool) -> Vec<Vec<usize>> {
-    let mut classes: Vec<Vec<usize>> = Vec::new();
-    for index in run {
-        match classes.iter_mut().find(|class| same(class[0], index)) {
-            Some(class) => class.push(index),
-            None => classes.push(vec![index]),
-        }
-    }
-    classes.retain(|class| class.len() > 1);
-    classes
-}
-
-fn groups(records: &[Record], runs: Vec<Vec<usize>>) -> Groups {
-    Groups {
-        count: runs.len(),
-        extra_records: runs.iter().map(|run| run.len() - 1).sum(),
-        groups: runs
-            .iter()
-            .take(MAX_LISTED)
-            .map(|run| run.iter().map(|&i| records[i].id.clone()).collect())
-            .collect(),
-    }
-}
-
-fn exact_duplicates(records: &[Record]) -> Groups {
-    let keys: Vec<(&str, &str)> = records
-        .iter()
-        .map(|r| (r.input.as_str(), r.target.as_str()))
-        .collect();
-    groups(records, equal_runs(&keys))
-}
-
-fn normalized_duplicates(records: &[Record], facts: &[TextFacts]) -> Groups {
-    let keys: Vec<(u64, u64)> = facts
-        .iter()
-        .map(|f| (f.input_hash, f.target_hash))
-        .collect();
-    let same = |a: usize, b: usize| {
-        normalized_equal(&records[a].input, &records[b].input)
-            && normalized_equal(&records[a].target, &records[b].target)
-    };
-    let runs = equal_runs(&keys)
-        .into_iter()
-        .flat_map(|run| refine(run, same))
-        .collect();
-    groups(records, runs)
-}
-
-fn conflicts(records: &[Record], facts: &[TextFacts]) -> Groups {
-    let keys: Vec<u64> = facts.iter().map(|f| f.input_hash).collect();
-    let same = |a: usize, b: usize| normalized_equal(&records[a].input, &records[b].input);
-    let runs = equal_runs(&keys)
-        .into_iter()
-        .flat_map(|run| refine(run, same))
-        .filter(|run| {
-            run.iter()
-                .any(|&i| facts[i].target_hash != facts[run[0]].target_hash)
-        })
-        .collect();
-    groups(records, runs)
-}
-
-fn id_list(records: &[Record], indices: impl Iterator<Item = usize>) -> IdList {
-    let mut list = IdList::default();
-    for index in indices {
-        list.count += 1;
-        if list.ids.len() < MAX_LISTED {
-            list.ids.push(records[index].id.clone());
-        }
-    }
-    list
-}
-
-fn length_stats(words: &[usize]) -> LengthStats {
-    let mut sorted = words.to_vec();
-    sorted.sort_unstable();
-    let (Some(&min), Some(&max)) = (sorted.first(), sorted.last()) else {
-        return LengthStats::default();
-    };
-    let quantile = |q: f64| {
-        let position = q * (sorted.len() - 1) as f64;
-        let (low, high) = (position.floor() as usize, position.ceil() as usize);
-        let fraction = position - low as f64;
-        sorted[low] as f64 + (sorted[high] as f64 - sorted[low] as f64) * fraction
-    };
-    LengthStats {
-        min,
-        mean: sorted.iter().sum::<usize>() as f64 / sorted.len() as f64,
-        median: quantile(0.5),
-        p95: quantile(0.95),
-        max,
-    }
 }
 
 fn missing_counts(ds: &LoadedDataset) -> BTreeMap<String, usize> {
@@ -439,129 +301,6 @@ fn snippet(text: &str, span: &PhiSpan) -> String {
         .join(" ")
 }
 
-fn check(name: &str, passed: bool, detail: String) -> Check {
-    Check {
-        name: name.to_string(),
-        passed,
-        detail,
-    }
-}
-
-/// The pass/fail lines, in the order the Python pipelines printed them.
-fn checks(report: &ValidationReport) -> Vec<Check> {
-    vec![
-        schema_check(report),
-        nulls_check(report),
-        duplicates_check(report),
-        lengths_check(report),
-        phi_check(&report.phi),
-        demographics_check(report),
-    ]
-}
-
-fn schema_check(report: &ValidationReport) -> Check {
-    let detail = match report.issues.first() {
-        None => format!("all {} records parsed", report.records),
-        Some(first) => format!(
-            "{} issues while loading; first: {first}",
-            report.issues.len()
-        ),
-    };
-    check("schema valid", report.issues.is_empty(), detail)
-}
-
-fn nulls_check(report: &ValidationReport) -> Check {
-    let missing = |field: &str| report.missing.get(field).copied().unwrap_or(0);
-    let (input, target) = (missing("input"), missing("target"));
-    let detail = format!("{input} missing or empty inputs, {target} missing or empty targets");
-    check("no nulls", input + target == 0, detail)
-}
-
-fn duplicates_check(report: &ValidationReport) -> Check {
-    let detail = format!(
-        "{} exact duplicates, {} after collapsing whitespace and case; {} inputs with conflicting targets",
-        report.exact_duplicates.extra_records,
-        report.normalized_duplicates.extra_records,
-        report.conflicts.count
-    );
-    check(
-        "no duplicates",
-        report.normalized_duplicates.count == 0,
-        detail,
-    )
-}
-
-fn lengths_check(report: &ValidationReport) -> Check {
-    let describe = |name: &str, (low, high): (usize, usize), short: &IdList, long: &IdList| {
-        format!(
-            "{name} {low}-{high} words: {} too short, {} too long",
-            short.count, long.count
-        )
-    };
-    let input = describe(
-        "input",
-        report.limits.input_words,
-        &report.input_too_short,
-        &report.input_too_long,
-    );
-    let target = describe(
-        "target",
-        report.limits.target_words,
-        &report.target_too_short,
-        &report.target_too_long,
-    );
-    let passed = [
-        &report.input_too_short,
-        &report.input_too_long,
-        &report.target_too_short,
-        &report.target_too_long,
-    ]
-    .iter()
-    .all(|list| list.count == 0);
-    check("within length limits", passed, format!("{input}; {target}"))
-}
-
-fn phi_check(phi: &PhiReport) -> Check {
-    let kinds: Vec<String> = phi
-        .by_kind
-        .iter()
-        .map(|(k, n)| format!("{n} {k}"))
-        .collect();
-    let detail = match phi.records_with_phi {
-        0 => "no PHI found".to_string(),
-        n => format!("{n} records hold PHI ({})", kinds.join(", ")),
-    };
-    check("no PHI", phi.records_with_phi == 0, detail)
-}
-
-/// Passes when every record carries every demographic, so no record drops out of a bias slice.
-fn demographics_check(report: &ValidationReport) -> Check {
-    let known: Vec<String> = report
-        .coverage
-        .iter()
-        .map(|(field, c)| {
-            format!(
-                "{field} {:.1}%",
-                percent(report.records - c.missing, report.records)
-            )
-        })
-        .collect();
-    let passed = report.records > 0 && report.coverage.values().all(|c| c.missing == 0);
-    check(
-        "demographics present",
-        passed,
-        format!("known for {} of records", known.join(", ")),
-    )
-}
-
-fn percent(part: usize, whole: usize) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        100.0 * part as f64 / whole as f64
-    }
-}
-
 impl ValidationReport {
     /// The report for a person: what was read, the length and coverage figures, then each check.
     pub fn summary_lines(&self) -> Vec<String> {
@@ -604,12 +343,15 @@ impl ValidationReport {
     }
 }
 
+/// Records and datasets built in code, so each test states exactly what it validates.
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod test_support {
+    use super::{LoadIssue, LoadedDataset, Record};
     use crate::data::record::Task;
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
 
-    fn record(id: &str, input: &str, target: &str) -> Record {
+    pub(super) fn record(id: &str, input: &str, target: &str) -> Record {
         Record {
             id: id.to_string(),
             patient_id: Some(format!("p-{id}")),
@@ -623,7 +365,7 @@ mod tests {
         }
     }
 
-    fn dataset(records: Vec<Record>, issues: Vec<LoadIssue>) -> LoadedDataset {
+    pub(super) fn dataset(records: Vec<Record>, issues: Vec<LoadIssue>) -> LoadedDataset {
         LoadedDataset {
             path: PathBuf::from("d.jsonl"),
             records,
@@ -633,65 +375,14 @@ mod tests {
         }
     }
 
-    const INPUT: &str = "Patient admitted with chest pain and discharged home";
+    pub(super) const INPUT: &str = "Patient admitted with chest pain and discharged home";
+}
 
-    #[test]
-    fn exact_and_normalized_duplicates_and_conflicts() {
-        let records = vec![
-            record("a", INPUT, "You had chest pain."),
-            record("b", INPUT, "You had chest pain."),
-            record(
-                "c",
-                "patient  ADMITTED with chest pain\nand discharged home ",
-                "you had chest  pain.",
-            ),
-            record("d", INPUT, "Your heart is fine."),
-            record("e", "Something else entirely was written here", "Other."),
-        ];
-        let report = validate(&dataset(records, Vec::new()), &Limits::default());
-        assert_eq!(report.exact_duplicates.groups, [["a", "b"]]);
-        assert_eq!(report.exact_duplicates.extra_records, 1);
-        assert_eq!(report.normalized_duplicates.groups, [["a", "b", "c"]]);
-        assert_eq!(report.normalized_duplicates.extra_records, 2);
-        assert_eq!(report.conflicts.groups, [["a", "b", "c", "d"]]);
-        let check = &report.checks[2];
-        assert_eq!(
-            (check.name.as_str(), check.passed),
-            ("no duplicates", false)
-        );
-        assert!(
-            report
-                .summary_lines()
-                .iter()
-                .any(|l| l.starts_with("FAIL no duplicates"))
-        );
-    }
-
-    #[test]
-    fn length_outliers_and_stats() {
-        let words = |n: usize| vec!["word"; n].join(" ");
-        let records: Vec<Record> = [1, 2, 3, 4, 100]
-            .iter()
-            .map(|&n| record(&format!("r{n}"), &words(n), &words(n)))
-            .collect();
-        let limits = Limits {
-            input_words: (2, 50),
-            target_words: (1, 3),
-        };
-        let report = validate(&dataset(records, Vec::new()), &limits);
-        assert_eq!(report.input_too_short.ids, ["r1"]);
-        assert_eq!(report.input_too_long.ids, ["r100"]);
-        assert_eq!(report.target_too_long.ids, ["r4", "r100"]);
-        assert_eq!(report.target_too_short.count, 0);
-        // numpy.percentile([1, 2, 3, 4, 100], [50, 95]) == [3.0, 80.8]
-        let stats = &report.input_words;
-        assert_eq!(
-            (stats.min, stats.max, stats.median, stats.mean),
-            (1, 100, 3.0, 22.0)
-        );
-        assert!((stats.p95 - 80.8).abs() < 1e-9);
-        assert!(!report.checks[3].passed);
-    }
+#[cfg(test)]
+mod tests {
+    use super::test_support::{INPUT, dataset, record};
+    use super::*;
+    use crate::data::record::Task;
 
     #[test]
     fn coverage_missing_counts_and_tasks() {
@@ -792,12 +483,5 @@ mod tests {
         let json = serde_json::to_string(&report).expect("serialize");
         let back: ValidationReport = serde_json::from_str(&json).expect("deserialize");
         assert_eq!(back, report);
-    }
-
-    #[test]
-    fn an_empty_dataset_does_not_pass() {
-        let report = validate(&dataset(Vec::new(), Vec::new()), &Limits::default());
-        assert_eq!(report.input_words, LengthStats::default());
-        assert!(!report.checks[5].passed);
     }
 }
