@@ -395,3 +395,6 @@ pub fn run(project: Option<PathBuf>) -> Result<(), String> {
     )
     .map_err(|e| format!("could not open the window: {e}"))
 }
+
+#[cfg(test)]
+mod tests;

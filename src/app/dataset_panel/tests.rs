@@ -83,3 +83,59 @@ fn demographic_and_split_filters_combine() {
         .count();
     assert_eq!(rows.len(), expected);
 }
+
+/// A dataset of `n` short records, written and opened the way the app opens files.
+fn big_view(n: usize) -> Arc<DatasetView> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("big.jsonl");
+    let mut text = String::with_capacity(n * 200);
+    for i in 0..n {
+        text.push_str(&format!(
+            "{{\"id\":\"r{i}\",\"patient_id\":\"p{}\",\"task\":\"discharge\",\"input\":\"Discharge Diagnosis: case {i} of pneumonia\",\"target\":\"You had a lung infection.\",\"gender\":\"{}\",\"age\":{}}}\n",
+            i / 2,
+            if i % 2 == 0 { "F" } else { "M" },
+            20 + i % 70
+        ));
+    }
+    std::fs::write(&path, text).expect("write");
+    Arc::new(open_dataset(&path, &OpenOptions::default(), &mut |_, _, _| true).expect("open"))
+}
+
+#[test]
+fn table_stays_smooth_at_100k_rows() {
+    let mut panel = DatasetPanel::new(DatasetUiState::default());
+    panel.set_dataset(big_view(100_000));
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1400.0, 900.0))
+        .build_ui_state(
+            |ui, panel: &mut DatasetPanel| {
+                panel.ui(ui);
+            },
+            panel,
+        );
+    h.run();
+    assert_eq!(h.state().rows.len(), 100_000);
+    let mut frames = Vec::new();
+    for i in 0..120 {
+        // Scroll down through the table, then jump far with a selection.
+        h.event(egui::Event::MouseWheel {
+            unit: egui::MouseWheelUnit::Line,
+            delta: egui::vec2(0.0, -40.0),
+            modifiers: egui::Modifiers::NONE,
+            phase: egui::TouchPhase::Move,
+            source: egui::MouseWheelSource::Wheel,
+        });
+        if i == 60 {
+            h.state_mut().select(90_000);
+        }
+        let t = std::time::Instant::now();
+        h.step();
+        frames.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    frames.sort_by(f64::total_cmp);
+    let p50 = frames[frames.len() / 2];
+    let p95 = frames[frames.len() * 95 / 100];
+    eprintln!("Dataset panel, 100k rows: frame build p50 {p50:.2} ms, p95 {p95:.2} ms");
+    assert_eq!(h.state().selected, Some(90_000));
+    assert!(p95 < 30.0, "p95 frame build {p95:.1} ms");
+}
