@@ -12,6 +12,23 @@ fn lablens(args: &[&str]) -> Output {
         .expect("run lablens")
 }
 
+/// 300 discharge records with seed 5 into `out`.
+fn gen_discharge(out: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "gen-data",
+        "--task",
+        "discharge",
+        "--n",
+        "300",
+        "--seed",
+        "5",
+        "--out",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    lablens(&args)
+}
+
 fn json_of(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -35,18 +52,7 @@ fn gen_data_validate_split_round_trip() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("d.jsonl");
     let data_s = data.to_str().expect("utf8 path");
-    let out = lablens(&[
-        "gen-data",
-        "--task",
-        "discharge",
-        "--n",
-        "300",
-        "--seed",
-        "5",
-        "--out",
-        data_s,
-        "--json",
-    ]);
+    let out = gen_discharge(data_s, &["--json"]);
     assert!(
         out.status.success(),
         "{}",
@@ -57,17 +63,7 @@ fn gen_data_validate_split_round_trip() {
 
     // Same seed, same bytes.
     let again = dir.path().join("again.jsonl");
-    lablens(&[
-        "gen-data",
-        "--task",
-        "discharge",
-        "--n",
-        "300",
-        "--seed",
-        "5",
-        "--out",
-        again.to_str().expect("utf8"),
-    ]);
+    gen_discharge(again.to_str().expect("utf8"), &[]);
     assert_eq!(
         std::fs::read(&data).expect("read"),
         std::fs::read(&again).expect("read")

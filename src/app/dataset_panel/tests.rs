@@ -15,8 +15,12 @@ fn view(n: usize) -> Arc<DatasetView> {
 }
 
 fn harness(n: usize) -> Harness<'static, DatasetPanel> {
+    harness_over(view(n))
+}
+
+fn harness_over(view: Arc<DatasetView>) -> Harness<'static, DatasetPanel> {
     let mut panel = DatasetPanel::new(DatasetUiState::default());
-    panel.set_dataset(view(n));
+    panel.set_dataset(view);
     let mut h = Harness::builder()
         .with_size(egui::vec2(1400.0, 900.0))
         .build_ui_state(
@@ -103,17 +107,7 @@ fn big_view(n: usize) -> Arc<DatasetView> {
 
 #[test]
 fn table_stays_smooth_at_100k_rows() {
-    let mut panel = DatasetPanel::new(DatasetUiState::default());
-    panel.set_dataset(big_view(100_000));
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1400.0, 900.0))
-        .build_ui_state(
-            |ui, panel: &mut DatasetPanel| {
-                panel.ui(ui);
-            },
-            panel,
-        );
-    h.run();
+    let mut h = harness_over(big_view(100_000));
     assert_eq!(h.state().rows.len(), 100_000);
     let mut frames = Vec::new();
     for i in 0..120 {

@@ -113,9 +113,12 @@ pub(super) const COMORBIDITIES: [Comorbidity; 8] = [
     },
 ];
 
+/// The lexicon, bundled with the program.
+const SOURCE: &str = include_str!("../../../assets/lexicons/conditions.txt");
+
 static CONDITIONS: LazyLock<Vec<Condition>> = LazyLock::new(|| {
     // The file is compiled in and loaded by a test, so a failure here is a build defect.
-    load(include_str!("conditions.txt")).unwrap_or_else(|e| panic!("{e}"))
+    load(SOURCE).unwrap_or_else(|e| panic!("{e}"))
 });
 
 pub(super) fn all() -> &'static [Condition] {
@@ -203,7 +206,7 @@ mod tests {
 
     #[test]
     fn lexicon_loads_with_enough_diagnoses() {
-        let conditions = load(include_str!("conditions.txt")).unwrap();
+        let conditions = load(SOURCE).unwrap();
         assert!(conditions.len() >= 25, "{}", conditions.len());
         let young: Vec<&str> = conditions
             .iter()

@@ -162,9 +162,12 @@ impl Prescription {
     }
 }
 
+/// The lexicon, bundled with the program.
+const SOURCE: &str = include_str!("../../../assets/lexicons/meds.txt");
+
 static MEDS: LazyLock<Vec<Med>> = LazyLock::new(|| {
     // The file is compiled in and loaded by a test, so a failure here is a build defect.
-    load(include_str!("meds.txt")).unwrap_or_else(|e| panic!("{e}"))
+    load(SOURCE).unwrap_or_else(|e| panic!("{e}"))
 });
 
 /// Looks a drug up by its exact lexicon name.
@@ -245,7 +248,7 @@ mod tests {
 
     #[test]
     fn lexicon_loads_and_names_are_unique() {
-        let meds = load(include_str!("meds.txt")).unwrap();
+        let meds = load(SOURCE).unwrap();
         assert!(meds.len() >= 50, "{}", meds.len());
         let names: std::collections::HashSet<&str> = meds.iter().map(|m| m.name).collect();
         assert_eq!(names.len(), meds.len());

@@ -27,9 +27,12 @@ struct Question {
     explanation: &'static str,
 }
 
+/// The lexicon, bundled with the program.
+const SOURCE: &str = include_str!("../../../assets/lexicons/qa.txt");
+
 static QUESTIONS: LazyLock<Vec<Question>> = LazyLock::new(|| {
     // The file is compiled in and loaded by a test, so a failure here is a build defect.
-    load(include_str!("qa.txt")).unwrap_or_else(|e| panic!("{e}"))
+    load(SOURCE).unwrap_or_else(|e| panic!("{e}"))
 });
 
 fn load(text: &'static str) -> Result<Vec<Question>, LexiconError> {
@@ -106,7 +109,7 @@ mod tests {
 
     #[test]
     fn bank_has_sixty_questions_across_specialties() {
-        let questions = load(include_str!("qa.txt")).unwrap();
+        let questions = load(SOURCE).unwrap();
         assert!(questions.len() >= 60, "{}", questions.len());
         let specialties: std::collections::HashSet<&str> =
             questions.iter().map(|q| q.specialty).collect();

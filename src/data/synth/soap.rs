@@ -38,9 +38,12 @@ struct Complaint {
     plan: Vec<PlanItem>,
 }
 
+/// The lexicon, bundled with the program.
+const SOURCE: &str = include_str!("../../../assets/lexicons/complaints.txt");
+
 static COMPLAINTS: LazyLock<Vec<Complaint>> = LazyLock::new(|| {
     // The file is compiled in and loaded by a test, so a failure here is a build defect.
-    load(include_str!("complaints.txt")).unwrap_or_else(|e| panic!("{e}"))
+    load(SOURCE).unwrap_or_else(|e| panic!("{e}"))
 });
 
 fn load(text: &'static str) -> Result<Vec<Complaint>, LexiconError> {
@@ -272,7 +275,7 @@ mod tests {
 
     #[test]
     fn lexicon_loads_with_enough_complaints() {
-        let complaints = load(include_str!("complaints.txt")).unwrap();
+        let complaints = load(SOURCE).unwrap();
         assert!(complaints.len() >= 15, "{}", complaints.len());
         assert!(complaints.iter().all(|c| c.exchanges.len() >= 3));
     }
