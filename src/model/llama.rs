@@ -1,0 +1,288 @@
+//! The Llama-family decoder (Llama 3.x, SmolLM2, TinyLlama, Mistral, Qwen2): grouped-query
+//! attention, RoPE (with Llama-3 scaling), RMSNorm, SwiGLU, tied or separate output head, optional
+//! q/k/v bias. Two paths share the weights: the training path uses only ops that pass gradients,
+//! the inference path the fused kernels and a KV cache.
+
+use super::config::LlamaConfig;
+use super::linear::{BaseWeight, LoraLinear};
+use candle_core::{D, DType, Device, Module, Result, Tensor};
+
+/// Which ops to use: differentiable ones for training, fused ones for inference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    Train,
+    Infer,
+}
+
+/// Precomputed RoPE tables `[max_len, head_dim / 2]`.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+/// Inverse frequencies, with Llama-3 scaling when the config asks for it.
+pub fn inverse_frequencies(cfg: &LlamaConfig) -> Vec<f64> {
+    let d = cfg.head_dim();
+    let base: Vec<f64> = (0..d / 2)
+        .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / d as f64))
+        .collect();
+    let Some(s) = cfg
+        .rope_scaling
+        .as_ref()
+        .filter(|s| s.rope_type == "llama3")
+    else {
+        return base;
+    };
+    let old = s.original_max_position_embeddings as f64;
+    let low_wavelen = old / s.low_freq_factor;
+    let high_wavelen = old / s.high_freq_factor;
+    base.into_iter()
+        .map(|f| {
+            let wavelen = 2.0 * std::f64::consts::PI / f;
+            if wavelen < high_wavelen {
+                f
+            } else if wavelen > low_wavelen {
+                f / s.factor
+            } else {
+                let smooth =
+                    (old / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+                (1.0 - smooth) * f / s.factor + smooth * f
+            }
+        })
+        .collect()
+}
+
+impl Rope {
+    pub fn new(cfg: &LlamaConfig, max_len: usize, device: &Device) -> Result<Rope> {
+        let inv: Vec<f32> = inverse_frequencies(cfg).iter().map(|f| *f as f32).collect();
+        let half = inv.len();
+        let inv = Tensor::from_vec(inv, (1, half), device)?;
+        let pos = Tensor::arange(0u32, max_len as u32, device)?
+            .to_dtype(DType::F32)?
+            .reshape((max_len, 1))?;
+        let angles = pos.broadcast_mul(&inv)?;
+        Ok(Rope {
+            cos: angles.cos()?,
+            sin: angles.sin()?,
+        })
+    }
+
+    fn apply(&self, x: &Tensor, offset: usize, path: Path) -> Result<Tensor> {
+        let t = x.dim(2)?;
+        let cos = self.cos.narrow(0, offset, t)?;
+        let sin = self.sin.narrow(0, offset, t)?;
+        match path {
+            Path::Train => candle_nn::rotary_emb::rope_slow(x, &cos, &sin),
+            Path::Infer => candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin),
+        }
+    }
+
+    pub fn max_len(&self) -> usize {
+        self.cos.dims()[0]
+    }
+}
+
+fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, path: Path) -> Result<Tensor> {
+    match path {
+        Path::Infer => candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32),
+        Path::Train => {
+            let mean_sq = x.sqr()?.mean_keepdim(D::Minus1)?;
+            x.broadcast_div(&(mean_sq + eps)?.sqrt()?)?
+                .broadcast_mul(weight)
+        }
+    }
+}
+
+/// `[b, kv, t, d]` → `[b, kv * n_rep, t, d]`, each key/value head repeated for its query group.
+fn repeat_kv(x: Tensor, n_rep: usize) -> Result<Tensor> {
+    if n_rep == 1 {
+        return Ok(x);
+    }
+    let (b, kv, t, d) = x.dims4()?;
+    x.unsqueeze(2)?
+        .expand((b, kv, n_rep, t, d))?
+        .reshape((b, kv * n_rep, t, d))
+}
+
+/// Additive causal mask for `t` new positions after `offset` cached ones: `[t, offset + t]`.
+fn causal_mask(t: usize, offset: usize, device: &Device) -> Result<Tensor> {
+    let total = offset + t;
+    let values: Vec<f32> = (0..t)
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                if j > offset + i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    Tensor::from_vec(values, (t, total), device)
+}
+
+/// Keys and values of the positions seen so far, per layer.
+pub type KvCache = Vec<Option<(Tensor, Tensor)>>;
+
+#[derive(Debug, Clone)]
+pub struct Attention {
+    pub q_proj: LoraLinear,
+    pub k_proj: LoraLinear,
+    pub v_proj: LoraLinear,
+    pub o_proj: LoraLinear,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl Attention {
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        offset: usize,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        path: Path,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let heads = |y: Tensor, n: usize| y.reshape((b, t, n, self.head_dim))?.transpose(1, 2);
+        let q = heads(self.q_proj.forward(x, path)?, self.n_heads)?;
+        let k = heads(self.k_proj.forward(x, path)?, self.n_kv_heads)?;
+        let v = heads(self.v_proj.forward(x, path)?, self.n_kv_heads)?.contiguous()?;
+        let q = rope.apply(&q, offset, path)?;
+        let mut k = rope.apply(&k, offset, path)?;
+        let mut v = v;
+        if let Some(slot) = cache {
+            if let Some((pk, pv)) = slot.as_ref() {
+                k = Tensor::cat(&[pk, &k], 2)?;
+                v = Tensor::cat(&[pv, &v], 2)?;
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let n_rep = self.n_heads / self.n_kv_heads;
+        let k = repeat_kv(k, n_rep)?;
+        let v = repeat_kv(v, n_rep)?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let mut att = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
+        if t > 1 {
+            att = att.broadcast_add(&causal_mask(t, offset, x.device())?)?;
+        }
+        let att = match path {
+            Path::Train => candle_nn::ops::softmax(&att, D::Minus1)?,
+            Path::Infer => candle_nn::ops::softmax_last_dim(&att)?,
+        };
+        let y = att
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b, t, self.n_heads * self.head_dim))?;
+        self.o_proj.forward(&y, path)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    pub gate_proj: LoraLinear,
+    pub up_proj: LoraLinear,
+    pub down_proj: LoraLinear,
+}
+
+impl Mlp {
+    fn forward(&self, x: &Tensor, path: Path) -> Result<Tensor> {
+        let gate = self.gate_proj.forward(x, path)?.silu()?;
+        self.down_proj
+            .forward(&(gate * self.up_proj.forward(x, path)?)?, path)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Block {
+    pub attn: Attention,
+    pub mlp: Mlp,
+    pub input_norm: Tensor,
+    pub post_attention_norm: Tensor,
+}
+
+#[derive(Debug, Clone)]
+pub struct Llama {
+    pub cfg: LlamaConfig,
+    /// `[vocab, hidden]`, dense for lookups.
+    pub embed: Tensor,
+    pub layers: Vec<Block>,
+    pub norm: Tensor,
+    pub lm_head: BaseWeight,
+    pub rope: Rope,
+}
+
+impl Llama {
+    pub fn device(&self) -> &Device {
+        self.embed.device()
+    }
+
+    /// Hidden states after the final norm, `[b, t, hidden]`, for ids `[b, t]` at `offset`.
+    pub fn hidden(
+        &self,
+        ids: &Tensor,
+        offset: usize,
+        mut cache: Option<&mut KvCache>,
+        path: Path,
+    ) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        if offset + t > self.rope.max_len() {
+            candle_core::bail!(
+                "sequence of {} tokens is longer than the model's context of {}",
+                offset + t,
+                self.rope.max_len()
+            );
+        }
+        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
+            b,
+            t,
+            self.cfg.hidden_size,
+        ))?;
+        let eps = self.cfg.rms_norm_eps;
+        if let Some(c) = cache.as_deref_mut() {
+            c.resize(self.layers.len(), None);
+        }
+        for (i, layer) in self.layers.iter().enumerate() {
+            let h = rms_norm(&x, &layer.input_norm, eps, path)?;
+            let slot = cache.as_deref_mut().map(|c| &mut c[i]);
+            x = (x + layer.attn.forward(&h, &self.rope, offset, slot, path)?)?;
+            let h = rms_norm(&x, &layer.post_attention_norm, eps, path)?;
+            x = (x + layer.mlp.forward(&h, path)?)?;
+        }
+        rms_norm(&x, &self.norm, eps, path)
+    }
+
+    /// Logits over the vocabulary for the given hidden states.
+    pub fn logits(&self, hidden: &Tensor, path: Path) -> Result<Tensor> {
+        self.lm_head.forward(hidden, path)
+    }
+
+    /// Every LoRA-capable linear layer, named by its Hugging Face module path.
+    pub fn linears_mut(&mut self) -> Vec<(String, &mut LoraLinear)> {
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            let a = &mut l.attn;
+            let m = &mut l.mlp;
+            let p = format!("model.layers.{i}");
+            out.push((format!("{p}.self_attn.q_proj"), &mut a.q_proj));
+            out.push((format!("{p}.self_attn.k_proj"), &mut a.k_proj));
+            out.push((format!("{p}.self_attn.v_proj"), &mut a.v_proj));
+            out.push((format!("{p}.self_attn.o_proj"), &mut a.o_proj));
+            out.push((format!("{p}.mlp.gate_proj"), &mut m.gate_proj));
+            out.push((format!("{p}.mlp.up_proj"), &mut m.up_proj));
+            out.push((format!("{p}.mlp.down_proj"), &mut m.down_proj));
+        }
+        out
+    }
+}
+
+impl Module for Llama {
+    fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        self.logits(&self.hidden(ids, 0, None, Path::Infer)?, Path::Infer)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,166 @@
+use super::*;
+use crate::model::lora::{LoraConfig, attach};
+use crate::model::weights::{MemorySource, build_llama};
+use candle_core::{DType, Var};
+use std::collections::HashMap;
+
+pub(crate) fn tiny_config() -> LlamaConfig {
+    serde_json::from_str(
+        r#"{"vocab_size":40,"hidden_size":32,"intermediate_size":48,"num_hidden_layers":2,
+            "num_attention_heads":4,"num_key_value_heads":2,"rope_theta":10000.0,
+            "tie_word_embeddings":true}"#,
+    )
+    .expect("tiny config")
+}
+
+/// Random weights for `cfg`, named as in a Hugging Face checkpoint.
+pub(crate) fn random_weights(cfg: &LlamaConfig, seed: u64) -> MemorySource {
+    let dev = Device::Cpu;
+    let mut rng = crate::data::rng::SeededRng::new(seed);
+    let mut t = |dims: (usize, usize)| {
+        let v: Vec<f32> = (0..dims.0 * dims.1)
+            .map(|_| (rng.normal() * 0.2) as f32)
+            .collect();
+        Tensor::from_vec(v, dims, &dev).expect("tensor")
+    };
+    let (h, i, hd, kv) = (
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        cfg.head_dim(),
+        cfg.kv_heads(),
+    );
+    let q_out = cfg.num_attention_heads * hd;
+    let mut m = HashMap::new();
+    m.insert("model.embed_tokens.weight".into(), t((cfg.vocab_size, h)));
+    m.insert(
+        "model.norm.weight".into(),
+        Tensor::ones(h, DType::F32, &dev).expect("ones"),
+    );
+    for l in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{l}");
+        for (name, dims) in [
+            ("self_attn.q_proj", (q_out, h)),
+            ("self_attn.k_proj", (kv * hd, h)),
+            ("self_attn.v_proj", (kv * hd, h)),
+            ("self_attn.o_proj", (h, q_out)),
+            ("mlp.gate_proj", (i, h)),
+            ("mlp.up_proj", (i, h)),
+            ("mlp.down_proj", (h, i)),
+        ] {
+            m.insert(format!("{p}.{name}.weight"), t(dims));
+        }
+        for norm in ["input_layernorm", "post_attention_layernorm"] {
+            let w = (Tensor::ones(h, DType::F32, &dev).expect("ones")
+                + t((1, h)).squeeze(0).expect("row") * 0.1)
+                .expect("norm");
+            m.insert(format!("{p}.{norm}.weight"), w);
+        }
+    }
+    MemorySource {
+        path: "random".into(),
+        tensors: m,
+    }
+}
+
+pub(crate) fn tiny_model(seed: u64) -> Llama {
+    let cfg = tiny_config();
+    build_llama(&mut random_weights(&cfg, seed), &cfg, 64, &Device::Cpu).expect("build")
+}
+
+fn ids(v: &[u32]) -> Tensor {
+    Tensor::new(v, &Device::Cpu)
+        .expect("ids")
+        .unsqueeze(0)
+        .expect("batch")
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.flatten_all())
+        .and_then(|d| d.max(0))
+        .and_then(|d| d.to_scalar::<f32>())
+        .expect("diff")
+}
+
+#[test]
+fn train_and_inference_paths_agree() -> Result<()> {
+    let m = tiny_model(1);
+    let x = ids(&[1, 5, 7, 2, 9, 30, 3]);
+    let a = m.logits(&m.hidden(&x, 0, None, Path::Train)?, Path::Train)?;
+    let b = m.logits(&m.hidden(&x, 0, None, Path::Infer)?, Path::Infer)?;
+    assert!(max_abs_diff(&a, &b) < 1e-4, "{}", max_abs_diff(&a, &b));
+    Ok(())
+}
+
+#[test]
+fn kv_cache_decoding_matches_the_full_forward() -> Result<()> {
+    let m = tiny_model(2);
+    let seq = [4u32, 8, 15, 16, 23, 42 % 40, 7];
+    let full = m.logits(&m.hidden(&ids(&seq), 0, None, Path::Infer)?, Path::Infer)?;
+    let mut cache = KvCache::new();
+    let prefix = m.logits(
+        &m.hidden(&ids(&seq[..4]), 0, Some(&mut cache), Path::Infer)?,
+        Path::Infer,
+    )?;
+    let mut steps = vec![prefix];
+    for (k, &tok) in seq.iter().enumerate().skip(4) {
+        steps.push(m.logits(
+            &m.hidden(&ids(&[tok]), k, Some(&mut cache), Path::Infer)?,
+            Path::Infer,
+        )?);
+    }
+    let incremental = Tensor::cat(&steps, 1)?;
+    assert!(max_abs_diff(&full, &incremental) < 1e-4);
+    Ok(())
+}
+
+#[test]
+fn gradients_reach_every_lora_matrix_of_every_layer() -> Result<()> {
+    let mut m = tiny_model(3);
+    let cfg = LoraConfig {
+        r: 4,
+        ..LoraConfig::default()
+    };
+    let vars = attach(&mut m, &cfg, 9)?;
+    assert_eq!(vars.len(), 2 * 7 * m.layers.len());
+    // PEFT starts B at zero, which leaves A without gradient at step 0; give B values.
+    for (name, v) in &vars {
+        if name.contains("lora_B") {
+            v.set(&(Tensor::ones(v.shape(), DType::F32, &Device::Cpu)? * 0.01)?)?;
+        }
+    }
+    let x = ids(&[1, 2, 3, 4, 5, 6]);
+    let logits = m
+        .logits(&m.hidden(&x, 0, None, Path::Train)?, Path::Train)?
+        .squeeze(0)?;
+    let targets = Tensor::new(&[2u32, 3, 4, 5, 6, 7], &Device::Cpu)?;
+    let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
+    let grads = loss.backward()?;
+    for (name, v) in &vars {
+        let g = grads
+            .get(v.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        let norm = g.sqr()?.sum_all()?.to_scalar::<f32>()?;
+        assert!(norm > 0.0, "zero gradient for {name}");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_zero_b_adapter_leaves_outputs_unchanged_until_trained() -> Result<()> {
+    let mut m = tiny_model(4);
+    let x = ids(&[3, 1, 4, 1, 5]);
+    let before = m.logits(&m.hidden(&x, 0, None, Path::Infer)?, Path::Infer)?;
+    let vars = attach(&mut m, &LoraConfig::default(), 1)?;
+    let after = m.logits(&m.hidden(&x, 0, None, Path::Infer)?, Path::Infer)?;
+    assert!(max_abs_diff(&before, &after) < 1e-6);
+    let b: &Var = &vars[1].1;
+    b.set(&(Tensor::ones(b.shape(), DType::F32, &Device::Cpu)? * 0.05)?)?;
+    let tuned = m.logits(&m.hidden(&x, 0, None, Path::Infer)?, Path::Infer)?;
+    assert!(max_abs_diff(&before, &tuned) > 1e-4);
+    crate::model::lora::set_enabled(&mut m, false);
+    let off = m.logits(&m.hidden(&x, 0, None, Path::Infer)?, Path::Infer)?;
+    assert!(max_abs_diff(&before, &off) < 1e-6);
+    Ok(())
+}
