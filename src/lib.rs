@@ -8,4 +8,5 @@ pub mod app;
 pub mod cli;
 pub mod data;
 pub mod engine;
+pub mod model;
 pub mod project;
