@@ -1,10 +1,15 @@
-//! The model layer: the Llama-family decoder with LoRA adapters, its configuration and the
-//! sources its weights load from.
+//! The model layer: the Llama-family decoder with LoRA adapters, its configuration, the sources
+//! its weights load from, the tokenizer and chat template that turn text into its input, and
+//! scoring and generation on top.
 
+pub mod chat;
 pub mod config;
+pub mod example;
 pub mod generate;
 pub mod linear;
 pub mod llama;
+pub mod load;
 pub mod lora;
 pub mod score;
+pub mod tokenizer;
 pub mod weights;
