@@ -3,7 +3,9 @@
 //! 2 bad input or usage.
 
 mod commands;
+mod model_commands;
 
+use crate::model::generate::GenerationParams;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -70,6 +72,55 @@ pub enum CliCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Token ids and pieces of a text, as the model's tokenizer splits it.
+    Tokenize {
+        #[command(flatten)]
+        model: ModelOpts,
+        #[arg(long)]
+        text: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Teacher-forced loss and perplexity per record: over the target given the templated input
+    /// (the training loss), or with --raw over tokens 2..n of each `{"id", "text"}` line.
+    Score {
+        #[command(flatten)]
+        model: ModelOpts,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        raw: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate after a prompt or for every record of a dataset (chat template applied unless --raw).
+    Generate {
+        #[command(flatten)]
+        model: ModelOpts,
+        #[arg(long, conflicts_with = "data")]
+        prompt: Option<String>,
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long)]
+        raw: bool,
+        /// Always take the most likely token (the default when no temperature is given).
+        #[arg(long)]
+        greedy: bool,
+        #[arg(long, default_value_t = 256)]
+        max_new_tokens: usize,
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f64,
+        #[arg(long)]
+        top_k: Option<usize>,
+        #[arg(long)]
+        top_p: Option<f64>,
+        #[arg(long, default_value_t = 1.0)]
+        repetition_penalty: f64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Render every panel of a project (default: the demo project) to PNG files.
     Screenshots {
         #[arg(long, default_value = "screenshots")]
@@ -77,6 +128,30 @@ pub enum CliCommand {
         #[arg(long)]
         project: Option<PathBuf>,
     },
+}
+
+/// The model options shared by tokenize, score and generate.
+#[derive(clap::Args, Debug)]
+pub struct ModelOpts {
+    /// A Hugging Face model folder or a .gguf file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Load GGUF weights as f32 instead of keeping them quantized.
+    #[arg(long)]
+    pub dequantize: bool,
+    /// auto, cpu or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+impl ModelOpts {
+    fn args(self) -> model_commands::ModelArgs {
+        model_commands::ModelArgs {
+            model: self.model,
+            dequantize: self.dequantize,
+            device: self.device,
+        }
+    }
 }
 
 /// An error with its exit code: 1 for a failed job, 2 for bad input or usage.
@@ -152,6 +227,45 @@ pub fn run(command: CliCommand) -> Result<(), CliError> {
             out,
             json,
         } => commands::split(&data, &ratios, seed, &out, json),
+        CliCommand::Tokenize { model, text, json } => {
+            model_commands::tokenize(&model.args(), &text, json)
+        }
+        CliCommand::Score {
+            model,
+            data,
+            raw,
+            json,
+        } => model_commands::score(&model.args(), &data, raw, json),
+        CliCommand::Generate {
+            model,
+            prompt,
+            data,
+            raw,
+            greedy,
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            repetition_penalty,
+            seed,
+            json,
+        } => {
+            let params = GenerationParams {
+                max_new_tokens,
+                temperature: if greedy { 0.0 } else { temperature },
+                top_k,
+                top_p,
+                repetition_penalty,
+                seed,
+            };
+            let g = model_commands::GenerateArgs {
+                prompt,
+                data,
+                raw,
+                params,
+            };
+            model_commands::generate_cmd(&model.args(), &g, json)
+        }
         CliCommand::Screenshots { out, project } => {
             crate::app::screenshots(project, &out).map_err(CliError::failed)
         }

@@ -211,6 +211,8 @@ pub struct Llama {
     pub layers: Vec<Block>,
     pub norm: Tensor,
     pub lm_head: BaseWeight,
+    /// The output head is the embedding matrix.
+    pub tied_head: bool,
     pub rope: Rope,
 }
 
@@ -257,6 +259,43 @@ impl Llama {
     /// Logits over the vocabulary for the given hidden states.
     pub fn logits(&self, hidden: &Tensor, path: Path) -> Result<Tensor> {
         self.lm_head.forward(hidden, path)
+    }
+
+    /// Parameters of the base model (adapters not counted).
+    pub fn parameter_count(&self) -> usize {
+        let linear = |l: &LoraLinear| {
+            let (o, i) = l.base.dims().unwrap_or((0, 0));
+            o * i + l.bias.as_ref().map_or(0, Tensor::elem_count)
+        };
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|b| {
+                let a = &b.attn;
+                let m = &b.mlp;
+                [
+                    &a.q_proj,
+                    &a.k_proj,
+                    &a.v_proj,
+                    &a.o_proj,
+                    &m.gate_proj,
+                    &m.up_proj,
+                    &m.down_proj,
+                ]
+                .into_iter()
+                .map(linear)
+                .sum::<usize>()
+                    + b.input_norm.elem_count()
+                    + b.post_attention_norm.elem_count()
+            })
+            .sum();
+        let head = if self.tied_head {
+            0
+        } else {
+            let (o, i) = self.lm_head.dims().unwrap_or((0, 0));
+            o * i
+        };
+        self.embed.elem_count() + layers + self.norm.elem_count() + head
     }
 
     /// Every LoRA-capable linear layer, named by its Hugging Face module path.

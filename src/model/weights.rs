@@ -355,7 +355,8 @@ pub fn build_llama(
     let layers = (0..cfg.num_hidden_layers)
         .map(|i| block(src, cfg, i, device))
         .collect::<Result<Vec<_>, _>>()?;
-    let lm_head = if !cfg.tie_word_embeddings && src.contains("lm_head.weight") {
+    let tied_head = cfg.tie_word_embeddings || !src.contains("lm_head.weight");
+    let lm_head = if !tied_head {
         src.linear("lm_head.weight", device)?
     } else {
         // A quantized tied head keeps the fast quantized kernel for the largest matmul.
@@ -374,6 +375,7 @@ pub fn build_llama(
         layers,
         norm: src.dense("model.norm.weight", device)?,
         lm_head,
+        tied_head,
         rope,
     })
 }

@@ -1,0 +1,207 @@
+//! `lablens tokenize`, `score` and `generate`: the model engine from the command line.
+
+use super::CliError;
+use crate::data::load::{LoadOptions, load_path};
+use crate::data::record::Task;
+use crate::model::example::encode_example;
+use crate::model::generate::{Flow, GenerationParams, generate};
+use crate::model::load::{DeviceChoice, LoadedModel, ModelSpec, load};
+use crate::model::score::{mean, token_nll};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// How the model is chosen on the command line.
+pub struct ModelArgs {
+    pub model: PathBuf,
+    pub dequantize: bool,
+    pub device: String,
+}
+
+fn open_model(args: &ModelArgs) -> Result<LoadedModel, CliError> {
+    let mut spec = ModelSpec::new(&args.model);
+    spec.dequantize = args.dequantize;
+    spec.device = DeviceChoice::parse(&args.device).map_err(|e| CliError::usage(e.to_string()))?;
+    let started = std::time::Instant::now();
+    let model = load(&spec).map_err(|e| CliError::usage(format!("--model: {e}")))?;
+    eprintln!(
+        "loaded {} ({:.1}M parameters, {}, {}) in {:.1}s",
+        model.info.path.display(),
+        model.info.parameters as f64 / 1e6,
+        model.info.weights,
+        model.info.device,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(model)
+}
+
+fn failed(e: impl std::fmt::Display) -> CliError {
+    CliError::failed(e.to_string())
+}
+
+fn print(value: serde_json::Value) -> Result<(), CliError> {
+    println!("{}", serde_json::to_string_pretty(&value).map_err(failed)?);
+    Ok(())
+}
+
+pub fn tokenize(args: &ModelArgs, text: &str, json_out: bool) -> Result<(), CliError> {
+    let model = open_model(args)?;
+    let ids = model.tokenizer.encode(text, true).map_err(failed)?;
+    let tokens: Vec<String> = ids
+        .iter()
+        .map(|i| model.tokenizer.id_to_piece(*i).unwrap_or_default())
+        .collect();
+    if json_out {
+        print(json!({"ids": ids, "tokens": tokens}))
+    } else {
+        for (id, tok) in ids.iter().zip(&tokens) {
+            println!("{id}\t{tok:?}");
+        }
+        Ok(())
+    }
+}
+
+/// `{"id", "text"}` lines for `--raw`.
+fn raw_records(path: &Path) -> Result<Vec<(String, String)>, CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
+    let mut out = Vec::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| CliError::usage(format!("{}:{}: {e}", path.display(), n + 1)))?;
+        let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+        let text = field("text").ok_or_else(|| {
+            CliError::usage(format!(
+                "{}:{}: field \"text\" is missing",
+                path.display(),
+                n + 1
+            ))
+        })?;
+        out.push((
+            field("id").unwrap_or_else(|| format!("line-{}", n + 1)),
+            text,
+        ));
+    }
+    Ok(out)
+}
+
+pub fn score(args: &ModelArgs, data: &Path, raw: bool, json_out: bool) -> Result<(), CliError> {
+    let model = open_model(args)?;
+    let mut rows = Vec::new();
+    let mut all = Vec::new();
+    let items: Vec<(String, Vec<u32>, usize)> = if raw {
+        raw_records(data)?
+            .into_iter()
+            .map(|(id, text)| {
+                let ids = model.tokenizer.encode(&text, true).map_err(failed)?;
+                Ok((id, ids, 1))
+            })
+            .collect::<Result<_, CliError>>()?
+    } else {
+        let loaded =
+            load_path(data, &LoadOptions::default()).map_err(|e| CliError::usage(e.to_string()))?;
+        for issue in &loaded.issues {
+            eprintln!("skipped: {issue}");
+        }
+        loaded
+            .records
+            .iter()
+            .map(|r| {
+                let ex = encode_example(
+                    &model.tokenizer,
+                    &model.template,
+                    Some(r.task),
+                    &r.input,
+                    Some(&r.target),
+                )
+                .map_err(|e| {
+                    CliError::usage(format!("{}: record {}: {e}", data.display(), r.id))
+                })?;
+                Ok((r.id.clone(), ex.ids, ex.prompt_len))
+            })
+            .collect::<Result<_, CliError>>()?
+    };
+    for (k, (id, ids, first)) in items.iter().enumerate() {
+        let nll = token_nll(&model.llama, ids, *first).map_err(failed)?;
+        let m = mean(&nll);
+        eprintln!(
+            "[{}/{}] {id}: {} tokens, nll {}",
+            k + 1,
+            items.len(),
+            nll.len(),
+            m.map_or("-".into(), |v| format!("{v:.4}"))
+        );
+        all.extend_from_slice(&nll);
+        rows.push(json!({"id": id, "tokens": nll.len(), "nll": m, "ppl": m.map(f64::exp)}));
+    }
+    let mean_nll = mean(&all);
+    eprintln!(
+        "mean nll {} over {} tokens",
+        mean_nll.map_or("-".into(), |v| format!("{v:.4}")),
+        all.len()
+    );
+    if json_out {
+        print(json!({"records": rows, "mean_nll": mean_nll}))?;
+    }
+    Ok(())
+}
+
+pub struct GenerateArgs {
+    pub prompt: Option<String>,
+    pub data: Option<PathBuf>,
+    pub raw: bool,
+    pub params: GenerationParams,
+}
+
+pub fn generate_cmd(args: &ModelArgs, g: &GenerateArgs, json_out: bool) -> Result<(), CliError> {
+    let model = open_model(args)?;
+    let inputs: Vec<(String, Option<Task>, String)> = match (&g.prompt, &g.data) {
+        (Some(p), None) => vec![("prompt".into(), None, p.clone())],
+        (None, Some(path)) if g.raw => raw_records(path)?
+            .into_iter()
+            .map(|(id, t)| (id, None, t))
+            .collect(),
+        (None, Some(path)) => load_path(path, &LoadOptions::default())
+            .map_err(|e| CliError::usage(e.to_string()))?
+            .records
+            .into_iter()
+            .map(|r| (r.id, Some(r.task), r.input))
+            .collect(),
+        _ => return Err(CliError::usage("give exactly one of --prompt and --data")),
+    };
+    let eos = model.tokenizer.eos_ids();
+    let mut outputs = Vec::new();
+    for (id, task, text) in inputs {
+        let prompt = if g.raw {
+            model.tokenizer.encode(&text, true).map_err(failed)?
+        } else {
+            encode_example(&model.tokenizer, &model.template, task, &text, None)
+                .map_err(|e| CliError::usage(e.to_string()))?
+                .ids
+        };
+        let started = std::time::Instant::now();
+        let out = generate(&model.llama, &prompt, &g.params, &eos, &mut |_| {
+            Flow::Continue
+        })
+        .map_err(failed)?;
+        let text = model.tokenizer.decode(&out.ids, true).map_err(failed)?;
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "{id}: {} tokens in {secs:.2}s ({:.1} tokens/s, {:?})",
+            out.ids.len(),
+            out.ids.len() as f64 / secs,
+            out.stop
+        );
+        if !json_out {
+            println!("{text}");
+        }
+        outputs.push(json!({"id": id, "text": text, "ids": out.ids}));
+    }
+    if json_out {
+        print(json!({"outputs": outputs}))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,235 @@
+//! Loading a model for use: the decoder, its tokenizer and its chat template, from a Hugging Face
+//! folder or a GGUF file, on the device chosen at run time.
+
+use super::chat::ChatTemplate;
+use super::config::LlamaConfig;
+use super::llama::Llama;
+use super::tokenizer::Tokenizer;
+use super::weights::{GgufSource, MemorySource, WeightsError, build_llama};
+use candle_core::Device;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Where to run: `auto` picks a GPU when the build has CUDA and one is present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceChoice {
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl DeviceChoice {
+    pub fn parse(text: &str) -> Result<DeviceChoice, ModelError> {
+        match text.trim() {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceChoice::Cuda)
+                .ok_or_else(|| {
+                    ModelError::Usage(format!(
+                        "--device: expected auto, cpu or cuda:N, got {other:?}"
+                    ))
+                }),
+        }
+    }
+
+    pub fn device(&self) -> Result<Device, ModelError> {
+        match self {
+            DeviceChoice::Auto | DeviceChoice::Cpu => Ok(Device::Cpu),
+            DeviceChoice::Cuda(n) => Device::new_cuda(*n).map_err(|e| {
+                ModelError::Usage(format!(
+                    "--device cuda:{n}: CUDA is not available ({e}); this build runs on the CPU (build with --features cuda for NVIDIA GPUs)"
+                ))
+            }),
+        }
+    }
+}
+
+/// What to load.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    /// A Hugging Face folder or a `.gguf` file.
+    pub path: PathBuf,
+    /// Load GGUF weights as f32 instead of keeping them quantized.
+    pub dequantize: bool,
+    pub device: DeviceChoice,
+    /// Longest sequence the RoPE tables cover (capped by the model's own context).
+    pub max_len: usize,
+}
+
+impl ModelSpec {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            dequantize: false,
+            device: DeviceChoice::Auto,
+            max_len: 4096,
+        }
+    }
+}
+
+/// A description for the UI and reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    pub path: PathBuf,
+    pub architecture: String,
+    pub parameters: usize,
+    pub layers: usize,
+    pub hidden_size: usize,
+    pub vocab_size: usize,
+    pub context: usize,
+    pub weights: String,
+    pub device: String,
+}
+
+pub struct LoadedModel {
+    pub llama: Llama,
+    pub tokenizer: Tokenizer,
+    pub template: ChatTemplate,
+    pub info: ModelInfo,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    #[error("{0}")]
+    Compute(String),
+}
+
+impl From<candle_core::Error> for ModelError {
+    fn from(e: candle_core::Error) -> Self {
+        ModelError::Compute(e.to_string())
+    }
+}
+
+fn file_error(path: &Path, message: impl std::fmt::Display) -> ModelError {
+    ModelError::File {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
+/// Loads the model `spec` names.
+pub fn load(spec: &ModelSpec) -> Result<LoadedModel, ModelError> {
+    let device = spec.device.device()?;
+    let path = &spec.path;
+    if !path.exists() {
+        return Err(file_error(path, "no such file or folder"));
+    }
+    let is_gguf = path.is_file()
+        && path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+    let (llama, tokenizer, template, weights) = if is_gguf {
+        load_gguf(path, spec, &device)?
+    } else if path.is_dir() {
+        load_hf_folder(path, spec, &device)?
+    } else {
+        return Err(file_error(
+            path,
+            "expected a .gguf file or a Hugging Face model folder",
+        ));
+    };
+    let info = describe(path, &llama, weights, &device);
+    Ok(LoadedModel {
+        llama,
+        tokenizer,
+        template,
+        info,
+    })
+}
+
+type Parts = (Llama, Tokenizer, ChatTemplate, String);
+
+fn load_gguf(path: &Path, spec: &ModelSpec, device: &Device) -> Result<Parts, ModelError> {
+    let (mut src, cfg) = GgufSource::open(path, spec.dequantize)?;
+    let tokenizer =
+        Tokenizer::from_gguf_metadata(src.metadata(), path).map_err(|e| file_error(path, e))?;
+    let template = ChatTemplate::from_gguf_metadata(src.metadata(), path, &tokenizer)
+        .map_err(|e| file_error(path, e))?
+        .unwrap_or_else(|| ChatTemplate::built_in_for(&tokenizer));
+    let llama = build_llama(
+        &mut src,
+        &cfg,
+        spec.max_len.min(cfg.max_position_embeddings),
+        device,
+    )?;
+    let weights = if spec.dequantize {
+        "f32 (dequantized GGUF)"
+    } else {
+        "quantized GGUF, frozen"
+    };
+    Ok((llama, tokenizer, template, weights.to_string()))
+}
+
+fn load_hf_folder(path: &Path, spec: &ModelSpec, device: &Device) -> Result<Parts, ModelError> {
+    let cfg =
+        LlamaConfig::from_json_file(&path.join("config.json")).map_err(|e| file_error(path, e))?;
+    let tokenizer =
+        Tokenizer::from_file(&path.join("tokenizer.json")).map_err(|e| file_error(path, e))?;
+    let template = ChatTemplate::from_hf_folder(path, &tokenizer)
+        .map_err(|e| file_error(path, e))?
+        .unwrap_or_else(|| ChatTemplate::built_in_for(&tokenizer));
+    let files = safetensors_files(path)?;
+    let mut src = MemorySource::from_safetensors(&files, path)?;
+    let llama = build_llama(
+        &mut src,
+        &cfg,
+        spec.max_len.min(cfg.max_position_embeddings),
+        device,
+    )?;
+    Ok((llama, tokenizer, template, "f32 (safetensors)".to_string()))
+}
+
+/// `model.safetensors`, or the shards a `model.safetensors.index.json` lists.
+fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    let text = std::fs::read_to_string(&index)
+        .map_err(|_| file_error(dir, "no model.safetensors or model.safetensors.index.json"))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| file_error(&index, e))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| file_error(&index, "no weight_map object"))?;
+    let mut files: Vec<PathBuf> = map
+        .values()
+        .filter_map(|v| v.as_str())
+        .map(|f| dir.join(f))
+        .collect();
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+fn describe(path: &Path, llama: &Llama, weights: String, device: &Device) -> ModelInfo {
+    let c = &llama.cfg;
+    ModelInfo {
+        path: path.to_path_buf(),
+        architecture: c
+            .architectures
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "LlamaForCausalLM".into()),
+        parameters: llama.parameter_count(),
+        layers: c.num_hidden_layers,
+        hidden_size: c.hidden_size,
+        vocab_size: c.vocab_size,
+        context: llama.rope.max_len(),
+        weights,
+        device: match device {
+            Device::Cpu => "cpu".into(),
+            other => format!("{other:?}"),
+        },
+    }
+}
