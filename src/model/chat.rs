@@ -285,3 +285,185 @@ fn read(path: &Path) -> Result<String, ChatError> {
         source,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tokenizer::tiny_metadata;
+
+    fn conversation() -> Vec<ChatMessage> {
+        vec![
+            ChatMessage::new("system", "Be brief."),
+            ChatMessage::new("user", "  What is GERD? "),
+        ]
+    }
+
+    fn template(text: &str) -> ChatTemplate {
+        ChatTemplate::from_source("test template", text, "<s>", "</s>").unwrap()
+    }
+
+    fn tiny_tokenizer() -> Tokenizer {
+        Tokenizer::from_gguf_metadata(&tiny_metadata("smollm"), Path::new("t.gguf")).unwrap()
+    }
+
+    #[test]
+    fn chatml_ends_with_the_assistant_header() {
+        let prompt = ChatTemplate::chatml()
+            .render(&conversation(), true)
+            .unwrap();
+        assert_eq!(
+            prompt,
+            "<|im_start|>system\nBe brief.<|im_end|>\n\
+             <|im_start|>user\n  What is GERD? <|im_end|>\n<|im_start|>assistant\n"
+        );
+        let without = ChatTemplate::chatml()
+            .render(&conversation(), false)
+            .unwrap();
+        assert!(without.ends_with("<|im_end|>\n"), "{without}");
+    }
+
+    #[test]
+    fn llama3_starts_with_bos_and_trims_content() {
+        let prompt = ChatTemplate::llama3()
+            .render(&conversation(), true)
+            .unwrap();
+        assert_eq!(
+            prompt,
+            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>\
+             <|start_header_id|>user<|end_header_id|>\n\nWhat is GERD?<|eot_id|>\
+             <|start_header_id|>assistant<|end_header_id|>\n\n"
+        );
+    }
+
+    #[test]
+    fn built_in_follows_the_tokenizer() {
+        let prompt = ChatTemplate::built_in_for(&tiny_tokenizer())
+            .render(&conversation(), false)
+            .unwrap();
+        assert!(prompt.starts_with("<|im_start|>system"), "{prompt}");
+    }
+
+    #[test]
+    fn blocks_trim_like_hugging_face() {
+        let text = "{% for m in messages %}\n  {% if m.role == 'user' %}\n[{{ m.content }}]\n  {% endif %}\n{% endfor %}";
+        assert_eq!(
+            template(text).render(&conversation(), false).unwrap(),
+            "[  What is GERD? ]\n"
+        );
+    }
+
+    #[test]
+    fn python_methods_tojson_and_special_token_variables_work() {
+        let text = "{{ bos_token }}{{ messages[1].content.strip() }}|{{ messages[0] | tojson }}\
+                    {% if add_generation_prompt %}{{ eos_token }}{% endif %}";
+        assert_eq!(
+            template(text).render(&conversation(), true).unwrap(),
+            r#"<s>What is GERD?|{"role": "system", "content": "Be brief."}</s>"#
+        );
+    }
+
+    #[test]
+    fn syntax_error_names_template_and_line() {
+        let err =
+            ChatTemplate::from_source("tokenizer_config.json", "ok\n{% if %}", "", "").unwrap_err();
+        assert!(
+            matches!(err, ChatError::Syntax { line: Some(2), .. }),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(
+            message
+                .starts_with("chat template from tokenizer_config.json does not compile at line 2"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn raised_exception_is_reported_as_the_templates_message() {
+        let text = "{% if messages[0].role != 'user' %}{{ raise_exception('Conversation must start with user') }}{% endif %}";
+        let err = template(text).render(&conversation(), true).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "chat template from test template refused the conversation: Conversation must start with user"
+        );
+    }
+
+    #[test]
+    fn failing_render_names_template_and_line() {
+        let err = template("line one\n{{ messages[0].content.no_such_method() }}")
+            .render(&conversation(), false)
+            .unwrap_err();
+        assert!(
+            matches!(err, ChatError::Render { line: Some(2), .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains("test template failed to render at line 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn gguf_template_uses_the_files_special_tokens() {
+        let mut metadata = tiny_metadata("smollm");
+        metadata.insert(
+            "tokenizer.chat_template".to_owned(),
+            Value::String("{{ bos_token }}{{ messages[1].role }}{{ eos_token }}".to_owned()),
+        );
+        let tokenizer = tiny_tokenizer();
+        let template = ChatTemplate::from_gguf_metadata(&metadata, Path::new("m.gguf"), &tokenizer)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            template.render(&conversation(), false).unwrap(),
+            "<|im_start|>user<|im_end|>"
+        );
+        let none = ChatTemplate::from_gguf_metadata(
+            &tiny_metadata("smollm"),
+            Path::new("m.gguf"),
+            &tokenizer,
+        );
+        assert!(none.unwrap().is_none());
+    }
+
+    #[test]
+    fn hf_folder_prefers_the_jinja_file_then_the_default_named_template() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokenizer = tiny_tokenizer();
+        assert!(
+            ChatTemplate::from_hf_folder(dir.path(), &tokenizer)
+                .unwrap()
+                .is_none()
+        );
+        let config = r#"{"chat_template": [{"name": "tool_use", "template": "tools"},
+                                           {"name": "default", "template": "default"}]}"#;
+        std::fs::write(dir.path().join("tokenizer_config.json"), config).unwrap();
+        let render = || {
+            ChatTemplate::from_hf_folder(dir.path(), &tokenizer)
+                .unwrap()
+                .unwrap()
+                .render(&[], false)
+                .unwrap()
+        };
+        assert_eq!(render(), "default");
+        std::fs::write(dir.path().join("chat_template.jinja"), "from jinja").unwrap();
+        assert_eq!(render(), "from jinja");
+    }
+
+    #[test]
+    fn hf_config_with_a_bad_chat_template_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("tokenizer_config.json"),
+            r#"{"chat_template": 3}"#,
+        )
+        .unwrap();
+        let err = ChatTemplate::from_hf_folder(dir.path(), &tiny_tokenizer()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`chat_template` should be a string or a list"),
+            "{err}"
+        );
+    }
+}

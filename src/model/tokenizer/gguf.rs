@@ -328,3 +328,256 @@ fn integer(value: &Value) -> Option<i64> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::model::tokenizer::{Tokenizer, TokenizerError};
+    use tokenizers::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer as _};
+
+    /// A vocabulary just big enough to see pre-tokenization and merges at work: two control
+    /// tokens, one user-defined token, single characters, and a few merged words.
+    const TOKENS: &[(&str, i32)] = &[
+        ("<|im_start|>", 3),
+        ("<|im_end|>", 3),
+        ("<note>", 4),
+        ("a", 1),
+        ("b", 1),
+        ("c", 1),
+        ("1", 1),
+        ("2", 1),
+        ("3", 1),
+        ("4", 1),
+        ("Ġ", 1),
+        ("<", 1),
+        (">", 1),
+        ("|", 1),
+        ("_", 1),
+        ("ab", 1),
+        ("Ġab", 1),
+        ("abc", 1),
+        ("12", 1),
+        ("123", 1),
+    ];
+    const MERGES: &[&str] = &["a b", "Ġ ab", "1 2", "12 3"];
+
+    pub(crate) fn tiny_metadata(pre: &str) -> HashMap<String, Value> {
+        let strings = |items: Vec<&str>| {
+            Value::Array(
+                items
+                    .into_iter()
+                    .map(|s| Value::String(s.to_owned()))
+                    .collect(),
+            )
+        };
+        HashMap::from([
+            (
+                "tokenizer.ggml.model".to_owned(),
+                Value::String("gpt2".to_owned()),
+            ),
+            (
+                "tokenizer.ggml.pre".to_owned(),
+                Value::String(pre.to_owned()),
+            ),
+            (
+                "tokenizer.ggml.tokens".to_owned(),
+                strings(TOKENS.iter().map(|t| t.0).collect()),
+            ),
+            (
+                "tokenizer.ggml.token_type".to_owned(),
+                Value::Array(TOKENS.iter().map(|t| Value::I32(t.1)).collect()),
+            ),
+            ("tokenizer.ggml.merges".to_owned(), strings(MERGES.to_vec())),
+            ("tokenizer.ggml.bos_token_id".to_owned(), Value::U32(0)),
+            ("tokenizer.ggml.eos_token_id".to_owned(), Value::U32(1)),
+        ])
+    }
+
+    fn words(pre: PreTokenizer, text: &str) -> Vec<String> {
+        let mut pretokenized = PreTokenizedString::from(text);
+        pre.build()
+            .unwrap()
+            .pre_tokenize(&mut pretokenized)
+            .unwrap();
+        pretokenized
+            .get_splits(OffsetReferential::Original, OffsetType::Byte)
+            .into_iter()
+            .map(|(word, _, _)| word.to_owned())
+            .collect()
+    }
+
+    fn tiny(pre: &str) -> Tokenizer {
+        Tokenizer::from_gguf_metadata(&tiny_metadata(pre), Path::new("tiny.gguf")).unwrap()
+    }
+
+    fn error(metadata: &HashMap<String, Value>) -> String {
+        let err = Tokenizer::from_gguf_metadata(metadata, Path::new("bad.gguf")).unwrap_err();
+        let message = err.to_string();
+        assert!(message.starts_with("bad.gguf: "), "{message}");
+        message
+    }
+
+    #[test]
+    fn smollm_splits_every_digit() {
+        assert_eq!(
+            words(PreTokenizer::Smollm, "ab 1234"),
+            ["ab", "Ġ", "1", "2", "3", "4"]
+        );
+    }
+
+    #[test]
+    fn llama3_groups_digits_by_three() {
+        assert_eq!(
+            words(PreTokenizer::Llama3, "ab 1234"),
+            ["ab", "Ġ", "123", "4"]
+        );
+    }
+
+    #[test]
+    fn gpt2_keeps_a_number_with_its_space() {
+        assert_eq!(words(PreTokenizer::Gpt2, "ab 1234"), ["ab", "Ġ1234"]);
+    }
+
+    #[test]
+    fn default_isolates_punctuation_and_cuts_digit_runs() {
+        assert_eq!(
+            words(PreTokenizer::Default, "ab 1234!?"),
+            ["ab", "Ġ", "123", "4", "!?"]
+        );
+    }
+
+    #[test]
+    fn only_llama3_contractions_ignore_case() {
+        assert_eq!(words(PreTokenizer::Llama3, "I'LL"), ["I", "'LL"]);
+        assert_eq!(words(PreTokenizer::Smollm, "I'LL"), ["I", "'", "LL"]);
+        assert_eq!(words(PreTokenizer::Smollm, "I'll"), ["I", "'ll"]);
+    }
+
+    #[test]
+    fn merges_build_words_and_digits_stay_apart_for_smollm() {
+        let tokenizer = tiny("smollm");
+        let id = |piece: &str| tokenizer.token_id(piece).unwrap();
+        assert_eq!(
+            tokenizer.encode("ab ab 123", false).unwrap(),
+            [id("ab"), id("Ġab"), id("Ġ"), id("1"), id("2"), id("3")]
+        );
+        assert_eq!(tiny("llama-bpe").encode("123", false).unwrap(), [id("123")]);
+    }
+
+    #[test]
+    fn llama3_takes_a_whole_word_from_the_vocabulary_without_merging() {
+        let abc = tiny("smollm").token_id("abc").unwrap();
+        assert_eq!(tiny("llama-bpe").encode("abc", false).unwrap(), [abc]);
+        let smollm = tiny("smollm");
+        let merged = [
+            smollm.token_id("ab").unwrap(),
+            smollm.token_id("c").unwrap(),
+        ];
+        assert_eq!(smollm.encode("abc", false).unwrap(), merged);
+    }
+
+    #[test]
+    fn control_tokens_match_only_when_special_and_user_tokens_always() {
+        let tokenizer = tiny("smollm");
+        assert_eq!(tokenizer.encode("<|im_start|>ab", true).unwrap()[0], 0);
+        let spelled = tokenizer.encode("<|im_start|>", false).unwrap();
+        assert!(spelled.len() > 1 && !spelled.contains(&0), "{spelled:?}");
+        assert_eq!(tokenizer.encode("<note>", false).unwrap(), [2]);
+        assert_eq!(tokenizer.decode(&[0, 15, 1, 2], true).unwrap(), "ab<note>");
+        assert_eq!(tokenizer.decode(&[0, 15], false).unwrap(), "<|im_start|>ab");
+    }
+
+    #[test]
+    fn add_bos_follows_the_file_then_llama_cpp_defaults() {
+        assert!(!tiny("smollm").add_bos());
+        assert!(tiny("llama-bpe").add_bos());
+        let mut metadata = tiny_metadata("llama-bpe");
+        metadata.insert(
+            "tokenizer.ggml.add_bos_token".to_owned(),
+            Value::Bool(false),
+        );
+        let tokenizer = Tokenizer::from_gguf_metadata(&metadata, Path::new("t.gguf")).unwrap();
+        assert!(!tokenizer.add_bos());
+    }
+
+    #[test]
+    fn missing_tokens_are_named() {
+        let mut metadata = tiny_metadata("smollm");
+        metadata.remove("tokenizer.ggml.tokens");
+        assert!(error(&metadata).contains("`tokenizer.ggml.tokens` is missing"));
+    }
+
+    #[test]
+    fn tokens_of_the_wrong_type_are_named() {
+        let mut metadata = tiny_metadata("smollm");
+        metadata.insert("tokenizer.ggml.tokens".to_owned(), Value::U32(3));
+        let message = error(&metadata);
+        assert!(
+            message.contains("`tokenizer.ggml.tokens` should be an array"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn merge_with_an_unknown_token_is_named() {
+        let mut metadata = tiny_metadata("smollm");
+        metadata.insert(
+            "tokenizer.ggml.merges".to_owned(),
+            Value::Array(vec![
+                Value::String("a b".to_owned()),
+                Value::String("a zz".to_owned()),
+            ]),
+        );
+        let message = error(&metadata);
+        assert!(message.contains("merge 1 `a zz` needs `zz`"), "{message}");
+    }
+
+    #[test]
+    fn merge_without_a_space_is_rejected() {
+        let mut metadata = tiny_metadata("smollm");
+        metadata.insert(
+            "tokenizer.ggml.merges".to_owned(),
+            Value::Array(vec![Value::String("ab".to_owned())]),
+        );
+        assert!(error(&metadata).contains("has no space"));
+    }
+
+    #[test]
+    fn unknown_pre_tokenizer_names_file_and_value() {
+        let message = error(&tiny_metadata("klingon"));
+        assert!(message.contains("pre-tokenizer `klingon`"), "{message}");
+    }
+
+    #[test]
+    fn other_tokenizer_models_are_refused() {
+        let mut metadata = tiny_metadata("smollm");
+        metadata.insert(
+            "tokenizer.ggml.model".to_owned(),
+            Value::String("llama".to_owned()),
+        );
+        assert!(error(&metadata).contains("tokenizer model `llama`"));
+    }
+
+    #[test]
+    fn token_types_must_cover_the_vocabulary() {
+        let mut metadata = tiny_metadata("smollm");
+        metadata.insert("tokenizer.ggml.token_type".to_owned(), Value::Array(vec![]));
+        assert!(error(&metadata).contains("has 0 entries for 20 tokens"));
+    }
+
+    #[test]
+    fn special_ids_outside_the_vocabulary_are_refused() {
+        let mut metadata = tiny_metadata("smollm");
+        metadata.insert("tokenizer.ggml.eos_token_id".to_owned(), Value::U32(999));
+        assert!(error(&metadata).contains("token id 999 is outside the vocabulary of 20"));
+    }
+
+    #[test]
+    fn decoding_an_unknown_id_is_an_error() {
+        let err = tiny("smollm").decode(&[3, 20], false).unwrap_err();
+        assert!(
+            matches!(err, TokenizerError::UnknownId { id: 20, .. }),
+            "{err}"
+        );
+    }
+}

@@ -3,6 +3,9 @@
 
 mod gguf;
 
+#[cfg(test)]
+pub(crate) use gguf::tests::tiny_metadata;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -299,5 +302,65 @@ impl SpecialIds {
             pad: None,
             add_bos,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes the tiny GGUF-built tokenizer as a Hugging Face folder with `config` beside it.
+    fn hf_folder(config: Option<&str>) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let gguf = Tokenizer::from_gguf_metadata(&tiny_metadata("smollm"), Path::new("t.gguf"));
+        let path = dir.path().join("tokenizer.json");
+        gguf.unwrap().literal.save(&path, false).unwrap();
+        if let Some(config) = config {
+            std::fs::write(dir.path().join("tokenizer_config.json"), config).unwrap();
+        }
+        (dir, path)
+    }
+
+    #[test]
+    fn tokenizer_json_takes_special_tokens_from_its_config() {
+        let config = r#"{"bos_token": "<|im_start|>", "eos_token": {"content": "<|im_end|>"},
+                         "add_bos_token": true}"#;
+        let (_dir, path) = hf_folder(Some(config));
+        let tokenizer = Tokenizer::from_file(&path).unwrap();
+        assert_eq!((tokenizer.bos_id(), tokenizer.eos_id()), (Some(0), Some(1)));
+        assert!(tokenizer.add_bos());
+        assert_eq!(tokenizer.eos_ids(), [1]);
+        let ab = tokenizer.token_id("ab").unwrap();
+        assert_eq!(tokenizer.encode("<|im_start|>ab", true).unwrap(), [0, ab]);
+    }
+
+    #[test]
+    fn tokenizer_json_without_config_has_no_bos() {
+        let (_dir, path) = hf_folder(None);
+        let tokenizer = Tokenizer::from_file(&path).unwrap();
+        assert_eq!(tokenizer.bos_id(), None);
+        assert!(!tokenizer.add_bos());
+    }
+
+    #[test]
+    fn config_naming_an_unknown_token_is_an_error() {
+        let (_dir, path) = hf_folder(Some(r#"{"eos_token": "</s>"}"#));
+        let message = Tokenizer::from_file(&path).unwrap_err().to_string();
+        assert!(
+            message.contains("tokenizer_config.json: `eos_token` names `</s>`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn unreadable_tokenizer_json_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        std::fs::write(&path, "{ not json").unwrap();
+        let message = Tokenizer::from_file(&path).unwrap_err().to_string();
+        assert!(
+            message.starts_with(&path.display().to_string()),
+            "{message}"
+        );
     }
 }
