@@ -142,6 +142,9 @@ pub struct ModelOpts {
     /// auto, cpu or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors).
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
 }
 
 impl ModelOpts {
@@ -150,6 +153,7 @@ impl ModelOpts {
             model: self.model,
             dequantize: self.dequantize,
             device: self.device,
+            adapter: self.adapter,
         }
     }
 }

@@ -6,6 +6,7 @@ use crate::data::record::Task;
 use crate::model::example::encode_example;
 use crate::model::generate::{Flow, GenerationParams, generate};
 use crate::model::load::{DeviceChoice, LoadedModel, ModelSpec, load};
+use crate::model::lora::load_peft;
 use crate::model::score::{mean, token_nll};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ pub struct ModelArgs {
     pub model: PathBuf,
     pub dequantize: bool,
     pub device: String,
+    pub adapter: Option<PathBuf>,
 }
 
 fn open_model(args: &ModelArgs) -> Result<LoadedModel, CliError> {
@@ -22,7 +24,18 @@ fn open_model(args: &ModelArgs) -> Result<LoadedModel, CliError> {
     spec.dequantize = args.dequantize;
     spec.device = DeviceChoice::parse(&args.device).map_err(|e| CliError::usage(e.to_string()))?;
     let started = std::time::Instant::now();
-    let model = load(&spec).map_err(|e| CliError::usage(format!("--model: {e}")))?;
+    let mut model = load(&spec).map_err(|e| CliError::usage(format!("--model: {e}")))?;
+    if let Some(dir) = &args.adapter {
+        let (cfg, vars) = load_peft(&mut model.llama, dir)
+            .map_err(|e| CliError::usage(format!("--adapter: {e}")))?;
+        eprintln!(
+            "adapter {}: r={}, alpha={}, {} matrices",
+            dir.display(),
+            cfg.r,
+            cfg.lora_alpha,
+            vars.len()
+        );
+    }
     eprintln!(
         "loaded {} ({:.1}M parameters, {}, {}) in {:.1}s",
         model.info.path.display(),

@@ -299,6 +299,27 @@ impl Llama {
     }
 
     /// Every LoRA-capable linear layer, named by its Hugging Face module path.
+    pub fn linears(&self) -> Vec<(String, &LoraLinear)> {
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            let (a, m) = (&l.attn, &l.mlp);
+            for (name, layer) in [
+                ("self_attn.q_proj", &a.q_proj),
+                ("self_attn.k_proj", &a.k_proj),
+                ("self_attn.v_proj", &a.v_proj),
+                ("self_attn.o_proj", &a.o_proj),
+                ("mlp.gate_proj", &m.gate_proj),
+                ("mlp.up_proj", &m.up_proj),
+                ("mlp.down_proj", &m.down_proj),
+            ] {
+                out.push((format!("{p}.{name}"), layer));
+            }
+        }
+        out
+    }
+
+    /// The same layers, mutable.
     pub fn linears_mut(&mut self) -> Vec<(String, &mut LoraLinear)> {
         let mut out = Vec::new();
         for (i, l) in self.layers.iter_mut().enumerate() {
