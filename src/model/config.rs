@@ -105,6 +105,9 @@ impl LlamaConfig {
         if text.contains("\"Qwen2ForCausalLM\"") {
             config.attention_bias = true;
         }
+        config
+            .read_rope_parameters(&text)
+            .map_err(|e| invalid(format!("rope_parameters: {e}")))?;
         if let Some(arch) = config
             .architectures
             .iter()
@@ -117,6 +120,24 @@ impl LlamaConfig {
         }
         config.check().map_err(invalid)?;
         Ok(config)
+    }
+
+    /// transformers 5 writes `rope_theta` and the scaling together under `rope_parameters`
+    /// instead of the top-level keys; without this, such a config would silently get the
+    /// default theta.
+    fn read_rope_parameters(&mut self, text: &str) -> Result<(), serde_json::Error> {
+        let json: serde_json::Value = serde_json::from_str(text)?;
+        let Some(params) = json.get("rope_parameters").filter(|p| p.is_object()) else {
+            return Ok(());
+        };
+        if let Some(theta) = params.get("rope_theta").and_then(serde_json::Value::as_f64) {
+            self.rope_theta = theta;
+        }
+        let scaling: RopeScaling = serde_json::from_value(params.clone())?;
+        if self.rope_scaling.is_none() && !matches!(scaling.rope_type.as_str(), "" | "default") {
+            self.rope_scaling = Some(scaling);
+        }
+        Ok(())
     }
 
     /// Builds the config from GGUF metadata (`general.architecture` must be `llama`).
@@ -207,6 +228,39 @@ impl LlamaConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_rope_parameters_of_transformers_5() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.json");
+        let write = |rope: &str| {
+            std::fs::write(
+                &path,
+                format!(
+                    r#"{{"vocab_size":100,"hidden_size":64,"intermediate_size":128,
+                       "num_hidden_layers":2,"num_attention_heads":4,"rope_parameters":{rope}}}"#
+                ),
+            )
+            .expect("write");
+        };
+        write(r#"{"rope_theta":1000000.0,"rope_type":"default"}"#);
+        let c = LlamaConfig::from_json_file(&path).expect("config");
+        assert_eq!((c.rope_theta, c.rope_scaling), (1e6, None));
+
+        write(
+            r#"{"rope_theta":500000.0,"rope_type":"llama3","factor":32.0,"low_freq_factor":1.0,
+                "high_freq_factor":4.0,"original_max_position_embeddings":8192}"#,
+        );
+        let c = LlamaConfig::from_json_file(&path).expect("config");
+        assert_eq!(c.rope_theta, 5e5);
+        assert_eq!(c.rope_scaling.as_ref().map(|s| s.factor), Some(32.0));
+
+        write(r#"{"rope_theta":1.0,"factor":"big"}"#);
+        let err = LlamaConfig::from_json_file(&path)
+            .expect_err("bad factor")
+            .to_string();
+        assert!(err.contains("rope_parameters"), "{err}");
+    }
 
     #[test]
     fn reads_a_hf_config_and_rejects_unknown_architectures() {
