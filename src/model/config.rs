@@ -201,6 +201,14 @@ impl LlamaConfig {
     }
 
     fn check(&self) -> Result<(), String> {
+        if let Some(s) = &self.rope_scaling
+            && !matches!(s.rope_type.as_str(), "llama3" | "default" | "")
+        {
+            return Err(format!(
+                "rope_scaling type {:?} is not supported (Lab Lens implements llama3 scaling)",
+                s.rope_type
+            ));
+        }
         let heads = self.num_attention_heads;
         if heads == 0
             || self.hidden_size == 0
