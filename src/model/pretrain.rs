@@ -289,7 +289,7 @@ pub fn pretrain(
         elapsed_s: started.elapsed().as_secs_f64(),
         loss_curve: loss_curve
             .into_iter()
-            .filter(|(step, _)| step % every == 0 || *step == last)
+            .filter(|(step, _)| *step == 1 || step % every == 0 || *step == last)
             .collect(),
     };
     write_json(&out.join("training.json"), &report)?;
