@@ -4,6 +4,7 @@
 
 mod commands;
 mod model_commands;
+mod pretrain_command;
 
 use crate::model::generate::GenerationParams;
 use clap::{Parser, Subcommand};
@@ -72,6 +73,21 @@ pub enum CliCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Train the embedded tiny model from scratch: a BPE tokenizer and a small Llama decoder on
+    /// dataset records rendered as chat conversations, written as a Hugging Face folder.
+    Pretrain {
+        /// A dataset file (JSONL or CSV); repeat for several.
+        #[arg(long, required = true)]
+        corpus: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 300)]
+        steps: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Token ids and pieces of a text, as the model's tokenizer splits it.
     Tokenize {
         #[command(flatten)]
@@ -133,7 +149,7 @@ pub enum CliCommand {
 /// The model options shared by tokenize, score and generate.
 #[derive(clap::Args, Debug)]
 pub struct ModelOpts {
-    /// A Hugging Face model folder or a .gguf file.
+    /// A Hugging Face model folder, a .gguf file, or `tiny` for the embedded model.
     #[arg(long)]
     pub model: PathBuf,
     /// Load GGUF weights as f32 instead of keeping them quantized.
@@ -231,6 +247,13 @@ pub fn run(command: CliCommand) -> Result<(), CliError> {
             out,
             json,
         } => commands::split(&data, &ratios, seed, &out, json),
+        CliCommand::Pretrain {
+            corpus,
+            out,
+            steps,
+            seed,
+            json,
+        } => pretrain_command::pretrain_cmd(&corpus, &out, steps, seed, json),
         CliCommand::Tokenize { model, text, json } => {
             model_commands::tokenize(&model.args(), &text, json)
         }

@@ -16,7 +16,7 @@ const TEMPLATE: &str = "chat";
 /// Marks errors a template raised on purpose, so they are reported as its message alone.
 const RAISED: &str = "raise_exception: ";
 
-const CHATML: &str = "{% for message in messages %}\
+pub(crate) const CHATML: &str = "{% for message in messages %}\
 {{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}\
 {% endfor %}\
 {% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";

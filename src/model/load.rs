@@ -47,10 +47,28 @@ impl DeviceChoice {
     }
 }
 
+/// The name that stands for the embedded model in a [`ModelSpec`] path.
+pub const TINY: &str = "tiny";
+
+/// Where the embedded model lives, relative to the crate or the working directory.
+pub const TINY_FOLDER: &str = "assets/models/tiny-clinical";
+
+/// The embedded model's folder: beside the crate's sources when they are there (a build
+/// tree), else under the working directory.
+pub fn tiny_model_folder() -> PathBuf {
+    let beside_crate = Path::new(env!("CARGO_MANIFEST_DIR")).join(TINY_FOLDER);
+    if beside_crate.is_dir() {
+        beside_crate
+    } else {
+        PathBuf::from(TINY_FOLDER)
+    }
+}
+
 /// What to load.
 #[derive(Debug, Clone)]
 pub struct ModelSpec {
-    /// A Hugging Face folder or a `.gguf` file.
+    /// A Hugging Face folder, a `.gguf` file, or [`TINY`] for the embedded model (unless a file
+    /// or folder of that name exists).
     pub path: PathBuf,
     /// Load GGUF weights as f32 instead of keeping them quantized.
     pub dequantize: bool,
@@ -119,7 +137,13 @@ fn file_error(path: &Path, message: impl std::fmt::Display) -> ModelError {
 /// Loads the model `spec` names.
 pub fn load(spec: &ModelSpec) -> Result<LoadedModel, ModelError> {
     let device = spec.device.device()?;
-    let path = &spec.path;
+    let tiny;
+    let path = if spec.path.as_os_str() == TINY && !spec.path.exists() {
+        tiny = tiny_model_folder();
+        &tiny
+    } else {
+        &spec.path
+    };
     if !path.exists() {
         return Err(file_error(path, "no such file or folder"));
     }

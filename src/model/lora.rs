@@ -228,7 +228,7 @@ pub fn save_peft(
         .map_err(|e| file_err(&config_path, e))
 }
 
-fn safetensors_bytes(
+pub(crate) fn safetensors_bytes(
     tensors: &[(String, Tensor)],
 ) -> Result<Vec<u8>, safetensors::SafeTensorError> {
     let views: Vec<(&str, &Tensor)> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();

@@ -10,6 +10,7 @@ pub mod linear;
 pub mod llama;
 pub mod load;
 pub mod lora;
+pub mod pretrain;
 pub mod score;
 pub mod tokenizer;
 pub mod weights;
