@@ -136,8 +136,15 @@ fn gradients_reach_every_lora_matrix_of_every_layer() -> Result<()> {
         .squeeze(0)?;
     let targets = Tensor::new(&[2u32, 3, 4, 5, 6, 7], &Device::Cpu)?;
     let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
-    let grads = loss.backward()?;
-    for (name, v) in &vars {
+    assert_every_var_has_a_gradient(&loss.backward()?, &vars)
+}
+
+/// Fails unless each variable received a non-zero gradient.
+pub(crate) fn assert_every_var_has_a_gradient(
+    grads: &candle_core::backprop::GradStore,
+    vars: &[(String, Var)],
+) -> Result<()> {
+    for (name, v) in vars {
         let g = grads
             .get(v.as_tensor())
             .unwrap_or_else(|| panic!("no gradient for {name}"));

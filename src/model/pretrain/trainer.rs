@@ -307,14 +307,7 @@ mod tests {
         )?;
         assert_eq!(windows.dims2()?, (3, 17));
         let grads = next_token_loss(&model, &windows)?.backward()?;
-        for (name, v) in &vars {
-            let g = grads
-                .get(v.as_tensor())
-                .unwrap_or_else(|| panic!("no gradient for {name}"));
-            let norm = g.sqr()?.sum_all()?.to_scalar::<f32>()?;
-            assert!(norm > 0.0, "zero gradient for {name}");
-        }
-        Ok(())
+        crate::model::llama::tests::assert_every_var_has_a_gradient(&grads, &vars)
     }
 
     #[test]
