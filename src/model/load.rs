@@ -5,7 +5,7 @@ use super::chat::ChatTemplate;
 use super::config::LlamaConfig;
 use super::llama::Llama;
 use super::tokenizer::Tokenizer;
-use super::weights::{GgufSource, MemorySource, WeightsError, build_llama};
+use super::weights::{GgufSource, MemorySource, TensorSource, WeightsError, build_llama};
 use candle_core::Device;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -179,12 +179,7 @@ fn load_gguf(path: &Path, spec: &ModelSpec, device: &Device) -> Result<Parts, Mo
     let template = ChatTemplate::from_gguf_metadata(src.metadata(), path, &tokenizer)
         .map_err(|e| file_error(path, e))?
         .unwrap_or_else(|| ChatTemplate::built_in_for(&tokenizer));
-    let llama = build_llama(
-        &mut src,
-        &cfg,
-        spec.max_len.min(cfg.max_position_embeddings),
-        device,
-    )?;
+    let llama = build(&mut src, &cfg, spec, device)?;
     let weights = if spec.dequantize {
         "f32 (dequantized GGUF)"
     } else {
@@ -203,13 +198,19 @@ fn load_hf_folder(path: &Path, spec: &ModelSpec, device: &Device) -> Result<Part
         .unwrap_or_else(|| ChatTemplate::built_in_for(&tokenizer));
     let files = safetensors_files(path)?;
     let mut src = MemorySource::from_safetensors(&files, path)?;
-    let llama = build_llama(
-        &mut src,
-        &cfg,
-        spec.max_len.min(cfg.max_position_embeddings),
-        device,
-    )?;
+    let llama = build(&mut src, &cfg, spec, device)?;
     Ok((llama, tokenizer, template, "f32 (safetensors)".to_string()))
+}
+
+/// The decoder with RoPE tables as long as the spec asks, within the model's own context.
+fn build(
+    src: &mut dyn TensorSource,
+    cfg: &LlamaConfig,
+    spec: &ModelSpec,
+    device: &Device,
+) -> Result<Llama, ModelError> {
+    let max_len = spec.max_len.min(cfg.max_position_embeddings);
+    Ok(build_llama(src, cfg, max_len, device)?)
 }
 
 /// `model.safetensors`, or the shards a `model.safetensors.index.json` lists.

@@ -2,7 +2,6 @@ use super::*;
 use crate::model::lora::{LoraConfig, attach};
 use crate::model::weights::{MemorySource, build_llama};
 use candle_core::{DType, Var};
-use std::collections::HashMap;
 
 pub(crate) fn tiny_config() -> LlamaConfig {
     serde_json::from_str(
@@ -13,52 +12,31 @@ pub(crate) fn tiny_config() -> LlamaConfig {
     .expect("tiny config")
 }
 
-/// Random weights for `cfg`, named as in a Hugging Face checkpoint.
+/// Random weights for `cfg`, named as in a Hugging Face checkpoint: matrices normal with std
+/// 0.2, norm weights near one.
 pub(crate) fn random_weights(cfg: &LlamaConfig, seed: u64) -> MemorySource {
-    let dev = Device::Cpu;
     let mut rng = crate::data::rng::SeededRng::new(seed);
-    let mut t = |dims: (usize, usize)| {
-        let v: Vec<f32> = (0..dims.0 * dims.1)
-            .map(|_| (rng.normal() * 0.2) as f32)
-            .collect();
-        Tensor::from_vec(v, dims, &dev).expect("tensor")
-    };
-    let (h, i, hd, kv) = (
-        cfg.hidden_size,
-        cfg.intermediate_size,
-        cfg.head_dim(),
-        cfg.kv_heads(),
-    );
-    let q_out = cfg.num_attention_heads * hd;
-    let mut m = HashMap::new();
-    m.insert("model.embed_tokens.weight".into(), t((cfg.vocab_size, h)));
-    m.insert(
-        "model.norm.weight".into(),
-        Tensor::ones(h, DType::F32, &dev).expect("ones"),
-    );
-    for l in 0..cfg.num_hidden_layers {
-        let p = format!("model.layers.{l}");
-        for (name, dims) in [
-            ("self_attn.q_proj", (q_out, h)),
-            ("self_attn.k_proj", (kv * hd, h)),
-            ("self_attn.v_proj", (kv * hd, h)),
-            ("self_attn.o_proj", (h, q_out)),
-            ("mlp.gate_proj", (i, h)),
-            ("mlp.up_proj", (i, h)),
-            ("mlp.down_proj", (h, i)),
-        ] {
-            m.insert(format!("{p}.{name}.weight"), t(dims));
-        }
-        for norm in ["input_layernorm", "post_attention_layernorm"] {
-            let w = (Tensor::ones(h, DType::F32, &dev).expect("ones")
-                + t((1, h)).squeeze(0).expect("row") * 0.1)
-                .expect("norm");
-            m.insert(format!("{p}.{norm}.weight"), w);
-        }
-    }
+    let tensors = crate::model::pretrain::trainer::parameter_shapes(cfg)
+        .into_iter()
+        .map(|(name, dims)| {
+            let n: usize = dims.iter().product();
+            let (center, std) = if dims.len() == 1 {
+                (1.0, 0.02)
+            } else {
+                (0.0, 0.2)
+            };
+            let v: Vec<f32> = (0..n)
+                .map(|_| (center + rng.normal() * std) as f32)
+                .collect();
+            (
+                name,
+                Tensor::from_vec(v, dims, &Device::Cpu).expect("tensor"),
+            )
+        })
+        .collect();
     MemorySource {
         path: "random".into(),
-        tensors: m,
+        tensors,
     }
 }
 
