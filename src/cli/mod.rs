@@ -134,6 +134,12 @@ pub enum CliCommand {
         repetition_penalty: f64,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Keep generating past the end-of-sequence token (for benchmarks).
+        #[arg(long)]
+        ignore_eos: bool,
+        /// Records of --data generated together (each gets what it would alone).
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
         #[arg(long)]
         json: bool,
     },
@@ -275,6 +281,8 @@ pub fn run(command: CliCommand) -> Result<(), CliError> {
             top_p,
             repetition_penalty,
             seed,
+            ignore_eos,
+            batch_size,
             json,
         } => {
             let params = GenerationParams {
@@ -290,6 +298,8 @@ pub fn run(command: CliCommand) -> Result<(), CliError> {
                 data,
                 raw,
                 params,
+                ignore_eos,
+                batch_size,
             };
             model_commands::generate_cmd(&model.args(), &g, json)
         }

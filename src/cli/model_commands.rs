@@ -4,12 +4,13 @@ use super::CliError;
 use crate::data::load::{LoadOptions, load_path};
 use crate::data::record::Task;
 use crate::model::example::encode_example;
-use crate::model::generate::{Flow, GenerationParams, generate};
+use crate::model::generate::{Flow, GenerationParams, Timing, generate_batch};
 use crate::model::load::{DeviceChoice, LoadedModel, ModelSpec, load};
 use crate::model::lora::load_peft;
 use crate::model::score::{mean, token_nll};
 use serde_json::json;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// How the model is chosen on the command line.
 pub struct ModelArgs {
@@ -167,11 +168,13 @@ pub struct GenerateArgs {
     pub data: Option<PathBuf>,
     pub raw: bool,
     pub params: GenerationParams,
+    pub ignore_eos: bool,
+    pub batch_size: usize,
 }
 
-pub fn generate_cmd(args: &ModelArgs, g: &GenerateArgs, json_out: bool) -> Result<(), CliError> {
-    let model = open_model(args)?;
-    let inputs: Vec<(String, Option<Task>, String)> = match (&g.prompt, &g.data) {
+/// `(id, task, text)` of each prompt to generate after.
+fn generation_inputs(g: &GenerateArgs) -> Result<Vec<(String, Option<Task>, String)>, CliError> {
+    Ok(match (&g.prompt, &g.data) {
         (Some(p), None) => vec![("prompt".into(), None, p.clone())],
         (None, Some(path)) if g.raw => raw_records(path)?
             .into_iter()
@@ -184,37 +187,75 @@ pub fn generate_cmd(args: &ModelArgs, g: &GenerateArgs, json_out: bool) -> Resul
             .map(|r| (r.id, Some(r.task), r.input))
             .collect(),
         _ => return Err(CliError::usage("give exactly one of --prompt and --data")),
+    })
+}
+
+pub fn generate_cmd(args: &ModelArgs, g: &GenerateArgs, json_out: bool) -> Result<(), CliError> {
+    if g.batch_size == 0 {
+        return Err(CliError::usage("--batch-size must be at least 1"));
+    }
+    let started = Instant::now();
+    let model = open_model(args)?;
+    let load_s = started.elapsed().as_secs_f64();
+    let eos = if g.ignore_eos {
+        Vec::new()
+    } else {
+        model.tokenizer.eos_ids()
     };
-    let eos = model.tokenizer.eos_ids();
-    let mut outputs = Vec::new();
-    for (id, task, text) in inputs {
-        let prompt = if g.raw {
-            model.tokenizer.encode(&text, true).map_err(failed)?
+    let inputs = generation_inputs(g)?;
+    let mut prompts = Vec::with_capacity(inputs.len());
+    for (_, task, text) in &inputs {
+        prompts.push(if g.raw {
+            model.tokenizer.encode(text, true).map_err(failed)?
         } else {
-            encode_example(&model.tokenizer, &model.template, task, &text, None)
+            encode_example(&model.tokenizer, &model.template, *task, text, None)
                 .map_err(|e| CliError::usage(e.to_string()))?
                 .ids
-        };
-        let started = std::time::Instant::now();
-        let out = generate(&model.llama, &prompt, &g.params, &eos, &mut |_| {
+        });
+    }
+    let mut outputs = Vec::new();
+    let mut timing = Timing::default();
+    for (ids, prompts) in inputs
+        .chunks(g.batch_size)
+        .zip(prompts.chunks(g.batch_size))
+    {
+        let batch = generate_batch(&model.llama, prompts, &g.params, &eos, &mut |_, _| {
             Flow::Continue
         })
         .map_err(failed)?;
-        let text = model.tokenizer.decode(&out.ids, true).map_err(failed)?;
-        let secs = started.elapsed().as_secs_f64();
+        let t = batch.timing;
         eprintln!(
-            "{id}: {} tokens in {secs:.2}s ({:.1} tokens/s, {:?})",
-            out.ids.len(),
-            out.ids.len() as f64 / secs,
-            out.stop
+            "{} prompt(s), {} prompt tokens in {:.2}s, {} new tokens in {:.2}s ({:.1} tokens/s)",
+            prompts.len(),
+            t.prompt_tokens,
+            t.prefill.as_secs_f64(),
+            t.new_tokens,
+            t.decode.as_secs_f64(),
+            t.new_tokens as f64 / (t.prefill + t.decode).as_secs_f64().max(1e-9),
         );
-        if !json_out {
-            println!("{text}");
+        timing.prompt_tokens += t.prompt_tokens;
+        timing.new_tokens += t.new_tokens;
+        timing.prefill += t.prefill;
+        timing.decode += t.decode;
+        for ((id, _, _), out) in ids.iter().zip(batch.outputs) {
+            let text = model.tokenizer.decode(&out.ids, true).map_err(failed)?;
+            if !json_out {
+                println!("{text}");
+            }
+            outputs.push(json!({"id": id, "text": text, "ids": out.ids, "stop": out.stop}));
         }
-        outputs.push(json!({"id": id, "text": text, "ids": out.ids}));
     }
     if json_out {
-        print(json!({"outputs": outputs}))?;
+        print(json!({
+            "outputs": outputs,
+            "timing": {
+                "load_s": load_s,
+                "prompt_tokens": timing.prompt_tokens,
+                "prefill_s": timing.prefill.as_secs_f64(),
+                "new_tokens": timing.new_tokens,
+                "decode_s": timing.decode.as_secs_f64(),
+            }
+        }))?;
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ use super::llama::{KvCache, Llama, Path};
 use crate::data::rng::SeededRng;
 use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GenerationParams {
@@ -125,6 +126,23 @@ fn argmax(values: &[f32]) -> u32 {
         .0 as u32
 }
 
+/// Tokens and time of a generation, for tokens/s: prefill is the forward over the prompts up to
+/// the first new token's logits, decode the rest.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timing {
+    pub prompt_tokens: usize,
+    pub new_tokens: usize,
+    pub prefill: Duration,
+    pub decode: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// One per prompt, in order.
+    pub outputs: Vec<Generated>,
+    pub timing: Timing,
+}
+
 /// Generates after `prompt`; `on_token(all_generated_so_far)` runs after each new token.
 pub fn generate(
     model: &Llama,
@@ -133,49 +151,130 @@ pub fn generate(
     eos: &[u32],
     on_token: &mut dyn FnMut(&[u32]) -> Flow,
 ) -> Result<Generated> {
-    let device = model.device();
-    let mut cache = KvCache::new();
-    let mut sampler = Sampler::new(params);
-    let mut context = prompt.to_vec();
-    let mut generated = Vec::new();
-    let mut next_input = prompt.to_vec();
-    let max_len = model.rope.max_len();
-    while generated.len() < params.max_new_tokens {
-        if context.len() >= max_len {
-            return Ok(Generated {
-                ids: generated,
-                stop: StopReason::ContextFull,
-            });
-        }
-        let offset = context.len() - next_input.len();
-        let input = Tensor::new(next_input.as_slice(), device)?.unsqueeze(0)?;
-        let hidden = model.hidden(&input, offset, Some(&mut cache), Path::Infer)?;
-        let last = hidden.narrow(1, next_input.len() - 1, 1)?;
-        let logits = model
-            .logits(&last, Path::Infer)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let token = sampler.next(&logits, &context);
-        if eos.contains(&token) {
-            return Ok(Generated {
-                ids: generated,
-                stop: StopReason::EndOfSequence,
-            });
-        }
-        generated.push(token);
-        context.push(token);
-        next_input = vec![token];
-        if on_token(&generated) == Flow::Stop {
-            return Ok(Generated {
-                ids: generated,
-                stop: StopReason::Caller,
-            });
-        }
+    let batch = generate_batch(model, &[prompt.to_vec()], params, eos, &mut |_, ids| {
+        on_token(ids)
+    })?;
+    batch
+        .outputs
+        .into_iter()
+        .next()
+        .ok_or_else(|| candle_core::Error::Msg("no output for the prompt".into()))
+}
+
+/// Generates after every prompt at once: the prompts are left-padded to one length and masked,
+/// so each row's tokens are those it would get alone. `on_token(row, generated)` runs after each
+/// new token of a row; a row that stops (end of sequence, its callback, max tokens) stays
+/// stopped while the others go on.
+pub fn generate_batch(
+    model: &Llama,
+    prompts: &[Vec<u32>],
+    params: &GenerationParams,
+    eos: &[u32],
+    on_token: &mut dyn FnMut(usize, &[u32]) -> Flow,
+) -> Result<Batch> {
+    let started = Instant::now();
+    let b = prompts.len();
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    if prompts.iter().any(Vec::is_empty) {
+        candle_core::bail!("cannot generate after an empty prompt");
     }
-    Ok(Generated {
-        ids: generated,
-        stop: StopReason::MaxTokens,
+    let mut rows: Vec<Row> = prompts
+        .iter()
+        .map(|p| Row {
+            context: p.clone(),
+            generated: Vec::new(),
+            stop: (params.max_new_tokens == 0).then_some(StopReason::MaxTokens),
+            sampler: Sampler::new(params),
+        })
+        .collect();
+    let pads: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
+    let padded: Vec<u32> = prompts
+        .iter()
+        .zip(&pads)
+        .flat_map(|(p, &pad)| std::iter::repeat_n(p[0], pad).chain(p.iter().copied()))
+        .collect();
+    let mut cache = KvCache::with_left_padding(pads);
+    let mut input = Tensor::from_vec(padded, (b, longest), model.device())?;
+    let mut offset = 0;
+    let mut prefill = None;
+    while rows.iter().any(|r| r.stop.is_none()) {
+        let t = input.dim(1)?;
+        if offset + t > model.rope.max_len() {
+            rows.iter_mut()
+                .filter(|r| r.stop.is_none())
+                .for_each(|r| r.stop = Some(StopReason::ContextFull));
+            break;
+        }
+        let hidden = model.hidden(&input, offset, Some(&mut cache), Path::Infer)?;
+        let logits = model
+            .logits(&hidden.narrow(1, t - 1, 1)?, Path::Infer)?
+            .squeeze(1)?
+            .to_vec2::<f32>()?;
+        prefill.get_or_insert_with(|| started.elapsed());
+        offset += t;
+        let next: Vec<u32> = rows
+            .iter_mut()
+            .zip(&logits)
+            .enumerate()
+            .map(|(i, (row, l))| row.step(l, eos, params.max_new_tokens, &mut |g| on_token(i, g)))
+            .collect();
+        input = Tensor::from_vec(next, (b, 1), model.device())?;
+    }
+    let prefill = prefill.unwrap_or_default();
+    let outputs: Vec<Generated> = rows
+        .into_iter()
+        .map(|r| Generated {
+            ids: r.generated,
+            stop: r.stop.unwrap_or(StopReason::MaxTokens),
+        })
+        .collect();
+    Ok(Batch {
+        timing: Timing {
+            prompt_tokens: prompts.iter().map(Vec::len).sum(),
+            new_tokens: outputs.iter().map(|o| o.ids.len()).sum(),
+            prefill,
+            decode: started.elapsed().saturating_sub(prefill),
+        },
+        outputs,
     })
+}
+
+/// One prompt of a batch.
+struct Row {
+    context: Vec<u32>,
+    generated: Vec<u32>,
+    stop: Option<StopReason>,
+    sampler: Sampler,
+}
+
+impl Row {
+    /// Takes the next token from this row's logits; returns the id to feed next (a stopped row
+    /// feeds its last token, whose outputs are ignored).
+    fn step(
+        &mut self,
+        logits: &[f32],
+        eos: &[u32],
+        max_new_tokens: usize,
+        on_token: &mut dyn FnMut(&[u32]) -> Flow,
+    ) -> u32 {
+        let last = self.context.last().copied().unwrap_or(0);
+        if self.stop.is_some() {
+            return last;
+        }
+        let token = self.sampler.next(logits, &self.context);
+        if eos.contains(&token) {
+            self.stop = Some(StopReason::EndOfSequence);
+            return last;
+        }
+        self.generated.push(token);
+        self.context.push(token);
+        if on_token(&self.generated) == Flow::Stop {
+            self.stop = Some(StopReason::Caller);
+        } else if self.generated.len() >= max_new_tokens {
+            self.stop = Some(StopReason::MaxTokens);
+        }
+        token
+    }
 }
 
 #[cfg(test)]
@@ -225,6 +324,35 @@ mod tests {
             }
         })?;
         assert_eq!((caller.ids.len(), caller.stop), (3, StopReason::Caller));
+        Ok(())
+    }
+
+    #[test]
+    fn a_batch_of_prompts_of_different_lengths_generates_what_each_would_alone() -> Result<()> {
+        let m = tiny_model(8);
+        let params = GenerationParams {
+            max_new_tokens: 7,
+            ..Default::default()
+        };
+        let prompts = vec![vec![3u32, 9, 4, 11, 2, 6], vec![5, 1], vec![30, 7, 7, 12]];
+        let alone: Vec<Vec<u32>> = prompts
+            .iter()
+            .map(|p| generate(&m, p, &params, &[], &mut |_| Flow::Continue).map(|g| g.ids))
+            .collect::<Result<_>>()?;
+        // The second row stops early through its callback; the others go on.
+        let batch = generate_batch(&m, &prompts, &params, &[], &mut |row, g| {
+            if row == 1 && g.len() == 2 {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
+        })?;
+        assert_eq!(batch.outputs[0].ids, alone[0]);
+        assert_eq!(batch.outputs[1].ids, alone[1][..2]);
+        assert_eq!(batch.outputs[1].stop, StopReason::Caller);
+        assert_eq!(batch.outputs[2].ids, alone[2]);
+        assert_eq!(batch.timing.prompt_tokens, 12);
+        assert_eq!(batch.timing.new_tokens, 16);
         Ok(())
     }
 

@@ -1,34 +1,38 @@
 //! A linear layer over a frozen base weight (dense, or quantized as in a GGUF file) with an
 //! optional LoRA adapter: `y = x W^T + b + scale · (x A^T) B^T`. Only A and B ever train.
 
+use super::blocks::{BlockMatmul, BlockMatrix};
 use super::llama::Path;
 use candle_core::quantized::QMatMul;
-use candle_core::{Module, Result, Tensor, Var};
+use candle_core::{Device, Module, Result, Tensor, Var};
+use std::sync::Arc;
 
 /// The frozen weight of a layer, `[out, in]`.
 #[derive(Debug, Clone)]
 pub enum BaseWeight {
     Dense(Tensor),
+    /// Quantized, in candle's storage (any GGUF type, any device).
     Quantized(QMatMul),
+    /// Quantized in a legacy block type, on the CPU, with the project's own kernels.
+    Blocks(Arc<BlockMatrix>),
 }
 
-/// Up to this many rows a quantized weight uses candle's quantized kernel (which also rounds the
+/// Up to this many rows a quantized weight uses the quantized kernel (which also rounds the
 /// activations to 8 bits); above it, and on the training path, the weight is dequantized for
 /// the product so that scores and gradients are those of the stored weights.
 const QUANTIZED_KERNEL_MAX_ROWS: usize = 8;
 
 impl BaseWeight {
     pub fn forward(&self, x: &Tensor, path: Path) -> Result<Tensor> {
+        let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?;
+        let quantized_kernel = path == Path::Infer && rows <= QUANTIZED_KERNEL_MAX_ROWS;
         match self {
             BaseWeight::Dense(w) => x.broadcast_matmul(&w.t()?),
-            BaseWeight::Quantized(q) => {
-                let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?;
-                if path == Path::Infer && rows <= QUANTIZED_KERNEL_MAX_ROWS {
-                    q.forward(x)
-                } else {
-                    x.broadcast_matmul(&self.to_dense()?.t()?)
-                }
+            BaseWeight::Quantized(q) if quantized_kernel => q.forward(x),
+            BaseWeight::Blocks(b) if quantized_kernel => {
+                x.contiguous()?.apply_op1_no_bwd(&BlockMatmul(b))
             }
+            _ => x.broadcast_matmul(&self.to_dense(x.device())?.t()?),
         }
     }
 
@@ -38,17 +42,19 @@ impl BaseWeight {
             BaseWeight::Dense(w) => w.dims2(),
             BaseWeight::Quantized(QMatMul::QTensor(q)) => q.shape().dims2(),
             BaseWeight::Quantized(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => w.dims2(),
+            BaseWeight::Blocks(b) => Ok(b.dims()),
         }
     }
 
-    /// The weight as a dense f32 tensor (dequantized when needed).
-    pub fn to_dense(&self) -> Result<Tensor> {
+    /// The weight as a dense f32 tensor on `device` (dequantized when needed).
+    pub fn to_dense(&self, device: &Device) -> Result<Tensor> {
         match self {
             BaseWeight::Dense(w) => Ok(w.clone()),
             BaseWeight::Quantized(QMatMul::QTensor(q)) => q.dequantize(&q.device()),
             BaseWeight::Quantized(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => {
                 w.to_dtype(candle_core::DType::F32)
             }
+            BaseWeight::Blocks(b) => Tensor::from_vec(b.dequantize(), b.dims(), device),
         }
     }
 }

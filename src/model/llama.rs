@@ -94,36 +94,71 @@ fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, path: Path) -> Result<Tensor>
     }
 }
 
-/// `[b, kv, t, d]` → `[b, kv * n_rep, t, d]`, each key/value head repeated for its query group.
-fn repeat_kv(x: Tensor, n_rep: usize) -> Result<Tensor> {
-    if n_rep == 1 {
-        return Ok(x);
+/// Additive attention mask for `t` new positions after `offset` cached ones, `[b | 1, 1, 1, t,
+/// offset + t]`: causal, and no query attends to its row's left padding (a padding position
+/// attends to itself only, so that its softmax stays finite). `None` when nothing is masked.
+fn attention_mask(
+    b: usize,
+    t: usize,
+    offset: usize,
+    pads: &[usize],
+    device: &Device,
+) -> Result<Option<Tensor>> {
+    if t == 1 && pads.iter().all(|p| *p == 0) {
+        return Ok(None);
     }
-    let (b, kv, t, d) = x.dims4()?;
-    x.unsqueeze(2)?
-        .expand((b, kv, n_rep, t, d))?
-        .reshape((b, kv * n_rep, t, d))
-}
-
-/// Additive causal mask for `t` new positions after `offset` cached ones: `[t, offset + t]`.
-fn causal_mask(t: usize, offset: usize, device: &Device) -> Result<Tensor> {
     let total = offset + t;
-    let values: Vec<f32> = (0..t)
-        .flat_map(|i| {
-            (0..total).map(move |j| {
-                if j > offset + i {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
+    let rows: Vec<usize> = if pads.is_empty() {
+        vec![0]
+    } else {
+        pads.to_vec()
+    };
+    let values: Vec<f32> = rows
+        .iter()
+        .flat_map(|&pad| {
+            (0..t).flat_map(move |i| {
+                let q = offset + i;
+                (0..total).map(move |j| {
+                    if j <= q && (j >= pad || j == q) {
+                        0.0
+                    } else {
+                        f32::NEG_INFINITY
+                    }
+                })
             })
         })
         .collect();
-    Tensor::from_vec(values, (t, total), device)
+    let n = rows.len();
+    if n != 1 && n != b {
+        candle_core::bail!("left padding given for {n} rows of a batch of {b}");
+    }
+    Tensor::from_vec(values, (n, 1, 1, t, total), device).map(Some)
 }
 
-/// Keys and values of the positions seen so far, per layer.
-pub type KvCache = Vec<Option<(Tensor, Tensor)>>;
+/// Keys and values of the positions seen so far, per layer, and the left padding of each row
+/// of a batch (positions that the row's queries must not attend to).
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<candle_nn::kv_cache::KvCache>,
+    pads: Vec<usize>,
+}
+
+/// The cache grows by this many positions at a time.
+const KV_CHUNK: usize = 256;
+
+impl KvCache {
+    pub fn new() -> KvCache {
+        KvCache::default()
+    }
+
+    /// For a batch whose row `i` starts with `pads[i]` padding positions.
+    pub fn with_left_padding(pads: Vec<usize>) -> KvCache {
+        KvCache {
+            layers: Vec::new(),
+            pads,
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Attention {
@@ -137,36 +172,40 @@ pub struct Attention {
 }
 
 impl Attention {
+    /// Query heads are grouped under their key/value head (`[b, kv, n_rep · t, d]`), so that
+    /// grouped-query attention needs no copies of the keys and values.
     fn forward(
         &self,
         x: &Tensor,
         rope: &Rope,
         offset: usize,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        mask: Option<&Tensor>,
+        cache: Option<&mut candle_nn::kv_cache::KvCache>,
         path: Path,
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
-        let heads = |y: Tensor, n: usize| y.reshape((b, t, n, self.head_dim))?.transpose(1, 2);
-        let q = heads(self.q_proj.forward(x, path)?, self.n_heads)?;
-        let k = heads(self.k_proj.forward(x, path)?, self.n_kv_heads)?;
-        let v = heads(self.v_proj.forward(x, path)?, self.n_kv_heads)?.contiguous()?;
-        let q = rope.apply(&q, offset, path)?;
-        let mut k = rope.apply(&k, offset, path)?;
-        let mut v = v;
-        if let Some(slot) = cache {
-            if let Some((pk, pv)) = slot.as_ref() {
-                k = Tensor::cat(&[pk, &k], 2)?;
-                v = Tensor::cat(&[pv, &v], 2)?;
-            }
-            *slot = Some((k.clone(), v.clone()));
-        }
-        let n_rep = self.n_heads / self.n_kv_heads;
-        let k = repeat_kv(k, n_rep)?;
-        let v = repeat_kv(v, n_rep)?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let mut att = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
-        if t > 1 {
-            att = att.broadcast_add(&causal_mask(t, offset, x.device())?)?;
+        let (kv, d) = (self.n_kv_heads, self.head_dim);
+        let n_rep = self.n_heads / kv;
+        let heads = |y: Tensor, n: usize| y.reshape((b, t, n, d))?.transpose(1, 2);
+        let q = rope.apply(
+            &heads(self.q_proj.forward(x, path)?, self.n_heads)?,
+            offset,
+            path,
+        )?;
+        let k = rope.apply(&heads(self.k_proj.forward(x, path)?, kv)?, offset, path)?;
+        let v = heads(self.v_proj.forward(x, path)?, kv)?.contiguous()?;
+        let (k, v) = match cache {
+            Some(c) => c.append(&k.contiguous()?, &v)?,
+            None => (k, v),
+        };
+        let total = k.dim(2)?;
+        let q = q.contiguous()?.reshape((b, kv, n_rep * t, d))?;
+        let mut att = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
+        if let Some(m) = mask {
+            att = att
+                .reshape((b, kv, n_rep, t, total))?
+                .broadcast_add(m)?
+                .reshape((b, kv, n_rep * t, total))?;
         }
         let att = match path {
             Path::Train => candle_nn::ops::softmax(&att, D::Minus1)?,
@@ -174,8 +213,9 @@ impl Attention {
         };
         let y = att
             .matmul(&v)?
+            .reshape((b, self.n_heads, t, d))?
             .transpose(1, 2)?
-            .reshape((b, t, self.n_heads * self.head_dim))?;
+            .reshape((b, t, self.n_heads * d))?;
         self.o_proj.forward(&y, path)
     }
 }
@@ -243,13 +283,20 @@ impl Llama {
             self.cfg.hidden_size,
         ))?;
         let eps = self.cfg.rms_norm_eps;
+        let pads = cache.as_ref().map_or(&[][..], |c| c.pads.as_slice());
+        let mask = attention_mask(b, t, offset, pads, x.device())?;
         if let Some(c) = cache.as_deref_mut() {
-            c.resize(self.layers.len(), None);
+            c.layers.resize(
+                self.layers.len(),
+                candle_nn::kv_cache::KvCache::new(2, KV_CHUNK),
+            );
         }
         for (i, layer) in self.layers.iter().enumerate() {
             let h = rms_norm(&x, &layer.input_norm, eps, path)?;
-            let slot = cache.as_deref_mut().map(|c| &mut c[i]);
-            x = (x + layer.attn.forward(&h, &self.rope, offset, slot, path)?)?;
+            let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            x = (x + layer
+                .attn
+                .forward(&h, &self.rope, offset, mask.as_ref(), slot, path)?)?;
             let h = rms_norm(&x, &layer.post_attention_norm, eps, path)?;
             x = (x + layer.mlp.forward(&h, path)?)?;
         }

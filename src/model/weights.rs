@@ -2,6 +2,7 @@
 //! quantized and frozen, or dequantized on request), or tensors in memory. Every source answers
 //! by Hugging Face name, so the decoder is built one way.
 
+use super::blocks::BlockMatrix;
 use super::config::LlamaConfig;
 use super::linear::{BaseWeight, LoraLinear};
 use super::llama::{Attention, Block, Llama, Mlp, Rope};
@@ -9,6 +10,7 @@ use candle_core::quantized::{QMatMul, QTensor, gguf_file};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
@@ -228,9 +230,16 @@ impl TensorSource for GgufSource {
                 .map(BaseWeight::Dense)
                 .map_err(|e| tensor_error(&self.path, name, e));
         }
-        QMatMul::from_qtensor(q)
-            .map(BaseWeight::Quantized)
-            .map_err(|e| tensor_error(&self.path, name, e))
+        let blocks = match device {
+            Device::Cpu => BlockMatrix::from_qtensor(&q),
+            _ => Ok(None),
+        };
+        match blocks {
+            Ok(Some(b)) => Ok(BaseWeight::Blocks(Arc::new(b))),
+            Ok(None) => QMatMul::from_qtensor(q).map(BaseWeight::Quantized),
+            Err(e) => Err(e),
+        }
+        .map_err(|e| tensor_error(&self.path, name, e))
     }
 }
 

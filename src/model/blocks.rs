@@ -1,0 +1,473 @@
+//! Weights kept in GGUF's legacy 4- and 8-bit blocks (Q4_0, Q4_1, Q8_0) and the matrix-vector
+//! product that decoding on the CPU spends its time in. As in llama.cpp, the activations are
+//! rounded to 8 bits per block of 32 and the products are integer dot products (AVX2 where the CPU
+//! has it), split over the cores; candle's own kernel for these types is scalar.
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, bail};
+use rayon::prelude::*;
+use std::sync::OnceLock;
+
+/// Values per block in every format here.
+const BLOCK: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockKind {
+    /// `d · (q - 8)`, q 4-bit.
+    Q4_0,
+    /// `d · q + m`, q 4-bit.
+    Q4_1,
+    /// `d · q`, q signed 8-bit.
+    Q8_0,
+}
+
+impl BlockKind {
+    pub fn of(dtype: GgmlDType) -> Option<BlockKind> {
+        match dtype {
+            GgmlDType::Q4_0 => Some(BlockKind::Q4_0),
+            GgmlDType::Q4_1 => Some(BlockKind::Q4_1),
+            GgmlDType::Q8_0 => Some(BlockKind::Q8_0),
+            _ => None,
+        }
+    }
+
+    /// Bytes of one block in a GGUF file.
+    fn file_bytes(self) -> usize {
+        match self {
+            BlockKind::Q4_0 => 18,
+            BlockKind::Q4_1 => 20,
+            BlockKind::Q8_0 => 34,
+        }
+    }
+
+    /// Bytes of one block's quantized values.
+    fn value_bytes(self) -> usize {
+        match self {
+            BlockKind::Q4_0 | BlockKind::Q4_1 => BLOCK / 2,
+            BlockKind::Q8_0 => BLOCK,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BlockKind::Q4_0 => "Q4_0",
+            BlockKind::Q4_1 => "Q4_1",
+            BlockKind::Q8_0 => "Q8_0",
+        }
+    }
+}
+
+/// Every f16 bit pattern as f32, so that a block's scale costs one load.
+fn f16_table() -> &'static [f32] {
+    static TABLE: OnceLock<Vec<f32>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|b| half::f16::from_bits(b).to_f32())
+            .collect()
+    })
+}
+
+/// A `[rows, cols]` weight as blocks, stored by field so the values stream contiguously:
+/// per block, the scale `d`, the offset `m` (Q4_1; `-8 d` for Q4_0; unused for Q8_0) and the values.
+#[derive(Debug)]
+pub struct BlockMatrix {
+    kind: BlockKind,
+    rows: usize,
+    cols: usize,
+    d: Vec<f32>,
+    m: Vec<f32>,
+    values: Vec<u8>,
+}
+
+impl BlockMatrix {
+    /// `None` for a tensor of another type or shape than these kernels handle.
+    pub fn from_qtensor(q: &QTensor) -> Result<Option<BlockMatrix>> {
+        let Some(kind) = BlockKind::of(q.dtype()) else {
+            return Ok(None);
+        };
+        let (rows, cols) = q.shape().dims2()?;
+        if !cols.is_multiple_of(BLOCK) {
+            return Ok(None);
+        }
+        BlockMatrix::from_bytes(kind, rows, cols, &q.data()?).map(Some)
+    }
+
+    /// Reads `rows · cols / 32` blocks in the GGUF layout.
+    pub fn from_bytes(kind: BlockKind, rows: usize, cols: usize, raw: &[u8]) -> Result<Self> {
+        let blocks = rows * cols / BLOCK;
+        if !cols.is_multiple_of(BLOCK) || raw.len() != blocks * kind.file_bytes() {
+            bail!(
+                "{} tensor [{rows}, {cols}] needs {} bytes, has {}",
+                kind.name(),
+                blocks * kind.file_bytes(),
+                raw.len()
+            );
+        }
+        let table = f16_table();
+        let half = |b: &[u8]| table[usize::from(u16::from_le_bytes([b[0], b[1]]))];
+        let mut out = BlockMatrix {
+            kind,
+            rows,
+            cols,
+            d: Vec::with_capacity(blocks),
+            m: Vec::with_capacity(blocks),
+            values: Vec::with_capacity(blocks * kind.value_bytes()),
+        };
+        for b in raw.chunks_exact(kind.file_bytes()) {
+            let d = half(&b[0..2]);
+            let (m, values) = match kind {
+                BlockKind::Q4_0 => (-8.0 * d, &b[2..]),
+                BlockKind::Q4_1 => (half(&b[2..4]), &b[4..]),
+                BlockKind::Q8_0 => (0.0, &b[2..]),
+            };
+            out.d.push(d);
+            out.m.push(m);
+            out.values.extend_from_slice(values);
+        }
+        Ok(out)
+    }
+
+    pub fn kind(&self) -> BlockKind {
+        self.kind
+    }
+
+    /// `(rows, cols)`, i.e. `(out, in)` of the linear layer.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// The weight as f32, row-major.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.rows * self.cols);
+        let vb = self.kind.value_bytes();
+        for (i, v) in self.values.chunks_exact(vb).enumerate() {
+            let (d, m) = (self.d[i], self.m[i]);
+            match self.kind {
+                BlockKind::Q8_0 => out.extend(v.iter().map(|q| d * f32::from(*q as i8))),
+                BlockKind::Q4_0 | BlockKind::Q4_1 => {
+                    out.extend(v.iter().map(|q| d * f32::from(q & 0x0f) + m));
+                    out.extend(v.iter().map(|q| d * f32::from(q >> 4) + m));
+                }
+            }
+        }
+        out
+    }
+
+    /// `y = x W^T` for `x` of `n` rows (`[n, cols]`, row-major); `y` is `[n, rows]`.
+    pub fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
+        let acts: Vec<QuantizedRow> = x.chunks_exact(self.cols).map(QuantizedRow::new).collect();
+        // Output rows in chunks per task; each task writes `n` values per weight row.
+        let per_task = (self.rows / (4 * rayon::current_num_threads())).clamp(16, 1024);
+        let mut by_weight = vec![0f32; self.rows * n];
+        by_weight
+            .par_chunks_mut(per_task * n)
+            .enumerate()
+            .for_each(|(t, chunk)| {
+                for (i, out) in chunk.chunks_exact_mut(n).enumerate() {
+                    let row = t * per_task + i;
+                    for (o, a) in out.iter_mut().zip(&acts) {
+                        *o = self.dot(row, a);
+                    }
+                }
+            });
+        let mut y = vec![0f32; n * self.rows];
+        for (row, values) in by_weight.chunks_exact(n).enumerate() {
+            for (r, v) in values.iter().enumerate() {
+                y[r * self.rows + row] = *v;
+            }
+        }
+        y
+    }
+
+    fn row(&self, row: usize) -> BlockRow<'_> {
+        let blocks = self.cols / BLOCK;
+        let first = row * blocks;
+        let vb = self.kind.value_bytes();
+        BlockRow {
+            d: &self.d[first..first + blocks],
+            m: &self.m[first..first + blocks],
+            values: &self.values[first * vb..(first + blocks) * vb],
+        }
+    }
+
+    fn dot(&self, row: usize, a: &QuantizedRow) -> f32 {
+        let w = self.row(row);
+        #[cfg(target_arch = "x86_64")]
+        if simd::available() {
+            // SAFETY: AVX2 and FMA were detected at run time.
+            return unsafe {
+                match self.kind {
+                    BlockKind::Q8_0 => simd::dot_q8(&w, a),
+                    BlockKind::Q4_0 | BlockKind::Q4_1 => simd::dot_q4(&w, a),
+                }
+            };
+        }
+        match self.kind {
+            BlockKind::Q8_0 => portable::dot_q8(&w, a),
+            BlockKind::Q4_0 | BlockKind::Q4_1 => portable::dot_q4(&w, a),
+        }
+    }
+}
+
+/// One weight row's blocks.
+struct BlockRow<'a> {
+    d: &'a [f32],
+    m: &'a [f32],
+    values: &'a [u8],
+}
+
+/// An activation row rounded to 8 bits per block: `x ≈ d · q`, and `s = d · Σq` per block. As in
+/// ggml, `d` and `s` are rounded to f16 and the values to the nearest integer, ties to even.
+struct QuantizedRow {
+    q: Vec<i8>,
+    d: Vec<f32>,
+    s: Vec<f32>,
+}
+
+impl QuantizedRow {
+    fn new(x: &[f32]) -> QuantizedRow {
+        let blocks = x.len() / BLOCK;
+        let mut out = QuantizedRow {
+            q: Vec::with_capacity(x.len()),
+            d: Vec::with_capacity(blocks),
+            s: Vec::with_capacity(blocks),
+        };
+        let to_f16 = |v: f32| half::f16::from_f32(v).to_f32();
+        for block in x.chunks_exact(BLOCK) {
+            let amax = block.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let d = amax / 127.0;
+            let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+            let mut sum = 0i32;
+            for v in block {
+                let q = (v * inv).round_ties_even() as i8;
+                sum += i32::from(q);
+                out.q.push(q);
+            }
+            out.d.push(to_f16(d));
+            out.s.push(to_f16(d * sum as f32));
+        }
+        out
+    }
+}
+
+mod portable {
+    use super::{BLOCK, BlockRow, QuantizedRow};
+
+    pub(super) fn dot_q4(w: &BlockRow, a: &QuantizedRow) -> f32 {
+        let mut total = 0f32;
+        for (b, v) in w.values.chunks_exact(BLOCK / 2).enumerate() {
+            let q = &a.q[b * BLOCK..(b + 1) * BLOCK];
+            let sum: i32 = v
+                .iter()
+                .enumerate()
+                .map(|(j, byte)| {
+                    i32::from(byte & 0x0f) * i32::from(q[j])
+                        + i32::from(byte >> 4) * i32::from(q[j + BLOCK / 2])
+                })
+                .sum();
+            total += w.d[b] * a.d[b] * sum as f32 + w.m[b] * a.s[b];
+        }
+        total
+    }
+
+    pub(super) fn dot_q8(w: &BlockRow, a: &QuantizedRow) -> f32 {
+        let mut total = 0f32;
+        for (b, v) in w.values.chunks_exact(BLOCK).enumerate() {
+            let q = &a.q[b * BLOCK..(b + 1) * BLOCK];
+            let sum: i32 = v
+                .iter()
+                .zip(q)
+                .map(|(x, y)| i32::from(*x as i8) * i32::from(*y))
+                .sum();
+            total += w.d[b] * a.d[b] * sum as f32;
+        }
+        total
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::{BLOCK, BlockRow, QuantizedRow};
+    use std::arch::x86_64::*;
+
+    pub(super) fn available() -> bool {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+
+    /// Σ over blocks of `d_w d_a Σ q_w q_a + m_w s_a`, q_w the 4-bit values.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot_q4(w: &BlockRow, a: &QuantizedRow) -> f32 {
+        let low = _mm_set1_epi8(0x0f);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = _mm256_setzero_ps();
+        let mut offsets = 0f32;
+        for b in 0..w.d.len() {
+            // SAFETY: block b's 16 value bytes and 32 activations are in bounds of the slices.
+            let (packed, q) = unsafe {
+                (
+                    _mm_loadu_si128(w.values.as_ptr().add(b * BLOCK / 2).cast()),
+                    _mm256_loadu_si256(a.q.as_ptr().add(b * BLOCK).cast()),
+                )
+            };
+            let lo = _mm_and_si128(packed, low);
+            let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low);
+            let x = _mm256_set_m128i(hi, lo);
+            let pairs = _mm256_maddubs_epi16(x, q);
+            let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+            acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(w.d[b] * a.d[b]), acc);
+            offsets += w.m[b] * a.s[b];
+        }
+        hsum(acc) + offsets
+    }
+
+    /// Σ over blocks of `d_w d_a Σ q_w q_a`, both signed 8-bit.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot_q8(w: &BlockRow, a: &QuantizedRow) -> f32 {
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = _mm256_setzero_ps();
+        for b in 0..w.d.len() {
+            // SAFETY: block b's 32 weight bytes and 32 activations are in bounds of the slices.
+            let (x, q) = unsafe {
+                (
+                    _mm256_loadu_si256(w.values.as_ptr().add(b * BLOCK).cast()),
+                    _mm256_loadu_si256(a.q.as_ptr().add(b * BLOCK).cast()),
+                )
+            };
+            // maddubs multiplies unsigned by signed: move x's sign onto q.
+            let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(q, x));
+            let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+            acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(w.d[b] * a.d[b]), acc);
+        }
+        hsum(acc)
+    }
+}
+
+/// `x W^T` as a candle op over `[.., cols]` f32 input on the CPU.
+pub struct BlockMatmul<'a>(pub &'a BlockMatrix);
+
+impl CustomOp1 for BlockMatmul<'_> {
+    fn name(&self) -> &'static str {
+        "block-matmul"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            bail!("block-matmul needs f32 input");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            bail!("block-matmul needs contiguous input");
+        };
+        let dims = layout.dims();
+        let (rows, cols) = self.0.dims();
+        if dims.last() != Some(&cols) {
+            bail!("block-matmul: input {dims:?} does not end in {cols}");
+        }
+        let x = &data[start..end];
+        let n = x.len() / cols;
+        let mut out_dims = dims.to_vec();
+        if let Some(last) = out_dims.last_mut() {
+            *last = rows;
+        }
+        Ok((CpuStorage::F32(self.0.matmul(x, n)), Shape::from(out_dims)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::rng::SeededRng;
+
+    fn f16_bytes(v: f32) -> [u8; 2] {
+        half::f16::from_f32(v).to_bits().to_le_bytes()
+    }
+
+    /// Random blocks in the GGUF layout.
+    fn random_blocks(kind: BlockKind, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+        let mut rng = SeededRng::new(seed);
+        let mut raw = Vec::new();
+        for _ in 0..rows * cols / BLOCK {
+            raw.extend(f16_bytes((0.001 + 0.05 * rng.f64()) as f32));
+            if kind == BlockKind::Q4_1 {
+                raw.extend(f16_bytes((0.4 * rng.f64() - 0.2) as f32));
+            }
+            for _ in 0..kind.value_bytes() {
+                raw.push(rng.below(256) as u8);
+            }
+        }
+        raw
+    }
+
+    #[test]
+    fn dequantize_follows_the_gguf_block_formulas() -> Result<()> {
+        let mut raw = Vec::new();
+        raw.extend(f16_bytes(0.5));
+        raw.extend(f16_bytes(-1.0));
+        raw.extend([0x21; 16]);
+        let m = BlockMatrix::from_bytes(BlockKind::Q4_1, 1, 32, &raw)?;
+        let w = m.dequantize();
+        // Low nibble 1 → 0.5 - 1, high nibble 2 → 1.0 - 1.
+        assert_eq!((w[0], w[16]), (-0.5, 0.0));
+        let mut raw = f16_bytes(0.25).to_vec();
+        raw.extend([0x0f; 16]);
+        let w = BlockMatrix::from_bytes(BlockKind::Q4_0, 1, 32, &raw)?.dequantize();
+        assert_eq!((w[0], w[16]), (0.25 * 7.0, 0.25 * -8.0));
+        let mut raw = f16_bytes(2.0).to_vec();
+        raw.extend([0xfe; 32]);
+        let w = BlockMatrix::from_bytes(BlockKind::Q8_0, 1, 32, &raw)?.dequantize();
+        assert_eq!(w[31], -4.0);
+        Ok(())
+    }
+
+    #[test]
+    fn products_match_the_dequantized_weights_and_the_portable_code() -> Result<()> {
+        let (rows, cols) = (70, 96);
+        let mut rng = SeededRng::new(3);
+        let x: Vec<f32> = (0..3 * cols)
+            .map(|_| (4.0 * rng.f64() - 2.0) as f32)
+            .collect();
+        for kind in [BlockKind::Q4_0, BlockKind::Q4_1, BlockKind::Q8_0] {
+            let m = BlockMatrix::from_bytes(kind, rows, cols, &random_blocks(kind, rows, cols, 9))?;
+            let w = m.dequantize();
+            let y = m.matmul(&x, 3);
+            for r in 0..3 {
+                let a = QuantizedRow::new(&x[r * cols..(r + 1) * cols]);
+                for o in 0..rows {
+                    let exact: f32 = (0..cols).map(|i| w[o * cols + i] * x[r * cols + i]).sum();
+                    let got = y[r * rows + o];
+                    // 8-bit activations: within about 1% of the row's magnitude.
+                    let scale: f32 = (0..cols)
+                        .map(|i| (w[o * cols + i] * x[r * cols + i]).abs())
+                        .sum();
+                    assert!(
+                        (got - exact).abs() <= 0.01 * scale,
+                        "{kind:?} {got} vs {exact}"
+                    );
+                    let row = m.row(o);
+                    let portable = match kind {
+                        BlockKind::Q8_0 => portable::dot_q8(&row, &a),
+                        _ => portable::dot_q4(&row, &a),
+                    };
+                    assert!(
+                        (got - portable).abs() <= 1e-4 * scale.max(1.0),
+                        "{kind:?} simd {got} vs portable {portable}"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_truncated_tensor_is_refused() {
+        let err = BlockMatrix::from_bytes(BlockKind::Q4_1, 2, 32, &[0; 39]);
+        assert!(err.is_err_and(|e| e.to_string().contains("needs 40 bytes, has 39")));
+    }
+}
