@@ -139,9 +139,28 @@ impl BlockMatrix {
     /// The weight as f32, row-major.
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = Vec::with_capacity(self.rows * self.cols);
+        (0..self.rows).for_each(|r| self.dequantize_row(r, &mut out));
+        out
+    }
+
+    /// Rows `ids` as f32 (an embedding lookup), `[ids.len(), cols]` row-major.
+    pub fn gather_rows(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(ids.len() * self.cols);
+        for &id in ids {
+            let row = id as usize;
+            if row >= self.rows {
+                bail!("token id {id} is outside the vocabulary of {}", self.rows);
+            }
+            self.dequantize_row(row, &mut out);
+        }
+        Ok(out)
+    }
+
+    fn dequantize_row(&self, row: usize, out: &mut Vec<f32>) {
+        let w = self.row(row);
         let vb = self.kind.value_bytes();
-        for (i, v) in self.values.chunks_exact(vb).enumerate() {
-            let (d, m) = (self.d[i], self.m[i]);
+        for (b, v) in w.values.chunks_exact(vb).enumerate() {
+            let (d, m) = (w.d[b], w.m[b]);
             match self.kind {
                 BlockKind::Q8_0 => out.extend(v.iter().map(|q| d * f32::from(*q as i8))),
                 BlockKind::Q4_0 | BlockKind::Q4_1 => {
@@ -150,7 +169,6 @@ impl BlockMatrix {
                 }
             }
         }
-        out
     }
 
     /// `y = x W^T` for `x` of `n` rows (`[n, cols]`, row-major); `y` is `[n, rows]`.
@@ -423,6 +441,26 @@ mod tests {
         raw.extend([0xfe; 32]);
         let w = BlockMatrix::from_bytes(BlockKind::Q8_0, 1, 32, &raw)?.dequantize();
         assert_eq!(w[31], -4.0);
+        Ok(())
+    }
+
+    #[test]
+    fn gathered_rows_are_the_dequantized_rows() -> Result<()> {
+        let m = BlockMatrix::from_bytes(
+            BlockKind::Q4_1,
+            5,
+            64,
+            &random_blocks(BlockKind::Q4_1, 5, 64, 4),
+        )?;
+        let all = m.dequantize();
+        assert_eq!(
+            m.gather_rows(&[3, 0, 3])?,
+            [&all[192..256], &all[..64], &all[192..256]].concat()
+        );
+        assert!(
+            m.gather_rows(&[5])
+                .is_err_and(|e| e.to_string().contains("token id 5"))
+        );
         Ok(())
     }
 

@@ -36,6 +36,19 @@ impl BaseWeight {
         }
     }
 
+    /// Rows `ids` (`[n]`, u32) of the weight, `[n, in]`: an embedding lookup that dequantizes
+    /// only the rows it needs.
+    pub fn gather_rows(&self, ids: &Tensor) -> Result<Tensor> {
+        match self {
+            BaseWeight::Dense(w) => w.index_select(ids, 0),
+            BaseWeight::Blocks(b) => {
+                let rows = b.gather_rows(&ids.to_vec1::<u32>()?)?;
+                Tensor::from_vec(rows, (ids.elem_count(), b.dims().1), ids.device())
+            }
+            BaseWeight::Quantized(_) => self.to_dense(ids.device())?.index_select(ids, 0),
+        }
+    }
+
     /// `(out, in)`.
     pub fn dims(&self) -> Result<(usize, usize)> {
         match self {

@@ -246,8 +246,8 @@ pub struct Block {
 #[derive(Debug, Clone)]
 pub struct Llama {
     pub cfg: LlamaConfig,
-    /// `[vocab, hidden]`, dense for lookups.
-    pub embed: Tensor,
+    /// `[vocab, hidden]`; quantized where the checkpoint is (rows are dequantized on lookup).
+    pub embed: BaseWeight,
     pub layers: Vec<Block>,
     pub norm: Tensor,
     pub lm_head: BaseWeight,
@@ -258,7 +258,7 @@ pub struct Llama {
 
 impl Llama {
     pub fn device(&self) -> &Device {
-        self.embed.device()
+        self.norm.device()
     }
 
     /// Hidden states after the final norm, `[b, t, hidden]`, for ids `[b, t]` at `offset`.
@@ -277,11 +277,10 @@ impl Llama {
                 self.rope.max_len()
             );
         }
-        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
-            b,
-            t,
-            self.cfg.hidden_size,
-        ))?;
+        let mut x =
+            self.embed
+                .gather_rows(&ids.flatten_all()?)?
+                .reshape((b, t, self.cfg.hidden_size))?;
         let eps = self.cfg.rms_norm_eps;
         let pads = cache.as_ref().map_or(&[][..], |c| c.pads.as_slice());
         let mask = attention_mask(b, t, offset, pads, x.device())?;
@@ -342,7 +341,8 @@ impl Llama {
             let (o, i) = self.lm_head.dims().unwrap_or((0, 0));
             o * i
         };
-        self.embed.elem_count() + layers + self.norm.elem_count() + head
+        let (vocab, hidden) = self.embed.dims().unwrap_or((0, 0));
+        vocab * hidden + layers + self.norm.elem_count() + head
     }
 
     /// Every LoRA-capable linear layer, named by its Hugging Face module path.

@@ -356,23 +356,19 @@ pub fn build_llama(
     device: &Device,
 ) -> Result<Llama, WeightsError> {
     let embed_name = "model.embed_tokens.weight";
-    let embed = src.dense(embed_name, device)?;
+    let embed = src.linear(embed_name, device)?;
     let dims = embed
-        .dims2()
+        .dims()
         .map_err(|e| tensor_error(src.path(), embed_name, e))?;
     check_shape(src, embed_name, dims, (cfg.vocab_size, cfg.hidden_size))?;
     let layers = (0..cfg.num_hidden_layers)
         .map(|i| block(src, cfg, i, device))
         .collect::<Result<Vec<_>, _>>()?;
     let tied_head = cfg.tie_word_embeddings || !src.contains("lm_head.weight");
-    let lm_head = if !tied_head {
-        src.linear("lm_head.weight", device)?
+    let lm_head = if tied_head {
+        embed.clone()
     } else {
-        // A quantized tied head keeps the fast quantized kernel for the largest matmul.
-        match src.linear(embed_name, device)? {
-            BaseWeight::Dense(_) => BaseWeight::Dense(embed.clone()),
-            quantized => quantized,
-        }
+        src.linear("lm_head.weight", device)?
     };
     let rope = Rope::new(cfg, max_len, device).map_err(|e| WeightsError::File {
         path: src.path().to_path_buf(),
