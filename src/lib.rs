@@ -10,3 +10,4 @@ pub mod data;
 pub mod engine;
 pub mod model;
 pub mod project;
+pub mod train;

@@ -5,6 +5,7 @@
 mod commands;
 mod model_commands;
 mod pretrain_command;
+mod train_command;
 
 use crate::model::generate::GenerationParams;
 use clap::{Parser, Subcommand};
@@ -140,6 +141,20 @@ pub enum CliCommand {
         /// Records of --data generated together (each gets what it would alone).
         #[arg(long, default_value_t = 8)]
         batch_size: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Train a LoRA adapter on a project's dataset (a new run, or --resume one).
+    Train {
+        #[command(flatten)]
+        args: train_command::TrainArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a project's training runs with their status.
+    Runs {
+        #[arg(long)]
+        project: PathBuf,
         #[arg(long)]
         json: bool,
     },
@@ -303,6 +318,8 @@ pub fn run(command: CliCommand) -> Result<(), CliError> {
             };
             model_commands::generate_cmd(&model.args(), &g, json)
         }
+        CliCommand::Train { args, json } => train_command::train_cmd(&args, json),
+        CliCommand::Runs { project, json } => train_command::runs_cmd(&project, json),
         CliCommand::Screenshots { out, project } => {
             crate::app::screenshots(project, &out).map_err(CliError::failed)
         }

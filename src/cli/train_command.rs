@@ -1,0 +1,193 @@
+//! `lablens train` and `lablens runs`: LoRA training of a project's dataset from the command
+//! line, with a progress bar on stderr and the run's summary as JSON on stdout.
+
+use super::CliError;
+use crate::project::OpenProject;
+use crate::train::run::list_runs;
+use crate::train::{Control, RunOptions, TrainConfig, TrainError, TrainEvent, train};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    #[arg(long)]
+    pub project: PathBuf,
+    /// A TrainConfig in RON (see a run's config.ron); default: the preset.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// discharge or quick-demo (the default).
+    #[arg(long)]
+    pub preset: Option<String>,
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// A run id under the project's runs/ (or a run folder) to continue from its last checkpoint.
+    #[arg(long)]
+    pub resume: Option<String>,
+    /// Write batches.jsonl and a step-0 checkpoint, for reference runs in other tools.
+    #[arg(long)]
+    pub record_batches: bool,
+}
+
+fn open_project(path: &Path) -> Result<OpenProject, CliError> {
+    OpenProject::open(path).map_err(|e| CliError::usage(format!("--project: {e}")))
+}
+
+/// The configuration: a preset (default quick-demo), then a RON file over it, then flags.
+fn config(args: &TrainArgs) -> Result<TrainConfig, CliError> {
+    let mut cfg = match &args.preset {
+        Some(name) => TrainConfig::preset(name).ok_or_else(|| {
+            CliError::usage(format!(
+                "--preset: no preset {name:?} (there are {:?})",
+                crate::train::config::PRESETS
+            ))
+        })?,
+        None => TrainConfig::default(),
+    };
+    if let Some(path) = &args.config {
+        cfg = crate::train::session::read_config(path)
+            .map_err(|e| CliError::usage(format!("--config: {e}")))?;
+    }
+    if args.max_steps.is_some() {
+        cfg.max_steps = args.max_steps;
+    }
+    Ok(cfg)
+}
+
+fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+pub fn train_cmd(args: &TrainArgs, json_out: bool) -> Result<(), CliError> {
+    let project = open_project(&args.project)?;
+    let cfg = config(args)?;
+    let opts = RunOptions {
+        resume: args.resume.clone(),
+        record_batches: args.record_batches,
+    };
+    let bar = progress_bar();
+    let control = Control::default();
+    let result = train(&project, &cfg, &opts, &control, &mut |event| match event {
+        TrainEvent::Started {
+            run_id,
+            total_steps,
+            resumed_from,
+            notes,
+            ..
+        } => {
+            for n in notes {
+                bar.println(n);
+            }
+            if let Some(step) = resumed_from {
+                bar.println(format!("resuming {run_id} from step {step}"));
+                bar.set_position(step as u64);
+            } else {
+                bar.println(format!("run {run_id}"));
+            }
+            bar.set_length(total_steps as u64);
+        }
+        TrainEvent::Step(m) => {
+            bar.set_position(m.step as u64);
+            bar.set_message(format!(
+                "loss {:.4}  lr {:.2e}  {:.0} tokens/s",
+                m.loss, m.lr, m.tokens_per_s
+            ));
+        }
+        TrainEvent::Eval {
+            step,
+            val_loss,
+            best,
+        } => bar.println(format!(
+            "step {step}: validation loss {val_loss:.4}{}",
+            if best { " (best)" } else { "" }
+        )),
+        TrainEvent::Checkpoint { .. } => {}
+    });
+    bar.finish_and_clear();
+    let summary = result.map_err(|e: TrainError| {
+        if e.is_bad_input() {
+            CliError::usage(e.to_string())
+        } else {
+            CliError::failed(e.to_string())
+        }
+    })?;
+    eprintln!(
+        "{}: {:?} after {} steps, {:.0} tokens/s, train loss {}, validation loss {}",
+        summary.run_dir.display(),
+        summary.status,
+        summary.steps,
+        summary.tokens_per_s,
+        summary
+            .final_train_loss
+            .map_or("-".into(), |l| format!("{l:.4}")),
+        summary
+            .final_val_loss
+            .map_or("-".into(), |l| format!("{l:.4}")),
+    );
+    if json_out {
+        let value = json!({
+            "run_id": summary.run_id,
+            "run_dir": summary.run_dir,
+            "status": summary.status,
+            "steps": summary.steps,
+            "train_tokens": summary.train_tokens,
+            "tokens_per_s": summary.tokens_per_s,
+            "final_train_loss": summary.final_train_loss,
+            "final_val_loss": summary.final_val_loss,
+            "best_step": summary.best_step,
+            "peak_rss_mb": peak_rss_mb(),
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).map_err(|e| CliError::failed(e.to_string()))?
+        );
+    }
+    Ok(())
+}
+
+/// The process's peak resident memory (VmHWM), in MiB.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+pub fn runs_cmd(project: &Path, json_out: bool) -> Result<(), CliError> {
+    let project = open_project(project)?;
+    let runs = list_runs(&project.dir);
+    if json_out {
+        let rows: Vec<serde_json::Value> = runs
+            .iter()
+            .map(|r| {
+                json!({"run_id": r.id, "run_dir": r.dir, "status": r.status, "message": r.message,
+                       "step": r.step, "total_steps": r.total_steps,
+                       "best_val_loss": r.best_val_loss, "elapsed_s": r.elapsed_s})
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"runs": rows}))
+                .map_err(|e| CliError::failed(e.to_string()))?
+        );
+        return Ok(());
+    }
+    for r in runs {
+        println!(
+            "{}  {:?}  step {}/{}  best val {}  {:.0}s  {}",
+            r.id,
+            r.status,
+            r.step,
+            r.total_steps,
+            r.best_val_loss.map_or("-".into(), |l| format!("{l:.4}")),
+            r.elapsed_s,
+            r.message
+        );
+    }
+    Ok(())
+}

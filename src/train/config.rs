@@ -1,0 +1,275 @@
+//! The training configuration (stored as `config.ron` in each run folder), its presets, and the
+//! checks that reject impossible values with a message naming the field.
+
+use crate::model::lora::{ALL_TARGETS, LoraConfig};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleKind {
+    Constant,
+    Linear,
+    Cosine,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    /// A Hugging Face folder, a `.gguf` file, or `tiny` for the embedded model.
+    pub model: String,
+    /// Load a GGUF base as f32 instead of training over its quantized weights (QLoRA).
+    pub dequantize: bool,
+    /// `auto`, `cpu` or `cuda:N`.
+    pub device: String,
+    /// The project dataset to train on, by name.
+    pub dataset: String,
+    /// Longest example in tokens; longer ones lose input text, never the start of the target.
+    pub max_seq_len: usize,
+    pub micro_batch: usize,
+    pub grad_accum: usize,
+    pub epochs: usize,
+    /// Stops earlier than `epochs` when set.
+    pub max_steps: Option<usize>,
+    pub lr: f64,
+    pub schedule: ScheduleKind,
+    pub warmup_steps: usize,
+    pub betas: (f64, f64),
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Global gradient norm limit; 0 turns clipping off.
+    pub max_grad_norm: f64,
+    pub lora: LoraConfig,
+    /// Validation loss every this many steps (and at the end); 0 only at the end.
+    pub eval_every: usize,
+    /// Validation records used per evaluation; 0 means all.
+    pub eval_records: usize,
+    /// A checkpoint every this many steps (and at the end); 0 only at the end.
+    pub checkpoint_every: usize,
+    /// Stop after this many evaluations without a better validation loss.
+    pub early_stopping_patience: Option<usize>,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig::quick_demo()
+    }
+}
+
+/// The presets' names, for the CLI and the GUI.
+pub const PRESETS: [&str; 2] = ["discharge", "quick-demo"];
+
+impl TrainConfig {
+    /// The discharge-summary recipe of the Python pipeline Lab Lens replaces.
+    fn discharge() -> TrainConfig {
+        TrainConfig {
+            model: crate::model::load::TINY.into(),
+            dequantize: true,
+            device: "auto".into(),
+            dataset: "discharge".into(),
+            max_seq_len: 2048,
+            micro_batch: 1,
+            grad_accum: 1,
+            epochs: 1,
+            max_steps: None,
+            lr: 2e-4,
+            schedule: ScheduleKind::Linear,
+            warmup_steps: 0,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            max_grad_norm: 1.0,
+            lora: LoraConfig::default(),
+            eval_every: 100,
+            eval_records: 64,
+            checkpoint_every: 100,
+            early_stopping_patience: None,
+            seed: 42,
+        }
+    }
+
+    pub fn preset(name: &str) -> Option<TrainConfig> {
+        match name {
+            "discharge" => Some(TrainConfig::discharge()),
+            "quick-demo" => Some(TrainConfig::quick_demo()),
+            _ => None,
+        }
+    }
+
+    /// Finishes on the embedded model in about a minute on two cores.
+    fn quick_demo() -> TrainConfig {
+        TrainConfig {
+            max_seq_len: 384,
+            micro_batch: 8,
+            max_steps: Some(60),
+            lr: 2e-3,
+            schedule: ScheduleKind::Cosine,
+            warmup_steps: 5,
+            eval_every: 20,
+            eval_records: 32,
+            checkpoint_every: 20,
+            lora: LoraConfig {
+                r: 8,
+                alpha: 16.0,
+                ..LoraConfig::default()
+            },
+            ..TrainConfig::discharge()
+        }
+    }
+
+    /// Every problem with the values, each naming its field.
+    pub fn check(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        let mut need = |ok: bool, field: &'static str, message: &str| {
+            if !ok {
+                errors.push(FieldError {
+                    field,
+                    message: message.to_string(),
+                });
+            }
+        };
+        need(!self.model.trim().is_empty(), "model", "name a model");
+        need(!self.dataset.trim().is_empty(), "dataset", "name a dataset");
+        need(
+            self.max_seq_len >= 16,
+            "max_seq_len",
+            "must be at least 16 tokens",
+        );
+        need(self.micro_batch >= 1, "micro_batch", "must be at least 1");
+        need(self.grad_accum >= 1, "grad_accum", "must be at least 1");
+        need(
+            self.epochs >= 1 || self.max_steps.is_some_and(|s| s > 0),
+            "epochs",
+            "must be at least 1 (or set max_steps)",
+        );
+        need(
+            self.max_steps != Some(0),
+            "max_steps",
+            "must be at least 1 when set",
+        );
+        need(
+            self.lr > 0.0 && self.lr.is_finite() && self.lr < 1.0,
+            "lr",
+            "must be above 0 and below 1",
+        );
+        let (b1, b2) = self.betas;
+        need(
+            (0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2),
+            "betas",
+            "both must be in [0, 1)",
+        );
+        need(
+            self.eps > 0.0 && self.eps.is_finite(),
+            "eps",
+            "must be above 0",
+        );
+        need(
+            (0.0..1.0).contains(&self.weight_decay),
+            "weight_decay",
+            "must be in [0, 1)",
+        );
+        need(
+            self.max_grad_norm >= 0.0 && self.max_grad_norm.is_finite(),
+            "max_grad_norm",
+            "must be 0 (off) or above",
+        );
+        need(
+            (1..=1024).contains(&self.lora.r),
+            "lora.r",
+            "must be between 1 and 1024",
+        );
+        need(
+            self.lora.alpha > 0.0 && self.lora.alpha.is_finite(),
+            "lora.alpha",
+            "must be above 0",
+        );
+        need(
+            self.lora.dropout == 0.0,
+            "lora.dropout",
+            "LoRA dropout is not implemented; it must be 0",
+        );
+        need(
+            !self.lora.target_modules.is_empty()
+                && self
+                    .lora
+                    .target_modules
+                    .iter()
+                    .all(|t| ALL_TARGETS.contains(&t.as_str())),
+            "lora.target_modules",
+            "must be some of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj",
+        );
+        need(
+            self.early_stopping_patience != Some(0),
+            "early_stopping_patience",
+            "must be at least 1 when set",
+        );
+        errors
+    }
+
+    pub fn to_ron(&self) -> String {
+        ron::ser::to_string_pretty(self, ron::ser::PrettyConfig::default()).unwrap_or_default()
+    }
+}
+
+/// A value the trainer cannot use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_valid_and_the_discharge_recipe_is_the_pipelines() {
+        for name in PRESETS {
+            let cfg = TrainConfig::preset(name).expect("preset");
+            assert!(cfg.check().is_empty(), "{name}: {:?}", cfg.check());
+        }
+        let d = TrainConfig::preset("discharge").expect("discharge");
+        assert_eq!((d.lora.r, d.lora.alpha, d.lora.dropout), (16, 32.0, 0.0));
+        assert_eq!(d.lora.target_modules.len(), 7);
+        assert_eq!(
+            (d.lr, d.micro_batch, d.grad_accum, d.epochs, d.max_seq_len),
+            (2e-4, 1, 1, 1, 2048)
+        );
+        assert!(TrainConfig::preset("nope").is_none());
+    }
+
+    #[test]
+    fn impossible_values_are_named() {
+        let cfg = TrainConfig {
+            lr: -1.0,
+            micro_batch: 0,
+            betas: (0.9, 1.5),
+            lora: LoraConfig {
+                target_modules: vec!["qkv".into()],
+                ..LoraConfig::default()
+            },
+            ..TrainConfig::default()
+        };
+        let fields: Vec<&str> = cfg.check().iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            ["micro_batch", "lr", "betas", "lora.target_modules"]
+        );
+    }
+
+    #[test]
+    fn the_config_round_trips_through_ron_and_missing_fields_take_defaults() {
+        let cfg = TrainConfig::preset("discharge").expect("discharge");
+        let back: TrainConfig = ron::from_str(&cfg.to_ron()).expect("parse");
+        assert_eq!(back, cfg);
+        let partial: TrainConfig = ron::from_str("(lr: 0.01, micro_batch: 2)").expect("parse");
+        assert_eq!((partial.lr, partial.micro_batch), (0.01, 2));
+        assert_eq!(partial.seed, TrainConfig::default().seed);
+    }
+}

@@ -1,0 +1,48 @@
+//! LoRA fine-tuning: the configuration, data to batches, AdamW, run folders with atomic
+//! checkpoints, and the loop that the CLI and the engine drive.
+
+pub mod batches;
+pub mod config;
+pub mod optim;
+pub mod run;
+pub mod session;
+pub mod trainer;
+
+pub use config::{FieldError, TrainConfig};
+pub use trainer::{Control, RunOptions, StepMetrics, TrainEvent, TrainSummary, train};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("invalid configuration: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Config(Vec<FieldError>),
+    #[error("{0}")]
+    Data(String),
+    #[error("{0}")]
+    Model(String),
+    #[error(transparent)]
+    Run(#[from] run::RunError),
+    #[error(
+        "the loss became {loss} at step {step}; the run stopped and kept its last good checkpoint ({kept})"
+    )]
+    Diverged {
+        step: usize,
+        loss: f64,
+        kept: String,
+    },
+    #[error("computation failed: {0}")]
+    Compute(String),
+}
+
+impl TrainError {
+    pub(crate) fn compute(e: candle_core::Error) -> TrainError {
+        TrainError::Compute(e.to_string())
+    }
+
+    /// Whether the input was at fault (exit code 2) rather than the job (exit code 1).
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            TrainError::Config(_) | TrainError::Data(_) | TrainError::Model(_)
+        )
+    }
+}

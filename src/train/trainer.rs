@@ -1,0 +1,490 @@
+//! The training loop: accumulated micro-batches, the loss on target tokens only (the output
+//! head runs at those positions alone), clipping, AdamW, validation, early stopping,
+//! checkpoints, and pause / resume / stop that act between optimizer steps.
+
+use super::TrainError;
+use super::batches::{Example, MicroBatch, epoch_plan};
+use super::config::TrainConfig;
+use super::optim::{AdamW, clip_gradients, learning_rate};
+use super::run::{
+    ADAPTER_DIR, CONFIG_FILE, LoopState, METRICS_FILE, OPTIMIZER_FILE, RunDir, RunStatus,
+    STATE_FILE, StatusFile, run_err,
+};
+use super::session::{Data, adapter_and_optimizer, load_data, load_model, read_config};
+use crate::model::llama::{Llama, Path};
+use crate::model::lora::{safetensors_bytes, save_peft};
+use crate::project::{OpenProject, write_atomic};
+use candle_core::{D, Tensor};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+/// Pause, resume and stop from another thread; the loop looks between optimizer steps.
+#[derive(Debug, Default)]
+pub struct Control(AtomicU8);
+
+const RUN: u8 = 0;
+const PAUSE: u8 = 1;
+const STOP: u8 = 2;
+
+impl Control {
+    pub fn pause(&self) {
+        let _ = self
+            .0
+            .compare_exchange(RUN, PAUSE, Ordering::SeqCst, Ordering::SeqCst);
+    }
+    pub fn resume(&self) {
+        let _ = self
+            .0
+            .compare_exchange(PAUSE, RUN, Ordering::SeqCst, Ordering::SeqCst);
+    }
+    pub fn stop(&self) {
+        self.0.store(STOP, Ordering::SeqCst);
+    }
+    pub fn is_paused(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == PAUSE
+    }
+    fn stopped(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == STOP
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Continue this run (an id under the project's `runs/`, or a path).
+    pub resume: Option<String>,
+    /// Write `batches.jsonl` and a step-0 checkpoint, for reference runs in other tools.
+    pub record_batches: bool,
+}
+
+/// One optimizer step, as written to `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepMetrics {
+    pub step: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens: usize,
+    pub tokens_per_s: f64,
+    pub elapsed_s: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainEvent {
+    Started {
+        run_id: String,
+        run_dir: PathBuf,
+        total_steps: usize,
+        resumed_from: Option<usize>,
+        notes: Vec<String>,
+    },
+    Step(StepMetrics),
+    Eval {
+        step: usize,
+        val_loss: f64,
+        best: bool,
+    },
+    Checkpoint {
+        step: usize,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrainSummary {
+    pub run_id: String,
+    pub run_dir: PathBuf,
+    pub status: RunStatus,
+    pub steps: usize,
+    pub train_tokens: usize,
+    pub tokens_per_s: f64,
+    pub final_train_loss: Option<f64>,
+    pub final_val_loss: Option<f64>,
+    pub best_step: Option<usize>,
+}
+
+/// Trains (or resumes) a run of `project`; `cfg` is ignored when resuming (the run's own
+/// `config.ron` is used).
+pub fn train(
+    project: &OpenProject,
+    cfg: &TrainConfig,
+    opts: &RunOptions,
+    control: &Control,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<TrainSummary, TrainError> {
+    let (run, cfg) = match &opts.resume {
+        Some(id) => {
+            let run = RunDir::open(&project.dir, id)?;
+            let cfg = read_config(&run.dir.join(CONFIG_FILE))?;
+            (run, cfg)
+        }
+        None => {
+            let errors = cfg.check();
+            if !errors.is_empty() {
+                return Err(TrainError::Config(errors));
+            }
+            let run = RunDir::create(&project.dir)?;
+            run.write_config(&cfg.to_ron())?;
+            (run, cfg.clone())
+        }
+    };
+    let mut looped = Loop::prepare(project, &cfg, &run, opts)?;
+    let result = looped.run(control, on_event);
+    let (status, message) = match &result {
+        Ok(s) => (*s, String::new()),
+        Err(e) => (RunStatus::Failed, e.to_string()),
+    };
+    looped.write_status(status, &message)?;
+    result.map(|status| looped.summary(status))
+}
+
+/// A run in progress.
+struct Loop<'a> {
+    cfg: &'a TrainConfig,
+    run: &'a RunDir,
+    model: crate::model::load::LoadedModel,
+    data: Data,
+    opt: AdamW,
+    state: LoopState,
+    total_steps: usize,
+    resumed_from: Option<usize>,
+    record_batches: bool,
+    last_loss: Option<f64>,
+    last_val: Option<f64>,
+    started: Instant,
+    elapsed_before: f64,
+}
+
+impl<'a> Loop<'a> {
+    fn prepare(
+        project: &OpenProject,
+        cfg: &'a TrainConfig,
+        run: &'a RunDir,
+        opts: &RunOptions,
+    ) -> Result<Loop<'a>, TrainError> {
+        let mut model = load_model(cfg)?;
+        let data = load_data(project, cfg, &model)?;
+        let resume_step = match &opts.resume {
+            Some(_) => Some(
+                run.checkpoints()
+                    .last()
+                    .copied()
+                    .ok_or_else(|| run_err(&run.dir, "no complete checkpoint to resume from"))?,
+            ),
+            None => None,
+        };
+        let (opt, state) = adapter_and_optimizer(&mut model, cfg, resume_step.map(|s| (run, s)))?;
+        if let Some(step) = resume_step {
+            run.truncate_metrics(step)?;
+        }
+        let micro_per_epoch = data.train.len().div_ceil(cfg.micro_batch);
+        let steps_per_epoch = micro_per_epoch.div_ceil(cfg.grad_accum);
+        let total_steps = cfg.max_steps.unwrap_or(cfg.epochs * steps_per_epoch);
+        let state = state.unwrap_or(LoopState {
+            step: 0,
+            epoch: 0,
+            batch_index: 0,
+            train_tokens: 0,
+            train_seconds: 0.0,
+            elapsed_s: 0.0,
+            best_val_loss: None,
+            best_step: None,
+            evals_since_best: 0,
+        });
+        Ok(Loop {
+            elapsed_before: state.elapsed_s,
+            cfg,
+            run,
+            model,
+            data,
+            opt,
+            state,
+            total_steps,
+            resumed_from: resume_step,
+            record_batches: opts.record_batches,
+            last_loss: None,
+            last_val: None,
+            started: Instant::now(),
+        })
+    }
+
+    fn run(
+        &mut self,
+        control: &Control,
+        on_event: &mut dyn FnMut(TrainEvent),
+    ) -> Result<RunStatus, TrainError> {
+        self.write_status(RunStatus::Running, "")?;
+        on_event(TrainEvent::Started {
+            run_id: self.run.id.clone(),
+            run_dir: self.run.dir.clone(),
+            total_steps: self.total_steps,
+            resumed_from: self.resumed_from,
+            notes: self.data.notes.clone(),
+        });
+        if self.record_batches && self.state.step == 0 {
+            self.checkpoint()?;
+        }
+        let lengths: Vec<usize> = self.data.train.iter().map(|e| e.ids.len()).collect();
+        let mut plan = epoch_plan(
+            &lengths,
+            self.cfg.micro_batch,
+            self.cfg.seed,
+            self.state.epoch,
+        );
+        while self.state.step < self.total_steps {
+            while control.is_paused() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if control.stopped() {
+                self.checkpoint()?;
+                on_event(TrainEvent::Checkpoint {
+                    step: self.state.step,
+                });
+                return Ok(RunStatus::Stopped);
+            }
+            let batches = self.next_batches(&mut plan, &lengths);
+            let metrics = self.step(&batches)?;
+            on_event(TrainEvent::Step(metrics));
+            let step = self.state.step;
+            let every = |n: usize| n > 0 && step.is_multiple_of(n);
+            let last = step == self.total_steps;
+            if every(self.cfg.eval_every) || (last && !self.data.val.is_empty()) {
+                let (val_loss, best) = self.evaluate()?;
+                on_event(TrainEvent::Eval {
+                    step,
+                    val_loss,
+                    best,
+                });
+            }
+            let patience_out = self
+                .cfg
+                .early_stopping_patience
+                .is_some_and(|p| self.state.evals_since_best >= p);
+            if every(self.cfg.checkpoint_every) || last || patience_out {
+                self.checkpoint()?;
+                on_event(TrainEvent::Checkpoint { step });
+            }
+            if patience_out {
+                break;
+            }
+        }
+        self.save_final_adapter()?;
+        Ok(RunStatus::Finished)
+    }
+
+    /// The next `grad_accum` micro-batches, moving to the next epoch's plan when one runs out.
+    fn next_batches(&mut self, plan: &mut Vec<Vec<usize>>, lengths: &[usize]) -> Vec<MicroBatch> {
+        let pad = self.model.tokenizer.pad_id().unwrap_or(0);
+        let mut out = Vec::with_capacity(self.cfg.grad_accum);
+        while out.len() < self.cfg.grad_accum {
+            if self.state.batch_index >= plan.len() {
+                self.state.epoch += 1;
+                self.state.batch_index = 0;
+                *plan = epoch_plan(
+                    lengths,
+                    self.cfg.micro_batch,
+                    self.cfg.seed,
+                    self.state.epoch,
+                );
+            }
+            let rows: Vec<&Example> = plan[self.state.batch_index]
+                .iter()
+                .map(|&i| &self.data.train[i])
+                .collect();
+            out.push(MicroBatch::new(&rows, pad));
+            self.state.batch_index += 1;
+        }
+        out
+    }
+
+    /// Forward, backward and update over one step's micro-batches.
+    fn step(&mut self, batches: &[MicroBatch]) -> Result<StepMetrics, TrainError> {
+        let started = Instant::now();
+        let step = self.state.step + 1;
+        let labelled: usize = batches.iter().map(|b| b.labels.len()).sum();
+        let mut grads: Vec<Tensor> = Vec::new();
+        let mut nll_sum = 0f64;
+        for b in batches {
+            let nll = batch_nll(&self.model.llama, b).map_err(TrainError::compute)?;
+            nll_sum += f64::from(nll.to_scalar::<f32>().map_err(TrainError::compute)?);
+            let scaled = (nll / labelled.max(1) as f64).map_err(TrainError::compute)?;
+            let store = scaled.backward().map_err(TrainError::compute)?;
+            accumulate(&mut grads, &store, self.opt.params()).map_err(TrainError::compute)?;
+        }
+        let loss = nll_sum / labelled.max(1) as f64;
+        if !loss.is_finite() {
+            let kept = self
+                .run
+                .checkpoints()
+                .last()
+                .map_or("none yet".to_string(), |s| format!("step {s}"));
+            return Err(TrainError::Diverged { step, loss, kept });
+        }
+        let grad_norm =
+            clip_gradients(&mut grads, self.cfg.max_grad_norm).map_err(TrainError::compute)?;
+        let lr = learning_rate(self.cfg, step, self.total_steps);
+        self.opt.step(&grads, lr).map_err(TrainError::compute)?;
+        if self.record_batches {
+            let json: Vec<serde_json::Value> = batches.iter().map(MicroBatch::to_hf_json).collect();
+            self.run.append_line(
+                "batches.jsonl",
+                &serde_json::json!({"step": step, "micro_batches": json}),
+            )?;
+        }
+        let tokens: usize = batches.iter().map(MicroBatch::tokens).sum();
+        let seconds = started.elapsed().as_secs_f64();
+        self.state.step = step;
+        self.state.train_tokens += tokens;
+        self.state.train_seconds += seconds;
+        self.last_loss = Some(loss);
+        let metrics = StepMetrics {
+            step,
+            loss,
+            lr,
+            grad_norm,
+            tokens,
+            tokens_per_s: tokens as f64 / seconds.max(1e-9),
+            elapsed_s: self.elapsed(),
+        };
+        let line = serde_json::to_value(&metrics).map_err(|e| run_err(&self.run.dir, e))?;
+        self.run.append_line(METRICS_FILE, &line)?;
+        Ok(metrics)
+    }
+
+    /// Validation loss (token-weighted, like the training loss); tracks the best.
+    fn evaluate(&mut self) -> Result<(f64, bool), TrainError> {
+        let pad = self.model.tokenizer.pad_id().unwrap_or(0);
+        let mut nll = 0f64;
+        let mut count = 0usize;
+        for chunk in self.data.val.chunks(self.cfg.micro_batch) {
+            let rows: Vec<&Example> = chunk.iter().collect();
+            let b = MicroBatch::new(&rows, pad);
+            let sum = batch_nll(&self.model.llama, &b)
+                .and_then(|t| t.to_scalar::<f32>())
+                .map_err(TrainError::compute)?;
+            nll += f64::from(sum);
+            count += b.labels.len();
+        }
+        let val = nll / count.max(1) as f64;
+        let best = self.state.best_val_loss.is_none_or(|b| val < b);
+        if best {
+            self.state.best_val_loss = Some(val);
+            self.state.best_step = Some(self.state.step);
+            self.state.evals_since_best = 0;
+        } else {
+            self.state.evals_since_best += 1;
+        }
+        self.last_val = Some(val);
+        let line = serde_json::json!({"step": self.state.step, "val_loss": val, "best": best});
+        self.run.append_line(METRICS_FILE, &line)?;
+        Ok((val, best))
+    }
+
+    fn elapsed(&self) -> f64 {
+        self.elapsed_before + self.started.elapsed().as_secs_f64()
+    }
+
+    /// Adapter, optimizer and loop state at the current step, appearing whole.
+    fn checkpoint(&mut self) -> Result<(), TrainError> {
+        self.state.elapsed_s = self.elapsed();
+        let opt_state = self.opt.state().map_err(TrainError::compute)?;
+        let state_json =
+            serde_json::to_string_pretty(&self.state).map_err(|e| run_err(&self.run.dir, e))?;
+        let (llama, lora, base) = (&self.model.llama, &self.cfg.lora, self.cfg.model.as_str());
+        self.run.write_checkpoint(self.state.step, |dir| {
+            save_peft(llama, lora, base, dir).map_err(|e| run_err(dir, e))?;
+            let bytes = safetensors_bytes(&opt_state).map_err(|e| run_err(dir, e))?;
+            write_atomic(&dir.join(OPTIMIZER_FILE), &bytes).map_err(|e| run_err(dir, e))?;
+            write_atomic(&dir.join(STATE_FILE), state_json.as_bytes()).map_err(|e| run_err(dir, e))
+        })?;
+        self.run.prune_checkpoints(2, self.state.best_step);
+        self.write_status(RunStatus::Running, "")
+    }
+
+    /// The final adapter: the best checkpoint's when validation picked one, else the last.
+    fn save_final_adapter(&mut self) -> Result<(), TrainError> {
+        let dir = self.run.dir.join(ADAPTER_DIR);
+        std::fs::create_dir_all(&dir).map_err(|e| run_err(&dir, e))?;
+        match self.state.best_step.filter(|s| *s != self.state.step) {
+            Some(best) => {
+                let from = self.run.checkpoint_dir(best);
+                for name in [
+                    crate::model::lora::ADAPTER_CONFIG,
+                    crate::model::lora::ADAPTER_WEIGHTS,
+                ] {
+                    let bytes = std::fs::read(from.join(name)).map_err(|e| run_err(&from, e))?;
+                    write_atomic(&dir.join(name), &bytes).map_err(|e| run_err(&dir, e))?;
+                }
+                Ok(())
+            }
+            None => save_peft(&self.model.llama, &self.cfg.lora, &self.cfg.model, &dir)
+                .map_err(|e| TrainError::Run(run_err(&dir, e))),
+        }
+    }
+
+    fn write_status(&self, status: RunStatus, message: &str) -> Result<(), TrainError> {
+        Ok(self.run.write_status(&StatusFile {
+            status,
+            pid: std::process::id(),
+            message: message.to_string(),
+            step: self.state.step,
+            total_steps: self.total_steps,
+            best_step: self.state.best_step,
+            best_val_loss: self.state.best_val_loss,
+            elapsed_s: self.elapsed(),
+        })?)
+    }
+
+    fn summary(&self, status: RunStatus) -> TrainSummary {
+        TrainSummary {
+            run_id: self.run.id.clone(),
+            run_dir: self.run.dir.clone(),
+            status,
+            steps: self.state.step,
+            train_tokens: self.state.train_tokens,
+            tokens_per_s: self.state.train_tokens as f64 / self.state.train_seconds.max(1e-9),
+            final_train_loss: self.last_loss,
+            final_val_loss: self.last_val,
+            best_step: self.state.best_step,
+        }
+    }
+}
+
+/// Sum of the negative log-likelihoods of a micro-batch's target tokens; the output head and
+/// the softmax run only at the positions that predict one.
+pub fn batch_nll(model: &Llama, b: &MicroBatch) -> candle_core::Result<Tensor> {
+    let device = model.device();
+    let ids = Tensor::from_vec(b.ids.clone(), (b.rows, b.width), device)?;
+    let hidden = model.hidden(&ids, 0, None, Path::Train)?;
+    let positions = Tensor::new(b.positions.as_slice(), device)?;
+    let picked = hidden
+        .reshape((b.rows * b.width, model.cfg.hidden_size))?
+        .index_select(&positions, 0)?;
+    let logits = model.logits(&picked, Path::Train)?;
+    let labels = Tensor::new(b.labels.as_slice(), device)?.unsqueeze(1)?;
+    let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+    log_probs.gather(&labels, 1)?.sum_all()?.neg()
+}
+
+/// Adds this micro-batch's gradients to the running sums, in the optimizer's order.
+fn accumulate(
+    sums: &mut Vec<Tensor>,
+    store: &candle_core::backprop::GradStore,
+    params: &[(String, candle_core::Var)],
+) -> candle_core::Result<()> {
+    let grads: Vec<Tensor> = params
+        .iter()
+        .map(|(_, p)| match store.get(p.as_tensor()) {
+            Some(g) => Ok(g.clone()),
+            None => p.as_tensor().zeros_like(),
+        })
+        .collect::<candle_core::Result<_>>()?;
+    if sums.is_empty() {
+        *sums = grads;
+    } else {
+        for (s, g) in sums.iter_mut().zip(grads) {
+            *s = (&*s + g)?;
+        }
+    }
+    Ok(())
+}
