@@ -5,6 +5,7 @@
 
 use super::config::LlamaConfig;
 use super::linear::{BaseWeight, LoraLinear};
+use super::ops::CausalSoftmax;
 use candle_core::{D, DType, Device, Module, Result, Tensor};
 
 /// Which ops to use: differentiable ones for training, fused ones for inference.
@@ -91,6 +92,13 @@ fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, path: Path) -> Result<Tensor>
             x.broadcast_div(&(mean_sq + eps)?.sqrt()?)?
                 .broadcast_mul(weight)
         }
+    }
+}
+
+fn softmax(x: Tensor, path: Path) -> Result<Tensor> {
+    match path {
+        Path::Train => candle_nn::ops::softmax(&x, D::Minus1),
+        Path::Infer => candle_nn::ops::softmax_last_dim(&x),
     }
 }
 
@@ -200,16 +208,22 @@ impl Attention {
         };
         let total = k.dim(2)?;
         let q = q.contiguous()?.reshape((b, kv, n_rep * t, d))?;
-        let mut att = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
-        if let Some(m) = mask {
-            att = att
-                .reshape((b, kv, n_rep, t, total))?
-                .broadcast_add(m)?
-                .reshape((b, kv, n_rep * t, total))?;
-        }
-        let att = match path {
-            Path::Train => candle_nn::ops::softmax(&att, D::Minus1)?,
-            Path::Infer => candle_nn::ops::softmax_last_dim(&att)?,
+        let scale = 1.0 / (d as f64).sqrt();
+        let scores = q.matmul(&k.t()?)?;
+        let att = match mask {
+            None if scores.device().is_cpu() => scores.contiguous()?.apply_op1(CausalSoftmax {
+                scale,
+                queries: t,
+                offset,
+            })?,
+            None => softmax((scores * scale)?, path)?,
+            Some(m) => {
+                let masked = (scores * scale)?
+                    .reshape((b, kv, n_rep, t, total))?
+                    .broadcast_add(m)?
+                    .reshape((b, kv, n_rep * t, total))?;
+                softmax(masked, path)?
+            }
         };
         let y = att
             .matmul(&v)?
@@ -283,7 +297,13 @@ impl Llama {
                 .reshape((b, t, self.cfg.hidden_size))?;
         let eps = self.cfg.rms_norm_eps;
         let pads = cache.as_ref().map_or(&[][..], |c| c.pads.as_slice());
-        let mask = attention_mask(b, t, offset, pads, x.device())?;
+        // On the CPU the causal part is fused into the softmax; a mask is built for padding.
+        let padded = pads.iter().any(|p| *p > 0);
+        let mask = if padded || !x.device().is_cpu() {
+            attention_mask(b, t, offset, pads, x.device())?
+        } else {
+            None
+        };
         if let Some(c) = cache.as_deref_mut() {
             c.layers.resize(
                 self.layers.len(),

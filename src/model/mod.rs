@@ -11,6 +11,7 @@ pub mod linear;
 pub mod llama;
 pub mod load;
 pub mod lora;
+pub mod ops;
 pub mod pretrain;
 pub mod score;
 pub mod tokenizer;
