@@ -41,6 +41,18 @@ impl BaseWeight {
         }
     }
 
+    /// How the weight is stored: `f32` for dense weights, the GGML type (`Q4_1`, `Q8_0`, …) for
+    /// quantized ones.
+    pub fn format(&self) -> String {
+        match self {
+            BaseWeight::Dense(w)
+            | BaseWeight::Quantized(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => {
+                w.dtype().as_str().to_string()
+            }
+            BaseWeight::Quantized(QMatMul::QTensor(q)) => format!("{:?}", q.dtype()),
+        }
+    }
+
     /// The weight as a dense f32 tensor (dequantized when needed).
     pub fn to_dense(&self) -> Result<Tensor> {
         match self {
