@@ -75,7 +75,7 @@ impl StatusLine {
                 ));
             }
             Event::Message { text, .. } => self.info(text.clone()),
-            Event::DatasetOpened { .. } => {}
+            Event::DatasetOpened { .. } | Event::ModelLoaded { .. } => {}
         }
     }
 }
