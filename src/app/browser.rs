@@ -1,7 +1,8 @@
-//! The left panel: the open project, its datasets and the recent projects.
+//! The left panel: the open project, its datasets, the model and the recent projects.
 
 use super::AppState;
-use crate::project::OpenProject;
+use super::model_picker::{self, ModelPicker};
+use crate::project::{ModelEntry, OpenProject};
 use std::path::{Path, PathBuf};
 
 pub enum Action {
@@ -10,16 +11,23 @@ pub enum Action {
     PickDataset,
     PickProject,
     SaveProject,
+    LoadModel(ModelEntry),
+    PickModelFolder,
+    PickModelFile,
 }
 
+/// Draws the panel; returns what the user asked for and the part of the panel its contents
+/// fill (for screenshots of it).
 pub fn show(
     ui: &mut egui::Ui,
     project: Option<&OpenProject>,
+    unsaved: bool,
     state: &AppState,
     open_dataset: Option<&Path>,
-) -> Option<Action> {
+    model: &mut ModelPicker,
+) -> (Option<Action>, egui::Rect) {
     let mut action = None;
-    egui::Panel::left("browser")
+    let panel = egui::Panel::left("browser")
         .resizable(true)
         .default_size(230.0)
         .show(ui, |ui| {
@@ -38,9 +46,19 @@ pub fn show(
                         action = Some(Action::PickProject);
                     }
                 });
-                if project.is_some() && ui.button("Save project").on_hover_text("Ctrl+S").clicked()
-                {
-                    action = Some(Action::SaveProject);
+                if project.is_some() {
+                    ui.horizontal(|ui| {
+                        if ui.button("Save project").on_hover_text("Ctrl+S").clicked() {
+                            action = Some(Action::SaveProject);
+                        }
+                        if unsaved {
+                            ui.weak("unsaved changes");
+                        }
+                    });
+                }
+                ui.add_space(8.0);
+                if let Some(a) = model_picker::section(ui, model) {
+                    action = Some(a);
                 }
                 let others: Vec<&PathBuf> = state
                     .recent_projects
@@ -64,9 +82,12 @@ pub fn show(
                         }
                     }
                 }
-            });
+                ui.min_rect()
+            })
         });
-    action
+    let mut filled = panel.response.rect;
+    filled.max.y = filled.max.y.min(panel.inner.inner.max.y + 8.0);
+    (action, filled)
 }
 
 fn project_section(

@@ -5,6 +5,7 @@
 mod browser;
 mod charts;
 mod dataset_panel;
+mod model_picker;
 mod record_view;
 mod screenshot;
 mod status;
@@ -15,8 +16,9 @@ pub use screenshot::screenshots;
 
 use crate::data::dataset::OpenOptions;
 use crate::engine::{Command, Engine, Event, Notifier};
-use crate::project::OpenProject;
+use crate::project::{ModelEntry, OpenProject};
 use crossbeam_channel::{Receiver, unbounded};
+use model_picker::{ModelPicker, ModelRequest};
 use serde::{Deserialize, Serialize};
 use status::StatusLine;
 use std::path::{Path, PathBuf};
@@ -72,46 +74,84 @@ impl Notifier for EguiNotifier {
     }
 }
 
-/// The folder the demo project lives in, found from the working directory or next to the binary.
-pub fn default_project_dir() -> PathBuf {
+/// `relative` under the working directory when `found` holds there, else beside the crate's
+/// sources (a build tree), else under the working directory.
+fn from_cwd_or_crate(relative: &str, found: impl Fn(&Path) -> bool) -> PathBuf {
     let candidates = [
-        PathBuf::from("projects/demo"),
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("projects/demo"),
+        PathBuf::from(relative),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative),
     ];
     candidates
         .iter()
-        .find(|p| p.join(crate::project::PROJECT_FILE).exists())
+        .find(|p| found(p))
         .cloned()
         .unwrap_or_else(|| candidates[0].clone())
+}
+
+/// The folder the demo project lives in, found from the working directory or next to the binary.
+pub fn default_project_dir() -> PathBuf {
+    from_cwd_or_crate("projects/demo", |p| {
+        p.join(crate::project::PROJECT_FILE).exists()
+    })
+}
+
+/// The folder `scripts/fetch-smollm2.sh` downloads models into.
+pub fn default_models_dir() -> PathBuf {
+    from_cwd_or_crate("models", Path::is_dir)
 }
 
 pub struct LabLensApp {
     pub state: AppState,
     pub engine: Engine,
     pub project: Option<OpenProject>,
+    /// The project has changes that Save would write.
+    unsaved: bool,
     pub dataset: DatasetPanel,
+    model: ModelPicker,
     status: StatusLine,
     picked_files: Option<Receiver<PickedFile>>,
     screenshot: Option<screenshot::Script>,
+    /// The part of the left panel its contents filled last frame, for screenshots of it.
+    sidebar: egui::Rect,
 }
 
+/// What a file dialog is asked to pick.
+#[derive(Debug, Clone, Copy)]
+enum Pick {
+    Dataset,
+    Project,
+    ModelFolder,
+    ModelFile,
+}
+
+/// What a file dialog picked.
 enum PickedFile {
     Dataset(PathBuf),
     Project(PathBuf),
+    Model(PathBuf),
 }
 
 impl LabLensApp {
-    /// Builds the app over `ctx`; `project` wins over the persisted last project.
-    pub fn new(ctx: &egui::Context, state: AppState, project: Option<PathBuf>) -> Self {
+    /// Builds the app over `ctx`; `project` wins over the persisted last project; the model
+    /// picker offers the models found in `models_dir`.
+    pub fn new(
+        ctx: &egui::Context,
+        state: AppState,
+        project: Option<PathBuf>,
+        models_dir: PathBuf,
+    ) -> Self {
         let engine = Engine::start(EguiNotifier(ctx.clone()));
         let mut app = Self {
             dataset: DatasetPanel::new(state.dataset.clone()),
             state,
             engine,
             project: None,
+            unsaved: false,
+            model: ModelPicker::new(models_dir),
             status: StatusLine::default(),
             picked_files: None,
             screenshot: None,
+            sidebar: egui::Rect::NOTHING,
         };
         app.apply_theme(ctx);
         let to_open = project
@@ -142,10 +182,13 @@ impl LabLensApp {
                     .last_dataset
                     .clone()
                     .filter(|d| p.project.datasets.iter().any(|e| &p.dataset_path(e) == d));
+                let model = p.model();
                 self.project = Some(p);
+                self.unsaved = false;
                 if let Some(path) = remembered.or(first) {
                     self.open_dataset(path);
                 }
+                self.request_model(model, false);
             }
             Err(e) => self
                 .status
@@ -166,18 +209,42 @@ impl LabLensApp {
     /// Adds a dataset file to the open project (if any) and opens it.
     fn add_and_open_dataset(&mut self, path: PathBuf) {
         if let Some(p) = &mut self.project {
+            let before = p.project.datasets.len();
             p.add_dataset(&path);
+            self.unsaved |= p.project.datasets.len() != before;
         }
         self.open_dataset(path);
+    }
+
+    /// Loads a model on the engine as soon as it is idle (after the dataset a project opens).
+    /// A model the user `chosen` becomes the project's model once it has loaded.
+    pub fn request_model(&mut self, entry: ModelEntry, chosen: bool) {
+        self.model.wait(ModelRequest { entry, chosen });
+        self.start_waiting_model();
+    }
+
+    fn start_waiting_model(&mut self) {
+        if self.engine.is_busy() {
+            return;
+        }
+        if let Some(request) = self.model.take_waiting() {
+            let spec = request.entry.spec();
+            if let Some(job) = self.engine.submit(Command::LoadModel { spec }) {
+                self.model.started(job, request);
+            }
+        }
     }
 
     pub fn save_project(&mut self) {
         if let Some(p) = &self.project {
             match p.save() {
-                Ok(()) => self.status.info(format!(
-                    "Saved {}",
-                    p.dir.join(crate::project::PROJECT_FILE).display()
-                )),
+                Ok(()) => {
+                    self.unsaved = false;
+                    self.status.info(format!(
+                        "Saved {}",
+                        p.dir.join(crate::project::PROJECT_FILE).display()
+                    ));
+                }
                 Err(e) => self
                     .status
                     .error(format!("Could not save the project: {e}")),
@@ -186,21 +253,28 @@ impl LabLensApp {
     }
 
     /// Opens a native file dialog on its own thread so the window keeps drawing.
-    fn pick_file(&mut self, project: bool) {
+    fn pick(&mut self, what: Pick) {
         let (tx, rx) = unbounded();
         self.picked_files = Some(rx);
         std::thread::spawn(move || {
             let dialog = rfd::FileDialog::new();
-            let picked = if project {
-                dialog
+            let picked = match what {
+                Pick::Project => dialog
                     .add_filter("Lab Lens project", &["ron"])
                     .pick_file()
-                    .map(PickedFile::Project)
-            } else {
-                dialog
+                    .map(PickedFile::Project),
+                Pick::Dataset => dialog
                     .add_filter("Datasets", &["jsonl", "json", "ndjson", "csv", "tsv"])
                     .pick_file()
-                    .map(PickedFile::Dataset)
+                    .map(PickedFile::Dataset),
+                Pick::ModelFolder => dialog
+                    .set_title("Hugging Face model folder")
+                    .pick_folder()
+                    .map(PickedFile::Model),
+                Pick::ModelFile => dialog
+                    .add_filter("GGUF model", &["gguf"])
+                    .pick_file()
+                    .map(PickedFile::Model),
             };
             if let Some(p) = picked {
                 tx.send(p).ok();
@@ -208,10 +282,35 @@ impl LabLensApp {
         });
     }
 
+    /// Acts on what a file dialog picked.
+    fn handle_picked(&mut self, picked: PickedFile) {
+        match picked {
+            PickedFile::Dataset(path) => self.add_and_open_dataset(path),
+            PickedFile::Project(path) => self.open_project(&path),
+            PickedFile::Model(path) => {
+                let entry = self.model.entry_for_path(&path);
+                self.request_model(entry, true);
+            }
+        }
+    }
+
     fn handle_event(&mut self, event: Event) {
+        match &event {
+            Event::Failed { job, error, .. } => self.model.ended(*job, Some(error.clone())),
+            Event::Cancelled { job } => self.model.ended(*job, None),
+            _ => {}
+        }
         match event {
             Event::DatasetOpened { dataset, .. } => {
                 self.dataset.set_dataset(Arc::from(dataset));
+            }
+            Event::ModelLoaded { job, info } => {
+                let chosen = self.model.finished(job, info).filter(|r| r.chosen);
+                if let (Some(request), Some(p)) = (chosen, &mut self.project) {
+                    let before = p.project.model.clone();
+                    p.set_model(request.entry);
+                    self.unsaved |= p.project.model != before;
+                }
             }
             other => self.status.on_event(&other),
         }
@@ -244,7 +343,7 @@ impl LabLensApp {
             )
         });
         if open {
-            self.pick_file(false);
+            self.pick(Pick::Dataset);
         }
         if save {
             self.save_project();
@@ -271,12 +370,10 @@ impl LabLensApp {
         if let Some(rx) = &self.picked_files {
             let picked: Vec<PickedFile> = rx.try_iter().collect();
             for p in picked {
-                match p {
-                    PickedFile::Dataset(path) => self.add_and_open_dataset(path),
-                    PickedFile::Project(path) => self.open_project(&path),
-                }
+                self.handle_picked(p);
             }
         }
+        self.start_waiting_model();
         self.handle_dropped_files(ctx);
         self.handle_shortcuts(ctx);
     }
@@ -312,6 +409,19 @@ impl LabLensApp {
         });
     }
 
+    fn act(&mut self, action: browser::Action) {
+        match action {
+            browser::Action::OpenDataset(p) => self.open_dataset(p),
+            browser::Action::OpenProject(p) => self.open_project(&p),
+            browser::Action::PickDataset => self.pick(Pick::Dataset),
+            browser::Action::PickProject => self.pick(Pick::Project),
+            browser::Action::SaveProject => self.save_project(),
+            browser::Action::LoadModel(entry) => self.request_model(entry, true),
+            browser::Action::PickModelFolder => self.pick(Pick::ModelFolder),
+            browser::Action::PickModelFile => self.pick(Pick::ModelFile),
+        }
+    }
+
     fn panel_png_path(&self) -> PathBuf {
         let base = self
             .project
@@ -332,31 +442,32 @@ impl LabLensApp {
 impl eframe::App for LabLensApp {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
         self.drain(ctx);
-        if let Some(script) = &mut self.screenshot
-            && script.step(ctx, &mut self.state, &mut self.dataset, &self.status)
+        if let Some(mut script) = self.screenshot.take()
+            && !script.step(ctx, self)
         {
-            self.screenshot = None;
+            self.screenshot = Some(script);
         }
     }
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.top_bar(ui);
-        status::show(ui, &mut self.status, &self.engine);
-        if let Some(action) =
-            browser::show(ui, self.project.as_ref(), &self.state, self.dataset.path())
-        {
-            match action {
-                browser::Action::OpenDataset(p) => self.open_dataset(p),
-                browser::Action::OpenProject(p) => self.open_project(&p),
-                browser::Action::PickDataset => self.pick_file(false),
-                browser::Action::PickProject => self.pick_file(true),
-                browser::Action::SaveProject => self.save_project(),
-            }
+        status::show(ui, &mut self.status, &self.engine, self.model.loaded());
+        let (action, sidebar) = browser::show(
+            ui,
+            self.project.as_ref(),
+            self.unsaved,
+            &self.state,
+            self.dataset.path(),
+            &mut self.model,
+        );
+        self.sidebar = sidebar;
+        if let Some(action) = action {
+            self.act(action);
         }
         egui::CentralPanel::default().show(ui, |ui| match self.state.panel {
             PanelKind::Dataset => {
                 if self.dataset.ui(ui) {
-                    self.pick_file(false);
+                    self.pick(Pick::Dataset);
                 }
             }
         });
@@ -390,7 +501,12 @@ pub fn run(project: Option<PathBuf>) -> Result<(), String> {
                 .storage
                 .and_then(|s| eframe::get_value::<AppState>(s, eframe::APP_KEY))
                 .unwrap_or_default();
-            Ok(Box::new(LabLensApp::new(&cc.egui_ctx, state, project)))
+            Ok(Box::new(LabLensApp::new(
+                &cc.egui_ctx,
+                state,
+                project,
+                default_models_dir(),
+            )))
         }),
     )
     .map_err(|e| format!("could not open the window: {e}"))

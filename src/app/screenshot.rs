@@ -1,7 +1,6 @@
 //! Saving what the window shows as PNG: one panel on request ("Save PNG"), or every panel of a
 //! project in turn for `lablens screenshots`, which starts a virtual display when there is none.
 
-use super::status::StatusLine;
 use super::{AppState, DatasetPanel, DatasetTab, Filters, LabLensApp};
 use crate::data::record::Split;
 use std::collections::VecDeque;
@@ -12,11 +11,19 @@ use std::time::{Duration, Instant};
 /// Frames to let layout, fonts and plots settle before a shot.
 const SETTLE_FRAMES: u32 = 12;
 
-type Setup = fn(&mut AppState, &mut DatasetPanel);
+type Setup = fn(&mut LabLensApp);
+
+/// The part of the window a shot keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Region {
+    Window,
+    Sidebar,
+}
 
 struct Shot {
     path: PathBuf,
     setup: Setup,
+    region: Region,
 }
 
 /// A sequence of shots driven one frame at a time from `App::logic`.
@@ -32,7 +39,7 @@ pub struct Script {
     results: Arc<Mutex<Vec<Result<PathBuf, String>>>>,
 }
 
-fn noop(_: &mut AppState, _: &mut DatasetPanel) {}
+fn noop(_: &mut LabLensApp) {}
 
 /// The first record whose source shows found PHI, else the fourth: a record worth showing.
 fn select_showcase(panel: &mut DatasetPanel) {
@@ -67,32 +74,44 @@ impl Script {
 
     /// One shot of the window as it is now.
     pub fn single_panel(path: PathBuf) -> Self {
-        Self::new(vec![Shot { path, setup: noop }], false, false)
+        Self::new(
+            vec![Shot {
+                path,
+                setup: noop,
+                region: Region::Window,
+            }],
+            false,
+            false,
+        )
     }
 
     /// Every panel and tab of the demo project, for the README.
     pub fn all_panels(out: &Path) -> Self {
-        let shot = |name: &str, setup: Setup| Shot {
+        let shot = |name: &str, region: Region, setup: Setup| Shot {
             path: out.join(name),
             setup,
+            region,
         };
         Self::new(
             vec![
-                shot("dataset-records.png", |state, panel| {
-                    state.dark = true;
+                shot("dataset-records.png", Region::Window, |app| {
+                    app.state.dark = true;
+                    let panel = &mut app.dataset;
                     panel.state.filters = Filters::default();
                     panel.state.tab = DatasetTab::Records;
                     panel.state.scrubbed = false;
                     select_showcase(panel);
                 }),
-                shot("dataset-validation.png", |_, panel| {
-                    panel.state.tab = DatasetTab::Validation;
+                shot("model-sidebar.png", Region::Sidebar, noop),
+                shot("dataset-validation.png", Region::Window, |app| {
+                    app.dataset.state.tab = DatasetTab::Validation;
                 }),
-                shot("dataset-distributions.png", |_, panel| {
-                    panel.state.tab = DatasetTab::Distributions;
+                shot("dataset-distributions.png", Region::Window, |app| {
+                    app.dataset.state.tab = DatasetTab::Distributions;
                 }),
-                shot("dataset-filtered-light.png", |state, panel| {
-                    state.dark = false;
+                shot("dataset-filtered-light.png", Region::Window, |app| {
+                    app.state.dark = false;
+                    let panel = &mut app.dataset;
                     panel.state.tab = DatasetTab::Records;
                     panel.state.filters = Filters {
                         split: Some(Split::Test),
@@ -121,17 +140,13 @@ impl Script {
     }
 
     /// Advances the script by one frame; returns true when it is finished.
-    pub fn step(
-        &mut self,
-        ctx: &egui::Context,
-        state: &mut AppState,
-        panel: &mut DatasetPanel,
-        status: &StatusLine,
-    ) -> bool {
+    pub fn step(&mut self, ctx: &egui::Context, app: &mut LabLensApp) -> bool {
         ctx.request_repaint();
-        if self.wait_for_data && (panel.view().is_none() || status.is_running()) {
+        if self.wait_for_data && !demo_ready(app) {
             if self.started.elapsed() > Duration::from_secs(120) {
-                self.record(Err("the demo dataset did not load within 120 s".into()));
+                self.record(Err(
+                    "the demo dataset and model did not load within 120 s".into()
+                ));
                 return self.finish(ctx);
             }
             return false;
@@ -140,12 +155,8 @@ impl Script {
             return self.finish(ctx);
         };
         if !self.set_up {
-            (shot.setup)(state, panel);
-            ctx.set_theme(if state.dark {
-                egui::Theme::Dark
-            } else {
-                egui::Theme::Light
-            });
+            (shot.setup)(app);
+            app.apply_theme(ctx);
             self.set_up = true;
             self.frames = 0;
             return false;
@@ -157,7 +168,13 @@ impl Script {
                 self.requested = Some(taken);
                 let path = shot.path.clone();
                 let results = Arc::clone(&self.results);
+                let crop = (shot.region == Region::Sidebar).then_some(app.sidebar);
+                let pixels_per_point = ctx.pixels_per_point();
                 ctx.request_screenshot(move |image: Arc<egui::ColorImage>| {
+                    let image = match crop {
+                        Some(rect) => Arc::new(image.region(&rect, Some(pixels_per_point))),
+                        None => image,
+                    };
                     let saved = save_png(&path, &image).map(|()| path.clone());
                     if let Ok(mut v) = results.lock() {
                         v.push(saved);
@@ -180,6 +197,14 @@ impl Script {
         }
         true
     }
+}
+
+/// The demo's dataset and model are loaded and no job runs.
+fn demo_ready(app: &LabLensApp) -> bool {
+    app.dataset.view().is_some()
+        && app.model.loaded().is_some()
+        && !app.model.is_busy()
+        && !app.status.is_running()
 }
 
 fn save_png(path: &Path, image: &egui::ColorImage) -> Result<(), String> {
@@ -207,7 +232,12 @@ pub fn screenshots(project: Option<PathBuf>, out: &Path) -> Result<(), String> {
         "lablens-screenshots",
         super::native_options("Lab Lens", [1600.0, 1000.0], false),
         Box::new(move |cc| {
-            let mut app = LabLensApp::new(&cc.egui_ctx, AppState::default(), Some(project));
+            let mut app = LabLensApp::new(
+                &cc.egui_ctx,
+                AppState::default(),
+                Some(project),
+                super::default_models_dir(),
+            );
             app.screenshot = script.take();
             Ok(Box::new(app))
         }),

@@ -1,7 +1,7 @@
-//! The bottom status line: what the engine is doing, on which device, how far along, and the
-//! last message or error in words a person can act on.
+//! The bottom status line: what the engine is doing, which model it holds on which device, how
+//! far along it is, and the last message or error in words a person can act on.
 
-use crate::engine::{Engine, Event};
+use crate::engine::{Engine, Event, ModelInfo};
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -75,7 +75,7 @@ impl StatusLine {
                 ));
             }
             Event::Message { text, .. } => self.info(text.clone()),
-            Event::DatasetOpened { .. } => {}
+            Event::DatasetOpened { .. } | Event::ModelLoaded { .. } => {}
         }
     }
 }
@@ -91,7 +91,13 @@ fn format_eta(eta: Duration) -> String {
     }
 }
 
-pub fn show(ui: &mut egui::Ui, status: &mut StatusLine, engine: &Engine) {
+/// `model` is the model the engine holds, if any.
+pub fn show(
+    ui: &mut egui::Ui,
+    status: &mut StatusLine,
+    engine: &Engine,
+    model: Option<&ModelInfo>,
+) {
     egui::Panel::bottom("status_line").show(ui, |ui| {
         ui.horizontal(|ui| {
             match &status.running {
@@ -118,7 +124,10 @@ pub fn show(ui: &mut egui::Ui, status: &mut StatusLine, engine: &Engine) {
                 }
             }
             ui.separator();
-            ui.label("Device: CPU");
+            match model {
+                Some(m) => ui.label(format!("Model: {} on {}", m.name, m.device)),
+                None => ui.label("No model loaded"),
+            };
             ui.separator();
             let mut dismiss = false;
             match &status.notice {

@@ -1,6 +1,6 @@
 use super::*;
 use egui_kittest::Harness;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 use status::Notice;
 
 fn wait_until(h: &mut Harness<'_, LabLensApp>, done: impl Fn(&LabLensApp) -> bool) {
@@ -19,8 +19,17 @@ fn opens_the_demo_project_and_survives_a_failed_job() {
     let demo = default_project_dir();
     let mut h = Harness::builder()
         .with_size(egui::vec2(1400.0, 900.0))
-        .build_eframe(|cc| LabLensApp::new(&cc.egui_ctx, AppState::default(), Some(demo)));
-    wait_until(&mut h, |app| app.dataset.view().is_some());
+        .build_eframe(|cc| {
+            LabLensApp::new(
+                &cc.egui_ctx,
+                AppState::default(),
+                Some(demo),
+                default_models_dir(),
+            )
+        });
+    wait_until(&mut h, |app| {
+        app.dataset.view().is_some() && !app.model.is_busy()
+    });
     h.run();
     assert_eq!(h.state().dataset.rows.len(), 2000);
     assert!(h.query_by_label("discharge.jsonl").is_some());
@@ -39,4 +48,157 @@ fn opens_the_demo_project_and_survives_a_failed_job() {
     // The dataset that was open stays open and the engine takes new work.
     assert_eq!(h.state().dataset.rows.len(), 2000);
     assert!(!h.state().engine.is_busy());
+}
+
+fn app_over(project: PathBuf, models: PathBuf) -> Harness<'static, LabLensApp> {
+    Harness::builder()
+        .with_size(egui::vec2(1400.0, 900.0))
+        .build_eframe(move |cc| {
+            LabLensApp::new(&cc.egui_ctx, AppState::default(), Some(project), models)
+        })
+}
+
+/// A project with no datasets (so its model loads at once) in `dir`/ward.
+fn ward_project(dir: &Path) -> PathBuf {
+    let project = dir.join("ward");
+    std::fs::create_dir_all(&project).expect("mkdir");
+    std::fs::write(
+        project.join(crate::project::PROJECT_FILE),
+        "(name: \"ward\", task: discharge)",
+    )
+    .expect("write");
+    project
+}
+
+fn loaded_name(app: &LabLensApp) -> Option<&str> {
+    app.model.loaded().map(|m| m.name.as_str())
+}
+
+#[test]
+fn opening_the_demo_project_loads_its_model_after_the_dataset() {
+    let mut h = app_over(default_project_dir(), default_models_dir());
+    wait_until(&mut h, |app| {
+        loaded_name(app).is_some() && !app.model.is_busy()
+    });
+    h.run();
+    let app = h.state();
+    assert!(app.dataset.view().is_some());
+    assert_eq!(loaded_name(app), Some("tiny-clinical"));
+    assert!(!app.unsaved, "the project's own model changes nothing");
+    for shown in [
+        "tiny-clinical",
+        "2.36 M",
+        "llama",
+        "f32",
+        "1024 tokens",
+        "6 (2 kv)",
+    ] {
+        assert!(
+            h.query_by_label(shown).is_some(),
+            "{shown} not in the sidebar"
+        );
+    }
+    assert!(h.query_by_label("Model: tiny-clinical on cpu").is_some());
+}
+
+#[test]
+fn a_corrupt_model_keeps_the_earlier_one_and_a_chosen_model_is_saved() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let project = ward_project(dir.path());
+    let mut h = app_over(project.clone(), dir.path().join("models"));
+    wait_until(&mut h, |app| loaded_name(app) == Some("tiny-clinical"));
+
+    let broken = dir.path().join("ward-model.gguf");
+    std::fs::write(&broken, b"not a model").expect("write");
+    h.state_mut().handle_picked(PickedFile::Model(broken));
+    wait_until(&mut h, |app| {
+        !app.model.is_busy() && app.model.error.is_some()
+    });
+    h.run();
+    let Some(Notice::Error(message)) = &h.state().status.notice else {
+        panic!("no error in the status line")
+    };
+    assert!(message.contains("ward-model.gguf"), "{message}");
+    let shown = h
+        .get_by_label_contains("Not loaded:")
+        .value()
+        .unwrap_or_default();
+    assert!(
+        shown.contains("ward-model.gguf: not a readable GGUF file"),
+        "{shown}"
+    );
+    assert_eq!(shown.lines().count(), 1, "{shown}");
+    assert_eq!(loaded_name(h.state()), Some("tiny-clinical"));
+    assert_eq!(
+        h.get_by_label("Model").value().as_deref(),
+        Some("Embedded tiny model")
+    );
+    assert!(!h.state().unsaved);
+    assert!(!h.state().engine.is_busy());
+
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-llama-hf");
+    h.state_mut().handle_picked(PickedFile::Model(folder));
+    wait_until(&mut h, |app| loaded_name(app) == Some("tiny-llama-hf"));
+    h.run();
+    assert!(h.state().model.error.is_none());
+    assert!(h.state().unsaved);
+    assert!(h.query_by_label("unsaved changes").is_some());
+    h.state_mut().save_project();
+    h.run();
+    assert!(h.query_by_label("unsaved changes").is_none());
+    let saved = std::fs::read_to_string(project.join(crate::project::PROJECT_FILE)).expect("read");
+    assert!(saved.contains("tests/fixtures/tiny-llama-hf\")"), "{saved}");
+}
+
+#[test]
+fn the_smollm2_entry_says_how_to_get_it_when_absent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let models = dir.path().join("models");
+    let mut h = app_over(ward_project(dir.path()), models.clone());
+    wait_until(&mut h, |app| loaded_name(app).is_some());
+    h.run();
+    h.get_by_label("Model").click();
+    h.run();
+    let hint = "run: bash scripts/fetch-smollm2.sh";
+    assert!(h.query_by_label(hint).is_some());
+    let entry = h.get_by_label("SmolLM2-135M-Instruct (Q4_1 GGUF)");
+    assert!(entry.accesskit_node().is_disabled());
+
+    let file = models.join(model_picker::SMOLLM2_FILE);
+    std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&file, b"").expect("write");
+    h.run();
+    assert!(h.query_by_label(hint).is_none());
+    let entry = h.get_by_label("SmolLM2-135M-Instruct (Q4_1 GGUF)");
+    assert!(!entry.accesskit_node().is_disabled());
+}
+
+#[test]
+fn a_device_change_reloads_the_model_and_dequantize_waits_for_a_gguf() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = app_over(ward_project(dir.path()), dir.path().join("models"));
+    wait_until(&mut h, |app| {
+        loaded_name(app).is_some() && !app.model.is_busy()
+    });
+    h.run();
+    h.get_by_label("dequantize").click();
+    h.run();
+    assert!(h.state().model.dequantize);
+    assert!(
+        !h.state().model.is_busy(),
+        "dequantize does not apply to the tiny model"
+    );
+    assert!(!h.state().unsaved);
+
+    h.get_by_label("device").click();
+    h.run();
+    h.get_all_by_label("cpu")
+        .find(|n| n.accesskit_node().role() != egui::accesskit::Role::Label)
+        .expect("a cpu entry in the device list")
+        .click();
+    wait_until(&mut h, |app| app.unsaved && !app.model.is_busy());
+    let saved = &h.state().project.as_ref().expect("project").project.model;
+    assert_eq!(saved.device, crate::model::load::DeviceChoice::Cpu);
+    assert!(saved.dequantize);
+    assert_eq!(loaded_name(h.state()), Some("tiny-clinical"));
 }

@@ -2,6 +2,7 @@
 //! into `Event::Failed` so that a broken job never takes the program down.
 
 use super::{Command, Event, JobId, Shared};
+use crate::model::load::LoadedModel;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,7 +55,12 @@ impl JobContext {
     }
 }
 
-pub(super) fn run(shared: &Arc<Shared>, job: JobId, command: Command) {
+pub(super) fn run(
+    shared: &Arc<Shared>,
+    model: &mut Option<LoadedModel>,
+    job: JobId,
+    command: Command,
+) {
     let name = command.name();
     shared.emit(Event::Started {
         job,
@@ -66,7 +72,7 @@ pub(super) fn run(shared: &Arc<Shared>, job: JobId, command: Command) {
         cancel: Arc::clone(&shared.cancel),
         shared: Arc::clone(shared),
     };
-    let outcome = catch_unwind(AssertUnwindSafe(|| execute(&ctx, command)));
+    let outcome = catch_unwind(AssertUnwindSafe(|| execute(&ctx, model, command)));
     let (event, succeeded) = match outcome {
         Ok(Ok(event)) => (event, true),
         Ok(Err(JobError::Cancelled)) => (Event::Cancelled { job }, false),
@@ -91,7 +97,11 @@ pub(super) fn run(shared: &Arc<Shared>, job: JobId, command: Command) {
     }
 }
 
-fn execute(ctx: &JobContext, command: Command) -> Result<Event, JobError> {
+fn execute(
+    ctx: &JobContext,
+    model: &mut Option<LoadedModel>,
+    command: Command,
+) -> Result<Event, JobError> {
     match command {
         Command::OpenDataset { path, options } => {
             let dataset =
@@ -108,8 +118,9 @@ fn execute(ctx: &JobContext, command: Command) -> Result<Event, JobError> {
                 dataset: Box::new(dataset),
             })
         }
+        Command::LoadModel { spec } => super::model::load_model(ctx, model, &spec),
         Command::Custom { work, .. } => {
-            let text = work(ctx)?;
+            let text = work(ctx, model.as_ref())?;
             Ok(Event::Message { job: ctx.job, text })
         }
     }

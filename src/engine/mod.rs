@@ -1,12 +1,15 @@
-//! The engine: one background thread that runs every long job (loading and validating data now;
-//! models and training later), one at a time, reporting progress as `Event`s. The GUI and the
-//! CLI talk to it only through `Command`s and never wait on it.
+//! The engine: one background thread that owns the loaded model and runs every long job (loading
+//! and validating data, loading models; training later), one at a time, reporting progress as
+//! `Event`s. The GUI and the CLI talk to it only through `Command`s and never wait on it.
 
 mod job;
+mod model;
 
 pub use job::{JobContext, JobError};
+pub use model::{ModelInfo, ModelSourceKind, device_choices, is_gguf};
 
 use crate::data::dataset::{DatasetView, OpenOptions};
+use crate::model::load::{LoadedModel, ModelSpec};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,8 +19,10 @@ use std::time::Duration;
 
 pub type JobId = u64;
 
-/// The work of a `Command::Custom`: runs on the engine thread, returns a message.
-pub type CustomWork = Box<dyn FnOnce(&JobContext) -> Result<String, JobError> + Send>;
+/// The work of a `Command::Custom`: runs on the engine thread with the loaded model (if any),
+/// returns a message.
+pub type CustomWork =
+    Box<dyn FnOnce(&JobContext, Option<&LoadedModel>) -> Result<String, JobError> + Send>;
 
 /// Asks the front end to redraw; implemented by the GUI over `egui::Context` so that the engine
 /// does not depend on egui.
@@ -36,6 +41,8 @@ impl Notifier for NoNotifier {
 pub enum Command {
     /// Load a dataset file, validate it and assign splits.
     OpenDataset { path: PathBuf, options: OpenOptions },
+    /// Load a model and keep it for the jobs that follow; a failed load keeps the model before.
+    LoadModel { spec: ModelSpec },
     /// Run arbitrary work on the engine thread, for programs embedding the engine and for tests.
     Custom { name: String, work: CustomWork },
 }
@@ -43,15 +50,17 @@ pub enum Command {
 impl Command {
     pub fn name(&self) -> String {
         match self {
-            Command::OpenDataset { path, .. } => format!(
-                "Open {}",
-                path.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            ),
+            Command::OpenDataset { path, .. } => format!("Open {}", file_name(path)),
+            Command::LoadModel { spec } => format!("Load {}", file_name(&spec.path)),
             Command::Custom { name, .. } => name.clone(),
         }
     }
+}
+
+fn file_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// What the engine reports.
@@ -71,6 +80,10 @@ pub enum Event {
     DatasetOpened {
         job: JobId,
         dataset: Box<DatasetView>,
+    },
+    ModelLoaded {
+        job: JobId,
+        info: ModelInfo,
     },
     /// A `Custom` job's result.
     Message {
@@ -137,8 +150,10 @@ impl Engine {
         let thread = std::thread::Builder::new()
             .name("lablens-engine".into())
             .spawn(move || {
+                // Lives on this thread only: jobs borrow it, front ends see its ModelInfo.
+                let mut model: Option<LoadedModel> = None;
                 for (job, command) in cmd_rx {
-                    job::run(&thread_shared, job, command);
+                    job::run(&thread_shared, &mut model, job, command);
                 }
             })
             .ok();

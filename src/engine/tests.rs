@@ -15,7 +15,7 @@ fn custom(
 ) -> Command {
     Command::Custom {
         name: name.into(),
-        work: Box::new(work),
+        work: Box::new(move |ctx, _| work(ctx)),
     }
 }
 
@@ -120,4 +120,106 @@ fn cancel_stops_a_running_job() {
         events_until_done(&engine).last(),
         Some(Event::Cancelled { .. })
     ));
+}
+
+/// A job that reports what the engine's loaded model is: its path and parameter count.
+fn describe_loaded_model() -> Command {
+    Command::Custom {
+        name: "which model".into(),
+        work: Box::new(|_, model| {
+            Ok(model.map_or("none".into(), |m| {
+                format!("{} {}", m.info.path.display(), m.llama.parameter_count())
+            }))
+        }),
+    }
+}
+
+fn message_of(events: &[Event]) -> Option<String> {
+    events.iter().find_map(|e| match e {
+        Event::Message { text, .. } => Some(text.clone()),
+        _ => None,
+    })
+}
+
+fn load_tiny(engine: &Engine) -> ModelInfo {
+    engine.submit(Command::LoadModel {
+        spec: ModelSpec::new(crate::model::load::TINY),
+    });
+    let events = events_until_done(engine);
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::Progress {
+                done: 0,
+                total: 1,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+    events
+        .into_iter()
+        .find_map(|e| match e {
+            Event::ModelLoaded { info, .. } => Some(info),
+            _ => None,
+        })
+        .expect("the tiny model loads")
+}
+
+#[test]
+fn loads_the_tiny_model_reports_its_numbers_and_keeps_it() {
+    let engine = Engine::start(NoNotifier);
+    let info = load_tiny(&engine);
+    // 4096·192 embeddings + 4 layers of 393,600 + the final norm (head tied), as pretraining
+    // recorded in assets/models/tiny-clinical/training.json.
+    assert_eq!(info.parameters, 2_361_024);
+    let reference = crate::model::load::load(&ModelSpec::new(crate::model::load::TINY))
+        .expect("tiny loads directly");
+    assert_eq!(info.parameters, reference.llama.parameter_count());
+    assert_eq!(info.name, "tiny-clinical");
+    assert_eq!(info.source, ModelSourceKind::Embedded);
+    assert_eq!(info.architecture, "llama");
+    assert_eq!(
+        (info.layers, info.hidden_size, info.heads, info.kv_heads),
+        (4, 192, 6, 2)
+    );
+    assert_eq!((info.vocab_size, info.context), (4096, 1024));
+    assert_eq!(info.quantization, "f32");
+    assert_eq!(info.device, "cpu");
+    assert!(info.chat_template_found);
+
+    engine.submit(describe_loaded_model());
+    let text = message_of(&events_until_done(&engine)).expect("message");
+    assert_eq!(text, format!("{} 2361024", info.path.display()));
+}
+
+#[test]
+fn a_corrupt_gguf_fails_naming_the_file_and_the_earlier_model_stays() {
+    let engine = Engine::start(NoNotifier);
+    let tiny = load_tiny(&engine);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broken = dir.path().join("ward-model.gguf");
+    std::fs::write(&broken, b"this is not a GGUF file at all").expect("write");
+    engine.submit(Command::LoadModel {
+        spec: ModelSpec::new(&broken),
+    });
+    let events = events_until_done(&engine);
+    match events.last() {
+        Some(Event::Failed { error, name, .. }) => {
+            assert!(error.contains("ward-model.gguf"), "{error}");
+            assert!(error.contains("not a readable GGUF file"), "{error}");
+            // One line even when RUST_BACKTRACE makes candle append a backtrace.
+            assert_eq!(error.lines().count(), 1, "{error}");
+            assert_eq!(name, "Load ward-model.gguf");
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::ModelLoaded { .. }))
+    );
+    engine.submit(describe_loaded_model());
+    let text = message_of(&events_until_done(&engine)).expect("message");
+    assert_eq!(text, format!("{} {}", tiny.path.display(), tiny.parameters));
 }

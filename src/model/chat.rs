@@ -13,6 +13,9 @@ use crate::model::tokenizer::Tokenizer;
 /// The template's name inside its environment; errors name the template by its origin instead.
 const TEMPLATE: &str = "chat";
 
+/// Begins the origin of the templates this module brings for models without one.
+const BUILT_IN: &str = "built-in ";
+
 /// Marks errors a template raised on purpose, so they are reported as its message alone.
 const RAISED: &str = "raise_exception: ";
 
@@ -121,17 +124,12 @@ impl ChatTemplate {
 
     /// ChatML (`<|im_start|>role ... <|im_end|>`), for models without a template of their own.
     pub fn chatml() -> ChatTemplate {
-        ChatTemplate::built_in("built-in ChatML", CHATML, "<|im_start|>", "<|im_end|>")
+        ChatTemplate::built_in("ChatML", CHATML, "<|im_start|>", "<|im_end|>")
     }
 
     /// The Llama 3 header format, for models without a template of their own.
     pub fn llama3() -> ChatTemplate {
-        ChatTemplate::built_in(
-            "built-in Llama 3",
-            LLAMA3,
-            "<|begin_of_text|>",
-            "<|eot_id|>",
-        )
+        ChatTemplate::built_in("Llama 3", LLAMA3, "<|begin_of_text|>", "<|eot_id|>")
     }
 
     /// The built-in template that fits `tokenizer`'s special tokens: Llama 3 when it has
@@ -144,9 +142,15 @@ impl ChatTemplate {
         }
     }
 
-    fn built_in(origin: &str, text: &str, bos: &str, eos: &str) -> ChatTemplate {
+    /// True for the templates of this module, used when a model brings none of its own.
+    pub fn is_built_in(&self) -> bool {
+        self.origin.starts_with(BUILT_IN)
+    }
+
+    fn built_in(name: &str, text: &str, bos: &str, eos: &str) -> ChatTemplate {
         // The text is a constant of this module, and a unit test compiles it.
-        ChatTemplate::from_source(origin, text, bos, eos).expect("built-in chat templates compile")
+        ChatTemplate::from_source(&format!("{BUILT_IN}{name}"), text, bos, eos)
+            .expect("built-in chat templates compile")
     }
 
     /// The template a GGUF file carries in `tokenizer.chat_template`, if any.

@@ -66,6 +66,19 @@ impl BaseWeight {
         }
     }
 
+    /// How the weight is stored: `f32` for dense weights, the GGML type (`Q4_1`, `Q8_0`, …) for
+    /// quantized ones.
+    pub fn format(&self) -> String {
+        match self {
+            BaseWeight::Dense(w)
+            | BaseWeight::Quantized(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => {
+                w.dtype().as_str().to_string()
+            }
+            BaseWeight::Quantized(QMatMul::QTensor(q)) => format!("{:?}", q.dtype()),
+            BaseWeight::Blocks(b) => b.kind().name().to_string(),
+        }
+    }
+
     /// The weight as a dense f32 tensor on `device` (dequantized when needed).
     pub fn to_dense(&self, device: &Device) -> Result<Tensor> {
         match self {

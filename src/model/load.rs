@@ -47,6 +47,17 @@ impl DeviceChoice {
     }
 }
 
+/// Spelled as `parse` reads it: `auto`, `cpu`, `cuda:N`.
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceChoice::Auto => f.write_str("auto"),
+            DeviceChoice::Cpu => f.write_str("cpu"),
+            DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
 /// The name that stands for the embedded model in a [`ModelSpec`] path.
 pub const TINY: &str = "tiny";
 

@@ -1,5 +1,5 @@
-//! The persistence layer: a project folder (`project.ron`) naming its datasets, task, template
-//! and split, written atomically so a crash never leaves a half-written project.
+//! The persistence layer: a project folder (`project.ron`) naming its datasets, task, template,
+//! split and model, written atomically so a crash never leaves a half-written project.
 
 mod atomic;
 
@@ -8,6 +8,7 @@ pub use atomic::write_atomic;
 use crate::data::record::Task;
 use crate::data::split::SplitSpec;
 use crate::data::template::TemplateKind;
+use crate::model::load::{DeviceChoice, ModelSpec, TINY};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -18,6 +19,69 @@ pub const PROJECT_FILE: &str = "project.ron";
 pub struct DatasetEntry {
     pub name: String,
     pub path: PathBuf,
+}
+
+/// Where a project's model comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ModelSource {
+    /// The tiny model that ships with the program.
+    #[default]
+    Tiny,
+    /// A Hugging Face folder or a `.gguf` file; relative to the project folder unless absolute.
+    Path(PathBuf),
+}
+
+/// The model a project works with, as `project.ron` holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelEntry {
+    pub source: ModelSource,
+    /// Load GGUF weights as f32 instead of keeping them quantized.
+    pub dequantize: bool,
+    /// Written as `--device` takes it: `"auto"`, `"cpu"` or `"cuda:N"`.
+    #[serde(with = "device_text")]
+    pub device: DeviceChoice,
+}
+
+impl Default for ModelEntry {
+    fn default() -> Self {
+        Self {
+            source: ModelSource::Tiny,
+            dequantize: false,
+            device: DeviceChoice::Auto,
+        }
+    }
+}
+
+impl ModelEntry {
+    /// What to load; a relative path is taken from the working directory.
+    pub fn spec(&self) -> ModelSpec {
+        let mut spec = ModelSpec::new(match &self.source {
+            ModelSource::Tiny => PathBuf::from(TINY),
+            ModelSource::Path(p) => p.clone(),
+        });
+        spec.dequantize = self.dequantize;
+        spec.device = self.device.clone();
+        spec
+    }
+}
+
+mod device_text {
+    use crate::model::load::DeviceChoice;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(device: &DeviceChoice, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(device)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DeviceChoice, D::Error> {
+        let text = String::deserialize(d)?;
+        DeviceChoice::parse(&text).map_err(|_| {
+            D::Error::custom(format!(
+                "device: expected \"auto\", \"cpu\" or \"cuda:N\", got {text:?}"
+            ))
+        })
+    }
 }
 
 /// What `project.ron` holds.
@@ -31,6 +95,9 @@ pub struct Project {
     pub datasets: Vec<DatasetEntry>,
     #[serde(default)]
     pub split: SplitSpec,
+    /// Older project files have none: they get the embedded tiny model.
+    #[serde(default)]
+    pub model: ModelEntry,
 }
 
 fn default_template() -> TemplateKind {
@@ -99,6 +166,25 @@ impl OpenProject {
             .map_err(|source| ProjectError::Io { path: file, source })
     }
 
+    /// The project's model with its path as found on disk (relative to the project folder in
+    /// the file).
+    pub fn model(&self) -> ModelEntry {
+        let mut entry = self.project.model.clone();
+        if let ModelSource::Path(p) = &entry.source {
+            entry.source = ModelSource::Path(self.dir.join(p));
+        }
+        entry
+    }
+
+    /// Makes `entry` the project's model, its path stored relative to the project folder where
+    /// possible.
+    pub fn set_model(&mut self, mut entry: ModelEntry) {
+        if let ModelSource::Path(p) = &entry.source {
+            entry.source = ModelSource::Path(relative_to(p, &self.dir));
+        }
+        self.project.model = entry;
+    }
+
     /// Where a dataset entry's file is on disk.
     pub fn dataset_path(&self, entry: &DatasetEntry) -> PathBuf {
         if entry.path.is_absolute() {
@@ -161,6 +247,7 @@ mod tests {
                 template: TemplateKind::ChatMl,
                 datasets: vec![],
                 split: SplitSpec::default(),
+                model: ModelEntry::default(),
             },
         }
     }
@@ -187,6 +274,61 @@ mod tests {
         let err = OpenProject::open(&file).expect_err("bad task");
         let msg = err.to_string();
         assert!(msg.contains("project.ron:3:"), "{msg}");
+    }
+
+    #[test]
+    fn a_project_file_without_a_model_gets_the_tiny_model() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join(PROJECT_FILE),
+            "(name: \"old\", task: discharge)",
+        )
+        .expect("write");
+        let p = OpenProject::open(dir.path()).expect("open");
+        assert_eq!(p.project.model.source, ModelSource::Tiny);
+        let spec = p.model().spec();
+        assert_eq!(spec.path, PathBuf::from(TINY));
+        assert_eq!(spec.device, DeviceChoice::Auto);
+        assert!(!spec.dequantize);
+    }
+
+    #[test]
+    fn a_model_file_is_saved_relative_with_its_settings() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gguf = dir.path().join("models").join("m.gguf");
+        std::fs::create_dir_all(gguf.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&gguf, "").expect("write");
+        let mut p = sample(dir.path());
+        p.set_model(ModelEntry {
+            source: ModelSource::Path(gguf.clone()),
+            dequantize: true,
+            device: DeviceChoice::Cuda(1),
+        });
+        p.save().expect("save");
+        let text = std::fs::read_to_string(dir.path().join(PROJECT_FILE)).expect("read");
+        assert!(text.contains("Path(\"models/m.gguf\")"), "{text}");
+        assert!(text.contains("device: \"cuda:1\""), "{text}");
+        let back = OpenProject::open(dir.path()).expect("open");
+        let spec = back.model().spec();
+        assert_eq!(spec.path, gguf);
+        assert_eq!(spec.device, DeviceChoice::Cuda(1));
+        assert!(spec.dequantize);
+    }
+
+    #[test]
+    fn a_bad_model_device_names_the_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join(PROJECT_FILE);
+        std::fs::write(
+            &file,
+            "(\n  name: \"x\",\n  task: discharge,\n  model: (device: \"gpu\"),\n)",
+        )
+        .expect("write");
+        let msg = OpenProject::open(&file)
+            .expect_err("bad device")
+            .to_string();
+        assert!(msg.contains("project.ron:4:"), "{msg}");
+        assert!(msg.contains("\"gpu\""), "{msg}");
     }
 
     #[test]
