@@ -3,8 +3,9 @@
 
 use super::blocks::{BlockMatmul, BlockMatrix};
 use super::llama::Path;
+use super::ops::{FrozenMatmul, LoraMatmul};
 use candle_core::quantized::QMatMul;
-use candle_core::{CpuStorage, CustomOp1, Device, Layout, Module, Result, Shape, Tensor, Var};
+use candle_core::{Device, Module, Result, Tensor, Var};
 use std::sync::Arc;
 
 /// The frozen weight of a layer, `[out, in]`.
@@ -26,14 +27,12 @@ impl BaseWeight {
     pub fn forward(&self, x: &Tensor, path: Path) -> Result<Tensor> {
         let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?;
         let quantized_kernel = path == Path::Infer && rows <= QUANTIZED_KERNEL_MAX_ROWS;
-        // Pretraining trains dense weights; they need their gradient.
-        let frozen = !matches!(self, BaseWeight::Dense(w) if w.is_variable());
         match self {
             BaseWeight::Quantized(q) if quantized_kernel => q.forward(x),
             BaseWeight::Blocks(b) if quantized_kernel => {
                 x.contiguous()?.apply_op1_no_bwd(&BlockMatmul(b))
             }
-            _ if path == Path::Train && frozen && x.device().is_cpu() => {
+            _ if path == Path::Train && self.fused_on(x) => {
                 x.contiguous()?.apply_op1(FrozenMatmul {
                     w: self.to_dense(x.device())?,
                 })
@@ -41,6 +40,12 @@ impl BaseWeight {
             BaseWeight::Dense(w) => x.broadcast_matmul(&w.t()?),
             _ => x.broadcast_matmul(&self.to_dense(x.device())?.t()?),
         }
+    }
+
+    /// Whether the training path can use the fused CPU ops, which give no gradient to the weight
+    /// (pretraining trains dense weights: those need theirs).
+    fn fused_on(&self, x: &Tensor) -> bool {
+        x.device().is_cpu() && !matches!(self, BaseWeight::Dense(w) if w.is_variable())
     }
 
     /// Rows `ids` (`[n]`, u32) of the weight, `[n, in]`: an embedding lookup that dequantizes
@@ -92,51 +97,6 @@ impl BaseWeight {
     }
 }
 
-/// `x W^T` for a frozen `W` `[out, in]` on the CPU, whose backward computes the input's gradient
-/// only: candle's matmul would also compute the weight's, a product as large as the forward
-/// one, and keep it until the backward pass ends.
-struct FrozenMatmul {
-    w: Tensor,
-}
-
-impl FrozenMatmul {
-    /// `[.., k] x [n, k]^T → [.., n]` as one 2-D product.
-    fn apply(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-        let dims = x.dims();
-        let k = dims.last().copied().unwrap_or(0);
-        let mut out_dims = dims.to_vec();
-        if let Some(last) = out_dims.last_mut() {
-            *last = w.dim(0)?;
-        }
-        x.reshape(((), k))?.matmul(&w.t()?)?.reshape(out_dims)
-    }
-}
-
-impl CustomOp1 for FrozenMatmul {
-    fn name(&self) -> &'static str {
-        "frozen-matmul"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("frozen-matmul needs f32 input");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("frozen-matmul needs contiguous input");
-        };
-        let x = Tensor::from_slice(&data[start..end], layout.dims(), &Device::Cpu)?;
-        let y = FrozenMatmul::apply(&x, &self.w)?;
-        let shape = y.shape().clone();
-        Ok((CpuStorage::F32(y.flatten_all()?.to_vec1()?), shape))
-    }
-
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        // dL/dx = dL/dy · W: the same product against W^T.
-        let w_t = self.w.t()?.contiguous()?;
-        FrozenMatmul::apply(grad, &w_t).map(Some)
-    }
-}
-
 /// A LoRA adapter on one linear layer: A `[r, in]`, B `[out, r]`, scaled by alpha / r.
 #[derive(Debug, Clone)]
 pub struct LoraWeights {
@@ -165,18 +125,27 @@ impl LoraLinear {
     }
 
     pub fn forward(&self, x: &Tensor, path: Path) -> Result<Tensor> {
-        let mut y = self.base.forward(x, path)?;
+        let lora = self.lora.as_ref().filter(|_| self.lora_enabled);
+        let mut y = match lora {
+            Some(l) if path == Path::Train && self.base.fused_on(x) => x.contiguous()?.apply_op3(
+                l.a.as_tensor(),
+                l.b.as_tensor(),
+                LoraMatmul {
+                    w: self.base.to_dense(x.device())?,
+                    scale: l.scale,
+                },
+            )?,
+            Some(l) => {
+                // Scaling the rank-r product keeps one output-sized tensor fewer.
+                let low = (x.broadcast_matmul(&l.a.as_tensor().t()?)? * l.scale)?;
+                (self.base.forward(x, path)? + low.broadcast_matmul(&l.b.as_tensor().t()?)?)?
+            }
+            None => self.base.forward(x, path)?,
+        };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }
-        match (&self.lora, self.lora_enabled) {
-            (Some(l), true) => {
-                // Scaling the rank-r product keeps one output-sized tensor fewer.
-                let low = (x.broadcast_matmul(&l.a.as_tensor().t()?)? * l.scale)?;
-                y + low.broadcast_matmul(&l.b.as_tensor().t()?)?
-            }
-            _ => Ok(y),
-        }
+        Ok(y)
     }
 }
 
