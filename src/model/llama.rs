@@ -5,7 +5,7 @@
 
 use super::config::LlamaConfig;
 use super::linear::{BaseWeight, LoraLinear};
-use super::ops::CausalSoftmax;
+use super::ops::{CausalSoftmax, RmsNorm, Rotary, SwiGlu};
 use candle_core::{D, DType, Device, Module, Result, Tensor};
 
 /// Which ops to use: differentiable ones for training, fused ones for inference.
@@ -74,6 +74,7 @@ impl Rope {
         let cos = self.cos.narrow(0, offset, t)?;
         let sin = self.sin.narrow(0, offset, t)?;
         match path {
+            Path::Train if x.device().is_cpu() => x.contiguous()?.apply_op1(Rotary { cos, sin }),
             Path::Train => candle_nn::rotary_emb::rope_slow(x, &cos, &sin),
             Path::Infer => candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin),
         }
@@ -87,6 +88,12 @@ impl Rope {
 fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, path: Path) -> Result<Tensor> {
     match path {
         Path::Infer => candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32),
+        Path::Train if x.device().is_cpu() && !weight.is_variable() => {
+            x.contiguous()?.apply_op1(RmsNorm {
+                weight: weight.to_vec1()?,
+                eps: eps as f32,
+            })
+        }
         Path::Train => {
             let mean_sq = x.sqr()?.mean_keepdim(D::Minus1)?;
             x.broadcast_div(&(mean_sq + eps)?.sqrt()?)?
@@ -243,9 +250,14 @@ pub struct Mlp {
 
 impl Mlp {
     fn forward(&self, x: &Tensor, path: Path) -> Result<Tensor> {
-        let gate = self.gate_proj.forward(x, path)?.silu()?;
-        self.down_proj
-            .forward(&(gate * self.up_proj.forward(x, path)?)?, path)
+        let gate = self.gate_proj.forward(x, path)?;
+        let up = self.up_proj.forward(x, path)?;
+        let h = if x.device().is_cpu() {
+            gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)?
+        } else {
+            (gate.silu()? * up)?
+        };
+        self.down_proj.forward(&h, path)
     }
 }
 

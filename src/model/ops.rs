@@ -1,18 +1,29 @@
 //! Fused CPU ops with their own backward, for the training path: where candle would build the
 //! result from several ops, each keeping its output for the backward pass, these keep one.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, D, Device, Layout, Result, Shape, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Device, Layout, Result, Shape, Tensor,
+};
 use rayon::prelude::*;
 
-/// A CPU op's contiguous f32 input as a tensor of its own (a copy, outside the graph).
-fn input_tensor(storage: &CpuStorage, layout: &Layout, op: &str) -> Result<Tensor> {
+/// A CPU op's contiguous f32 input.
+fn input_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
         candle_core::bail!("{op} needs f32 input");
     };
     let Some((start, end)) = layout.contiguous_offsets() else {
         candle_core::bail!("{op} needs contiguous input");
     };
-    Tensor::from_slice(&data[start..end], layout.dims(), &Device::Cpu)
+    Ok(&data[start..end])
+}
+
+/// A CPU op's contiguous f32 input as a tensor of its own (a copy, outside the graph).
+fn input_tensor(storage: &CpuStorage, layout: &Layout, op: &str) -> Result<Tensor> {
+    Tensor::from_slice(
+        input_slice(storage, layout, op)?,
+        layout.dims(),
+        &Device::Cpu,
+    )
 }
 
 fn output_storage(y: &Tensor) -> Result<(CpuStorage, Shape)> {
@@ -107,6 +118,167 @@ impl CustomOp3 for LoraMatmul {
     }
 }
 
+/// RMSNorm `x / sqrt(mean(x²) + eps) · w` over the last dimension, for a frozen `w`.
+pub struct RmsNorm {
+    pub weight: Vec<f32>,
+    pub eps: f32,
+}
+
+impl CustomOp1 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "rms-norm"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = input_slice(storage, layout, self.name())?;
+        let n = self.weight.len();
+        if n == 0 || layout.dims().last() != Some(&n) {
+            candle_core::bail!("rms-norm: input {:?} does not end in {n}", layout.dims());
+        }
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(n)
+            .zip(x.par_chunks(n))
+            .for_each(|(o, x)| {
+                let r = 1.0 / (x.iter().map(|v| v * v).sum::<f32>() / n as f32 + self.eps).sqrt();
+                for ((o, v), w) in o.iter_mut().zip(x).zip(&self.weight) {
+                    *o = v * r * w;
+                }
+            });
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        // With r = 1/sqrt(mean(x²)+eps) and h = g·w: dx = h·r − x·r³·mean(x·h).
+        let (x, grad) = (x.detach(), grad.detach());
+        let w = Tensor::from_slice(&self.weight, self.weight.len(), x.device())?;
+        let h = grad.broadcast_mul(&w)?;
+        let r = (x.sqr()?.mean_keepdim(D::Minus1)? + f64::from(self.eps))?
+            .sqrt()?
+            .recip()?;
+        let m = (&x * &h)?.mean_keepdim(D::Minus1)?;
+        let dx = (h.broadcast_mul(&r)? - x.broadcast_mul(&(r.powf(3.0)? * m)?)?)?;
+        Ok(Some(dx))
+    }
+}
+
+/// Rotary position embedding (the half-split layout) of `[b, heads, t, d]`, with the tables
+/// `[t, d / 2]` of its positions; the backward rotates the gradient back.
+pub struct Rotary {
+    pub cos: Tensor,
+    pub sin: Tensor,
+}
+
+impl CustomOp1 for Rotary {
+    fn name(&self) -> &'static str {
+        "rotary"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = input_tensor(storage, layout, self.name())?;
+        output_storage(&candle_nn::rotary_emb::rope(&x, &self.cos, &self.sin)?)
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let g = grad.detach().contiguous()?;
+        candle_nn::rotary_emb::rope(&g, &self.cos, &self.sin.neg()?).map(Some)
+    }
+}
+
+/// SwiGLU's `silu(gate) · up`.
+pub struct SwiGlu;
+
+impl CustomOp2 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "swiglu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let gate = input_slice(s1, l1, self.name())?;
+        let up = input_slice(s2, l2, self.name())?;
+        if l1.dims() != l2.dims() {
+            candle_core::bail!("swiglu: gate {:?} and up {:?} differ", l1.dims(), l2.dims());
+        }
+        let mut out = vec![0f32; gate.len()];
+        out.par_chunks_mut(4096)
+            .zip(gate.par_chunks(4096).zip(up.par_chunks(4096)))
+            .for_each(|(o, (g, u))| {
+                for ((o, g), u) in o.iter_mut().zip(g).zip(u) {
+                    *o = g / (1.0 + (-g).exp()) * u;
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (gate, up, grad) = (gate.detach(), up.detach(), grad.detach());
+        let sig = (gate.neg()?.exp()? + 1.0)?.recip()?;
+        let silu = (&gate * &sig)?;
+        // d silu / d gate = σ · (1 + gate · (1 − σ)).
+        let dsilu = (&sig * ((&gate * (1.0 - &sig)?)? + 1.0)?)?;
+        let d_gate = ((&grad * &up)? * dsilu)?;
+        let d_up = (&grad * silu)?;
+        Ok((Some(d_gate), Some(d_up)))
+    }
+}
+
+/// The negative log-likelihood of `labels[i]` under the logits of row `i` (`[n, vocab]` →
+/// `[n]`), without keeping the log-softmax of the whole vocabulary.
+pub struct NllAtLabels {
+    pub labels: Vec<u32>,
+}
+
+impl CustomOp1 for NllAtLabels {
+    fn name(&self) -> &'static str {
+        "nll-at-labels"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let logits = input_slice(storage, layout, self.name())?;
+        let (rows, vocab) = layout.shape().dims2()?;
+        if rows != self.labels.len() || self.labels.iter().any(|l| *l as usize >= vocab) {
+            candle_core::bail!(
+                "nll-at-labels: {} labels for {rows} rows of {vocab}",
+                self.labels.len()
+            );
+        }
+        let out: Vec<f32> = logits
+            .par_chunks(vocab)
+            .zip(self.labels.par_iter())
+            .map(|(row, &label)| log_sum_exp(row) - row[label as usize])
+            .collect();
+        Ok((CpuStorage::F32(out), Shape::from(rows)))
+    }
+
+    fn bwd(&self, logits: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        // d nll_i / d logits_i = softmax(logits_i) − onehot(label_i).
+        let probs = candle_nn::ops::softmax_last_dim(&logits.detach())?;
+        let (rows, vocab) = probs.dims2()?;
+        let mut d = probs.flatten_all()?.to_vec1::<f32>()?;
+        for (i, &label) in self.labels.iter().enumerate() {
+            d[i * vocab + label as usize] -= 1.0;
+        }
+        let d = Tensor::from_vec(d, (rows, vocab), logits.device())?;
+        d.broadcast_mul(&grad.detach().unsqueeze(1)?).map(Some)
+    }
+}
+
+fn log_sum_exp(row: &[f32]) -> f32 {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+    max + row.iter().map(|v| (v - max).exp()).sum::<f32>().ln()
+}
+
 /// `softmax(scale · x + causal mask)` over the last dimension of attention scores
 /// `[.., rows, keys]`, where row `r` is the query at position `offset + r % queries` (query
 /// heads grouped under their key/value head repeat the queries) and sees keys up to it.
@@ -122,12 +294,7 @@ impl CustomOp1 for CausalSoftmax {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("causal-softmax needs f32 input");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("causal-softmax needs contiguous input");
-        };
+        let data = input_slice(storage, layout, self.name())?;
         let keys = layout.dims().last().copied().unwrap_or(0);
         if keys == 0 || self.queries == 0 || self.offset + self.queries > keys {
             candle_core::bail!(
@@ -137,9 +304,9 @@ impl CustomOp1 for CausalSoftmax {
             );
         }
         let scale = self.scale as f32;
-        let mut out = vec![0f32; end - start];
+        let mut out = vec![0f32; data.len()];
         out.par_chunks_mut(keys)
-            .zip(data[start..end].par_chunks(keys))
+            .zip(data.par_chunks(keys))
             .enumerate()
             .for_each(|(row, (o, x))| {
                 let visible = self.offset + row % self.queries + 1;
@@ -217,6 +384,90 @@ mod tests {
             assert!(max_diff(p, q)? < 1e-4, "{}", max_diff(p, q)?);
         }
         Ok(())
+    }
+
+    /// Forward values and the gradients against a random probe agree between two computations.
+    fn assert_same(
+        inputs: &[&Var],
+        fused: impl Fn() -> Result<Tensor>,
+        unfused: impl Fn() -> Result<Tensor>,
+    ) -> Result<()> {
+        let (f, u) = (fused()?, unfused()?);
+        assert!(
+            max_diff(&f, &u)? < 1e-5,
+            "forward differs by {}",
+            max_diff(&f, &u)?
+        );
+        let probe = Tensor::randn(0f32, 1.0, f.shape(), f.device())?;
+        let g1 = (f * &probe)?.sum_all()?.backward()?;
+        let g2 = (u * &probe)?.sum_all()?.backward()?;
+        for v in inputs {
+            let (Some(p), Some(q)) = (g1.get(v.as_tensor()), g2.get(v.as_tensor())) else {
+                panic!("missing gradient");
+            };
+            assert!(
+                max_diff(p, q)? < 1e-4,
+                "gradient differs by {}",
+                max_diff(p, q)?
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn rms_norm_rotary_swiglu_and_nll_match_the_unfused_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 4, 8), &dev)?)?;
+        let w: Vec<f32> = (0..8).map(|i| 0.5 + i as f32 / 8.0).collect();
+        let wt = Tensor::from_slice(&w, 8, &dev)?;
+        assert_same(
+            &[&x],
+            || {
+                x.as_tensor().apply_op1(RmsNorm {
+                    weight: w.clone(),
+                    eps: 1e-5,
+                })
+            },
+            || {
+                let ms = (x.as_tensor().sqr()?.mean_keepdim(D::Minus1)? + 1e-5)?;
+                x.as_tensor().broadcast_div(&ms.sqrt()?)?.broadcast_mul(&wt)
+            },
+        )?;
+        let cos = Tensor::randn(0f32, 1.0, (4, 4), &dev)?;
+        let sin = Tensor::randn(0f32, 1.0, (4, 4), &dev)?;
+        assert_same(
+            &[&x],
+            || {
+                x.as_tensor().apply_op1(Rotary {
+                    cos: cos.clone(),
+                    sin: sin.clone(),
+                })
+            },
+            || candle_nn::rotary_emb::rope_slow(x.as_tensor(), &cos, &sin),
+        )?;
+        let up = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 4, 8), &dev)?)?;
+        assert_same(
+            &[&x, &up],
+            || x.as_tensor().apply_op2(up.as_tensor(), SwiGlu),
+            || x.as_tensor().silu()? * up.as_tensor(),
+        )?;
+        let logits = Var::from_tensor(&Tensor::randn(0f32, 3.0, (5, 11), &dev)?)?;
+        let labels = vec![0u32, 10, 3, 3, 7];
+        let ids = Tensor::new(labels.as_slice(), &dev)?.unsqueeze(1)?;
+        assert_same(
+            &[&logits],
+            || {
+                logits.as_tensor().apply_op1(NllAtLabels {
+                    labels: labels.clone(),
+                })
+            },
+            || {
+                candle_nn::ops::log_softmax(logits.as_tensor(), D::Minus1)?
+                    .gather(&ids, 1)?
+                    .squeeze(1)?
+                    .neg()
+            },
+        )
     }
 
     #[test]

@@ -13,6 +13,7 @@ use super::run::{
 use super::session::{Data, adapter_and_optimizer, load_data, load_model, read_config};
 use crate::model::llama::{Llama, Path};
 use crate::model::lora::{safetensors_bytes, save_peft};
+use crate::model::ops::NllAtLabels;
 use crate::project::{OpenProject, write_atomic};
 use candle_core::{D, Tensor};
 use serde::Serialize;
@@ -461,6 +462,10 @@ pub fn batch_nll(model: &Llama, b: &MicroBatch) -> candle_core::Result<Tensor> {
         .reshape((b.rows * b.width, model.cfg.hidden_size))?
         .index_select(&positions, 0)?;
     let logits = model.logits(&picked, Path::Train)?;
+    if device.is_cpu() {
+        let labels = b.labels.clone();
+        return logits.apply_op1(NllAtLabels { labels })?.sum_all();
+    }
     let labels = Tensor::new(b.labels.as_slice(), device)?.unsqueeze(1)?;
     let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
     log_probs.gather(&labels, 1)?.sum_all()?.neg()
