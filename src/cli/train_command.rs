@@ -24,7 +24,7 @@ pub struct TrainArgs {
     /// A run id under the project's runs/ (or a run folder) to continue from its last checkpoint.
     #[arg(long)]
     pub resume: Option<String>,
-    /// Write batches.jsonl and a step-0 checkpoint, for reference runs in other tools.
+    /// Write batches.jsonl (the token ids of every step), for reference runs in other tools.
     #[arg(long)]
     pub record_batches: bool,
 }

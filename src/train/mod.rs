@@ -46,3 +46,6 @@ impl TrainError {
         )
     }
 }
+
+#[cfg(test)]
+mod tests;

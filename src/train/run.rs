@@ -191,12 +191,12 @@ impl RunDir {
         Ok(target)
     }
 
-    /// Removes checkpoints but the newest `keep` and the best one.
-    pub fn prune_checkpoints(&self, keep: usize, best: Option<usize>) {
+    /// Removes checkpoints but the newest `keep` and the `protected` ones.
+    pub fn prune_checkpoints(&self, keep: usize, protected: &[usize]) {
         let steps = self.checkpoints();
         let old = steps.len().saturating_sub(keep);
         for step in &steps[..old] {
-            if Some(*step) != best {
+            if !protected.contains(step) {
                 let _ = std::fs::remove_dir_all(self.checkpoint_dir(*step));
             }
         }

@@ -12,6 +12,7 @@ use super::run::{
 };
 use super::session::{Data, adapter_and_optimizer, load_data, load_model, read_config};
 use crate::model::llama::{Llama, Path};
+use crate::model::load::LoadedModel;
 use crate::model::lora::{safetensors_bytes, save_peft};
 use crate::model::ops::NllAtLabels;
 use crate::project::{OpenProject, write_atomic};
@@ -55,7 +56,7 @@ impl Control {
 pub struct RunOptions {
     /// Continue this run (an id under the project's `runs/`, or a path).
     pub resume: Option<String>,
-    /// Write `batches.jsonl` and a step-0 checkpoint, for reference runs in other tools.
+    /// Write `batches.jsonl`, for reference runs in other tools.
     pub record_batches: bool,
 }
 
@@ -113,23 +114,32 @@ pub fn train(
     control: &Control,
     on_event: &mut dyn FnMut(TrainEvent),
 ) -> Result<TrainSummary, TrainError> {
-    let (run, cfg) = match &opts.resume {
+    let (resumed, cfg) = match &opts.resume {
         Some(id) => {
             let run = RunDir::open(&project.dir, id)?;
             let cfg = read_config(&run.dir.join(CONFIG_FILE))?;
-            (run, cfg)
+            (Some(run), cfg)
         }
         None => {
             let errors = cfg.check();
             if !errors.is_empty() {
                 return Err(TrainError::Config(errors));
             }
-            let run = RunDir::create(&project.dir)?;
-            run.write_config(&cfg.to_ron())?;
-            (run, cfg.clone())
+            (None, cfg.clone())
         }
     };
-    let mut looped = Loop::prepare(project, &cfg, &run, opts)?;
+    // The model and the data load before a new run folder exists, so bad input leaves none.
+    let model = load_model(&cfg)?;
+    let data = load_data(project, &cfg, &model)?;
+    let run = match resumed {
+        Some(run) => run,
+        None => {
+            let run = RunDir::create(&project.dir)?;
+            run.write_config(&cfg.to_ron())?;
+            run
+        }
+    };
+    let mut looped = Loop::prepare(&cfg, &run, opts, model, data)?;
     let result = looped.run(control, on_event);
     let (status, message) = match &result {
         Ok(s) => (*s, String::new()),
@@ -143,7 +153,7 @@ pub fn train(
 struct Loop<'a> {
     cfg: &'a TrainConfig,
     run: &'a RunDir,
-    model: crate::model::load::LoadedModel,
+    model: LoadedModel,
     data: Data,
     opt: AdamW,
     state: LoopState,
@@ -158,13 +168,12 @@ struct Loop<'a> {
 
 impl<'a> Loop<'a> {
     fn prepare(
-        project: &OpenProject,
         cfg: &'a TrainConfig,
         run: &'a RunDir,
         opts: &RunOptions,
+        mut model: LoadedModel,
+        data: Data,
     ) -> Result<Loop<'a>, TrainError> {
-        let mut model = load_model(cfg)?;
-        let data = load_data(project, cfg, &model)?;
         let resume_step = match &opts.resume {
             Some(_) => Some(
                 run.checkpoints()
@@ -222,7 +231,17 @@ impl<'a> Loop<'a> {
             resumed_from: self.resumed_from,
             notes: self.data.notes.clone(),
         });
-        if self.record_batches && self.state.step == 0 {
+        if self.state.step == 0 {
+            // The untrained adapter: a run killed before its first checkpoint still resumes,
+            // and validation has the base model's loss to improve on.
+            if !self.data.val.is_empty() {
+                let (val_loss, best) = self.evaluate()?;
+                on_event(TrainEvent::Eval {
+                    step: 0,
+                    val_loss,
+                    best,
+                });
+            }
             self.checkpoint()?;
         }
         let lengths: Vec<usize> = self.data.train.iter().map(|e| e.ids.len()).collect();
@@ -398,7 +417,12 @@ impl<'a> Loop<'a> {
             write_atomic(&dir.join(OPTIMIZER_FILE), &bytes).map_err(|e| run_err(dir, e))?;
             write_atomic(&dir.join(STATE_FILE), state_json.as_bytes()).map_err(|e| run_err(dir, e))
         })?;
-        self.run.prune_checkpoints(2, self.state.best_step);
+        // The best adapter is kept for the final one; step 0 for reference runs.
+        let mut protected: Vec<usize> = self.state.best_step.into_iter().collect();
+        if self.record_batches {
+            protected.push(0);
+        }
+        self.run.prune_checkpoints(2, &protected);
         self.write_status(RunStatus::Running, "")
     }
 

@@ -1,0 +1,183 @@
+use super::run::{METRICS_FILE, RunStatus, list_runs, read_jsonl};
+use super::*;
+use crate::project::OpenProject;
+use std::path::Path;
+
+/// A project over the first `n` records of the sample discharge set.
+fn project(dir: &Path, n: usize) -> OpenProject {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_data/discharge.jsonl");
+    let text = std::fs::read_to_string(sample).expect("sample data");
+    let lines: Vec<&str> = text.lines().take(n).collect();
+    std::fs::write(dir.join("discharge.jsonl"), lines.join("\n")).expect("write data");
+    std::fs::write(
+        dir.join("project.ron"),
+        r#"(name: "t", task: discharge, template: ChatMl,
+            datasets: [(name: "discharge", path: "discharge.jsonl")],
+            split: (ratios: (80.0, 20.0, 0.0), seed: 1))"#,
+    )
+    .expect("write project");
+    OpenProject::open(dir).expect("open project")
+}
+
+fn small_config(max_steps: usize) -> TrainConfig {
+    TrainConfig {
+        max_seq_len: 96,
+        micro_batch: 2,
+        grad_accum: 2,
+        max_steps: Some(max_steps),
+        lr: 1e-3,
+        warmup_steps: 3,
+        eval_every: 0,
+        eval_records: 6,
+        checkpoint_every: 10,
+        ..TrainConfig::default()
+    }
+}
+
+/// Step → training loss, from a run's metrics.
+fn losses(dir: &Path) -> Vec<(u64, f64)> {
+    read_jsonl(&dir.join(METRICS_FILE))
+        .iter()
+        .filter_map(|v| Some((v["step"].as_u64()?, v["loss"].as_f64()?)))
+        .collect()
+}
+
+fn stop_at(control: &Control, step: usize) -> impl FnMut(TrainEvent) + '_ {
+    move |e| {
+        if matches!(e, TrainEvent::Step(m) if m.step == step) {
+            control.stop();
+        }
+    }
+}
+
+#[test]
+fn a_stopped_run_resumes_exactly_where_it_was() -> Result<(), TrainError> {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let p = project(tmp.path(), 60);
+    let cfg = small_config(32);
+    let whole = train(
+        &p,
+        &cfg,
+        &RunOptions::default(),
+        &Control::default(),
+        &mut |_| {},
+    )?;
+    assert_eq!((whole.status, whole.steps), (RunStatus::Finished, 32));
+
+    let control = Control::default();
+    let first = train(
+        &p,
+        &cfg,
+        &RunOptions::default(),
+        &control,
+        &mut stop_at(&control, 12),
+    )?;
+    assert_eq!((first.status, first.steps), (RunStatus::Stopped, 12));
+    let resume = RunOptions {
+        resume: Some(first.run_id.clone()),
+        ..RunOptions::default()
+    };
+    let second = train(&p, &cfg, &resume, &Control::default(), &mut |_| {})?;
+    assert_eq!((second.status, second.steps), (RunStatus::Finished, 32));
+
+    let (a, b) = (losses(&whole.run_dir), losses(&second.run_dir));
+    assert_eq!(a.len(), 32);
+    assert_eq!(b.len(), 32);
+    for ((sa, la), (sb, lb)) in a.iter().zip(&b).skip(12) {
+        assert_eq!(sa, sb);
+        assert!((la - lb).abs() < 1e-5, "step {sa}: {la} vs {lb}");
+    }
+    assert!(
+        second
+            .run_dir
+            .join("adapter/adapter_model.safetensors")
+            .is_file()
+    );
+    let statuses: Vec<RunStatus> = list_runs(&p.dir).iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [RunStatus::Finished, RunStatus::Finished]);
+    Ok(())
+}
+
+#[test]
+fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() -> Result<(), TrainError> {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let p = project(tmp.path(), 40);
+    let cfg = TrainConfig {
+        checkpoint_every: 2,
+        ..small_config(8)
+    };
+    let control = Control::default();
+    let first = train(
+        &p,
+        &cfg,
+        &RunOptions::default(),
+        &control,
+        &mut stop_at(&control, 4),
+    )?;
+    // Poison the adapter of the checkpoint the run resumes from.
+    let weights = first
+        .run_dir
+        .join("checkpoints/step-4/adapter_model.safetensors");
+    let device = candle_core::Device::Cpu;
+    let mut tensors = candle_core::safetensors::load(&weights, &device).expect("load adapter");
+    for (name, t) in tensors.iter_mut() {
+        if name.ends_with("lora_B.weight") {
+            *t = (t.ones_like().expect("ones") * f64::NAN).expect("nan");
+        }
+    }
+    candle_core::safetensors::save(&tensors, &weights).expect("save adapter");
+    let resume = RunOptions {
+        resume: Some(first.run_id.clone()),
+        ..RunOptions::default()
+    };
+    let err = train(&p, &cfg, &resume, &Control::default(), &mut |_| {})
+        .expect_err("a NaN loss must fail the run");
+    assert!(matches!(err, TrainError::Diverged { step: 5, .. }), "{err}");
+    assert!(
+        err.to_string().contains("last good checkpoint (step 4)"),
+        "{err}"
+    );
+    assert!(
+        first
+            .run_dir
+            .join("checkpoints/step-4/state.json")
+            .is_file()
+    );
+    assert_eq!(list_runs(&p.dir)[0].status, RunStatus::Failed);
+    Ok(())
+}
+
+#[test]
+fn bad_configurations_and_data_are_refused_before_a_run_starts() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let p = project(tmp.path(), 20);
+    let bad = TrainConfig {
+        lr: -1.0,
+        ..small_config(2)
+    };
+    let err = train(
+        &p,
+        &bad,
+        &RunOptions::default(),
+        &Control::default(),
+        &mut |_| {},
+    )
+    .expect_err("invalid lr");
+    assert!(err.to_string().contains("lr: must be above 0"), "{err}");
+    assert!(list_runs(&p.dir).is_empty());
+    let missing = TrainConfig {
+        dataset: "soap".into(),
+        ..small_config(2)
+    };
+    let err = train(
+        &p,
+        &missing,
+        &RunOptions::default(),
+        &Control::default(),
+        &mut |_| {},
+    )
+    .expect_err("unknown dataset");
+    assert!(err.to_string().contains("no dataset \"soap\""), "{err}");
+    assert!(err.is_bad_input());
+    assert!(list_runs(&p.dir).is_empty());
+}
