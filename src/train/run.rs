@@ -76,11 +76,15 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// A new run folder under `project_dir/runs/`, named by the UTC time.
-    pub fn create(project_dir: &Path) -> Result<RunDir, RunError> {
+    /// A new run folder under `project_dir/runs/`, named by the UTC time, holding `config`
+    /// from the moment it appears (it is filled under a hidden name, then renamed).
+    pub fn create(project_dir: &Path, config: &str) -> Result<RunDir, RunError> {
         let runs = project_dir.join(RUNS_DIR);
         std::fs::create_dir_all(&runs).map_err(|e| run_err(&runs, e))?;
         let stamp = utc_stamp(std::time::SystemTime::now());
+        let tmp = runs.join(format!(".{stamp}-{}.partial", std::process::id()));
+        std::fs::create_dir_all(&tmp).map_err(|e| run_err(&tmp, e))?;
+        write_atomic(&tmp.join(CONFIG_FILE), config.as_bytes()).map_err(|e| run_err(&tmp, e))?;
         let mut n = 0;
         loop {
             let id = if n == 0 {
@@ -89,11 +93,12 @@ impl RunDir {
                 format!("{stamp}-{n}")
             };
             let dir = runs.join(&id);
-            match std::fs::create_dir(&dir) {
-                Ok(()) => return Ok(RunDir { id, dir }),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
-                Err(e) => return Err(run_err(&dir, e)),
+            if dir.exists() {
+                n += 1;
+                continue;
             }
+            std::fs::rename(&tmp, &dir).map_err(|e| run_err(&dir, e))?;
+            return Ok(RunDir { id, dir });
         }
     }
 
@@ -113,11 +118,6 @@ impl RunDir {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| run.to_string());
         Ok(RunDir { id, dir })
-    }
-
-    pub fn write_config(&self, ron_text: &str) -> Result<(), RunError> {
-        let path = self.dir.join(CONFIG_FILE);
-        write_atomic(&path, ron_text.as_bytes()).map_err(|e| run_err(&path, e))
     }
 
     pub fn write_status(&self, status: &StatusFile) -> Result<(), RunError> {
@@ -143,13 +143,18 @@ impl RunDir {
         writeln!(f, "{value}").map_err(|e| run_err(&path, e))
     }
 
-    /// Rewrites `metrics.jsonl` keeping the complete lines of steps up to `step`, for a resume
-    /// from the checkpoint of that step.
-    pub fn truncate_metrics(&self, step: usize) -> Result<(), RunError> {
+    /// Rewrites `metrics.jsonl` keeping the complete lines of steps up to `step` (none without
+    /// one), for a resume from the checkpoint of that step.
+    pub fn truncate_metrics(&self, step: Option<usize>) -> Result<(), RunError> {
         let path = self.dir.join(METRICS_FILE);
         let kept: Vec<serde_json::Value> = read_jsonl(&path)
             .into_iter()
-            .filter(|v| v["step"].as_u64().is_some_and(|s| s as usize <= step))
+            .filter(|v| {
+                v["step"]
+                    .as_u64()
+                    .zip(step)
+                    .is_some_and(|(s, last)| s as usize <= last)
+            })
             .collect();
         let text: String = kept.iter().map(|v| format!("{v}\n")).collect();
         write_atomic(&path, text.as_bytes()).map_err(|e| run_err(&path, e))
@@ -189,6 +194,18 @@ impl RunDir {
         let _ = std::fs::remove_dir_all(&target);
         std::fs::rename(&tmp, &target).map_err(|e| run_err(&target, e))?;
         Ok(target)
+    }
+
+    /// Removes checkpoint folders a killed process left half written.
+    pub fn remove_partial_checkpoints(&self) {
+        let Ok(entries) = std::fs::read_dir(self.dir.join(CHECKPOINTS_DIR)) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().ends_with(".partial") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
     }
 
     /// Removes checkpoints but the newest `keep` and the `protected` ones.
@@ -232,6 +249,7 @@ pub fn list_runs(project_dir: &Path) -> Vec<RunSummary> {
     };
     let mut runs: Vec<RunSummary> = entries
         .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .filter(|e| e.path().join(CONFIG_FILE).is_file())
         .map(|e| {
             let run = RunDir {
@@ -308,8 +326,7 @@ mod tests {
     #[test]
     fn checkpoints_appear_whole_and_metrics_truncate_to_a_step() -> Result<(), RunError> {
         let tmp = tempfile::tempdir().map_err(|e| run_err(Path::new("tmp"), e))?;
-        let run = RunDir::create(tmp.path())?;
-        run.write_config("()")?;
+        let run = RunDir::create(tmp.path(), "()")?;
         let failed = run.write_checkpoint(3, |_| Err(run_err(Path::new("x"), "disk full")));
         assert!(failed.is_err());
         assert!(run.checkpoints().is_empty());
@@ -329,7 +346,7 @@ mod tests {
             .and_then(|mut f| f.write_all(b"{\"step\": 6, \"lo"))
             .map_err(|e| run_err(&run.dir, e))?;
         assert_eq!(read_jsonl(&run.dir.join(METRICS_FILE)).len(), 5);
-        run.truncate_metrics(3)?;
+        run.truncate_metrics(Some(3))?;
         assert_eq!(read_jsonl(&run.dir.join(METRICS_FILE)).len(), 3);
         Ok(())
     }
@@ -337,8 +354,7 @@ mod tests {
     #[test]
     fn a_running_status_without_its_process_lists_as_stopped() -> Result<(), RunError> {
         let tmp = tempfile::tempdir().map_err(|e| run_err(Path::new("tmp"), e))?;
-        let run = RunDir::create(tmp.path())?;
-        run.write_config("()")?;
+        let run = RunDir::create(tmp.path(), "()")?;
         let status = StatusFile {
             status: RunStatus::Running,
             pid: u32::MAX - 1,

@@ -133,11 +133,7 @@ pub fn train(
     let data = load_data(project, &cfg, &model)?;
     let run = match resumed {
         Some(run) => run,
-        None => {
-            let run = RunDir::create(&project.dir)?;
-            run.write_config(&cfg.to_ron())?;
-            run
-        }
+        None => RunDir::create(&project.dir, &cfg.to_ron())?,
     };
     let mut looped = Loop::prepare(&cfg, &run, opts, model, data)?;
     let result = looped.run(control, on_event);
@@ -174,18 +170,15 @@ impl<'a> Loop<'a> {
         mut model: LoadedModel,
         data: Data,
     ) -> Result<Loop<'a>, TrainError> {
-        let resume_step = match &opts.resume {
-            Some(_) => Some(
-                run.checkpoints()
-                    .last()
-                    .copied()
-                    .ok_or_else(|| run_err(&run.dir, "no complete checkpoint to resume from"))?,
-            ),
-            None => None,
-        };
+        // A run killed before its first checkpoint starts again from step 0.
+        let resume_step = opts
+            .resume
+            .as_ref()
+            .and_then(|_| run.checkpoints().last().copied());
         let (opt, state) = adapter_and_optimizer(&mut model, cfg, resume_step.map(|s| (run, s)))?;
-        if let Some(step) = resume_step {
-            run.truncate_metrics(step)?;
+        if opts.resume.is_some() {
+            run.truncate_metrics(resume_step)?;
+            run.remove_partial_checkpoints();
         }
         let micro_per_epoch = data.train.len().div_ceil(cfg.micro_batch);
         let steps_per_epoch = micro_per_epoch.div_ceil(cfg.grad_accum);
@@ -231,7 +224,7 @@ impl<'a> Loop<'a> {
             resumed_from: self.resumed_from,
             notes: self.data.notes.clone(),
         });
-        if self.state.step == 0 {
+        if self.resumed_from.is_none() {
             // The untrained adapter: a run killed before its first checkpoint still resumes,
             // and validation has the base model's loss to improve on.
             if !self.data.val.is_empty() {
