@@ -205,11 +205,15 @@ pub fn generate_batch(
                 .for_each(|r| r.stop = Some(StopReason::ContextFull));
             break;
         }
-        let hidden = model.hidden(&input, offset, Some(&mut cache), Path::Infer)?;
-        let logits = model
-            .logits(&hidden.narrow(1, t - 1, 1)?, Path::Infer)?
-            .squeeze(1)?
-            .to_vec2::<f32>()?;
+        // On a pool thread: the step's many parallel products then start from inside the pool
+        // instead of each waking it from outside, which costs more than a small product.
+        let logits = rayon::scope(|_| -> Result<Vec<Vec<f32>>> {
+            let hidden = model.hidden(&input, offset, Some(&mut cache), Path::Infer)?;
+            model
+                .logits(&hidden.narrow(1, t - 1, 1)?, Path::Infer)?
+                .squeeze(1)?
+                .to_vec2::<f32>()
+        })?;
         prefill.get_or_insert_with(|| started.elapsed());
         offset += t;
         let next: Vec<u32> = rows

@@ -33,9 +33,7 @@ impl BaseWeight {
                 x.contiguous()?.apply_op1_no_bwd(&BlockMatmul(b))
             }
             _ if path == Path::Train && self.fused_on(x) => {
-                x.contiguous()?.apply_op1(FrozenMatmul {
-                    w: self.to_dense(x.device())?,
-                })
+                x.contiguous()?.apply_op1(FrozenMatmul { w: self.clone() })
             }
             BaseWeight::Dense(w) => x.broadcast_matmul(&w.t()?),
             _ => x.broadcast_matmul(&self.to_dense(x.device())?.t()?),
@@ -131,7 +129,7 @@ impl LoraLinear {
                 l.a.as_tensor(),
                 l.b.as_tensor(),
                 LoraMatmul {
-                    w: self.base.to_dense(x.device())?,
+                    w: self.base.clone(),
                     scale: l.scale,
                 },
             )?,

@@ -1,6 +1,7 @@
 //! Fused CPU ops with their own backward, for the training path: where candle would build the
 //! result from several ops, each keeping its output for the backward pass, these keep one.
 
+use super::linear::BaseWeight;
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Device, Layout, Result, Shape, Tensor,
 };
@@ -46,9 +47,10 @@ fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 
 /// `x W^T` for a frozen `W` `[out, in]`, whose backward computes the input's gradient only:
 /// candle's matmul would also compute the weight's, a product as large as the forward one,
-/// and keep it until the backward pass ends.
+/// and keep it until the backward pass ends. A quantized `W` is dequantized for each product
+/// and never kept dense.
 pub struct FrozenMatmul {
-    pub w: Tensor,
+    pub w: BaseWeight,
 }
 
 impl CustomOp1 for FrozenMatmul {
@@ -57,22 +59,21 @@ impl CustomOp1 for FrozenMatmul {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        output_storage(&matmul_t(
-            &input_tensor(storage, layout, self.name())?,
-            &self.w,
-        )?)
+        let w = self.w.to_dense(&Device::Cpu)?;
+        output_storage(&matmul_t(&input_tensor(storage, layout, self.name())?, &w)?)
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         // dL/dx = dL/dy · W: the same product against W^T.
-        matmul_t(grad, &self.w.t()?.contiguous()?).map(Some)
+        let w = self.w.to_dense(&Device::Cpu)?;
+        matmul_t(&grad.detach(), &w.t()?.contiguous()?).map(Some)
     }
 }
 
 /// `x W^T + scale · (x A^T) B^T` for a frozen `W` and a LoRA pair A `[r, in]`, B `[out, r]`:
 /// one output kept instead of four output-sized tensors, and no gradient for `W`.
 pub struct LoraMatmul {
-    pub w: Tensor,
+    pub w: BaseWeight,
     pub scale: f64,
 }
 
@@ -94,7 +95,8 @@ impl CustomOp3 for LoraMatmul {
         let a = input_tensor(s2, l2, self.name())?;
         let b = input_tensor(s3, l3, self.name())?;
         let low = (matmul_t(&x, &a)? * self.scale)?;
-        output_storage(&(matmul_t(&x, &self.w)? + matmul_t(&low, &b)?)?)
+        let w = self.w.to_dense(&Device::Cpu)?;
+        output_storage(&(matmul_t(&x, &w)? + matmul_t(&low, &b)?)?)
     }
 
     fn bwd(
@@ -111,7 +113,8 @@ impl CustomOp3 for LoraMatmul {
         let x2 = x.reshape(((), x.dim(D::Minus1)?))?;
         let g2 = grad.detach().reshape(((), grad.dim(D::Minus1)?))?;
         let gb = g2.matmul(b)?;
-        let dx = (g2.matmul(&self.w)? + (gb.matmul(a)? * self.scale)?)?.reshape(x.dims())?;
+        let w = self.w.to_dense(&Device::Cpu)?;
+        let dx = (g2.matmul(&w)? + (gb.matmul(a)? * self.scale)?)?.reshape(x.dims())?;
         let da = (gb.t()?.matmul(&x2)? * self.scale)?;
         let db = (g2.t()?.matmul(&x2.matmul(&a.t()?)?)? * self.scale)?;
         Ok((Some(dx), Some(da), Some(db)))
@@ -274,9 +277,12 @@ impl CustomOp1 for NllAtLabels {
     }
 }
 
+/// The exponentials are summed in f64: over a 50k vocabulary an f32 running sum drops the
+/// small terms and reads about 1e-4 low in the loss.
 fn log_sum_exp(row: &[f32]) -> f32 {
     let max = row.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-    max + row.iter().map(|v| (v - max).exp()).sum::<f32>().ln()
+    let sum: f64 = row.iter().map(|v| f64::from((v - max).exp())).sum();
+    max + sum.ln() as f32
 }
 
 /// `softmax(scale · x + causal mask)` over the last dimension of attention scores
@@ -366,7 +372,7 @@ mod tests {
             a.as_tensor(),
             b.as_tensor(),
             LoraMatmul {
-                w: w.clone(),
+                w: BaseWeight::Dense(w.clone()),
                 scale: 1.5,
             },
         )?;
