@@ -595,6 +595,9 @@ mod tests {
     }
 
     #[cfg(target_arch = "x86_64")]
+    type Dot = unsafe fn(&BlockRow, &QuantizedRow) -> f32;
+
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn the_avx2_and_vnni_kernels_agree_with_the_portable_code() -> Result<()> {
         let (rows, cols) = (4, 160);
@@ -605,11 +608,7 @@ mod tests {
             let m = BlockMatrix::from_bytes(kind, rows, cols, &random_blocks(kind, rows, cols, 2))?;
             for r in 0..rows {
                 let w = m.row(r);
-                let (portable, dot_avx2, dot_vnni): (
-                    _,
-                    unsafe fn(&BlockRow, &QuantizedRow) -> f32,
-                    unsafe fn(&BlockRow, &QuantizedRow) -> f32,
-                ) = match kind {
+                let (portable, dot_avx2, dot_vnni): (f32, Dot, Dot) = match kind {
                     BlockKind::Q8_0 => (portable::dot_q8(&w, &a), simd::dot_q8, simd::dot_q8_vnni),
                     _ => (portable::dot_q4(&w, &a), simd::dot_q4, simd::dot_q4_vnni),
                 };
