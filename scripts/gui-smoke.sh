@@ -4,11 +4,15 @@
 # non-blank frames of every panel.
 set -euo pipefail
 bin=${1:-target/release/lablens}
-display=:93
-Xvfb $display -screen 0 1600x1000x24 -nolisten tcp >/dev/null 2>&1 &
+# The first display number no other X server holds (stale locks from killed servers included).
+n=93
+while [ -e /tmp/.X$n-lock ] || [ -e /tmp/.X11-unix/X$n ]; do n=$((n + 1)); done
+display=:$n
+Xvfb $display -screen 0 1600x1000x24 -nolisten tcp >/tmp/lablens-xvfb.log 2>&1 &
 xvfb=$!
 trap 'kill $xvfb 2>/dev/null || true; [ -n "${app:-}" ] && kill $app 2>/dev/null || true' EXIT
-for _ in $(seq 50); do [ -S /tmp/.X11-unix/X${display#:} ] && break; sleep 0.1; done
+for _ in $(seq 200); do [ -S /tmp/.X11-unix/X$n ] && break; sleep 0.1; done
+[ -S /tmp/.X11-unix/X$n ] || { echo "Xvfb did not start on $display:"; cat /tmp/lablens-xvfb.log; exit 1; }
 
 home=$(mktemp -d)
 DISPLAY=$display HOME=$home "$bin" >/tmp/lablens-gui.log 2>&1 &
