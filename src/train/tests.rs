@@ -42,6 +42,17 @@ fn losses(dir: &Path) -> Vec<(u64, f64)> {
         .collect()
 }
 
+/// A new run of `cfg`, uninterrupted.
+fn fresh_run(p: &OpenProject, cfg: &TrainConfig) -> Result<TrainSummary, TrainError> {
+    train(
+        p,
+        cfg,
+        &RunOptions::default(),
+        &Control::default(),
+        &mut |_| {},
+    )
+}
+
 fn stop_at(control: &Control, step: usize) -> impl FnMut(TrainEvent) + '_ {
     move |e| {
         if matches!(e, TrainEvent::Step(m) if m.step == step) {
@@ -55,13 +66,7 @@ fn a_stopped_run_resumes_exactly_where_it_was() -> Result<(), TrainError> {
     let tmp = tempfile::tempdir().expect("tempdir");
     let p = project(tmp.path(), 60);
     let cfg = small_config(32);
-    let whole = train(
-        &p,
-        &cfg,
-        &RunOptions::default(),
-        &Control::default(),
-        &mut |_| {},
-    )?;
+    let whole = fresh_run(&p, &cfg)?;
     assert_eq!((whole.status, whole.steps), (RunStatus::Finished, 32));
 
     let control = Control::default();
@@ -155,28 +160,14 @@ fn bad_configurations_and_data_are_refused_before_a_run_starts() {
         lr: -1.0,
         ..small_config(2)
     };
-    let err = train(
-        &p,
-        &bad,
-        &RunOptions::default(),
-        &Control::default(),
-        &mut |_| {},
-    )
-    .expect_err("invalid lr");
+    let err = fresh_run(&p, &bad).expect_err("invalid lr");
     assert!(err.to_string().contains("lr: must be above 0"), "{err}");
     assert!(list_runs(&p.dir).is_empty());
     let missing = TrainConfig {
         dataset: "soap".into(),
         ..small_config(2)
     };
-    let err = train(
-        &p,
-        &missing,
-        &RunOptions::default(),
-        &Control::default(),
-        &mut |_| {},
-    )
-    .expect_err("unknown dataset");
+    let err = fresh_run(&p, &missing).expect_err("unknown dataset");
     assert!(err.to_string().contains("no dataset \"soap\""), "{err}");
     assert!(err.is_bad_input());
     assert!(list_runs(&p.dir).is_empty());
@@ -194,13 +185,7 @@ fn the_quick_demo_preset_lowers_the_validation_loss_of_the_embedded_model() -> R
         eval_records: 16,
         ..TrainConfig::preset("quick-demo").expect("preset")
     };
-    let run = train(
-        &p,
-        &cfg,
-        &RunOptions::default(),
-        &Control::default(),
-        &mut |_| {},
-    )?;
+    let run = fresh_run(&p, &cfg)?;
     let evals: Vec<f64> = read_jsonl(&run.run_dir.join(METRICS_FILE))
         .iter()
         .filter_map(|v| v["val_loss"].as_f64())
