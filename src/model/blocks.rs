@@ -173,28 +173,7 @@ impl BlockMatrix {
 
     /// `y = x W^T` for `x` of `n` rows (`[n, cols]`, row-major); `y` is `[n, rows]`.
     pub fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
-        let acts: Vec<QuantizedRow> = x.chunks_exact(self.cols).map(QuantizedRow::new).collect();
-        // Output rows in chunks per task; each task writes `n` values per weight row.
-        let per_task = (self.rows / (4 * rayon::current_num_threads())).clamp(16, 1024);
-        let mut by_weight = vec![0f32; self.rows * n];
-        by_weight
-            .par_chunks_mut(per_task * n)
-            .enumerate()
-            .for_each(|(t, chunk)| {
-                for (i, out) in chunk.chunks_exact_mut(n).enumerate() {
-                    let row = t * per_task + i;
-                    for (o, a) in out.iter_mut().zip(&acts) {
-                        *o = self.dot(row, a);
-                    }
-                }
-            });
-        let mut y = vec![0f32; n * self.rows];
-        for (row, values) in by_weight.chunks_exact(n).enumerate() {
-            for (r, v) in values.iter().enumerate() {
-                y[r * self.rows + row] = *v;
-            }
-        }
-        y
+        matmul_many(&[self], x, n).pop().unwrap_or_default()
     }
 
     fn row(&self, row: usize) -> BlockRow<'_> {
@@ -234,6 +213,51 @@ impl BlockMatrix {
             BlockKind::Q4_0 | BlockKind::Q4_1 => portable::dot_q4(&w, a),
         }
     }
+}
+
+/// `x W^T` for each of `weights` (all `cols` wide), `[n, rows_i]` each: the activations are rounded
+/// once and every product runs in one parallel region, so a decode step wakes the thread pool once
+/// for q/k/v and once for gate/up instead of per weight.
+pub fn matmul_many(weights: &[&BlockMatrix], x: &[f32], n: usize) -> Vec<Vec<f32>> {
+    let cols = weights.first().map_or(0, |w| w.cols);
+    debug_assert!(weights.iter().all(|w| w.cols == cols));
+    let acts: Vec<QuantizedRow> = x.chunks_exact(cols).map(QuantizedRow::new).collect();
+    let total_rows: usize = weights.iter().map(|w| w.rows).sum();
+    // Output rows in chunks per task; each task writes `n` values per weight row.
+    let per_task = (total_rows / (4 * rayon::current_num_threads())).clamp(16, 1024);
+    let mut by_weight: Vec<Vec<f32>> = weights.iter().map(|w| vec![0f32; w.rows * n]).collect();
+    let tasks: Vec<(&BlockMatrix, usize, &mut [f32])> = weights
+        .iter()
+        .zip(by_weight.iter_mut())
+        .flat_map(|(w, out)| {
+            out.chunks_mut(per_task * n)
+                .enumerate()
+                .map(move |(t, chunk)| (*w, t * per_task, chunk))
+        })
+        .collect();
+    tasks.into_par_iter().for_each(|(w, first, chunk)| {
+        for (i, out) in chunk.chunks_exact_mut(n).enumerate() {
+            for (o, a) in out.iter_mut().zip(&acts) {
+                *o = w.dot(first + i, a);
+            }
+        }
+    });
+    if n == 1 {
+        return by_weight;
+    }
+    weights
+        .iter()
+        .zip(by_weight)
+        .map(|(w, values)| {
+            let mut y = vec![0f32; n * w.rows];
+            for (row, v) in values.chunks_exact(n).enumerate() {
+                for (r, value) in v.iter().enumerate() {
+                    y[r * w.rows + row] = *value;
+                }
+            }
+            y
+        })
+        .collect()
 }
 
 /// One weight row's blocks.

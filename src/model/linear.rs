@@ -1,7 +1,7 @@
 //! A linear layer over a frozen base weight (dense, or quantized as in a GGUF file) with an
 //! optional LoRA adapter: `y = x W^T + b + scale · (x A^T) B^T`. Only A and B ever train.
 
-use super::blocks::{BlockMatmul, BlockMatrix};
+use super::blocks::{BlockMatmul, BlockMatrix, matmul_many};
 use super::llama::Path;
 use super::ops::{FrozenMatmul, LoraMatmul};
 use candle_core::quantized::QMatMul;
@@ -124,7 +124,7 @@ impl LoraLinear {
 
     pub fn forward(&self, x: &Tensor, path: Path) -> Result<Tensor> {
         let lora = self.lora.as_ref().filter(|_| self.lora_enabled);
-        let mut y = match lora {
+        let y = match lora {
             Some(l) if path == Path::Train && self.base.fused_on(x) => x.contiguous()?.apply_op3(
                 l.a.as_tensor(),
                 l.b.as_tensor(),
@@ -133,17 +133,59 @@ impl LoraLinear {
                     scale: l.scale,
                 },
             )?,
+            _ => self.add_adapter(x, self.base.forward(x, path)?)?,
+        };
+        self.add_bias(y)
+    }
+
+    /// Several layers over the same input (q/k/v, gate/up): on the inference path with few rows
+    /// and block-quantized weights, the base products share one rounding of `x` and one parallel
+    /// region; otherwise each layer runs on its own.
+    pub fn forward_many(layers: &[&LoraLinear], x: &Tensor, path: Path) -> Result<Vec<Tensor>> {
+        let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?;
+        let blocks: Option<Vec<&BlockMatrix>> = layers
+            .iter()
+            .map(|l| match &l.base {
+                BaseWeight::Blocks(b) => Some(b.as_ref()),
+                _ => None,
+            })
+            .collect();
+        let blocks = match blocks {
+            Some(b) if path == Path::Infer && rows <= QUANTIZED_KERNEL_MAX_ROWS => b,
+            _ => return layers.iter().map(|l| l.forward(x, path)).collect(),
+        };
+        let data = x.flatten_all()?.to_vec1::<f32>()?;
+        let outputs = matmul_many(&blocks, &data, rows);
+        let lead = &x.dims()[..x.rank() - 1];
+        layers
+            .iter()
+            .zip(blocks)
+            .zip(outputs)
+            .map(|((layer, b), y)| {
+                let shape: Vec<usize> = lead.iter().copied().chain([b.dims().0]).collect();
+                let base = Tensor::from_vec(y, shape, x.device())?;
+                layer.add_bias(layer.add_adapter(x, base)?)
+            })
+            .collect()
+    }
+
+    /// `base + scale · (x A^T) B^T` when the adapter is on.
+    fn add_adapter(&self, x: &Tensor, base: Tensor) -> Result<Tensor> {
+        match self.lora.as_ref().filter(|_| self.lora_enabled) {
             Some(l) => {
                 // Scaling the rank-r product keeps one output-sized tensor fewer.
                 let low = (x.broadcast_matmul(&l.a.as_tensor().t()?)? * l.scale)?;
-                (self.base.forward(x, path)? + low.broadcast_matmul(&l.b.as_tensor().t()?)?)?
+                base + low.broadcast_matmul(&l.b.as_tensor().t()?)?
             }
-            None => self.base.forward(x, path)?,
-        };
-        if let Some(b) = &self.bias {
-            y = y.broadcast_add(b)?;
+            None => Ok(base),
         }
-        Ok(y)
+    }
+
+    fn add_bias(&self, y: Tensor) -> Result<Tensor> {
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
     }
 }
 

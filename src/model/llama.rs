@@ -3,6 +3,7 @@
 //! q/k/v bias. Two paths share the weights: the training path uses only ops that pass gradients,
 //! the inference path the fused kernels and a KV cache.
 
+use super::attention::DecodeAttention;
 use super::config::LlamaConfig;
 use super::linear::{BaseWeight, LoraLinear};
 use super::ops::{CausalSoftmax, RmsNorm, Rotary, SwiGlu};
@@ -112,7 +113,7 @@ fn softmax(x: Tensor, path: Path) -> Result<Tensor> {
 /// Additive attention mask for `t` new positions after `offset` cached ones, `[b | 1, 1, 1, t,
 /// offset + t]`: causal, and no query attends to its row's left padding (a padding position
 /// attends to itself only, so that its softmax stays finite). `None` when nothing is masked.
-fn attention_mask(
+pub(super) fn attention_mask(
     b: usize,
     t: usize,
     offset: usize,
@@ -158,6 +159,9 @@ pub struct KvCache {
     pads: Vec<usize>,
 }
 
+/// Up to this many new positions per row, CPU inference runs attention as one fused op.
+const DECODE_MAX_QUERIES: usize = 8;
+
 /// The cache grows by this many positions at a time.
 const KV_CHUNK: usize = 256;
 
@@ -173,6 +177,14 @@ impl KvCache {
             pads,
         }
     }
+}
+
+/// What a batch's queries must not see: the additive mask of the general path, and the left
+/// padding of each row for the fused decode path.
+#[derive(Clone, Copy)]
+struct Masking<'a> {
+    mask: Option<&'a Tensor>,
+    pads: &'a [usize],
 }
 
 #[derive(Debug, Clone)]
@@ -194,7 +206,7 @@ impl Attention {
         x: &Tensor,
         rope: &Rope,
         offset: usize,
-        mask: Option<&Tensor>,
+        masking: Masking,
         cache: Option<&mut candle_nn::kv_cache::KvCache>,
         path: Path,
     ) -> Result<Tensor> {
@@ -202,13 +214,13 @@ impl Attention {
         let (kv, d) = (self.n_kv_heads, self.head_dim);
         let n_rep = self.n_heads / kv;
         let heads = |y: Tensor, n: usize| y.reshape((b, t, n, d))?.transpose(1, 2);
-        let q = rope.apply(
-            &heads(self.q_proj.forward(x, path)?, self.n_heads)?,
-            offset,
-            path,
-        )?;
-        let k = rope.apply(&heads(self.k_proj.forward(x, path)?, kv)?, offset, path)?;
-        let v = heads(self.v_proj.forward(x, path)?, kv)?.contiguous()?;
+        let [q, k, v]: [Tensor; 3] =
+            LoraLinear::forward_many(&[&self.q_proj, &self.k_proj, &self.v_proj], x, path)?
+                .try_into()
+                .map_err(|_| candle_core::Error::Msg("q/k/v: three outputs expected".into()))?;
+        let q = rope.apply(&heads(q, self.n_heads)?, offset, path)?;
+        let k = rope.apply(&heads(k, kv)?, offset, path)?;
+        let v = heads(v, kv)?.contiguous()?;
         let (k, v) = match cache {
             Some(c) => c.append(&k.contiguous()?, &v)?,
             None => (k, v),
@@ -216,8 +228,18 @@ impl Attention {
         let total = k.dim(2)?;
         let q = q.contiguous()?.reshape((b, kv, n_rep * t, d))?;
         let scale = 1.0 / (d as f64).sqrt();
+        if path == Path::Infer && t <= DECODE_MAX_QUERIES && q.device().is_cpu() {
+            let op = DecodeAttention {
+                scale: scale as f32,
+                queries: t,
+                offset,
+                pads: masking.pads,
+            };
+            let y = q.apply_op3_no_bwd(&k, &v, &op)?;
+            return self.o_proj.forward(&merge_heads(y, b, t)?, path);
+        }
         let scores = q.matmul(&k.t()?)?;
-        let att = match mask {
+        let att = match masking.mask {
             None if scores.device().is_cpu() => scores.contiguous()?.apply_op1(CausalSoftmax {
                 scale,
                 queries: t,
@@ -232,13 +254,18 @@ impl Attention {
                 softmax(masked, path)?
             }
         };
-        let y = att
-            .matmul(&v)?
-            .reshape((b, self.n_heads, t, d))?
-            .transpose(1, 2)?
-            .reshape((b, t, self.n_heads * d))?;
+        let y = merge_heads(att.matmul(&v)?, b, t)?;
         self.o_proj.forward(&y, path)
     }
+}
+
+/// Attention outputs `[b, kv, n_rep · t, d]` back to `[b, t, heads · d]`.
+fn merge_heads(y: Tensor, b: usize, t: usize) -> Result<Tensor> {
+    let (_, kv, rows, d) = y.dims4()?;
+    let heads = kv * rows / t;
+    y.reshape((b, heads, t, d))?
+        .transpose(1, 2)?
+        .reshape((b, t, heads * d))
 }
 
 #[derive(Debug, Clone)]
@@ -250,8 +277,10 @@ pub struct Mlp {
 
 impl Mlp {
     fn forward(&self, x: &Tensor, path: Path) -> Result<Tensor> {
-        let gate = self.gate_proj.forward(x, path)?;
-        let up = self.up_proj.forward(x, path)?;
+        let [gate, up]: [Tensor; 2] =
+            LoraLinear::forward_many(&[&self.gate_proj, &self.up_proj], x, path)?
+                .try_into()
+                .map_err(|_| candle_core::Error::Msg("gate/up: two outputs expected".into()))?;
         let h = if x.device().is_cpu() {
             gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)?
         } else {
@@ -308,11 +337,11 @@ impl Llama {
                 .gather_rows(&ids.flatten_all()?)?
                 .reshape((b, t, self.cfg.hidden_size))?;
         let eps = self.cfg.rms_norm_eps;
-        let pads = cache.as_ref().map_or(&[][..], |c| c.pads.as_slice());
+        let pads = cache.as_ref().map_or(Vec::new(), |c| c.pads.clone());
         // On the CPU the causal part is fused into the softmax; a mask is built for padding.
         let padded = pads.iter().any(|p| *p > 0);
         let mask = if padded || !x.device().is_cpu() {
-            attention_mask(b, t, offset, pads, x.device())?
+            attention_mask(b, t, offset, &pads, x.device())?
         } else {
             None
         };
@@ -322,12 +351,16 @@ impl Llama {
                 candle_nn::kv_cache::KvCache::new(2, KV_CHUNK),
             );
         }
+        let masking = Masking {
+            mask: mask.as_ref(),
+            pads: &pads,
+        };
         for (i, layer) in self.layers.iter().enumerate() {
             let h = rms_norm(&x, &layer.input_norm, eps, path)?;
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
             x = (x + layer
                 .attn
-                .forward(&h, &self.rope, offset, mask.as_ref(), slot, path)?)?;
+                .forward(&h, &self.rope, offset, masking, slot, path)?)?;
             let h = rms_norm(&x, &layer.post_attention_norm, eps, path)?;
             x = (x + layer.mlp.forward(&h, path)?)?;
         }

@@ -2,6 +2,7 @@
 //! its weights load from, the tokenizer and chat template that turn text into its input, and
 //! scoring and generation on top.
 
+mod attention;
 pub mod blocks;
 pub mod chat;
 pub mod config;
