@@ -1,0 +1,324 @@
+use super::*;
+use crate::app::{AppState, LabLensApp, PanelKind};
+use crate::train::run::{METRICS_FILE, RunDir, RunStatus, StatusFile};
+use egui_kittest::Harness;
+use egui_kittest::kittest::{NodeT, Queryable};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn wait_until(h: &mut Harness<'_, LabLensApp>, what: &str, done: impl Fn(&LabLensApp) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        h.step();
+        if done(h.state()) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{what}: not reached within 60 s");
+}
+
+/// A project over the first 40 records of the sample discharge set, 80% for training.
+fn small_project(dir: &Path) -> PathBuf {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_data/discharge.jsonl");
+    let text = std::fs::read_to_string(sample).expect("sample data");
+    let lines: Vec<&str> = text.lines().take(40).collect();
+    std::fs::write(dir.join("discharge.jsonl"), lines.join("\n")).expect("write data");
+    std::fs::write(
+        dir.join(crate::project::PROJECT_FILE),
+        r#"(name: "t", task: discharge, datasets: [(name: "discharge", path: "discharge.jsonl")],
+            split: (ratios: (80.0, 20.0, 0.0), seed: 1))"#,
+    )
+    .expect("write project");
+    dir.to_path_buf()
+}
+
+/// The app over `project` on the Train panel, once its dataset and model have loaded.
+fn train_panel_over(project: PathBuf) -> Harness<'static, LabLensApp> {
+    let models = project.join("models");
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1500.0, 950.0))
+        .build_eframe(move |cc| {
+            LabLensApp::new(&cc.egui_ctx, AppState::default(), Some(project), models)
+        });
+    wait_until(&mut h, "dataset and model loaded", |app| {
+        app.dataset.view().is_some() && app.model.loaded().is_some() && !app.engine.is_busy()
+    });
+    h.state_mut().state.panel = PanelKind::Train;
+    h.run();
+    h
+}
+
+/// The text box labelled `label` (the label itself is a node of that name too).
+fn text_box<'h>(h: &'h Harness<'_, LabLensApp>, label: &str) -> egui_kittest::Node<'h> {
+    h.get_all_by_label(label)
+        .find(|n| n.accesskit_node().role() == egui::accesskit::Role::TextInput)
+        .unwrap_or_else(|| panic!("no text box {label}"))
+}
+
+fn start_disabled(h: &Harness<'_, LabLensApp>) -> bool {
+    h.get_by_label("Start").accesskit_node().is_disabled()
+}
+
+#[test]
+fn an_invalid_value_disables_start_and_says_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = train_panel_over(small_project(dir.path()));
+    assert!(!start_disabled(&h));
+    assert!(h.query_by_label_contains("training records").is_some());
+
+    text_box(&h, "learning rate").click();
+    h.run();
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    text_box(&h, "learning rate").type_text("-0.5");
+    h.run();
+    assert_eq!(h.state().train.form.config().0.lr, -0.5);
+    assert!(start_disabled(&h));
+    assert!(
+        h.query_by_label("learning rate: must be above 0 and below 1")
+            .is_some()
+    );
+    assert!(
+        h.query_by_label("Start is disabled: must be above 0 and below 1 (lr)")
+            .is_some()
+    );
+
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    text_box(&h, "learning rate").type_text("0.002");
+    h.run();
+    assert!(!start_disabled(&h));
+    assert!(h.query_by_label_contains("must be above 0").is_none());
+}
+
+fn live_steps(app: &LabLensApp) -> usize {
+    app.train.live.as_ref().map_or(0, |l| l.step())
+}
+
+#[test]
+fn a_run_streams_its_steps_pauses_and_stops_at_a_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = train_panel_over(small_project(dir.path()));
+    let form = &mut h.state_mut().train.form;
+    for (label, text) in [
+        ("max sequence length", "96"),
+        ("micro-batch", "2"),
+        ("max steps", "100000"),
+        ("validate every", "2"),
+        ("validation records", "4"),
+        ("checkpoint every", "0"),
+    ] {
+        form.set_text(label, text);
+    }
+    h.run();
+    h.get_by_label("Start").click();
+    wait_until(&mut h, "three steps", |app| live_steps(app) >= 3);
+    let live = h.state().train.live.as_ref().expect("live run");
+    assert!(live.curves.loss.len() >= 3, "the loss plot has points");
+    assert!(
+        live.curves.val_loss.len() >= 2,
+        "validation at step 0 and 2"
+    );
+    assert!(h.query_by_label_contains("tokens/s").is_some());
+
+    h.get_by_label("Pause").click();
+    wait_until(&mut h, "paused", |app| app.train.is_paused());
+    std::thread::sleep(Duration::from_millis(300));
+    h.run();
+    let paused_at = live_steps(h.state());
+    std::thread::sleep(Duration::from_millis(400));
+    h.run();
+    assert_eq!(live_steps(h.state()), paused_at, "no step while paused");
+    assert!(h.query_by_label_contains("(paused)").is_some());
+    h.get_by_label("Resume").click();
+    wait_until(&mut h, "a step after resuming", |app| {
+        live_steps(app) > paused_at
+    });
+
+    h.get_by_label("Stop").click();
+    wait_until(&mut h, "the job ended", |app| !app.train.is_training());
+    h.run();
+    let summary = h.state().train.summary.clone().expect("summary");
+    assert_eq!(summary.status, RunStatus::Stopped);
+    let run = RunDir::open(dir.path(), &summary.run_id).expect("run folder");
+    assert_eq!(run.checkpoints().last(), Some(&summary.steps));
+    assert!(
+        h.query_by_label_contains("stopped at a checkpoint")
+            .is_some()
+    );
+    let rows = &h.state().train.runs.rows;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].summary.status, RunStatus::Stopped);
+}
+
+/// A finished run with a straight loss line from `start` down by `slope` a step.
+fn fake_run(project: &Path, lr: f64, start: f64, slope: f64) -> String {
+    let cfg = crate::train::TrainConfig {
+        lr,
+        ..Default::default()
+    };
+    let run = RunDir::create(project, &cfg.to_ron()).expect("run");
+    for step in 1..=50usize {
+        let line = serde_json::json!({"step": step, "loss": start - slope * step as f64,
+            "lr": lr, "grad_norm": 1.0, "tokens": 100, "tokens_per_s": 900.0, "elapsed_s": step});
+        run.append_line(METRICS_FILE, &line).expect("metrics");
+    }
+    run.write_status(&StatusFile {
+        status: RunStatus::Finished,
+        pid: std::process::id(),
+        message: String::new(),
+        step: 50,
+        total_steps: 50,
+        best_step: None,
+        best_val_loss: None,
+        elapsed_s: 50.0,
+    })
+    .expect("status");
+    run.id
+}
+
+#[test]
+fn ticking_two_runs_overlays_two_series_and_the_comparison_marks_differences() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let project = small_project(dir.path());
+    let a = fake_run(&project, 0.005, 3.0, 0.02);
+    let b = fake_run(&project, 0.002, 3.2, 0.01);
+    let mut h = train_panel_over(project);
+    h.state_mut().train.state.tab = TrainTab::Runs;
+    h.run();
+    h.get_by_label(&a).click();
+    h.run();
+    h.get_by_label(&b).click();
+    wait_until(&mut h, "both curves loaded", |app| {
+        app.train.runs.curves_ready()
+    });
+    h.run();
+    assert_eq!(h.state().train.runs.drawn, 2);
+
+    h.state_mut().train.runs.compare = [Some(a), Some(b)];
+    h.run();
+    assert!(h.query_by_label("≠ lr").is_some());
+    assert!(h.query_by_label("≠ seed").is_none());
+    assert!(h.query_by_label("1 of 25 fields differ").is_some());
+}
+
+#[test]
+fn frames_keep_coming_while_the_engine_is_busy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = train_panel_over(small_project(dir.path()));
+    let (release, wait) = crossbeam_channel::bounded::<()>(1);
+    h.state().engine.submit(Command::Custom {
+        name: "slow job".into(),
+        work: Box::new(move |_, _| {
+            wait.recv().ok();
+            Ok(String::new())
+        }),
+    });
+    let started = Instant::now();
+    for _ in 0..30 {
+        let frame = Instant::now();
+        h.step();
+        assert!(
+            frame.elapsed() < Duration::from_millis(500),
+            "a frame waited"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(h.state().engine.is_busy(), "the job was still running");
+    assert!(start_disabled(&h));
+    release.send(()).expect("release");
+    wait_until(&mut h, "the job ended", |app| !app.engine.is_busy());
+}
+
+/// A loss that falls with noise on it, as a long run logs it.
+fn synthetic_step(step: usize, rng: &mut crate::data::rng::SeededRng) -> TrainEvent {
+    let s = step as f64;
+    TrainEvent::Step(crate::train::StepMetrics {
+        step,
+        loss: 0.6 + 2.4 * (-s / 30_000.0).exp() + 0.25 * (rng.f64() - 0.5),
+        lr: 2e-4 * (1.0 - s / 250_000.0),
+        grad_norm: 1.0,
+        tokens: 3_000,
+        tokens_per_s: 900.0 + 100.0 * rng.f64(),
+        elapsed_s: s * 3.3,
+    })
+}
+
+/// Frame build time of the Train panel with 100k logged steps, a new step each frame and the
+/// pointer over the loss plot (its hover label searches the nearest point).
+#[test]
+#[ignore = "a benchmark: scripts/bench-train-panel.sh runs it and prints the numbers"]
+fn bench_frame_build_time_with_100k_steps() {
+    let engine = crate::engine::Engine::start(crate::engine::NoNotifier);
+    let mut panel = TrainPanel::new(TrainUiState::default());
+    let mut rng = crate::data::rng::SeededRng::new(3);
+    panel.record(&TrainEvent::Started {
+        run_id: "bench".into(),
+        run_dir: PathBuf::new(),
+        total_steps: 250_000,
+        resumed_from: None,
+        notes: Vec::new(),
+    });
+    let fill = Instant::now();
+    for step in 1..=100_000 {
+        panel.record(&synthetic_step(step, &mut rng));
+        if step % 100 == 0 {
+            let val_loss = 0.7 + 2.3 * (-(step as f64) / 30_000.0).exp();
+            panel.record(&TrainEvent::Eval {
+                step,
+                val_loss,
+                best: true,
+            });
+        }
+    }
+    let fill = fill.elapsed();
+    let ctx = egui::Context::default();
+    let train_ctx = TrainContext {
+        engine: &engine,
+        project: None,
+        model: None,
+        dataset: None,
+    };
+    let screen = egui::Rect::from_min_size(egui::Pos2::ZERO, egui::vec2(1600.0, 1000.0));
+    let (mut build, mut with_tessellation) = (Vec::new(), Vec::new());
+    for frame in 0..520usize {
+        panel.record(&synthetic_step(100_001 + frame, &mut rng));
+        let input = egui::RawInput {
+            screen_rect: Some(screen),
+            time: Some(frame as f64 / 60.0),
+            events: vec![egui::Event::PointerMoved(egui::pos2(900.0, 300.0))],
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let output = ctx.run_ui(input, |ui| {
+            egui::CentralPanel::default().show(ui, |ui| panel.ui(ui, &train_ctx));
+        });
+        let built = started.elapsed();
+        let primitives = ctx.tessellate(output.shapes, output.pixels_per_point);
+        let total = started.elapsed();
+        assert!(!primitives.is_empty());
+        // The first frames lay out fonts and plots for the first time.
+        if frame >= 20 {
+            build.push(built);
+            with_tessellation.push(total);
+        }
+    }
+    let live = panel.live.as_ref().expect("live run");
+    assert!(live.curves.loss.len() <= series::CAPACITY);
+    let ms = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
+    println!(
+        "Train panel, 100,000 logged steps ({} loss points kept, filled in {:.0} ms), {} frames:",
+        live.curves.loss.len(),
+        fill.as_secs_f64() * 1e3,
+        build.len()
+    );
+    for (what, samples) in [
+        ("build", &build),
+        ("build + tessellate", &with_tessellation),
+    ] {
+        println!(
+            "  frame {what}: p50 {:.2} ms  p95 {:.2} ms",
+            ms(crate::app::quantile(samples, 0.5)),
+            ms(crate::app::quantile(samples, 0.95))
+        );
+    }
+}
