@@ -51,7 +51,7 @@ impl FrameTimes {
             ),
             None => "frame build: measuring…".to_string(),
         };
-        egui::Area::new(egui::Id::new("frame_time_overlay"))
+        egui::Area::new(egui::Id::unique("frame_time_overlay"))
             .anchor(egui::Align2::RIGHT_TOP, [-12.0, 44.0])
             .order(egui::Order::Foreground)
             .interactable(false)

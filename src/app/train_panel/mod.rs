@@ -9,12 +9,10 @@ mod plots;
 mod runs;
 mod series;
 
-pub use form::{ConfigForm, Issue};
+pub use form::ConfigForm;
 pub use live::LiveRun;
 pub use playground::Playground;
-pub use plots::Curves;
 pub use runs::RunsView;
-pub use series::Series;
 
 use crate::data::dataset::DatasetView;
 use crate::engine::{Command, Engine, Event, JobId, ModelInfo, TrainRequest};

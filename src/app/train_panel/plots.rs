@@ -162,8 +162,8 @@ pub fn loss_plot(
     let single = shown.len() == 1;
     let mut plot = Plot::new(id)
         .height(height)
-        .link_axis(link_group(ui), [true, false])
-        .link_cursor(link_group(ui), [true, false])
+        .link_axis(link_group(id), [true, false])
+        .link_cursor(link_group(id), [true, false])
         .x_axis_label("step")
         .y_axis_label(if log_y { "loss (log scale)" } else { "loss" })
         .legend(Legend::default())
@@ -212,9 +212,10 @@ fn hovered<'h>(hover: &egui_plot::HoverPosition<'h>, fallback: &'h str) -> (&'h 
     }
 }
 
-/// Every plot of the panel pans and zooms along one step axis.
-fn link_group(ui: &egui::Ui) -> egui::Id {
-    ui.id().with("train_step_axis")
+/// Plots whose ids share the part before the first `_` (`live_loss`, `live_lr`) pan and zoom
+/// along one step axis.
+fn link_group(id: &str) -> egui::Id {
+    egui::Id::unique("train_step_axis").with(id.split('_').next().unwrap_or(id))
 }
 
 /// A small plot of one curve per trace on the shared step axis.
@@ -228,8 +229,8 @@ pub fn curve_plot(
     let name = label.to_string();
     Plot::new(id)
         .height(height)
-        .link_axis(link_group(ui), [true, false])
-        .link_cursor(link_group(ui), [true, false])
+        .link_axis(link_group(id), [true, false])
+        .link_cursor(link_group(id), [true, false])
         .y_axis_label(label)
         .y_axis_formatter(|mark, _| format_value(mark.value))
         .label_formatter(move |hover| {

@@ -15,8 +15,14 @@ pub struct Series {
     capacity: usize,
     /// Raw samples merged into one bucket (1 until the first thinning).
     per_bucket: usize,
-    /// Raw samples in the newest bucket; its one or two points are the tail of `points`.
+    /// Raw samples in the newest bucket, which is still filling.
     open: usize,
+    /// The lowest and highest sample of the newest bucket.
+    open_lo: PlotPoint,
+    open_hi: PlotPoint,
+    /// Points at the end of `points` that show the newest bucket: its extremes and its latest
+    /// sample, so the line reaches the latest step before the bucket is full.
+    tail: usize,
     /// Raw samples pushed in all, which changes whenever the points do.
     pushed: u64,
 }
@@ -35,6 +41,9 @@ impl Series {
             capacity: capacity.max(8).next_multiple_of(4),
             per_bucket: 1,
             open: 0,
+            open_lo: PlotPoint::new(0.0, 0.0),
+            open_hi: PlotPoint::new(0.0, 0.0),
+            tail: 0,
             pushed: 0,
         }
     }
@@ -77,19 +86,27 @@ impl Series {
         }
         self.pushed += 1;
         let p = PlotPoint::new(x, y);
-        let tail = self.open.min(2);
-        if tail < 2 {
-            self.points.push(p);
+        if self.open == 0 {
+            (self.open_lo, self.open_hi) = (p, p);
         } else {
-            let n = self.points.len();
-            let (a, b) = (self.points[n - 2], self.points[n - 1]);
-            let (lo, hi) = extremes(&[a, b, p]);
-            self.points[n - 2] = lo;
-            self.points[n - 1] = hi;
+            (self.open_lo, self.open_hi) = extremes(&[self.open_lo, self.open_hi, p]);
         }
         self.open += 1;
-        if self.open >= self.per_bucket {
+        self.points.truncate(self.points.len() - self.tail);
+        let before = self.points.len();
+        let closed = self.open >= self.per_bucket;
+        let mut shown = vec![self.open_lo, self.open_hi];
+        if !closed {
+            shown.push(p);
+        }
+        shown.sort_by(|a, b| a.x.total_cmp(&b.x));
+        shown.dedup_by(|a, b| a.x == b.x && a.y == b.y);
+        self.points.extend(shown);
+        if closed {
             self.open = 0;
+            self.tail = 0;
+        } else {
+            self.tail = self.points.len() - before;
         }
         if self.points.len() > self.capacity {
             self.thin();
@@ -99,7 +116,9 @@ impl Series {
     /// Merges every four points into their minimum and maximum, in step order, and makes new
     /// buckets as coarse as the merged ones.
     fn thin(&mut self) {
+        // The newest bucket closes early; its points merge like the others.
         self.open = 0;
+        self.tail = 0;
         let thinned: Vec<PlotPoint> = self
             .points
             .chunks(4)
