@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --release --lib bench_frame_build_time_with_100k_steps -- --ignored --nocapture --test-threads=1 2>&1 \
-    | grep -E "Train panel|frame "
+    | grep -E "Train panel|frame " | sed -E "s/^test .* \.\.\. //"

@@ -224,14 +224,10 @@ impl Script {
     pub fn step(&mut self, ctx: &egui::Context, app: &mut LabLensApp) -> bool {
         ctx.request_repaint();
         if self.wait_for_data {
-            if !demo_ready(app) {
-                if self.started.elapsed() > Duration::from_secs(120) {
-                    self.record(Err(
-                        "the demo dataset and model did not load within 120 s".into()
-                    ));
-                    return self.finish(ctx);
-                }
-                return false;
+            let limit = Duration::from_secs(120);
+            let what = "the demo dataset and model did not load";
+            if let Some(done) = self.wait(ctx, demo_ready(app), self.started, limit, what) {
+                return done;
             }
             // Only at the start: later shots run jobs of their own.
             self.wait_for_data = false;
@@ -239,27 +235,21 @@ impl Script {
         let Some(shot) = self.shots.front() else {
             return self.finish(ctx);
         };
+        let (setup, ready, path, region) = (shot.setup, shot.ready, shot.path.clone(), shot.region);
         if !self.set_up {
-            (shot.setup)(app);
+            setup(app);
             app.apply_theme(ctx);
             self.set_up = true;
             self.set_up_at = Instant::now();
             self.frames = 0;
             return false;
         }
-        if !(shot.ready)(app) {
-            if self.set_up_at.elapsed() > READY_TIMEOUT {
-                self.record(Err(format!(
-                    "a screenshot step did not get ready within {} s",
-                    READY_TIMEOUT.as_secs()
-                )));
-                return self.finish(ctx);
-            }
-            return false;
+        let what = "a screenshot step did not get ready";
+        if let Some(done) = self.wait(ctx, ready(app), self.set_up_at, READY_TIMEOUT, what) {
+            return done;
         }
-        let Some(path) = shot.path.clone() else {
-            self.shots.pop_front();
-            self.set_up = false;
+        let Some(path) = path else {
+            self.next_shot();
             return false;
         };
         self.frames += 1;
@@ -267,28 +257,55 @@ impl Script {
         match self.requested {
             None if self.frames >= SETTLE_FRAMES => {
                 self.requested = Some(taken);
-                let results = Arc::clone(&self.results);
-                let crop = (shot.region == Region::Sidebar).then_some(app.sidebar);
-                let pixels_per_point = ctx.pixels_per_point();
-                ctx.request_screenshot(move |image: Arc<egui::ColorImage>| {
-                    let image = match crop {
-                        Some(rect) => Arc::new(image.region(&rect, Some(pixels_per_point))),
-                        None => image,
-                    };
-                    let saved = save_png(&path, &image).map(|()| path.clone());
-                    if let Ok(mut v) = results.lock() {
-                        v.push(saved);
-                    }
-                });
+                let crop = (region == Region::Sidebar).then_some(app.sidebar);
+                self.request_png(ctx, path, crop);
             }
-            Some(before) if taken > before => {
-                self.shots.pop_front();
-                self.set_up = false;
-                self.requested = None;
-            }
+            Some(before) if taken > before => self.next_shot(),
             _ => {}
         }
         false
+    }
+
+    /// `None` once `ready`; else what `step` answers: still waiting, or finished with an error
+    /// once `limit` has passed `since`.
+    fn wait(
+        &mut self,
+        ctx: &egui::Context,
+        ready: bool,
+        since: Instant,
+        limit: Duration,
+        what: &str,
+    ) -> Option<bool> {
+        if ready {
+            return None;
+        }
+        if since.elapsed() > limit {
+            self.record(Err(format!("{what} within {} s", limit.as_secs())));
+            return Some(self.finish(ctx));
+        }
+        Some(false)
+    }
+
+    fn next_shot(&mut self) {
+        self.shots.pop_front();
+        self.set_up = false;
+        self.requested = None;
+    }
+
+    /// Asks the renderer for the window's pixels, saved to `path` (cropped to `crop`).
+    fn request_png(&self, ctx: &egui::Context, path: PathBuf, crop: Option<egui::Rect>) {
+        let results = Arc::clone(&self.results);
+        let pixels_per_point = ctx.pixels_per_point();
+        ctx.request_screenshot(move |image: Arc<egui::ColorImage>| {
+            let image = match crop {
+                Some(rect) => Arc::new(image.region(&rect, Some(pixels_per_point))),
+                None => image,
+            };
+            let saved = save_png(&path, &image).map(|()| path.clone());
+            if let Ok(mut v) = results.lock() {
+                v.push(saved);
+            }
+        });
     }
 
     fn finish(&mut self, ctx: &egui::Context) -> bool {

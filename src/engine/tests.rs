@@ -335,8 +335,9 @@ fn a_bad_training_configuration_fails_with_the_field_named() {
     assert!(crate::train::run::list_runs(dir.path()).is_empty());
 }
 
-/// A PEFT adapter for the tiny model whose B matrices are not zero, so that it changes outputs.
-fn tiny_adapter(dir: &std::path::Path) -> PathBuf {
+/// Writes into `out` a PEFT adapter for the tiny model whose B matrices are not zero, so that it
+/// changes outputs.
+pub(crate) fn tiny_adapter(out: &std::path::Path) {
     let mut model =
         crate::model::load::load(&ModelSpec::new(crate::model::load::TINY)).expect("tiny");
     let lora = crate::model::lora::LoraConfig {
@@ -348,10 +349,8 @@ fn tiny_adapter(dir: &std::path::Path) -> PathBuf {
         let ones = var.as_tensor().ones_like().expect(name);
         var.set(&(ones * 0.05).expect(name)).expect(name);
     }
-    let out = dir.join("adapter");
-    std::fs::create_dir_all(&out).expect("mkdir");
-    crate::model::lora::save_peft(&model.llama, &lora, "tiny", &out).expect("save");
-    out
+    std::fs::create_dir_all(out).expect("mkdir");
+    crate::model::lora::save_peft(&model.llama, &lora, "tiny", out).expect("save");
 }
 
 /// The streamed texts and the final outputs of a generation job, by output.
@@ -382,7 +381,8 @@ fn generate(engine: &Engine, adapters: Vec<Option<PathBuf>>) -> (Vec<Vec<String>
 #[test]
 fn generation_streams_the_base_and_the_adapter_output_and_leaves_the_base_model() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let adapter = tiny_adapter(dir.path());
+    let adapter = dir.path().join("adapter");
+    tiny_adapter(&adapter);
     let engine = Engine::start(NoNotifier);
     load_tiny(&engine);
     let (streamed, finals) = generate(&engine, vec![None, Some(adapter)]);

@@ -223,18 +223,15 @@ fn headline(live: &LiveRun, paused: bool) -> String {
 
 fn plots_area(ui: &mut egui::Ui, panel: &mut TrainPanel) {
     let paused = panel.is_paused();
-    let summary = panel.summary.clone();
-    if let Some(live) = &mut panel.live {
-        live.poll_earlier();
-    }
     let Some(live) = &mut panel.live else {
         ui.centered_and_justified(|ui| {
             ui.weak("Start a run to see its loss, learning rate and throughput here.");
         });
         return;
     };
+    live.poll_earlier();
     ui.strong(headline(live, paused));
-    if let Some(s) = summary.filter(|s| s.run_id == live.run_id) {
+    if let Some(s) = panel.summary.as_ref().filter(|s| s.run_id == live.run_id) {
         ui.label(format!(
             "{:?} after {} steps · {:.0} tokens/s overall",
             s.status, s.steps, s.tokens_per_s
@@ -243,15 +240,12 @@ fn plots_area(ui: &mut egui::Ui, panel: &mut TrainPanel) {
     for note in &live.notes {
         ui.weak(note);
     }
-    ui.horizontal(|ui| {
-        ui.add(egui::Slider::new(&mut panel.state.smoothing, 0.0..=0.99).text("smoothing"))
-            .on_hover_text("Weight of the exponential moving average drawn over the raw loss");
-        ui.checkbox(&mut panel.state.log_y, "log scale");
-    });
-    let style = plots::LossStyle {
-        smoothing: panel.state.smoothing,
-        log_y: panel.state.log_y,
-    };
+    let style = plots::style_controls(ui, &mut panel.state.smoothing, &mut panel.state.log_y);
+    run_plots(ui, live, style);
+}
+
+/// The loss above, learning rate and throughput below, on one step axis.
+fn run_plots(ui: &mut egui::Ui, live: &mut LiveRun, style: plots::LossStyle) {
     let available = ui.available_height();
     let small = (available * 0.3).clamp(90.0, 220.0);
     let mut traces = [Trace {
@@ -259,13 +253,8 @@ fn plots_area(ui: &mut egui::Ui, panel: &mut TrainPanel) {
         color: plots::RUN_COLORS[0],
         curves: &mut live.curves,
     }];
-    plots::loss_plot(
-        ui,
-        "live_loss",
-        &mut traces,
-        style,
-        (available - small - 40.0).max(160.0),
-    );
+    let tall = (available - small - 40.0).max(160.0);
+    plots::loss_plot(ui, "live_loss", &mut traces, style, tall);
     let curves = &live.curves;
     ui.columns(2, |cols| {
         plots::curve_plot(

@@ -2,6 +2,7 @@
 //! running job, the project's runs overlaid and compared, and a playground that generates with
 //! and without an adapter. It drives the trainer only through engine commands and never waits.
 
+mod fields;
 mod form;
 mod live;
 mod playground;
@@ -277,11 +278,9 @@ impl TrainPanel {
         match self.state.tab {
             TrainTab::Live => live::show(ui, self, ctx),
             TrainTab::Runs => {
-                let style = self.loss_style();
                 let busy = ctx.engine.is_busy();
-                if let Some(runs::RunAction::Resume(id)) =
-                    runs::show(ui, &mut self.runs, style, busy)
-                {
+                let action = runs::show(ui, &mut self.runs, &mut self.state, busy);
+                if let Some(runs::RunAction::Resume(id)) = action {
                     self.resume_run(ctx, id);
                 }
             }
@@ -295,13 +294,6 @@ impl TrainPanel {
                 };
                 playground::show(ui, &mut self.playground, &pctx);
             }
-        }
-    }
-
-    fn loss_style(&self) -> plots::LossStyle {
-        plots::LossStyle {
-            smoothing: self.state.smoothing,
-            log_y: self.state.log_y,
         }
     }
 }

@@ -75,6 +75,19 @@ pub struct LossStyle {
     pub log_y: bool,
 }
 
+/// The smoothing slider and the log-scale switch; returns the style they set.
+pub fn style_controls(ui: &mut egui::Ui, smoothing: &mut f32, log_y: &mut bool) -> LossStyle {
+    ui.horizontal(|ui| {
+        ui.add(egui::Slider::new(smoothing, 0.0..=0.99).text("smoothing"))
+            .on_hover_text("Weight of the exponential moving average drawn over the raw loss");
+        ui.checkbox(log_y, "log scale");
+    });
+    LossStyle {
+        smoothing: *smoothing,
+        log_y: *log_y,
+    }
+}
+
 /// One run on a plot: its name in the legend and its colour.
 pub struct Trace<'a> {
     pub name: &'a str,
@@ -119,26 +132,32 @@ fn hover_text(name: &str, point: PlotPoint, log_y: bool) -> String {
     format!("step {:.0}\n{name}: {}", point.x, format_value(value))
 }
 
-/// Four significant digits without a wall of zeros for small rates.
+/// Four significant digits, trailing zeros dropped; scientific notation for tiny rates and huge
+/// counts.
 pub fn format_value(v: f64) -> String {
-    if v != 0.0 && (v.abs() < 1e-3 || v.abs() >= 1e5) {
-        format!("{v:.3e}")
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    if v.abs() < 1e-3 || v.abs() >= 1e6 {
+        return format!("{v:.3e}");
+    }
+    let decimals = (3 - v.abs().log10().floor() as i32).max(0) as usize;
+    let text = format!("{v:.decimals$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
     } else {
-        format!("{v:.4}")
+        text
     }
 }
 
 /// The legend names of a trace's raw, smoothed and validation loss: plain words when the plot
-/// shows one run, the run's name when it compares several.
+/// shows one run; the run's name for all three when it compares several, so that the legend has
+/// one entry per run, which hides or shows the run whole.
 fn loss_names(name: &str, single: bool) -> [String; 3] {
     if single {
         ["training loss", "smoothed", "validation loss"].map(String::from)
     } else {
-        [
-            format!("{name} raw"),
-            name.to_string(),
-            format!("{name} validation"),
-        ]
+        [name, name, name].map(String::from)
     }
 }
 
@@ -280,11 +299,15 @@ mod tests {
 
     #[test]
     fn values_read_well_at_every_scale() {
-        assert_eq!(format_value(2.34567), "2.3457");
+        assert_eq!(format_value(2.34567), "2.346");
+        assert_eq!(format_value(0.2219), "0.2219");
+        assert_eq!(format_value(0.005), "0.005");
+        assert_eq!(format_value(1000.0), "1000");
+        assert_eq!(format_value(812.46), "812.5");
         assert_eq!(format_value(0.0002), "2.000e-4");
         assert_eq!(
             hover_text("loss", PlotPoint::new(12.0, 0.0), true),
-            "step 12\nloss: 1.0000"
+            "step 12\nloss: 1"
         );
     }
 }

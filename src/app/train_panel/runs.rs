@@ -2,7 +2,7 @@
 //! on one loss plot (their `metrics.jsonl` read off the UI thread); two runs' configurations side
 //! by side with the differing fields marked.
 
-use super::plots::{self, Curves, LossStyle, RUN_COLORS, Trace};
+use super::plots::{self, Curves, RUN_COLORS, Trace};
 use crate::app::status::format_eta;
 use crate::train::TrainConfig;
 use crate::train::run::{
@@ -240,7 +240,7 @@ fn status_text(ui: &egui::Ui, status: RunStatus) -> egui::RichText {
 pub fn show(
     ui: &mut egui::Ui,
     view: &mut RunsView,
-    style: LossStyle,
+    state: &mut super::TrainUiState,
     busy: bool,
 ) -> Option<RunAction> {
     view.load_curves(ui.ctx());
@@ -251,7 +251,7 @@ pub fn show(
     let action = table(ui, view, busy);
     ui.separator();
     ui.columns(2, |cols| {
-        overlay(&mut cols[0], view, style);
+        overlay(&mut cols[0], view, state);
         compare(&mut cols[1], view);
     });
     action
@@ -314,8 +314,9 @@ fn table(ui: &mut egui::Ui, view: &mut RunsView, busy: bool) -> Option<RunAction
     action
 }
 
-fn overlay(ui: &mut egui::Ui, view: &mut RunsView, style: LossStyle) {
+fn overlay(ui: &mut egui::Ui, view: &mut RunsView, state: &mut super::TrainUiState) {
     ui.strong("Training loss of the ticked runs");
+    let style = plots::style_controls(ui, &mut state.smoothing, &mut state.log_y);
     let colors: BTreeMap<String, egui::Color32> = view
         .rows
         .iter()
@@ -375,23 +376,39 @@ fn compare(ui: &mut egui::Ui, view: &mut RunsView) {
             .striped(true)
             .show(ui, |ui| {
                 for r in rows {
+                    let color = r.differs().then_some(warn);
                     if r.differs() {
-                        ui.label(
-                            egui::RichText::new(format!("≠ {}", r.field))
-                                .color(warn)
-                                .strong(),
-                        );
-                        ui.label(egui::RichText::new(&r.a).color(warn));
-                        ui.label(egui::RichText::new(&r.b).color(warn));
+                        let field = egui::RichText::new(format!("≠ {}", r.field));
+                        ui.label(field.color(warn).strong());
                     } else {
                         ui.weak(&r.field);
-                        ui.label(&r.a);
-                        ui.label(&r.b);
                     }
+                    value_cell(ui, &r.a, color);
+                    value_cell(ui, &r.b, color);
                     ui.end_row();
                 }
             });
     });
+}
+
+/// Values longer than a cell shows are cut, whole on hover.
+const CELL_CHARS: usize = 28;
+
+fn value_cell(ui: &mut egui::Ui, value: &str, color: Option<egui::Color32>) {
+    let long = value.chars().count() > CELL_CHARS;
+    let shown: String = if long {
+        value.chars().take(CELL_CHARS - 1).chain(['…']).collect()
+    } else {
+        value.to_string()
+    };
+    let mut text = egui::RichText::new(shown);
+    if let Some(c) = color {
+        text = text.color(c);
+    }
+    let response = ui.label(text);
+    if long {
+        response.on_hover_text(value);
+    }
 }
 
 #[cfg(test)]

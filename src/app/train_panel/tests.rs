@@ -156,6 +156,34 @@ fn a_run_streams_its_steps_pauses_and_stops_at_a_checkpoint() {
     assert_eq!(rows[0].summary.status, RunStatus::Stopped);
 }
 
+#[test]
+fn a_failed_run_is_explained_in_the_panel_and_the_window_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = train_panel_over(small_project(dir.path()));
+    std::fs::remove_file(dir.path().join("discharge.jsonl")).expect("remove the data");
+    h.get_by_label("Start").click();
+    wait_until(&mut h, "the job ended", |app| !app.train.is_training());
+    h.run();
+    let error = h.state().train.error.clone().expect("an error");
+    assert!(error.contains("discharge.jsonl"), "{error}");
+    assert!(
+        h.query_by_label(&format!("Training failed: {error}"))
+            .is_some()
+    );
+    assert!(
+        h.state().train.runs.rows.is_empty(),
+        "no run folder was left"
+    );
+    // The status line has a Dismiss of its own, drawn before the panel.
+    h.get_all_by_label("Dismiss")
+        .last()
+        .expect("the panel's Dismiss")
+        .click();
+    h.run();
+    assert!(h.query_by_label_contains("Training failed").is_none());
+    assert!(!start_disabled(&h));
+}
+
 /// A finished run with a straight loss line from `start` down by `slope` a step.
 fn fake_run(project: &Path, lr: f64, start: f64, slope: f64) -> String {
     let cfg = crate::train::TrainConfig {
@@ -235,6 +263,42 @@ fn frames_keep_coming_while_the_engine_is_busy() {
     wait_until(&mut h, "the job ended", |app| !app.engine.is_busy());
 }
 
+#[test]
+fn the_playground_streams_the_base_and_the_adapter_side_by_side() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let project = small_project(dir.path());
+    let run =
+        RunDir::create(&project, &crate::train::TrainConfig::default().to_ron()).expect("run");
+    crate::engine::tests::tiny_adapter(&run.dir.join(crate::train::run::ADAPTER_DIR));
+    let mut h = train_panel_over(project);
+    h.state_mut().train.state.tab = TrainTab::Playground;
+    h.run();
+    let adapter_label = format!("{} (final)", run.id);
+    assert_eq!(
+        h.get_by_label("adapter").value().as_deref(),
+        Some(adapter_label.as_str())
+    );
+    assert!(h.query_by_label_contains("validation records").is_some());
+    h.get_by_label("Generate").click();
+    wait_until(&mut h, "both outputs", |app| {
+        !app.train.playground.is_generating() && !app.engine.is_busy()
+    });
+    h.run();
+    let outputs = &h.state().train.playground.outputs;
+    assert_eq!(outputs.len(), 2);
+    for o in outputs {
+        let result = o.result.as_ref().expect("a finished output");
+        assert!(result.new_tokens > 0);
+        assert_eq!(o.text, result.text);
+    }
+    assert!(h.query_by_label("Base model").is_some());
+    assert!(
+        h.query_by_label(&format!("With adapter {adapter_label}"))
+            .is_some()
+    );
+    assert!(h.state().train.playground.error.is_none());
+}
+
 /// A loss that falls with noise on it, as a long run logs it.
 fn synthetic_step(step: usize, rng: &mut crate::data::rng::SeededRng) -> TrainEvent {
     let s = step as f64;
@@ -249,14 +313,9 @@ fn synthetic_step(step: usize, rng: &mut crate::data::rng::SeededRng) -> TrainEv
     })
 }
 
-/// Frame build time of the Train panel with 100k logged steps, a new step each frame and the
-/// pointer over the loss plot (its hover label searches the nearest point).
-#[test]
-#[ignore = "a benchmark: scripts/bench-train-panel.sh runs it and prints the numbers"]
-fn bench_frame_build_time_with_100k_steps() {
-    let engine = crate::engine::Engine::start(crate::engine::NoNotifier);
+/// A panel whose live run has logged `steps` steps, with a validation loss every 100.
+fn panel_with_steps(steps: usize, rng: &mut crate::data::rng::SeededRng) -> TrainPanel {
     let mut panel = TrainPanel::new(TrainUiState::default());
-    let mut rng = crate::data::rng::SeededRng::new(3);
     panel.record(&TrainEvent::Started {
         run_id: "bench".into(),
         run_dir: PathBuf::new(),
@@ -264,9 +323,8 @@ fn bench_frame_build_time_with_100k_steps() {
         resumed_from: None,
         notes: Vec::new(),
     });
-    let fill = Instant::now();
-    for step in 1..=100_000 {
-        panel.record(&synthetic_step(step, &mut rng));
+    for step in 1..=steps {
+        panel.record(&synthetic_step(step, rng));
         if step % 100 == 0 {
             let val_loss = 0.7 + 2.3 * (-(step as f64) / 30_000.0).exp();
             panel.record(&TrainEvent::Eval {
@@ -276,18 +334,30 @@ fn bench_frame_build_time_with_100k_steps() {
             });
         }
     }
-    let fill = fill.elapsed();
-    let ctx = egui::Context::default();
+    panel
+}
+
+/// Build and build-plus-tessellation times of `frames` frames of the panel on a 1600×1000
+/// window, a new step logged before each and the pointer over the loss plot (whose hover label
+/// searches the nearest point); the first 20 frames, which lay out fonts, are left out.
+fn frame_times(
+    panel: &mut TrainPanel,
+    rng: &mut crate::data::rng::SeededRng,
+    frames: usize,
+) -> (Vec<Duration>, Vec<Duration>) {
+    let engine = crate::engine::Engine::start(crate::engine::NoNotifier);
     let train_ctx = TrainContext {
         engine: &engine,
         project: None,
         model: None,
         dataset: None,
     };
+    let ctx = egui::Context::default();
     let screen = egui::Rect::from_min_size(egui::Pos2::ZERO, egui::vec2(1600.0, 1000.0));
+    let first = panel.live.as_ref().map_or(0, |l| l.step()) + 1;
     let (mut build, mut with_tessellation) = (Vec::new(), Vec::new());
-    for frame in 0..520usize {
-        panel.record(&synthetic_step(100_001 + frame, &mut rng));
+    for frame in 0..frames + 20 {
+        panel.record(&synthetic_step(first + frame, rng));
         let input = egui::RawInput {
             screen_rect: Some(screen),
             time: Some(frame as f64 / 60.0),
@@ -302,12 +372,23 @@ fn bench_frame_build_time_with_100k_steps() {
         let primitives = ctx.tessellate(output.shapes, output.pixels_per_point);
         let total = started.elapsed();
         assert!(!primitives.is_empty());
-        // The first frames lay out fonts and plots for the first time.
         if frame >= 20 {
             build.push(built);
             with_tessellation.push(total);
         }
     }
+    (build, with_tessellation)
+}
+
+/// Frame build time of the Train panel with 100k logged steps.
+#[test]
+#[ignore = "a benchmark: scripts/bench-train-panel.sh runs it and prints the numbers"]
+fn bench_frame_build_time_with_100k_steps() {
+    let mut rng = crate::data::rng::SeededRng::new(3);
+    let fill = Instant::now();
+    let mut panel = panel_with_steps(100_000, &mut rng);
+    let fill = fill.elapsed();
+    let (build, with_tessellation) = frame_times(&mut panel, &mut rng, 500);
     let live = panel.live.as_ref().expect("live run");
     assert!(live.curves.loss.len() <= series::CAPACITY);
     let ms = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
