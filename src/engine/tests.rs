@@ -225,7 +225,7 @@ fn a_corrupt_gguf_fails_naming_the_file_and_the_earlier_model_stays() {
 }
 
 /// A project over the first 40 records of the sample discharge set, 80% for training.
-fn small_project(dir: &std::path::Path) -> PathBuf {
+pub(crate) fn small_project(dir: &std::path::Path) -> PathBuf {
     let sample =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_data/discharge.jsonl");
     let text = std::fs::read_to_string(sample).expect("sample data");
@@ -253,26 +253,26 @@ fn fast_config(max_steps: usize) -> crate::train::TrainConfig {
     }
 }
 
-fn train_command(
-    project_dir: PathBuf,
+/// An engine training `config` on a small project in `dir`, and the run's control.
+fn start_training(
+    dir: &std::path::Path,
     config: crate::train::TrainConfig,
-    control: &Arc<crate::train::Control>,
-) -> Command {
-    Command::Train(Box::new(TrainRequest {
-        project_dir,
+) -> (Engine, Arc<crate::train::Control>) {
+    let engine = Engine::start(NoNotifier);
+    let control = Arc::new(crate::train::Control::default());
+    engine.submit(Command::Train(Box::new(TrainRequest {
+        project_dir: small_project(dir),
         config,
         resume: None,
-        control: Arc::clone(control),
-    }))
+        control: Arc::clone(&control),
+    })));
+    (engine, control)
 }
 
 #[test]
 fn a_training_job_streams_its_steps_and_cancel_stops_it_at_a_checkpoint_even_paused() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let project = small_project(dir.path());
-    let engine = Engine::start(NoNotifier);
-    let control = Arc::new(crate::train::Control::default());
-    engine.submit(train_command(project, fast_config(100_000), &control));
+    let (engine, control) = start_training(dir.path(), fast_config(100_000));
     let mut steps = Vec::new();
     let mut progress_eta = false;
     while steps.len() < 3 {
@@ -314,14 +314,11 @@ fn a_training_job_streams_its_steps_and_cancel_stops_it_at_a_checkpoint_even_pau
 #[test]
 fn a_bad_training_configuration_fails_with_the_field_named() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let project = small_project(dir.path());
-    let engine = Engine::start(NoNotifier);
-    let control = Arc::new(crate::train::Control::default());
     let config = crate::train::TrainConfig {
         lr: -1.0,
         ..fast_config(3)
     };
-    engine.submit(train_command(project, config, &control));
+    let (engine, _control) = start_training(dir.path(), config);
     match events_until_done(&engine).last() {
         Some(Event::Failed { error, name, .. }) => {
             assert_eq!(

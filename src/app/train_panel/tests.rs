@@ -1,5 +1,6 @@
 use super::*;
 use crate::app::{AppState, LabLensApp, PanelKind};
+use crate::engine::tests::small_project;
 use crate::train::run::{METRICS_FILE, RunDir, RunStatus, StatusFile};
 use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};
@@ -16,21 +17,6 @@ fn wait_until(h: &mut Harness<'_, LabLensApp>, what: &str, done: impl Fn(&LabLen
         std::thread::sleep(Duration::from_millis(10));
     }
     panic!("{what}: not reached within 60 s");
-}
-
-/// A project over the first 40 records of the sample discharge set, 80% for training.
-fn small_project(dir: &Path) -> PathBuf {
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_data/discharge.jsonl");
-    let text = std::fs::read_to_string(sample).expect("sample data");
-    let lines: Vec<&str> = text.lines().take(40).collect();
-    std::fs::write(dir.join("discharge.jsonl"), lines.join("\n")).expect("write data");
-    std::fs::write(
-        dir.join(crate::project::PROJECT_FILE),
-        r#"(name: "t", task: discharge, datasets: [(name: "discharge", path: "discharge.jsonl")],
-            split: (ratios: (80.0, 20.0, 0.0), seed: 1))"#,
-    )
-    .expect("write project");
-    dir.to_path_buf()
 }
 
 /// The app over `project` on the Train panel, once its dataset and model have loaded.
@@ -124,14 +110,21 @@ fn a_run_streams_its_steps_pauses_and_stops_at_a_checkpoint() {
     );
     assert!(h.query_all_by_label_contains("tokens/s").next().is_some());
 
+    // The frame that takes the click drains the steps that came before it, then pauses.
     h.get_by_label("Pause").click();
-    wait_until(&mut h, "paused", |app| app.train.is_paused());
-    // The step under way when Pause was pressed still finishes, slowly on a loaded machine.
-    // The spinner of the running job keeps repainting: frames are stepped, not run to rest.
-    std::thread::sleep(Duration::from_millis(1000));
+    h.step();
+    let before_pause = live_steps(h.state());
+    assert!(h.state().train.is_paused());
+    // Only the step under way when Pause was pressed may still finish (slowly, on a loaded
+    // machine). The job's spinner keeps repainting: frames are stepped, not run to rest.
+    std::thread::sleep(Duration::from_millis(2500));
     h.run_steps(3);
     let paused_at = live_steps(h.state());
-    std::thread::sleep(Duration::from_millis(600));
+    assert!(
+        paused_at <= before_pause + 1,
+        "{before_pause} → {paused_at}"
+    );
+    std::thread::sleep(Duration::from_millis(1000));
     h.run_steps(3);
     assert_eq!(live_steps(h.state()), paused_at, "no step while paused");
     assert!(h.query_by_label_contains("(paused)").is_some());
