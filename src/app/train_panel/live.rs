@@ -79,6 +79,8 @@ impl LiveRun {
     }
 
     pub fn record(&mut self, event: &TrainEvent) {
+        // Also here, not only when the Live tab draws: the run may train behind another tab.
+        self.poll_earlier();
         if let Some((_, pending)) = &mut self.earlier {
             pending.push(event.clone());
         }

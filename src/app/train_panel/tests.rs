@@ -85,7 +85,7 @@ fn live_steps(app: &LabLensApp) -> usize {
 }
 
 #[test]
-fn a_run_streams_its_steps_pauses_and_stops_at_a_checkpoint() {
+fn a_run_streams_its_steps_pauses_stops_at_a_checkpoint_and_resumes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut h = train_panel_over(small_project(dir.path()));
     let form = &mut h.state_mut().train.form;
@@ -147,6 +147,30 @@ fn a_run_streams_its_steps_pauses_and_stops_at_a_checkpoint() {
     let rows = &h.state().train.runs.rows;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].summary.status, RunStatus::Stopped);
+
+    h.state_mut().train.state.tab = TrainTab::Runs;
+    h.run();
+    h.get_by_label("Resume").click();
+    let stopped_at = summary.steps;
+    wait_until(
+        &mut h,
+        "the run resumed and its earlier curve read",
+        |app| {
+            app.train.live.as_ref().is_some_and(|l| {
+                l.step() > stopped_at && l.curves.loss.points().first().is_some_and(|p| p.x == 1.0)
+            })
+        },
+    );
+    let live = h.state().train.live.as_ref().expect("live run");
+    assert_eq!(live.run_id, summary.run_id);
+    assert_eq!(live.resumed_from, Some(stopped_at));
+    h.state().train.stop();
+    wait_until(&mut h, "the resumed run stopped", |app| {
+        !app.train.is_training()
+    });
+    let resumed = h.state().train.summary.clone().expect("summary");
+    assert_eq!(resumed.run_id, summary.run_id);
+    assert!(resumed.steps > stopped_at);
 }
 
 #[test]
