@@ -4,7 +4,9 @@
 
 use super::series::{Series, Smoothed};
 use crate::train::TrainEvent;
-use egui_plot::{Legend, Line, MarkerShape, Plot, PlotPoint, PlotPoints, Points};
+use egui_plot::{
+    ColorConflictHandling, Legend, Line, MarkerShape, Plot, PlotPoint, PlotPoints, Points,
+};
 
 /// One run's curves, bounded however long the run.
 #[derive(Debug, Clone, Default)]
@@ -185,7 +187,9 @@ pub fn loss_plot(
         .link_cursor(link_group(id), [true, false])
         .x_axis_label("step")
         .y_axis_label(if log_y { "loss (log scale)" } else { "loss" })
-        .legend(Legend::default())
+        // An overlaid run's three items share its name; its legend entry takes the run's colour,
+        // which the validation points (drawn last) carry, not the faint raw line's.
+        .legend(Legend::default().color_conflict_handling(ColorConflictHandling::PickLast))
         .label_formatter(move |hover| {
             let (item, position) = hovered(hover, "loss");
             Some(hover_text(item, position, log_y))
