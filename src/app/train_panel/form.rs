@@ -132,8 +132,11 @@ pub fn estimate(cfg: &TrainConfig, view: &DatasetView) -> Option<Estimate> {
         .len()
         .div_ceil(cfg.micro_batch)
         .div_ceil(cfg.grad_accum);
-    let steps = cfg.max_steps.unwrap_or(cfg.epochs * steps_per_epoch);
-    let examples = (steps * cfg.micro_batch * cfg.grad_accum) as f64;
+    // Typed values may be absurd; the estimate saturates rather than overflows.
+    let steps = cfg
+        .max_steps
+        .unwrap_or(cfg.epochs.saturating_mul(steps_per_epoch));
+    let examples = steps as f64 * cfg.micro_batch as f64 * cfg.grad_accum as f64;
     Some(Estimate {
         train_records: train.len(),
         steps,
@@ -381,6 +384,43 @@ mod tests {
         assert_eq!(cfg.lr, 2e-4);
         form.set_text("beta 1", "1.5");
         assert_eq!(form.config().1[0].field, "betas");
+    }
+
+    #[test]
+    fn the_estimated_steps_are_the_trainers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let project_dir = crate::engine::tests::small_project(dir.path());
+        let project = OpenProject::open(&project_dir).expect("project");
+        let options = crate::data::dataset::OpenOptions {
+            split: project.project.split.clone(),
+            ..Default::default()
+        };
+        let data = project_dir.join("discharge.jsonl");
+        let view = crate::data::dataset::open_dataset(&data, &options, &mut |_, _, _| true)
+            .expect("dataset");
+        let cfg = TrainConfig {
+            max_seq_len: 96,
+            micro_batch: 3,
+            grad_accum: 2,
+            epochs: 2,
+            max_steps: None,
+            eval_records: 2,
+            ..TrainConfig::default()
+        };
+        let estimate = estimate(&cfg, &view).expect("an estimate");
+        let control = crate::train::Control::default();
+        let mut total_steps = None;
+        let opts = crate::train::RunOptions::default();
+        crate::train::train(&project, &cfg, &opts, &control, &mut |e| {
+            if let crate::train::TrainEvent::Started { total_steps: t, .. } = e {
+                total_steps = Some(t);
+                control.stop();
+            }
+        })
+        .expect("the run starts");
+        assert_eq!(Some(estimate.steps), total_steps);
+        assert_eq!(estimate.epochs, 2.0);
+        assert!(estimate.tokens > 0.0);
     }
 
     #[test]
