@@ -89,10 +89,6 @@ impl ConfigForm {
         self.base.dequantize = dequantize;
         self.base.device = device;
     }
-
-    pub fn dataset(&self) -> &str {
-        &self.base.dataset
-    }
 }
 
 /// What the chosen data will take: records, steps and tokens.
@@ -392,7 +388,7 @@ mod tests {
         let project_dir = crate::engine::tests::small_project(dir.path());
         let project = OpenProject::open(&project_dir).expect("project");
         let options = crate::data::dataset::OpenOptions {
-            split: project.project.split.clone(),
+            split: project.project.split,
             ..Default::default()
         };
         let data = project_dir.join("discharge.jsonl");

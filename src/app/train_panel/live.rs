@@ -6,19 +6,17 @@ use super::plots::{self, Curves, Trace};
 use super::{TrainContext, TrainPanel};
 use crate::train::{StepMetrics, TrainEvent};
 use crossbeam_channel::Receiver;
-use std::path::PathBuf;
+use std::path::Path;
 
 /// The run the Live tab shows.
 #[derive(Debug, Clone)]
 pub struct LiveRun {
     pub run_id: String,
-    pub run_dir: PathBuf,
     pub total_steps: usize,
     pub resumed_from: Option<usize>,
     pub notes: Vec<String>,
     pub curves: Curves,
     pub last: Option<StepMetrics>,
-    pub last_val: Option<(usize, f64)>,
     pub best_val: Option<(usize, f64)>,
     pub last_checkpoint: Option<usize>,
     /// A resumed run's earlier curves, read off the UI thread, and the events that arrive
@@ -29,7 +27,7 @@ pub struct LiveRun {
 impl LiveRun {
     pub fn new(
         run_id: String,
-        run_dir: PathBuf,
+        run_dir: &Path,
         total_steps: usize,
         resumed_from: Option<usize>,
         notes: Vec<String>,
@@ -46,14 +44,12 @@ impl LiveRun {
         });
         Self {
             run_id,
-            run_dir,
             total_steps,
             resumed_from,
             notes,
             curves: Curves::default(),
             earlier,
             last: None,
-            last_val: None,
             best_val: None,
             last_checkpoint: None,
         }
@@ -90,15 +86,10 @@ impl LiveRun {
             TrainEvent::Eval {
                 step,
                 val_loss,
-                best,
-            } => {
-                self.last_val = Some((*step, *val_loss));
-                if *best {
-                    self.best_val = Some((*step, *val_loss));
-                }
-            }
+                best: true,
+            } => self.best_val = Some((*step, *val_loss)),
             TrainEvent::Checkpoint { step } => self.last_checkpoint = Some(*step),
-            TrainEvent::Started { .. } => {}
+            TrainEvent::Eval { .. } | TrainEvent::Started { .. } => {}
         }
     }
 

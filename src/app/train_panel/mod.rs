@@ -154,7 +154,7 @@ impl TrainPanel {
             } => {
                 self.live = Some(LiveRun::new(
                     run_id.clone(),
-                    run_dir.clone(),
+                    run_dir,
                     *total_steps,
                     *resumed_from,
                     notes.clone(),

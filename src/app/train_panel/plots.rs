@@ -297,7 +297,7 @@ mod tests {
             [PlotPoint::new(1.0, 2.9), PlotPoint::new(2.0, 2.5)]
         );
         assert_eq!(c.val_loss.len(), 2);
-        assert_eq!(c.lr.last(), Some(PlotPoint::new(2.0, 0.002)));
+        assert_eq!(c.lr.points().last(), Some(&PlotPoint::new(2.0, 0.002)));
         assert_eq!(c.tokens_per_s.len(), 2);
     }
 

@@ -20,8 +20,7 @@ pub struct Series {
     /// The lowest and highest sample of the newest bucket.
     open_lo: PlotPoint,
     open_hi: PlotPoint,
-    /// Points at the end of `points` that show the newest bucket: its extremes and its latest
-    /// sample, so the line reaches the latest step before the bucket is full.
+    /// Points at the end of `points` that show the newest bucket, replaced as it fills.
     tail: usize,
     /// Raw samples pushed in all, which changes whenever the points do.
     pushed: u64,
@@ -60,16 +59,12 @@ impl Series {
         self.points.is_empty()
     }
 
-    pub fn last(&self) -> Option<PlotPoint> {
-        self.points.last().copied()
-    }
-
     /// A key that changes whenever the points do, for caches built over them.
     pub fn version(&self) -> u64 {
         self.pushed
     }
 
-    /// Raw samples one point stands for, on average.
+    /// Raw samples one point stands for, about (a bucket keeps two or three).
     pub fn samples_per_point(&self) -> f64 {
         if self.per_bucket == 1 {
             1.0
@@ -94,15 +89,13 @@ impl Series {
         self.open += 1;
         self.points.truncate(self.points.len() - self.tail);
         let before = self.points.len();
-        let closed = self.open >= self.per_bucket;
-        let mut shown = vec![self.open_lo, self.open_hi];
-        if !closed {
-            shown.push(p);
-        }
+        // A bucket keeps its latest sample besides its extremes, so that the line always
+        // reaches the newest step.
+        let mut shown = vec![self.open_lo, self.open_hi, p];
         shown.sort_by(|a, b| a.x.total_cmp(&b.x));
         shown.dedup_by(|a, b| a.x == b.x && a.y == b.y);
         self.points.extend(shown);
-        if closed {
+        if self.open >= self.per_bucket {
             self.open = 0;
             self.tail = 0;
         } else {
@@ -211,7 +204,7 @@ mod tests {
         assert_eq!(spike.x, spike_step as f64);
         assert!(s.points().windows(2).all(|w| w[0].x <= w[1].x));
         assert!(s.len() >= 32, "thinning halves, it does not empty");
-        assert!(s.last().is_some_and(|p| p.x > 99_000.0));
+        assert!(s.points().last().is_some_and(|p| p.x == 100_000.0));
     }
 
     #[test]
