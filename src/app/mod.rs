@@ -248,15 +248,25 @@ impl LabLensApp {
         }
     }
 
-    /// Starts a run of the Train panel's form on the sidebar's model.
-    pub fn start_training(&mut self) {
+    /// Lets `act` use the Train panel with what it reads from the rest of the window.
+    fn with_train_panel(&mut self, act: impl FnOnce(&mut TrainPanel, &TrainContext<'_>)) {
         let ctx = TrainContext {
             engine: &self.engine,
             project: self.project.as_ref(),
             model: self.model.loaded_entry(),
             dataset: self.dataset.view(),
         };
-        self.train.start(&ctx);
+        act(&mut self.train, &ctx);
+    }
+
+    /// Starts a run of the Train panel's form on the sidebar's model.
+    pub fn start_training(&mut self) {
+        self.with_train_panel(|panel, ctx| panel.start(ctx));
+    }
+
+    /// Generates in the Train panel's playground with its current choices.
+    pub fn generate_in_playground(&mut self) {
+        self.with_train_panel(|panel, ctx| panel.generate(ctx));
     }
 
     pub fn save_project(&mut self) {
@@ -503,15 +513,7 @@ impl eframe::App for LabLensApp {
                     self.pick(Pick::Dataset);
                 }
             }
-            PanelKind::Train => {
-                let ctx = TrainContext {
-                    engine: &self.engine,
-                    project: self.project.as_ref(),
-                    model: self.model.loaded_entry(),
-                    dataset: self.dataset.view(),
-                };
-                self.train.ui(ui, &ctx);
-            }
+            PanelKind::Train => self.with_train_panel(|panel, ctx| panel.ui(ui, ctx)),
         });
         self.frame_times.record(started.elapsed());
         self.frame_times.show(ui.ctx());

@@ -79,7 +79,8 @@ fn training_idle(app: &LabLensApp) -> bool {
     !app.train.is_training() && !app.engine.is_busy()
 }
 
-/// The Train panel's shots: a run in progress, then two finished runs overlaid and compared.
+/// The Train panel's shots: a run in progress, then two finished runs overlaid and compared,
+/// then the newer one's adapter beside the base model in the playground.
 fn train_shots(out: &Path) -> Vec<Shot> {
     vec![
         Shot {
@@ -116,6 +117,15 @@ fn train_shots(out: &Path) -> Vec<Shot> {
                 app.train.state.tab = TrainTab::Runs;
             },
             ready: |app| app.train.runs.curves_ready(),
+            region: Region::Window,
+        },
+        Shot {
+            path: Some(out.join("train-playground.png")),
+            setup: |app| {
+                app.train.state.tab = TrainTab::Playground;
+                app.generate_in_playground();
+            },
+            ready: |app| !app.train.playground.is_generating() && !app.engine.is_busy(),
             region: Region::Window,
         },
     ]

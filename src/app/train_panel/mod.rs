@@ -99,6 +99,19 @@ fn model_text(entry: &ModelEntry) -> String {
     }
 }
 
+fn playground_context<'a>(
+    ctx: &TrainContext<'a>,
+    runs: &'a [runs::RunRow],
+) -> playground::PlaygroundContext<'a> {
+    playground::PlaygroundContext {
+        engine: ctx.engine,
+        dataset: ctx.dataset,
+        task: ctx.project.map(|p| p.project.task),
+        runs,
+        model_loaded: ctx.model.is_some(),
+    }
+}
+
 impl TrainPanel {
     pub fn new(state: TrainUiState) -> Self {
         Self {
@@ -240,6 +253,12 @@ impl TrainPanel {
         })));
     }
 
+    /// Generates in the playground with its current choices.
+    pub fn generate(&mut self, ctx: &TrainContext<'_>) {
+        let pctx = playground_context(ctx, &self.runs.rows);
+        self.playground.start(&pctx);
+    }
+
     pub fn pause(&self) {
         self.control.pause();
     }
@@ -285,13 +304,7 @@ impl TrainPanel {
                 }
             }
             TrainTab::Playground => {
-                let pctx = playground::PlaygroundContext {
-                    engine: ctx.engine,
-                    dataset: ctx.dataset,
-                    task: ctx.project.map(|p| p.project.task),
-                    runs: &self.runs.rows,
-                    model_loaded: ctx.model.is_some(),
-                };
+                let pctx = playground_context(ctx, &self.runs.rows);
                 playground::show(ui, &mut self.playground, &pctx);
             }
         }

@@ -109,7 +109,30 @@ impl Playground {
         }
     }
 
-    fn start(&mut self, ctx: &PlaygroundContext<'_>) {
+    /// Until the user picks an adapter, the newest run's is used.
+    fn follow_newest(&mut self, runs: &[RunRow]) {
+        if !self.adapter_chosen {
+            self.adapter = runs
+                .iter()
+                .rev()
+                .find_map(|r| r.adapter.clone())
+                .map(|a| a.0);
+        }
+    }
+
+    /// The chosen record, or the first of `records` when it is not one of them.
+    fn keep_record_in(&mut self, records: &[usize]) {
+        if self.record.is_none_or(|r| !records.contains(&r)) {
+            self.record = records.first().copied();
+        }
+    }
+
+    /// Generates after the chosen prompt with the base model and the adapter.
+    pub fn start(&mut self, ctx: &PlaygroundContext<'_>) {
+        self.follow_newest(ctx.runs);
+        if let Some(view) = ctx.dataset {
+            self.keep_record_in(&validation_records(view));
+        }
         let Some((task, input)) = self.prompt(ctx) else {
             return;
         };
@@ -141,14 +164,7 @@ fn validation_records(view: &DatasetView) -> Vec<usize> {
 }
 
 pub fn show(ui: &mut egui::Ui, play: &mut Playground, ctx: &PlaygroundContext<'_>) {
-    if !play.adapter_chosen {
-        play.adapter = ctx
-            .runs
-            .iter()
-            .rev()
-            .find_map(|r| r.adapter.clone())
-            .map(|a| a.0);
-    }
+    play.follow_newest(ctx.runs);
     prompt_chooser(ui, play, ctx);
     ui.add_space(4.0);
     sampling_controls(ui, play);
@@ -205,9 +221,7 @@ fn prompt_chooser(ui: &mut egui::Ui, play: &mut Playground, ctx: &PlaygroundCont
         return;
     };
     let records = validation_records(view);
-    if play.record.is_none_or(|r| !records.contains(&r)) {
-        play.record = records.first().copied();
-    }
+    play.keep_record_in(&records);
     let name = |i: usize| view.records()[i].id.clone();
     ui.horizontal(|ui| {
         let label = ui.label("record").id;
