@@ -5,14 +5,18 @@
 mod browser;
 mod charts;
 mod dataset_panel;
+mod frame_time;
 mod model_picker;
 mod record_view;
 mod screenshot;
 mod status;
+mod train_panel;
 mod validation_view;
 
 pub use dataset_panel::{DatasetPanel, DatasetTab, Filters};
+pub use frame_time::{FrameTimes, quantile};
 pub use screenshot::screenshots;
+pub use train_panel::{TrainContext, TrainPanel, TrainTab, TrainUiState};
 
 use crate::data::dataset::OpenOptions;
 use crate::engine::{Command, Engine, Event, Notifier};
@@ -29,14 +33,16 @@ use std::sync::Arc;
 pub enum PanelKind {
     #[default]
     Dataset,
+    Train,
 }
 
 impl PanelKind {
-    pub const ALL: [PanelKind; 1] = [PanelKind::Dataset];
+    pub const ALL: [PanelKind; 2] = [PanelKind::Dataset, PanelKind::Train];
 
     pub fn label(self) -> &'static str {
         match self {
             PanelKind::Dataset => "Dataset",
+            PanelKind::Train => "Train",
         }
     }
 }
@@ -51,6 +57,7 @@ pub struct AppState {
     pub last_dataset: Option<PathBuf>,
     pub recent_projects: Vec<PathBuf>,
     pub dataset: dataset_panel::DatasetUiState,
+    pub train: TrainUiState,
 }
 
 impl Default for AppState {
@@ -62,6 +69,7 @@ impl Default for AppState {
             last_dataset: None,
             recent_projects: Vec::new(),
             dataset: Default::default(),
+            train: TrainUiState::default(),
         }
     }
 }
@@ -107,7 +115,9 @@ pub struct LabLensApp {
     /// The project has changes that Save would write.
     unsaved: bool,
     pub dataset: DatasetPanel,
+    pub train: TrainPanel,
     model: ModelPicker,
+    frame_times: FrameTimes,
     status: StatusLine,
     picked_files: Option<Receiver<PickedFile>>,
     screenshot: Option<screenshot::Script>,
@@ -143,6 +153,8 @@ impl LabLensApp {
         let engine = Engine::start(EguiNotifier(ctx.clone()));
         let mut app = Self {
             dataset: DatasetPanel::new(state.dataset.clone()),
+            train: TrainPanel::new(state.train.clone()),
+            frame_times: FrameTimes::default(),
             state,
             engine,
             project: None,
@@ -183,6 +195,7 @@ impl LabLensApp {
                     .clone()
                     .filter(|d| p.project.datasets.iter().any(|e| &p.dataset_path(e) == d));
                 let model = p.model();
+                self.train.set_project(p.dir.clone());
                 self.project = Some(p);
                 self.unsaved = false;
                 if let Some(path) = remembered.or(first) {
@@ -233,6 +246,27 @@ impl LabLensApp {
                 self.model.started(job, request);
             }
         }
+    }
+
+    /// Lets `act` use the Train panel with what it reads from the rest of the window.
+    fn with_train_panel(&mut self, act: impl FnOnce(&mut TrainPanel, &TrainContext<'_>)) {
+        let ctx = TrainContext {
+            engine: &self.engine,
+            project: self.project.as_ref(),
+            model: self.model.loaded_entry(),
+            dataset: self.dataset.view(),
+        };
+        act(&mut self.train, &ctx);
+    }
+
+    /// Starts a run of the Train panel's form on the sidebar's model.
+    pub fn start_training(&mut self) {
+        self.with_train_panel(|panel, ctx| panel.start(ctx));
+    }
+
+    /// Generates in the Train panel's playground with its current choices.
+    pub fn generate_in_playground(&mut self) {
+        self.with_train_panel(|panel, ctx| panel.generate(ctx));
     }
 
     pub fn save_project(&mut self) {
@@ -295,6 +329,7 @@ impl LabLensApp {
     }
 
     fn handle_event(&mut self, event: Event) {
+        self.train.on_event(&event);
         match &event {
             Event::Failed { job, error, .. } => self.model.ended(*job, Some(error.clone())),
             Event::Cancelled { job } => self.model.ended(*job, None),
@@ -335,13 +370,17 @@ impl LabLensApp {
     }
 
     fn handle_shortcuts(&mut self, ctx: &egui::Context) {
-        let (open, save, theme) = ctx.input_mut(|i| {
+        let (open, save, theme, frame_times) = ctx.input_mut(|i| {
             (
                 i.consume_key(egui::Modifiers::COMMAND, egui::Key::O),
                 i.consume_key(egui::Modifiers::COMMAND, egui::Key::S),
                 i.consume_key(egui::Modifiers::COMMAND, egui::Key::T),
+                i.consume_key(egui::Modifiers::NONE, egui::Key::F12),
             )
         });
+        if frame_times {
+            self.frame_times.shown = !self.frame_times.shown;
+        }
         if open {
             self.pick(Pick::Dataset);
         }
@@ -396,6 +435,8 @@ impl LabLensApp {
                         self.state.dark = !self.state.dark;
                         self.apply_theme(ui.ctx());
                     }
+                    ui.toggle_value(&mut self.frame_times.shown, "Frame time")
+                        .on_hover_text("Show how long each frame takes to build (F12)");
                     if ui
                         .button("Save PNG")
                         .on_hover_text("Save this panel as an image")
@@ -450,7 +491,9 @@ impl eframe::App for LabLensApp {
     }
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        let started = std::time::Instant::now();
         self.top_bar(ui);
+        self.status.paused = self.train.is_paused();
         status::show(ui, &mut self.status, &self.engine, self.model.loaded());
         let (action, sidebar) = browser::show(
             ui,
@@ -470,11 +513,15 @@ impl eframe::App for LabLensApp {
                     self.pick(Pick::Dataset);
                 }
             }
+            PanelKind::Train => self.with_train_panel(|panel, ctx| panel.ui(ui, ctx)),
         });
+        self.frame_times.record(started.elapsed());
+        self.frame_times.show(ui.ctx());
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         self.state.dataset = self.dataset.ui_state();
+        self.state.train = self.train.ui_state();
         eframe::set_value(storage, eframe::APP_KEY, &self.state);
     }
 }

@@ -54,6 +54,11 @@ impl ModelPicker {
         self.loaded.as_ref().map(|(_, info)| info)
     }
 
+    /// The model the engine holds with the entry it was loaded from.
+    pub fn loaded_entry(&self) -> Option<(&ModelEntry, &ModelInfo)> {
+        self.loaded.as_ref().map(|(entry, info)| (entry, info))
+    }
+
     /// A load is waiting for the engine or running on it.
     pub fn is_busy(&self) -> bool {
         self.waiting.is_some() || self.loading.is_some()

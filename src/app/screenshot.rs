@@ -1,7 +1,8 @@
 //! Saving what the window shows as PNG: one panel on request ("Save PNG"), or every panel of a
 //! project in turn for `lablens screenshots`, which starts a virtual display when there is none.
 
-use super::{AppState, DatasetPanel, DatasetTab, Filters, LabLensApp};
+use super::train_panel::ConfigForm;
+use super::{AppState, DatasetPanel, DatasetTab, Filters, LabLensApp, PanelKind, TrainTab};
 use crate::data::record::Split;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,11 @@ use std::time::{Duration, Instant};
 /// Frames to let layout, fonts and plots settle before a shot.
 const SETTLE_FRAMES: u32 = 12;
 
+/// The longest a shot waits for what it shows (a training run included).
+const READY_TIMEOUT: Duration = Duration::from_secs(900);
+
 type Setup = fn(&mut LabLensApp);
+type Ready = fn(&LabLensApp) -> bool;
 
 /// The part of the window a shot keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,9 +25,11 @@ enum Region {
     Sidebar,
 }
 
+/// A step of a script: a setup, a wait until `ready`, then a picture unless `path` is `None`.
 struct Shot {
-    path: PathBuf,
+    path: Option<PathBuf>,
     setup: Setup,
+    ready: Ready,
     region: Region,
 }
 
@@ -33,6 +40,8 @@ pub struct Script {
     set_up: bool,
     /// How many results existed when the current shot was requested.
     requested: Option<usize>,
+    /// When the current shot was set up.
+    set_up_at: Instant,
     wait_for_data: bool,
     close_when_done: bool,
     started: Instant,
@@ -40,6 +49,87 @@ pub struct Script {
 }
 
 fn noop(_: &mut LabLensApp) {}
+
+fn at_once(_: &LabLensApp) -> bool {
+    true
+}
+
+/// Steps the Train panel's screenshot runs take: short, so that `lablens screenshots` finishes
+/// in minutes on two cores, long enough for curves worth reading.
+const SHOWCASE_STEPS: &str = "40";
+
+/// Starts a short quick-demo run on the Live tab, at learning rate `lr`.
+fn start_showcase_run(app: &mut LabLensApp, lr: &str) {
+    app.state.dark = true;
+    app.state.panel = PanelKind::Train;
+    app.train.state.tab = TrainTab::Live;
+    app.train.form = ConfigForm::from_preset("quick-demo");
+    for (label, text) in [
+        ("max steps", SHOWCASE_STEPS),
+        ("max sequence length", "256"),
+        ("validate every", "8"),
+        ("learning rate", lr),
+    ] {
+        app.train.form.set_text(label, text);
+    }
+    app.start_training();
+}
+
+fn training_idle(app: &LabLensApp) -> bool {
+    !app.train.is_training() && !app.engine.is_busy()
+}
+
+/// The Train panel's shots: a run in progress, then two finished runs overlaid and compared,
+/// then the newer one's adapter beside the base model in the playground.
+fn train_shots(out: &Path) -> Vec<Shot> {
+    vec![
+        Shot {
+            path: Some(out.join("train-live.png")),
+            setup: |app| start_showcase_run(app, "0.005"),
+            ready: |app| app.train.live.as_ref().is_some_and(|l| l.step() >= 26),
+            region: Region::Window,
+        },
+        Shot {
+            path: None,
+            setup: noop,
+            ready: training_idle,
+            region: Region::Window,
+        },
+        Shot {
+            path: None,
+            setup: |app| start_showcase_run(app, "0.0015"),
+            ready: training_idle,
+            region: Region::Window,
+        },
+        Shot {
+            path: Some(out.join("train-runs-overlay.png")),
+            setup: |app| {
+                let runs = &mut app.train.runs;
+                let newest: Vec<String> = runs
+                    .rows
+                    .iter()
+                    .rev()
+                    .take(2)
+                    .map(|r| r.summary.id.clone())
+                    .collect();
+                runs.ticked = newest.iter().cloned().collect();
+                runs.compare = [newest.get(1).cloned(), newest.first().cloned()];
+                app.train.state.tab = TrainTab::Runs;
+            },
+            ready: |app| app.train.runs.curves_ready(),
+            region: Region::Window,
+        },
+        Shot {
+            path: Some(out.join("train-playground.png")),
+            setup: |app| {
+                app.train.state.tab = TrainTab::Playground;
+                app.generate_in_playground();
+            },
+            ready: |app| !app.train.playground.is_generating() && !app.engine.is_busy(),
+            region: Region::Window,
+        },
+    ]
+}
 
 /// The first record whose source shows found PHI, else the fourth: a record worth showing.
 fn select_showcase(panel: &mut DatasetPanel) {
@@ -65,6 +155,7 @@ impl Script {
             frames: 0,
             set_up: false,
             requested: None,
+            set_up_at: Instant::now(),
             wait_for_data,
             close_when_done,
             started: Instant::now(),
@@ -76,8 +167,9 @@ impl Script {
     pub fn single_panel(path: PathBuf) -> Self {
         Self::new(
             vec![Shot {
-                path,
+                path: Some(path),
                 setup: noop,
+                ready: at_once,
                 region: Region::Window,
             }],
             false,
@@ -88,45 +180,44 @@ impl Script {
     /// Every panel and tab of the demo project, for the README.
     pub fn all_panels(out: &Path) -> Self {
         let shot = |name: &str, region: Region, setup: Setup| Shot {
-            path: out.join(name),
+            path: Some(out.join(name)),
             setup,
+            ready: at_once,
             region,
         };
-        Self::new(
-            vec![
-                shot("dataset-records.png", Region::Window, |app| {
-                    app.state.dark = true;
-                    let panel = &mut app.dataset;
-                    panel.state.filters = Filters::default();
-                    panel.state.tab = DatasetTab::Records;
-                    panel.state.scrubbed = false;
-                    select_showcase(panel);
-                }),
-                shot("model-sidebar.png", Region::Sidebar, noop),
-                shot("dataset-validation.png", Region::Window, |app| {
-                    app.dataset.state.tab = DatasetTab::Validation;
-                }),
-                shot("dataset-distributions.png", Region::Window, |app| {
-                    app.dataset.state.tab = DatasetTab::Distributions;
-                }),
-                shot("dataset-filtered-light.png", Region::Window, |app| {
-                    app.state.dark = false;
-                    let panel = &mut app.dataset;
-                    panel.state.tab = DatasetTab::Records;
-                    panel.state.filters = Filters {
-                        split: Some(Split::Test),
-                        text: "heart failure".into(),
-                        ..Filters::default()
-                    };
-                    panel.refresh_rows();
-                    if let Some(&first) = panel.rows.first() {
-                        panel.select(first);
-                    }
-                }),
-            ],
-            true,
-            true,
-        )
+        let mut shots = vec![
+            shot("dataset-records.png", Region::Window, |app| {
+                app.state.dark = true;
+                let panel = &mut app.dataset;
+                panel.state.filters = Filters::default();
+                panel.state.tab = DatasetTab::Records;
+                panel.state.scrubbed = false;
+                select_showcase(panel);
+            }),
+            shot("model-sidebar.png", Region::Sidebar, noop),
+            shot("dataset-validation.png", Region::Window, |app| {
+                app.dataset.state.tab = DatasetTab::Validation;
+            }),
+            shot("dataset-distributions.png", Region::Window, |app| {
+                app.dataset.state.tab = DatasetTab::Distributions;
+            }),
+            shot("dataset-filtered-light.png", Region::Window, |app| {
+                app.state.dark = false;
+                let panel = &mut app.dataset;
+                panel.state.tab = DatasetTab::Records;
+                panel.state.filters = Filters {
+                    split: Some(Split::Test),
+                    text: "heart failure".into(),
+                    ..Filters::default()
+                };
+                panel.refresh_rows();
+                if let Some(&first) = panel.rows.first() {
+                    panel.select(first);
+                }
+            }),
+        ];
+        shots.extend(train_shots(out));
+        Self::new(shots, true, true)
     }
 
     pub fn results(&self) -> Arc<Mutex<Vec<Result<PathBuf, String>>>> {
@@ -142,53 +233,89 @@ impl Script {
     /// Advances the script by one frame; returns true when it is finished.
     pub fn step(&mut self, ctx: &egui::Context, app: &mut LabLensApp) -> bool {
         ctx.request_repaint();
-        if self.wait_for_data && !demo_ready(app) {
-            if self.started.elapsed() > Duration::from_secs(120) {
-                self.record(Err(
-                    "the demo dataset and model did not load within 120 s".into()
-                ));
-                return self.finish(ctx);
+        if self.wait_for_data {
+            let limit = Duration::from_secs(120);
+            let what = "the demo dataset and model did not load";
+            if let Some(done) = self.wait(ctx, demo_ready(app), self.started, limit, what) {
+                return done;
             }
-            return false;
+            // Only at the start: later shots run jobs of their own.
+            self.wait_for_data = false;
         }
         let Some(shot) = self.shots.front() else {
             return self.finish(ctx);
         };
+        let (setup, ready, path, region) = (shot.setup, shot.ready, shot.path.clone(), shot.region);
         if !self.set_up {
-            (shot.setup)(app);
+            setup(app);
             app.apply_theme(ctx);
             self.set_up = true;
+            self.set_up_at = Instant::now();
             self.frames = 0;
             return false;
         }
+        let what = "a screenshot step did not get ready";
+        if let Some(done) = self.wait(ctx, ready(app), self.set_up_at, READY_TIMEOUT, what) {
+            return done;
+        }
+        let Some(path) = path else {
+            self.next_shot();
+            return false;
+        };
         self.frames += 1;
         let taken = self.results.lock().map(|v| v.len()).unwrap_or(0);
         match self.requested {
             None if self.frames >= SETTLE_FRAMES => {
                 self.requested = Some(taken);
-                let path = shot.path.clone();
-                let results = Arc::clone(&self.results);
-                let crop = (shot.region == Region::Sidebar).then_some(app.sidebar);
-                let pixels_per_point = ctx.pixels_per_point();
-                ctx.request_screenshot(move |image: Arc<egui::ColorImage>| {
-                    let image = match crop {
-                        Some(rect) => Arc::new(image.region(&rect, Some(pixels_per_point))),
-                        None => image,
-                    };
-                    let saved = save_png(&path, &image).map(|()| path.clone());
-                    if let Ok(mut v) = results.lock() {
-                        v.push(saved);
-                    }
-                });
+                let crop = (region == Region::Sidebar).then_some(app.sidebar);
+                self.request_png(ctx, path, crop);
             }
-            Some(before) if taken > before => {
-                self.shots.pop_front();
-                self.set_up = false;
-                self.requested = None;
-            }
+            Some(before) if taken > before => self.next_shot(),
             _ => {}
         }
         false
+    }
+
+    /// `None` once `ready`; else what `step` answers: still waiting, or finished with an error
+    /// once `limit` has passed `since`.
+    fn wait(
+        &mut self,
+        ctx: &egui::Context,
+        ready: bool,
+        since: Instant,
+        limit: Duration,
+        what: &str,
+    ) -> Option<bool> {
+        if ready {
+            return None;
+        }
+        if since.elapsed() > limit {
+            self.record(Err(format!("{what} within {} s", limit.as_secs())));
+            return Some(self.finish(ctx));
+        }
+        Some(false)
+    }
+
+    fn next_shot(&mut self) {
+        self.shots.pop_front();
+        self.set_up = false;
+        self.requested = None;
+    }
+
+    /// Asks the renderer for the window's pixels, saved to `path` (cropped to `crop`).
+    fn request_png(&self, ctx: &egui::Context, path: PathBuf, crop: Option<egui::Rect>) {
+        let results = Arc::clone(&self.results);
+        let pixels_per_point = ctx.pixels_per_point();
+        ctx.request_screenshot(move |image: Arc<egui::ColorImage>| {
+            let image = match crop {
+                Some(rect) => Arc::new(image.region(&rect, Some(pixels_per_point))),
+                None => image,
+            };
+            let saved = save_png(&path, &image).map(|()| path.clone());
+            if let Ok(mut v) = results.lock() {
+                v.push(saved);
+            }
+        });
     }
 
     fn finish(&mut self, ctx: &egui::Context) -> bool {

@@ -2,6 +2,7 @@
 //! far along it is, and the last message or error in words a person can act on.
 
 use crate::engine::{Engine, Event, ModelInfo};
+use crate::train::{TrainEvent, TrainSummary};
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -16,6 +17,12 @@ pub struct StatusLine {
     stage: String,
     fraction: f32,
     eta: Option<Duration>,
+    /// Of the running training job's last step.
+    tokens_per_s: Option<f64>,
+    /// How the running training job ended, for the message when it finishes.
+    outcome: Option<String>,
+    /// The running training job is paused (the Train panel knows; the engine does not say).
+    pub paused: bool,
     pub notice: Option<Notice>,
 }
 
@@ -39,6 +46,8 @@ impl StatusLine {
                 self.stage.clear();
                 self.fraction = 0.0;
                 self.eta = None;
+                self.tokens_per_s = None;
+                self.outcome = None;
             }
             Event::Progress {
                 stage,
@@ -57,9 +66,18 @@ impl StatusLine {
             }
             Event::Finished { elapsed, .. } => {
                 if let Some(name) = self.running.take() {
-                    self.info(format!("{name}: done in {:.2} s", elapsed.as_secs_f64()));
+                    let outcome = self.outcome.take().unwrap_or_else(|| "done".into());
+                    self.info(format!(
+                        "{name}: {outcome} in {:.2} s",
+                        elapsed.as_secs_f64()
+                    ));
                 }
             }
+            Event::Train {
+                event: TrainEvent::Step(m),
+                ..
+            } => self.tokens_per_s = Some(m.tokens_per_s),
+            Event::Trained { summary, .. } => self.outcome = Some(describe_outcome(summary)),
             Event::Failed { name, error, .. } => {
                 self.running = None;
                 self.error(format!("{name} failed: {error}"));
@@ -75,12 +93,33 @@ impl StatusLine {
                 ));
             }
             Event::Message { text, .. } => self.info(text.clone()),
-            Event::DatasetOpened { .. } | Event::ModelLoaded { .. } => {}
+            Event::DatasetOpened { .. }
+            | Event::ModelLoaded { .. }
+            | Event::Train { .. }
+            | Event::Token { .. }
+            | Event::Generated { .. } => {}
         }
     }
 }
 
-fn format_eta(eta: Duration) -> String {
+/// `finished after 80 steps, best validation loss 2.314` and the like.
+fn describe_outcome(summary: &TrainSummary) -> String {
+    let how = match summary.status {
+        crate::train::run::RunStatus::Finished => "finished after",
+        crate::train::run::RunStatus::Stopped => "stopped at a checkpoint after",
+        crate::train::run::RunStatus::Running | crate::train::run::RunStatus::Failed => {
+            "ended after"
+        }
+    };
+    let best = summary
+        .final_val_loss
+        .map(|v| format!(", validation loss {v:.3}"))
+        .unwrap_or_default();
+    format!("{how} {} steps{best}", summary.steps)
+}
+
+/// `1h 02m`, `1m 15s`, `4.2s`.
+pub(super) fn format_eta(eta: Duration) -> String {
     let s = eta.as_secs();
     if s >= 3600 {
         format!("{}h {:02}m", s / 3600, (s % 3600) / 60)
@@ -103,7 +142,8 @@ pub fn show(
             match &status.running {
                 Some(name) => {
                     ui.spinner();
-                    ui.label(format!("{name} — {}", status.stage));
+                    let paused = if status.paused { " (paused)" } else { "" };
+                    ui.label(format!("{name} — {}{paused}", status.stage));
                     let mut bar = egui::ProgressBar::new(status.fraction)
                         .desired_width(220.0)
                         .show_percentage();
@@ -115,6 +155,9 @@ pub fn show(
                         ));
                     }
                     ui.add(bar);
+                    if let Some(rate) = status.tokens_per_s {
+                        ui.label(format!("{rate:.0} tokens/s"));
+                    }
                     if ui.button("Cancel").clicked() {
                         engine.cancel();
                     }

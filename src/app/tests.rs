@@ -202,3 +202,23 @@ fn a_device_change_reloads_the_model_and_dequantize_waits_for_a_gguf() {
     assert!(saved.dequantize);
     assert_eq!(loaded_name(h.state()), Some("tiny-clinical"));
 }
+
+#[test]
+fn f12_toggles_the_frame_time_readout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = app_over(ward_project(dir.path()), dir.path().join("models"));
+    wait_until(&mut h, |app| loaded_name(app).is_some());
+    h.run();
+    assert!(h.query_by_label_contains("frame build").is_none());
+    h.key_press(egui::Key::F12);
+    h.run();
+    let shown = h
+        .get_by_label_contains("frame build")
+        .value()
+        .unwrap_or_default();
+    assert!(shown.contains("p50") && shown.contains("p95"), "{shown}");
+    assert!(h.state().frame_times.p50_p95().is_some());
+    h.get_by_label("Frame time").click();
+    h.run();
+    assert!(h.query_by_label_contains("frame build").is_none());
+}

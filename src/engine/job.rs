@@ -45,13 +45,23 @@ impl JobContext {
             let per = elapsed.as_secs_f64() / done as f64;
             Duration::from_secs_f64(per * (total - done) as f64)
         });
-        self.shared.emit(Event::Progress {
+        self.report(stage, done, total, eta);
+    }
+
+    /// Reports progress with an ETA the job worked out itself.
+    pub fn report(&self, stage: &str, done: u64, total: u64, eta: Option<Duration>) {
+        self.emit(Event::Progress {
             job: self.job,
             stage: stage.to_string(),
             done,
             total,
             eta,
         });
+    }
+
+    /// Sends an event of this job to the front end at once.
+    pub fn emit(&self, event: Event) {
+        self.shared.emit(event);
     }
 }
 
@@ -119,6 +129,8 @@ fn execute(
             })
         }
         Command::LoadModel { spec } => super::model::load_model(ctx, model, &spec),
+        Command::Train(request) => super::train_job::train(ctx, *request),
+        Command::Generate(request) => super::generate_job::run(ctx, model, *request),
         Command::Custom { work, .. } => {
             let text = work(ctx, model.as_ref())?;
             Ok(Event::Message { job: ctx.job, text })

@@ -1,15 +1,20 @@
 //! The engine: one background thread that owns the loaded model and runs every long job (loading
-//! and validating data, loading models; training later), one at a time, reporting progress as
-//! `Event`s. The GUI and the CLI talk to it only through `Command`s and never wait on it.
+//! and validating data, loading models, training, generation), one at a time, reporting progress
+//! as `Event`s. The GUI and the CLI talk to it only through `Command`s and never wait on it.
 
+mod generate_job;
 mod job;
 mod model;
+mod train_job;
 
+pub use generate_job::{GenerateRequest, GenerationOutput};
 pub use job::{JobContext, JobError};
 pub use model::{ModelInfo, ModelSourceKind, device_choices, is_gguf};
+pub use train_job::TrainRequest;
 
 use crate::data::dataset::{DatasetView, OpenOptions};
 use crate::model::load::{LoadedModel, ModelSpec};
+use crate::train::{TrainEvent, TrainSummary};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,6 +48,11 @@ pub enum Command {
     OpenDataset { path: PathBuf, options: OpenOptions },
     /// Load a model and keep it for the jobs that follow; a failed load keeps the model before.
     LoadModel { spec: ModelSpec },
+    /// Train a LoRA adapter (or resume a run); pause and stop go through the request's control,
+    /// and `Engine::cancel` stops the run at a checkpoint too.
+    Train(Box<TrainRequest>),
+    /// Generate after one prompt with the loaded model, without and with adapters, streaming.
+    Generate(Box<GenerateRequest>),
     /// Run arbitrary work on the engine thread, for programs embedding the engine and for tests.
     Custom { name: String, work: CustomWork },
 }
@@ -52,6 +62,8 @@ impl Command {
         match self {
             Command::OpenDataset { path, .. } => format!("Open {}", file_name(path)),
             Command::LoadModel { spec } => format!("Load {}", file_name(&spec.path)),
+            Command::Train(request) => request.name(),
+            Command::Generate(_) => "Generate".to_string(),
             Command::Custom { name, .. } => name.clone(),
         }
     }
@@ -84,6 +96,28 @@ pub enum Event {
     ModelLoaded {
         job: JobId,
         info: ModelInfo,
+    },
+    /// What a training run reported, as it happened.
+    Train {
+        job: JobId,
+        event: TrainEvent,
+    },
+    /// A training job's end: finished, or stopped at a checkpoint (by Stop or cancel).
+    Trained {
+        job: JobId,
+        summary: TrainSummary,
+    },
+    /// The text of generation output `output` so far, after each new token.
+    Token {
+        job: JobId,
+        output: usize,
+        text: String,
+    },
+    /// Generation output `output` is complete.
+    Generated {
+        job: JobId,
+        output: usize,
+        result: GenerationOutput,
     },
     /// A `Custom` job's result.
     Message {
@@ -238,4 +272,4 @@ impl Drop for Engine {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

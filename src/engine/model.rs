@@ -85,7 +85,7 @@ pub(super) fn load_model(
 
 /// candle appends a backtrace to its errors when `RUST_BACKTRACE` is set; a person needs the
 /// message before it.
-fn first_line(message: &str) -> String {
+pub(super) fn first_line(message: &str) -> String {
     message.lines().next().unwrap_or_default().to_string()
 }
 

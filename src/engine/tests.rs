@@ -223,3 +223,190 @@ fn a_corrupt_gguf_fails_naming_the_file_and_the_earlier_model_stays() {
     let text = message_of(&events_until_done(&engine)).expect("message");
     assert_eq!(text, format!("{} {}", tiny.path.display(), tiny.parameters));
 }
+
+/// A project over the first 40 records of the sample discharge set, 80% for training.
+pub(crate) fn small_project(dir: &std::path::Path) -> PathBuf {
+    let sample =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_data/discharge.jsonl");
+    let text = std::fs::read_to_string(sample).expect("sample data");
+    let lines: Vec<&str> = text.lines().take(40).collect();
+    std::fs::write(dir.join("discharge.jsonl"), lines.join("\n")).expect("write data");
+    std::fs::write(
+        dir.join(crate::project::PROJECT_FILE),
+        r#"(name: "t", task: discharge, datasets: [(name: "discharge", path: "discharge.jsonl")],
+            split: (ratios: (80.0, 20.0, 0.0), seed: 1))"#,
+    )
+    .expect("write project");
+    dir.to_path_buf()
+}
+
+/// A configuration that takes a few milliseconds a step on the tiny model.
+fn fast_config(max_steps: usize) -> crate::train::TrainConfig {
+    crate::train::TrainConfig {
+        max_seq_len: 96,
+        micro_batch: 2,
+        max_steps: Some(max_steps),
+        eval_every: 0,
+        eval_records: 4,
+        checkpoint_every: 0,
+        ..crate::train::TrainConfig::default()
+    }
+}
+
+/// An engine training `config` on a small project in `dir`, and the run's control.
+fn start_training(
+    dir: &std::path::Path,
+    config: crate::train::TrainConfig,
+) -> (Engine, Arc<crate::train::Control>) {
+    let engine = Engine::start(NoNotifier);
+    let control = Arc::new(crate::train::Control::default());
+    engine.submit(Command::Train(Box::new(TrainRequest {
+        project_dir: small_project(dir),
+        config,
+        resume: None,
+        control: Arc::clone(&control),
+    })));
+    (engine, control)
+}
+
+#[test]
+fn a_training_job_streams_its_steps_and_cancel_stops_it_at_a_checkpoint_even_paused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (engine, control) = start_training(dir.path(), fast_config(100_000));
+    let mut steps = Vec::new();
+    let mut progress_eta = false;
+    while steps.len() < 3 {
+        match engine.recv_timeout(Duration::from_secs(60)) {
+            Some(Event::Train {
+                event: TrainEvent::Step(m),
+                ..
+            }) => steps.push(m.step),
+            Some(Event::Progress { total, eta, .. }) => {
+                assert_eq!(total, 100_000);
+                progress_eta |= eta.is_some();
+            }
+            Some(Event::Failed { error, .. }) => panic!("{error}"),
+            Some(_) => {}
+            None => panic!("no step within 60 s"),
+        }
+    }
+    assert_eq!(steps, [1, 2, 3]);
+    assert!(progress_eta, "steps report an ETA");
+    control.pause();
+    std::thread::sleep(Duration::from_millis(200));
+    engine.cancel();
+    let events = events_until_done(&engine);
+    let summary = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Trained { summary, .. } => Some(summary.clone()),
+            _ => None,
+        })
+        .expect("a summary");
+    assert_eq!(summary.status, crate::train::run::RunStatus::Stopped);
+    assert!(summary.steps >= 3 && summary.steps < 100_000);
+    let run = crate::train::run::RunDir::open(dir.path(), &summary.run_id).expect("run");
+    assert_eq!(run.checkpoints().last(), Some(&summary.steps));
+    assert!(matches!(events.last(), Some(Event::Finished { .. })));
+    assert!(!engine.is_busy());
+}
+
+#[test]
+fn a_bad_training_configuration_fails_with_the_field_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = crate::train::TrainConfig {
+        lr: -1.0,
+        ..fast_config(3)
+    };
+    let (engine, _control) = start_training(dir.path(), config);
+    match events_until_done(&engine).last() {
+        Some(Event::Failed { error, name, .. }) => {
+            assert_eq!(
+                error,
+                "invalid configuration: lr: must be above 0 and below 1"
+            );
+            assert_eq!(name, "Train on discharge");
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert!(crate::train::run::list_runs(dir.path()).is_empty());
+}
+
+/// Writes into `out` a PEFT adapter for the tiny model whose B matrices are not zero, so that it
+/// changes outputs.
+pub(crate) fn tiny_adapter(out: &std::path::Path) {
+    let mut model =
+        crate::model::load::load(&ModelSpec::new(crate::model::load::TINY)).expect("tiny");
+    let lora = crate::model::lora::LoraConfig {
+        r: 4,
+        ..Default::default()
+    };
+    let vars = crate::model::lora::attach(&mut model.llama, &lora, 7).expect("attach");
+    for (name, var) in vars.iter().filter(|(n, _)| n.ends_with("lora_B.weight")) {
+        let ones = var.as_tensor().ones_like().expect(name);
+        var.set(&(ones * 0.05).expect(name)).expect(name);
+    }
+    std::fs::create_dir_all(out).expect("mkdir");
+    crate::model::lora::save_peft(&model.llama, &lora, "tiny", out).expect("save");
+}
+
+/// The streamed texts and the final outputs of a generation job, by output.
+fn generate(engine: &Engine, adapters: Vec<Option<PathBuf>>) -> (Vec<Vec<String>>, Vec<String>) {
+    let n = adapters.len();
+    engine.submit(Command::Generate(Box::new(GenerateRequest {
+        task: Some(crate::data::record::Task::Discharge),
+        input: "Diagnosis: community-acquired pneumonia. Treated with antibiotics.".into(),
+        params: crate::model::generate::GenerationParams {
+            max_new_tokens: 6,
+            ..Default::default()
+        },
+        adapters,
+    })));
+    let mut streamed = vec![Vec::new(); n];
+    let mut finals = vec![String::new(); n];
+    for e in events_until_done(engine) {
+        match e {
+            Event::Token { output, text, .. } => streamed[output].push(text),
+            Event::Generated { output, result, .. } => finals[output] = result.text,
+            Event::Failed { error, .. } => panic!("{error}"),
+            _ => {}
+        }
+    }
+    (streamed, finals)
+}
+
+#[test]
+fn generation_streams_the_base_and_the_adapter_output_and_leaves_the_base_model() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let adapter = dir.path().join("adapter");
+    tiny_adapter(&adapter);
+    let engine = Engine::start(NoNotifier);
+    load_tiny(&engine);
+    let (streamed, finals) = generate(&engine, vec![None, Some(adapter)]);
+    for (tokens, text) in streamed.iter().zip(&finals) {
+        assert!((1..=6).contains(&tokens.len()), "{tokens:?}");
+        assert_eq!(tokens.last(), Some(text));
+        assert!(tokens.windows(2).all(|w| w[1].starts_with(w[0].trim_end())));
+    }
+    assert_ne!(finals[0], finals[1], "the adapter changes the output");
+    let (_, again) = generate(&engine, vec![None]);
+    assert_eq!(
+        again[0], finals[0],
+        "the base model is unchanged after the adapter ran"
+    );
+}
+
+#[test]
+fn generation_without_a_model_fails_readably() {
+    let engine = Engine::start(NoNotifier);
+    engine.submit(Command::Generate(Box::new(GenerateRequest {
+        task: None,
+        input: "hello".into(),
+        params: Default::default(),
+        adapters: vec![None],
+    })));
+    assert!(matches!(
+        events_until_done(&engine).last(),
+        Some(Event::Failed { error, .. }) if error == "no model is loaded: load one in the sidebar"
+    ));
+}
