@@ -188,6 +188,7 @@ impl Engine {
                 let mut model: Option<LoadedModel> = None;
                 for (job, command) in cmd_rx {
                     job::run(&thread_shared, &mut model, job, command);
+                    crate::model::runtime::release_freed_memory();
                 }
             })
             .ok();

@@ -75,7 +75,7 @@ impl Rope {
         let cos = self.cos.narrow(0, offset, t)?;
         let sin = self.sin.narrow(0, offset, t)?;
         match path {
-            Path::Train if x.device().is_cpu() => x.contiguous()?.apply_op1(Rotary { cos, sin }),
+            Path::Train if x.device().is_cpu() => x.apply_op1(Rotary { cos, sin }),
             Path::Train => candle_nn::rotary_emb::rope_slow(x, &cos, &sin),
             Path::Infer => candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin),
         }

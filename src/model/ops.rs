@@ -2,8 +2,9 @@
 //! result from several ops, each keeping its output for the backward pass, these keep one.
 
 use super::linear::BaseWeight;
+use super::matmul::{Mat, product, product_into};
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Device, Layout, Result, Shape, Tensor,
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, Device, Layout, Result, Shape, Storage, Tensor,
 };
 use rayon::prelude::*;
 
@@ -18,31 +19,41 @@ fn input_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result
     Ok(&data[start..end])
 }
 
-/// A CPU op's contiguous f32 input as a tensor of its own (a copy, outside the graph).
-fn input_tensor(storage: &CpuStorage, layout: &Layout, op: &str) -> Result<Tensor> {
-    Tensor::from_slice(
-        input_slice(storage, layout, op)?,
-        layout.dims(),
-        &Device::Cpu,
-    )
+/// A CPU tensor's contiguous f32 data, read in place while `guard` lives.
+fn tensor_slice<'a>(
+    guard: &'a candle_core::StorageRef<'_>,
+    layout: &Layout,
+    op: &str,
+) -> Result<&'a [f32]> {
+    let Storage::Cpu(storage) = &**guard else {
+        candle_core::bail!("{op} runs on the CPU");
+    };
+    input_slice(storage, layout, op)
 }
 
-fn output_storage(y: &Tensor) -> Result<(CpuStorage, Shape)> {
-    Ok((
-        CpuStorage::F32(y.flatten_all()?.to_vec1()?),
-        y.shape().clone(),
-    ))
+/// Binds `$name` to the contiguous f32 data of each CPU tensor, read in place.
+macro_rules! slices {
+    ($op:expr; $($name:ident = $tensor:expr),+ $(,)?) => {
+        $(let $name = $tensor.storage_and_layout();)+
+        $(let $name = tensor_slice(&$name.0, $name.1, $op)?;)+
+    };
 }
 
-/// `[.., k] x [n, k]^T → [.., n]` as one 2-D product.
-fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let dims = x.dims();
-    let k = dims.last().copied().unwrap_or(0);
-    let mut out_dims = dims.to_vec();
-    if let Some(last) = out_dims.last_mut() {
-        *last = w.dim(0)?;
+/// Rows of a `[.., k]` input, checking that its last dimension is `k`.
+fn rows_of(layout: &Layout, k: usize, op: &str) -> Result<usize> {
+    match layout.dims().last() {
+        Some(&last) if last == k && k > 0 => Ok(layout.shape().elem_count() / k),
+        _ => candle_core::bail!("{op}: input {:?} does not end in {k}", layout.dims()),
     }
-    x.reshape(((), k))?.matmul(&w.t()?)?.reshape(out_dims)
+}
+
+/// `dims` with the last dimension replaced by `n`.
+fn with_last(dims: &[usize], n: usize) -> Shape {
+    let mut dims = dims.to_vec();
+    if let Some(last) = dims.last_mut() {
+        *last = n;
+    }
+    Shape::from(dims)
 }
 
 /// `x W^T` for a frozen `W` `[out, in]`, whose backward computes the input's gradient only:
@@ -59,14 +70,23 @@ impl CustomOp1 for FrozenMatmul {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let w = self.w.to_dense(&Device::Cpu)?;
-        output_storage(&matmul_t(&input_tensor(storage, layout, self.name())?, &w)?)
+        let (out, k) = self.w.dims()?;
+        let rows = rows_of(layout, k, self.name())?;
+        let x = input_slice(storage, layout, self.name())?;
+        let dense = self.w.to_dense(&Device::Cpu)?;
+        slices!(self.name(); w = dense);
+        let y = product(Mat::new(x, rows, k)?, Mat::new(w, out, k)?.t(), 1.0)?;
+        Ok((CpuStorage::F32(y), with_last(layout.dims(), out)))
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        // dL/dx = dL/dy · W: the same product against W^T.
-        let w = self.w.to_dense(&Device::Cpu)?;
-        matmul_t(&grad.detach(), &w.t()?.contiguous()?).map(Some)
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        // dL/dx = dL/dy · W.
+        let (out, k) = self.w.dims()?;
+        let (grad, dense) = (grad.contiguous()?, self.w.to_dense(&Device::Cpu)?);
+        let rows = arg.elem_count() / k;
+        slices!(self.name(); g = grad, w = dense);
+        let dx = product(Mat::new(g, rows, out)?, Mat::new(w, out, k)?, 1.0)?;
+        Tensor::from_vec(dx, arg.dims(), &Device::Cpu).map(Some)
     }
 }
 
@@ -91,12 +111,17 @@ impl CustomOp3 for LoraMatmul {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = input_tensor(s1, l1, self.name())?;
-        let a = input_tensor(s2, l2, self.name())?;
-        let b = input_tensor(s3, l3, self.name())?;
-        let low = (matmul_t(&x, &a)? * self.scale)?;
-        let w = self.w.to_dense(&Device::Cpu)?;
-        output_storage(&(matmul_t(&x, &w)? + matmul_t(&low, &b)?)?)
+        let (out, k) = self.w.dims()?;
+        let (rank, rows) = (l2.dims()[0], rows_of(l1, k, self.name())?);
+        let x = Mat::new(input_slice(s1, l1, self.name())?, rows, k)?;
+        let a = Mat::new(input_slice(s2, l2, self.name())?, rank, k)?;
+        let b = Mat::new(input_slice(s3, l3, self.name())?, out, rank)?;
+        let dense = self.w.to_dense(&Device::Cpu)?;
+        slices!(self.name(); w = dense);
+        let low = product(x, a.t(), self.scale as f32)?;
+        let mut y = product(x, Mat::new(w, out, k)?.t(), 1.0)?;
+        product_into(&mut y, true, Mat::new(&low, rows, rank)?, b.t(), 1.0)?;
+        Ok((CpuStorage::F32(y), with_last(l1.dims(), out)))
     }
 
     fn bwd(
@@ -107,17 +132,32 @@ impl CustomOp3 for LoraMatmul {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        // Detached, so that the gradients carry no graph that would keep these alive.
-        let (x, a, b) = (x.detach(), a.detach(), b.detach());
-        let (a, b) = (&a, &b);
-        let x2 = x.reshape(((), x.dim(D::Minus1)?))?;
-        let g2 = grad.detach().reshape(((), grad.dim(D::Minus1)?))?;
-        let gb = g2.matmul(b)?;
-        let w = self.w.to_dense(&Device::Cpu)?;
-        let dx = (g2.matmul(&w)? + (gb.matmul(a)? * self.scale)?)?.reshape(x.dims())?;
-        let da = (gb.t()?.matmul(&x2)? * self.scale)?;
-        let db = (g2.t()?.matmul(&x2.matmul(&a.t()?)?)? * self.scale)?;
-        Ok((Some(dx), Some(da), Some(db)))
+        let (out, k) = self.w.dims()?;
+        let rank = a.dim(0)?;
+        let rows = x.elem_count() / k;
+        let scale = self.scale as f32;
+        let (grad, dense) = (grad.contiguous()?, self.w.to_dense(&Device::Cpu)?);
+        slices!(self.name(); xd = x, ad = a, bd = b, gd = grad, wd = dense);
+        let (xm, am, bm) = (
+            Mat::new(xd, rows, k)?,
+            Mat::new(ad, rank, k)?,
+            Mat::new(bd, out, rank)?,
+        );
+        let g = Mat::new(gd, rows, out)?;
+        let gb = product(g, bm, 1.0)?;
+        let gb = Mat::new(&gb, rows, rank)?;
+        // dx = g W + scale (g B) A; dA = scale (g B)^T x; dB = scale g^T (x A^T).
+        let mut dx = product(g, Mat::new(wd, out, k)?, 1.0)?;
+        product_into(&mut dx, true, gb, am, scale)?;
+        let da = product(gb.t(), xm, scale)?;
+        let xa = product(xm, am.t(), 1.0)?;
+        let db = product(g.t(), Mat::new(&xa, rows, rank)?, scale)?;
+        let dev = &Device::Cpu;
+        Ok((
+            Some(Tensor::from_vec(dx, x.dims(), dev)?),
+            Some(Tensor::from_vec(da, a.dims(), dev)?),
+            Some(Tensor::from_vec(db, b.dims(), dev)?),
+        ))
     }
 }
 
@@ -152,15 +192,27 @@ impl CustomOp1 for RmsNorm {
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         // With r = 1/sqrt(mean(x²)+eps) and h = g·w: dx = h·r − x·r³·mean(x·h).
-        let (x, grad) = (x.detach(), grad.detach());
-        let w = Tensor::from_slice(&self.weight, self.weight.len(), x.device())?;
-        let h = grad.broadcast_mul(&w)?;
-        let r = (x.sqr()?.mean_keepdim(D::Minus1)? + f64::from(self.eps))?
-            .sqrt()?
-            .recip()?;
-        let m = (&x * &h)?.mean_keepdim(D::Minus1)?;
-        let dx = (h.broadcast_mul(&r)? - x.broadcast_mul(&(r.powf(3.0)? * m)?)?)?;
-        Ok(Some(dx))
+        let n = self.weight.len();
+        let grad = grad.contiguous()?;
+        slices!(self.name(); xd = x, gd = grad);
+        let mut dx = vec![0f32; xd.len()];
+        dx.par_chunks_mut(n)
+            .zip(xd.par_chunks(n).zip(gd.par_chunks(n)))
+            .for_each(|(d, (x, g))| {
+                let r = 1.0 / (x.iter().map(|v| v * v).sum::<f32>() / n as f32 + self.eps).sqrt();
+                let m = x
+                    .iter()
+                    .zip(g)
+                    .zip(&self.weight)
+                    .map(|((x, g), w)| x * g * w)
+                    .sum::<f32>()
+                    / n as f32;
+                let c = r * r * r * m;
+                for (((d, x), g), w) in d.iter_mut().zip(x).zip(g).zip(&self.weight) {
+                    *d = g * w * r - x * c;
+                }
+            });
+        Tensor::from_vec(dx, x.dims(), &Device::Cpu).map(Some)
     }
 }
 
@@ -171,19 +223,63 @@ pub struct Rotary {
     pub sin: Tensor,
 }
 
+impl Rotary {
+    /// Rotates every `d`-vector of `x` (`[b, heads, t, d]`, read through `layout`'s strides,
+    /// the last one 1) by its position's angles; `sign` −1 rotates back.
+    fn rotate(&self, x: &[f32], layout: &Layout, sign: f32) -> Result<Vec<f32>> {
+        let name = "rotary";
+        let Ok([b, heads, t, d]) = <[usize; 4]>::try_from(layout.dims()) else {
+            candle_core::bail!("{name}: input {:?} is not [b, heads, t, d]", layout.dims());
+        };
+        let half = d / 2;
+        let stride = layout.stride();
+        if d % 2 == 1 || stride[3] != 1 || self.cos.dims() != [t, half] {
+            candle_core::bail!(
+                "{name}: input {:?} (strides {stride:?}) against angle tables {:?}",
+                layout.dims(),
+                self.cos.dims()
+            );
+        }
+        let start = layout.start_offset();
+        slices!(name; cos = self.cos, sin = self.sin);
+        let mut out = vec![0f32; b * heads * t * d];
+        out.par_chunks_mut(t * d).enumerate().for_each(|(bh, o)| {
+            let base = start + (bh / heads) * stride[0] + (bh % heads) * stride[1];
+            for (p, o) in o.chunks_mut(d).enumerate() {
+                let v = &x[base + p * stride[2]..][..d];
+                let (c, s) = (&cos[p * half..][..half], &sin[p * half..][..half]);
+                for i in 0..half {
+                    let (x1, x2, s) = (v[i], v[i + half], sign * s[i]);
+                    o[i] = x1 * c[i] - x2 * s;
+                    o[i + half] = x2 * c[i] + x1 * s;
+                }
+            }
+        });
+        Ok(out)
+    }
+}
+
 impl CustomOp1 for Rotary {
     fn name(&self) -> &'static str {
         "rotary"
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = input_tensor(storage, layout, self.name())?;
-        output_storage(&candle_nn::rotary_emb::rope(&x, &self.cos, &self.sin)?)
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("rotary needs f32 input");
+        };
+        let out = self.rotate(data, layout, 1.0)?;
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let g = grad.detach().contiguous()?;
-        candle_nn::rotary_emb::rope(&g, &self.cos, &self.sin.neg()?).map(Some)
+        let grad = grad.contiguous()?;
+        let (guard, layout) = grad.storage_and_layout();
+        let Storage::Cpu(CpuStorage::F32(data)) = &*guard else {
+            candle_core::bail!("rotary needs f32 input on the CPU");
+        };
+        let dx = self.rotate(data, layout, -1.0)?;
+        Tensor::from_vec(dx, grad.dims(), &Device::Cpu).map(Some)
     }
 }
 
@@ -225,14 +321,30 @@ impl CustomOp2 for SwiGlu {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (gate, up, grad) = (gate.detach(), up.detach(), grad.detach());
-        let sig = (gate.neg()?.exp()? + 1.0)?.recip()?;
-        let silu = (&gate * &sig)?;
-        // d silu / d gate = σ · (1 + gate · (1 − σ)).
-        let dsilu = (&sig * ((&gate * (1.0 - &sig)?)? + 1.0)?)?;
-        let d_gate = ((&grad * &up)? * dsilu)?;
-        let d_up = (&grad * silu)?;
-        Ok((Some(d_gate), Some(d_up)))
+        let grad = grad.contiguous()?;
+        slices!(self.name(); gd = gate, ud = up, cd = grad);
+        let (mut d_gate, mut d_up) = (vec![0f32; gd.len()], vec![0f32; gd.len()]);
+        d_gate
+            .par_chunks_mut(4096)
+            .zip(d_up.par_chunks_mut(4096))
+            .zip(
+                gd.par_chunks(4096)
+                    .zip(ud.par_chunks(4096))
+                    .zip(cd.par_chunks(4096)),
+            )
+            .for_each(|((dg, du), ((g, u), c))| {
+                for ((((dg, du), g), u), c) in dg.iter_mut().zip(du).zip(g).zip(u).zip(c) {
+                    let sig = 1.0 / (1.0 + (-g).exp());
+                    // d silu / d gate = σ · (1 + gate · (1 − σ)).
+                    *dg = c * u * sig * (1.0 + g * (1.0 - sig));
+                    *du = c * g * sig;
+                }
+            });
+        let dev = &Device::Cpu;
+        Ok((
+            Some(Tensor::from_vec(d_gate, gate.dims(), dev)?),
+            Some(Tensor::from_vec(d_up, up.dims(), dev)?),
+        ))
     }
 }
 
@@ -265,15 +377,22 @@ impl CustomOp1 for NllAtLabels {
     }
 
     fn bwd(&self, logits: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        // d nll_i / d logits_i = softmax(logits_i) − onehot(label_i).
-        let probs = candle_nn::ops::softmax_last_dim(&logits.detach())?;
-        let (rows, vocab) = probs.dims2()?;
-        let mut d = probs.flatten_all()?.to_vec1::<f32>()?;
-        for (i, &label) in self.labels.iter().enumerate() {
-            d[i * vocab + label as usize] -= 1.0;
-        }
-        let d = Tensor::from_vec(d, (rows, vocab), logits.device())?;
-        d.broadcast_mul(&grad.detach().unsqueeze(1)?).map(Some)
+        // d nll_i / d logits_i = (softmax(logits_i) − onehot(label_i)) · grad_i.
+        let grad = grad.contiguous()?;
+        let (rows, vocab) = logits.dims2()?;
+        slices!(self.name(); ld = logits, gd = grad);
+        let mut d = vec![0f32; ld.len()];
+        d.par_chunks_mut(vocab)
+            .zip(ld.par_chunks(vocab))
+            .zip(gd.par_iter().zip(self.labels.par_iter()))
+            .for_each(|((d, row), (g, &label))| {
+                let lse = log_sum_exp(row);
+                for (d, v) in d.iter_mut().zip(row) {
+                    *d = (v - lse).exp() * g;
+                }
+                d[label as usize] -= g;
+            });
+        Tensor::from_vec(d, (rows, vocab), &Device::Cpu).map(Some)
     }
 }
 
@@ -331,17 +450,29 @@ impl CustomOp1 for CausalSoftmax {
 
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         // d/dx of softmax(s·x): s · p ⊙ (g − Σ g ⊙ p); masked entries have p = 0.
-        let (grad, res) = (&grad.detach(), &res.detach());
-        let dot = (grad * res)?.sum_keepdim(D::Minus1)?;
-        let dx = (grad.broadcast_sub(&dot)? * res)?;
-        (dx * self.scale).map(Some)
+        let keys = res.dims().last().copied().unwrap_or(0);
+        let grad = grad.contiguous()?;
+        slices!(self.name(); pd = res, gd = grad);
+        let scale = self.scale as f32;
+        let mut dx = vec![0f32; pd.len()];
+        dx.par_chunks_mut(keys)
+            .zip(pd.par_chunks(keys).zip(gd.par_chunks(keys)))
+            .enumerate()
+            .for_each(|(row, (d, (p, g)))| {
+                let visible = self.offset + row % self.queries + 1;
+                let dot: f32 = p[..visible].iter().zip(g).map(|(p, g)| p * g).sum();
+                for ((d, p), g) in d[..visible].iter_mut().zip(p).zip(g) {
+                    *d = scale * p * (g - dot);
+                }
+            });
+        Tensor::from_vec(dx, res.dims(), &Device::Cpu).map(Some)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::{D, Var};
 
     /// The unfused computation: scale, additive causal mask, softmax.
     fn reference(x: &Tensor, op: &CausalSoftmax) -> Result<Tensor> {
@@ -450,6 +581,20 @@ mod tests {
                 })
             },
             || candle_nn::rotary_emb::rope_slow(x.as_tensor(), &cos, &sin),
+        )?;
+        // Heads split off a `[b, t, heads, d]` projection: a strided view, read in place.
+        let split = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 4, 3, 8), &dev)?)?;
+        let heads = || split.as_tensor().transpose(1, 2);
+        assert!(!heads()?.is_contiguous());
+        assert_same(
+            &[&split],
+            || {
+                heads()?.apply_op1(Rotary {
+                    cos: cos.clone(),
+                    sin: sin.clone(),
+                })
+            },
+            || candle_nn::rotary_emb::rope_slow(&heads()?.contiguous()?, &cos, &sin),
         )?;
         let up = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 4, 8), &dev)?)?;
         assert_same(
