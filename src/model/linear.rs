@@ -2,6 +2,7 @@
 //! optional LoRA adapter: `y = x W^T + b + scale · (x A^T) B^T`. Only A and B ever train.
 
 use super::blocks::{BlockMatmul, BlockMatrix, matmul_many};
+use super::dropout::{self, LoraDropout};
 use super::llama::Path;
 use super::ops::{FrozenMatmul, LoraMatmul};
 use candle_core::quantized::QMatMul;
@@ -101,6 +102,16 @@ pub struct LoraWeights {
     pub a: Var,
     pub b: Var,
     pub scale: f64,
+    /// While training: dropout on the adapter's input, as PEFT's `lora_dropout`.
+    pub dropout: Option<LoraDropout>,
+}
+
+impl LoraWeights {
+    /// The dropout probability and mask key in effect now, if any.
+    pub fn dropout_now(&self) -> Option<(f32, u64)> {
+        let d = self.dropout.as_ref()?;
+        d.key().map(|key| (d.p, key))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -131,9 +142,10 @@ impl LoraLinear {
                 LoraMatmul {
                     w: self.base.clone(),
                     scale: l.scale,
+                    dropout: l.dropout_now(),
                 },
             )?,
-            _ => self.add_adapter(x, self.base.forward(x, path)?)?,
+            _ => self.add_adapter(x, self.base.forward(x, path)?, path)?,
         };
         self.add_bias(y)
     }
@@ -164,15 +176,25 @@ impl LoraLinear {
             .map(|((layer, b), y)| {
                 let shape: Vec<usize> = lead.iter().copied().chain([b.dims().0]).collect();
                 let base = Tensor::from_vec(y, shape, x.device())?;
-                layer.add_bias(layer.add_adapter(x, base)?)
+                layer.add_bias(layer.add_adapter(x, base, path)?)
             })
             .collect()
     }
 
     /// `base + scale · (x A^T) B^T` when the adapter is on.
-    fn add_adapter(&self, x: &Tensor, base: Tensor) -> Result<Tensor> {
+    fn add_adapter(&self, x: &Tensor, base: Tensor, path: Path) -> Result<Tensor> {
         match self.lora.as_ref().filter(|_| self.lora_enabled) {
             Some(l) => {
+                let dropped;
+                let x = match l.dropout_now().filter(|_| path == Path::Train) {
+                    Some((p, key)) => {
+                        let mask = dropout::mask(x.elem_count(), key, p);
+                        let mask = Tensor::from_vec(mask, x.shape(), &Device::Cpu)?;
+                        dropped = (x * mask.to_device(x.device())?)?;
+                        &dropped
+                    }
+                    None => x,
+                };
                 // Scaling the rank-r product keeps one output-sized tensor fewer.
                 let low = (x.broadcast_matmul(&l.a.as_tensor().t()?)? * l.scale)?;
                 base + low.broadcast_matmul(&l.b.as_tensor().t()?)?
@@ -208,6 +230,7 @@ mod tests {
             a: Var::from_tensor(&Tensor::new(&[[1f32, 1.0]], &dev)?)?,
             b: Var::from_tensor(&Tensor::new(&[[1f32], [0.0], [2.0]], &dev)?)?,
             scale: 0.5,
+            dropout: None,
         });
         // x A^T = 5; B · 5 · 0.5 = [2.5, 0, 5].
         assert_eq!(

@@ -77,6 +77,7 @@ pub fn attach(
             a,
             b,
             scale: cfg.scale(),
+            dropout: None,
         });
     }
     Ok(vars)
@@ -300,7 +301,12 @@ pub fn load_peft(
         let (a, b) = (to_var(a, &key_a)?, to_var(b, &key_b)?);
         vars.push((key_a.trim_start_matches(PEFT_PREFIX).to_string(), a.clone()));
         vars.push((key_b.trim_start_matches(PEFT_PREFIX).to_string(), b.clone()));
-        layer.lora = Some(LoraWeights { a, b, scale });
+        layer.lora = Some(LoraWeights {
+            a,
+            b,
+            scale,
+            dropout: None,
+        });
         layer.lora_enabled = true;
     }
     if let Some(key) = tensors.keys().min() {

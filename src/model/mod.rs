@@ -6,6 +6,7 @@ mod attention;
 pub mod blocks;
 pub mod chat;
 pub mod config;
+pub mod dropout;
 pub mod example;
 pub mod generate;
 pub mod linear;

@@ -1,6 +1,7 @@
 //! Fused CPU ops with their own backward, for the training path: where candle would build the
 //! result from several ops, each keeping its output for the backward pass, these keep one.
 
+use super::dropout;
 use super::linear::BaseWeight;
 use super::matmul::{Mat, product, product_into};
 use candle_core::{
@@ -95,6 +96,18 @@ impl CustomOp1 for FrozenMatmul {
 pub struct LoraMatmul {
     pub w: BaseWeight,
     pub scale: f64,
+    /// Dropout on the adapter's input: probability and mask key (see `model::dropout`).
+    pub dropout: Option<(f32, u64)>,
+}
+
+impl LoraMatmul {
+    /// The adapter's input: `x`, or `x` under the dropout mask.
+    fn adapter_input<'a>(&self, x: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
+        match self.dropout {
+            Some((p, key)) => dropout::apply(x, key, p).into(),
+            None => x.into(),
+        }
+    }
 }
 
 impl CustomOp3 for LoraMatmul {
@@ -113,12 +126,14 @@ impl CustomOp3 for LoraMatmul {
     ) -> Result<(CpuStorage, Shape)> {
         let (out, k) = self.w.dims()?;
         let (rank, rows) = (l2.dims()[0], rows_of(l1, k, self.name())?);
-        let x = Mat::new(input_slice(s1, l1, self.name())?, rows, k)?;
+        let xd = input_slice(s1, l1, self.name())?;
+        let x = Mat::new(xd, rows, k)?;
         let a = Mat::new(input_slice(s2, l2, self.name())?, rank, k)?;
         let b = Mat::new(input_slice(s3, l3, self.name())?, out, rank)?;
         let dense = self.w.to_dense(&Device::Cpu)?;
         slices!(self.name(); w = dense);
-        let low = product(x, a.t(), self.scale as f32)?;
+        let dropped = self.adapter_input(xd);
+        let low = product(Mat::new(&dropped, rows, k)?, a.t(), self.scale as f32)?;
         let mut y = product(x, Mat::new(w, out, k)?.t(), 1.0)?;
         product_into(&mut y, true, Mat::new(&low, rows, rank)?, b.t(), 1.0)?;
         Ok((CpuStorage::F32(y), with_last(l1.dims(), out)))
@@ -138,17 +153,24 @@ impl CustomOp3 for LoraMatmul {
         let scale = self.scale as f32;
         let (grad, dense) = (grad.contiguous()?, self.w.to_dense(&Device::Cpu)?);
         slices!(self.name(); xd = x, ad = a, bd = b, gd = grad, wd = dense);
-        let (xm, am, bm) = (
-            Mat::new(xd, rows, k)?,
-            Mat::new(ad, rank, k)?,
-            Mat::new(bd, out, rank)?,
-        );
+        let (am, bm) = (Mat::new(ad, rank, k)?, Mat::new(bd, out, rank)?);
         let g = Mat::new(gd, rows, out)?;
         let gb = product(g, bm, 1.0)?;
         let gb = Mat::new(&gb, rows, rank)?;
-        // dx = g W + scale (g B) A; dA = scale (g B)^T x; dB = scale g^T (x A^T).
+        // With the adapter's input x' = m ⊙ x (m the dropout factors, 1 without dropout):
+        // dx = g W + m ⊙ scale (g B) A; dA = scale (g B)^T x'; dB = scale g^T (x' A^T).
         let mut dx = product(g, Mat::new(wd, out, k)?, 1.0)?;
-        product_into(&mut dx, true, gb, am, scale)?;
+        match self.dropout {
+            Some((p, key)) => {
+                let low = product(gb, am, scale)?;
+                for (i, (d, l)) in dx.iter_mut().zip(low).enumerate() {
+                    *d += l * dropout::factor(key, i, p);
+                }
+            }
+            None => product_into(&mut dx, true, gb, am, scale)?,
+        }
+        let dropped = self.adapter_input(xd);
+        let xm = Mat::new(&dropped, rows, k)?;
         let da = product(gb.t(), xm, scale)?;
         let xa = product(xm, am.t(), 1.0)?;
         let db = product(g.t(), Mat::new(&xa, rows, rank)?, scale)?;
@@ -498,27 +520,31 @@ mod tests {
         let a = Var::from_tensor(&Tensor::randn(0f32, 0.5, (2, 6), &dev)?)?;
         let b = Var::from_tensor(&Tensor::randn(0f32, 0.5, (5, 2), &dev)?)?;
         let w = Tensor::randn(0f32, 1.0, (5, 6), &dev)?;
-        let probe = Tensor::randn(0f32, 1.0, (2, 3, 5), &dev)?;
-        let fused = x.as_tensor().apply_op3(
-            a.as_tensor(),
-            b.as_tensor(),
-            LoraMatmul {
-                w: BaseWeight::Dense(w.clone()),
-                scale: 1.5,
-            },
-        )?;
-        let low = (x.as_tensor().broadcast_matmul(&a.as_tensor().t()?)? * 1.5)?;
-        let unfused = (x.as_tensor().broadcast_matmul(&w.t()?)?
-            + low.broadcast_matmul(&b.as_tensor().t()?)?)?;
-        assert!(max_diff(&fused, &unfused)? < 1e-5);
-        let g1 = (fused * &probe)?.sum_all()?.backward()?;
-        let g2 = (unfused * &probe)?.sum_all()?.backward()?;
-        for v in [&x, &a, &b] {
-            let (p, q) = (g1.get(v.as_tensor()), g2.get(v.as_tensor()));
-            let (Some(p), Some(q)) = (p, q) else {
-                panic!("missing gradient");
+        for drop in [None, Some((0.3, 99))] {
+            let fused = || {
+                x.as_tensor().apply_op3(
+                    a.as_tensor(),
+                    b.as_tensor(),
+                    LoraMatmul {
+                        w: BaseWeight::Dense(w.clone()),
+                        scale: 1.5,
+                        dropout: drop,
+                    },
+                )
             };
-            assert!(max_diff(p, q)? < 1e-4, "{}", max_diff(p, q)?);
+            let unfused = || {
+                let dropped = match drop {
+                    Some((p, key)) => {
+                        let mask = Tensor::from_vec(dropout::mask(36, key, p), (2, 3, 6), &dev)?;
+                        (x.as_tensor() * mask)?
+                    }
+                    None => x.as_tensor().clone(),
+                };
+                let low = (dropped.broadcast_matmul(&a.as_tensor().t()?)? * 1.5)?;
+                x.as_tensor().broadcast_matmul(&w.t()?)?
+                    + low.broadcast_matmul(&b.as_tensor().t()?)?
+            };
+            assert_same(&[&x, &a, &b], fused, unfused)?;
         }
         Ok(())
     }

@@ -180,9 +180,9 @@ impl TrainConfig {
             "must be above 0",
         );
         need(
-            self.lora.dropout == 0.0,
+            (0.0..1.0).contains(&self.lora.dropout),
             "lora.dropout",
-            "LoRA dropout is not implemented; it must be 0",
+            "must be at least 0 and below 1",
         );
         need(
             !self.lora.target_modules.is_empty()
@@ -247,6 +247,7 @@ mod tests {
             micro_batch: 0,
             betas: (0.9, 1.5),
             lora: LoraConfig {
+                dropout: 1.0,
                 target_modules: vec!["qkv".into()],
                 ..LoraConfig::default()
             },
@@ -255,7 +256,13 @@ mod tests {
         let fields: Vec<&str> = cfg.check().iter().map(|e| e.field).collect();
         assert_eq!(
             fields,
-            ["micro_batch", "lr", "betas", "lora.target_modules"]
+            [
+                "micro_batch",
+                "lr",
+                "betas",
+                "lora.dropout",
+                "lora.target_modules"
+            ]
         );
     }
 

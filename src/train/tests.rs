@@ -61,6 +61,28 @@ fn stop_at(control: &Control, step: usize) -> impl FnMut(TrainEvent) + '_ {
     }
 }
 
+/// A new run of `cfg` stopped after `step`, then resumed to its end.
+fn stop_and_resume(
+    p: &OpenProject,
+    cfg: &TrainConfig,
+    step: usize,
+) -> Result<TrainSummary, TrainError> {
+    let control = Control::default();
+    let first = train(
+        p,
+        cfg,
+        &RunOptions::default(),
+        &control,
+        &mut stop_at(&control, step),
+    )?;
+    assert_eq!((first.status, first.steps), (RunStatus::Stopped, step));
+    let resume = RunOptions {
+        resume: Some(first.run_id.clone()),
+        ..RunOptions::default()
+    };
+    train(p, cfg, &resume, &Control::default(), &mut |_| {})
+}
+
 #[test]
 fn a_stopped_run_resumes_exactly_where_it_was() -> Result<(), TrainError> {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -69,20 +91,7 @@ fn a_stopped_run_resumes_exactly_where_it_was() -> Result<(), TrainError> {
     let whole = fresh_run(&p, &cfg)?;
     assert_eq!((whole.status, whole.steps), (RunStatus::Finished, 32));
 
-    let control = Control::default();
-    let first = train(
-        &p,
-        &cfg,
-        &RunOptions::default(),
-        &control,
-        &mut stop_at(&control, 12),
-    )?;
-    assert_eq!((first.status, first.steps), (RunStatus::Stopped, 12));
-    let resume = RunOptions {
-        resume: Some(first.run_id.clone()),
-        ..RunOptions::default()
-    };
-    let second = train(&p, &cfg, &resume, &Control::default(), &mut |_| {})?;
+    let second = stop_and_resume(&p, &cfg, 12)?;
     assert_eq!((second.status, second.steps), (RunStatus::Finished, 32));
 
     let (a, b) = (losses(&whole.run_dir), losses(&second.run_dir));
@@ -100,6 +109,41 @@ fn a_stopped_run_resumes_exactly_where_it_was() -> Result<(), TrainError> {
     );
     let statuses: Vec<RunStatus> = list_runs(&p.dir).iter().map(|r| r.status).collect();
     assert_eq!(statuses, [RunStatus::Finished, RunStatus::Finished]);
+    Ok(())
+}
+
+#[test]
+fn lora_dropout_changes_the_updates_and_a_stopped_run_resumes_to_the_same_losses()
+-> Result<(), TrainError> {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let p = project(tmp.path(), 40);
+    let plain = small_config(10);
+    let cfg = TrainConfig {
+        lora: crate::model::lora::LoraConfig {
+            dropout: 0.1,
+            ..plain.lora.clone()
+        },
+        ..plain.clone()
+    };
+    let whole = fresh_run(&p, &cfg)?;
+    let without = fresh_run(&p, &plain)?;
+    let (a, c) = (losses(&whole.run_dir), losses(&without.run_dir));
+    assert_eq!(a.len(), 10);
+    // B starts at zero, so the first loss cannot tell; the updates differ from then on.
+    assert!((a[0].1 - c[0].1).abs() < 1e-6);
+    assert!(
+        a.iter()
+            .zip(&c)
+            .skip(1)
+            .all(|(x, y)| (x.1 - y.1).abs() > 1e-6),
+        "{a:?} vs {c:?}"
+    );
+
+    let second = stop_and_resume(&p, &cfg, 4)?;
+    for ((sa, la), (sb, lb)) in a.iter().zip(&losses(&second.run_dir)).skip(4) {
+        assert_eq!(sa, sb);
+        assert!((la - lb).abs() < 1e-5, "step {sa}: {la} vs {lb}");
+    }
     Ok(())
 }
 

@@ -11,6 +11,7 @@ use super::run::{
     STATE_FILE, StatusFile, run_err,
 };
 use super::session::{Data, adapter_and_optimizer, load_data, load_model, read_config};
+use crate::model::dropout::DropoutRounds;
 use crate::model::llama::{Llama, Path};
 use crate::model::load::LoadedModel;
 use crate::model::lora::{safetensors_bytes, save_peft};
@@ -152,6 +153,7 @@ struct Loop<'a> {
     model: LoadedModel,
     data: Data,
     opt: AdamW,
+    dropout: DropoutRounds,
     state: LoopState,
     total_steps: usize,
     resumed_from: Option<usize>,
@@ -176,6 +178,7 @@ impl<'a> Loop<'a> {
             .as_ref()
             .and_then(|_| run.checkpoints().last().copied());
         let (opt, state) = adapter_and_optimizer(&mut model, cfg, resume_step.map(|s| (run, s)))?;
+        let dropout = crate::model::dropout::enable(&mut model.llama, cfg.lora.dropout);
         if opts.resume.is_some() {
             run.truncate_metrics(resume_step)?;
             run.remove_partial_checkpoints();
@@ -201,6 +204,7 @@ impl<'a> Loop<'a> {
             model,
             data,
             opt,
+            dropout,
             state,
             total_steps,
             resumed_from: resume_step,
@@ -317,8 +321,11 @@ impl<'a> Loop<'a> {
         let labelled: usize = batches.iter().map(|b| b.labels.len()).sum();
         let mut grads: Vec<Tensor> = Vec::new();
         let mut nll_sum = 0f64;
-        for b in batches {
-            let nll = batch_nll(&self.model.llama, b).map_err(TrainError::compute)?;
+        for (micro, b) in batches.iter().enumerate() {
+            self.dropout.start(self.cfg.seed, step, micro);
+            let nll = batch_nll(&self.model.llama, b);
+            self.dropout.stop();
+            let nll = nll.map_err(TrainError::compute)?;
             nll_sum += f64::from(nll.to_scalar::<f32>().map_err(TrainError::compute)?);
             let scaled = (nll / labelled.max(1) as f64).map_err(TrainError::compute)?;
             let store = scaled.backward().map_err(TrainError::compute)?;

@@ -123,7 +123,7 @@ pub const SECTIONS: [(&str, &[Field]); 4] = [
             Field {
                 key: "lora.dropout",
                 label: "dropout",
-                help: "Dropout on the adapter input; not implemented yet, so it must stay 0.",
+                help: "Probability of zeroing each input of the adapter while training (PEFT's lora_dropout); 0 turns it off.",
                 slot: Slot::Real(|c| &mut c.lora.dropout),
             },
         ],
