@@ -8,7 +8,9 @@ use serde_json::Value;
 use std::path::Path;
 
 fn fixture(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eval").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/eval")
+        .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -134,8 +136,12 @@ impl Counts {
 fn medication_extractor_precision_and_recall_on_labelled_notes() {
     let notes = jsonl("med_notes.jsonl");
     assert!(notes.len() >= 100);
-    let (mut drugs, mut doses, mut routes, mut freqs) =
-        (Counts::default(), Counts::default(), Counts::default(), Counts::default());
+    let (mut drugs, mut doses, mut routes, mut freqs) = (
+        Counts::default(),
+        Counts::default(),
+        Counts::default(),
+        Counts::default(),
+    );
     for note in &notes {
         let found = meds::extract(text(note, "text"));
         let labels = note["labels"].as_array().expect("labels");
@@ -157,7 +163,10 @@ fn medication_extractor_precision_and_recall_on_labelled_notes() {
             let want_dose = label["dose"]
                 .as_f64()
                 .map(|v| format!("{v} {}", label["unit"].as_str().unwrap_or("")));
-            doses.add(p.dose.as_ref().map(|d| format!("{} {}", d.value, d.unit)), want_dose);
+            doses.add(
+                p.dose.as_ref().map(|d| format!("{} {}", d.value, d.unit)),
+                want_dose,
+            );
             routes.add(
                 p.route.as_ref().map(|r| r.code.clone()),
                 label["route"].as_str().map(String::from),
@@ -168,7 +177,12 @@ fn medication_extractor_precision_and_recall_on_labelled_notes() {
             );
         }
     }
-    for (name, c) in [("drug", &drugs), ("dose", &doses), ("route", &routes), ("frequency", &freqs)] {
+    for (name, c) in [
+        ("drug", &drugs),
+        ("dose", &doses),
+        ("route", &routes),
+        ("frequency", &freqs),
+    ] {
         eprintln!(
             "{name:<9} precision {:.3} recall {:.3} ({} right, {} found, {} labelled)",
             c.precision(),
@@ -178,7 +192,10 @@ fn medication_extractor_precision_and_recall_on_labelled_notes() {
             c.labelled
         );
     }
-    assert!(drugs.precision() >= 0.99 && drugs.recall() >= 0.99, "{drugs:?}");
+    assert!(
+        drugs.precision() >= 0.99 && drugs.recall() >= 0.99,
+        "{drugs:?}"
+    );
     for c in [&doses, &routes, &freqs] {
         assert!(c.precision() >= 0.99 && c.recall() >= 0.99, "{c:?}");
     }

@@ -4,7 +4,9 @@
 use super::CliError;
 use crate::data::record::Task;
 use crate::eval::pairs::{PairRow, read_pairs};
-use crate::eval::{CorpusMetrics, ExampleInput, ExampleMetrics, ExampleScore, corpus, rouge, score_example};
+use crate::eval::{
+    CorpusMetrics, ExampleInput, ExampleMetrics, ExampleScore, corpus, rouge, score_example,
+};
 use serde::Serialize;
 use serde_json::json;
 use std::path::Path;
@@ -36,7 +38,9 @@ pub fn metrics_cmd(pred: &Path, task: Option<&str>, json: bool) -> Result<(), Cl
     let default_task = task
         .map(|t| {
             Task::parse(t).ok_or_else(|| {
-                CliError::usage(format!("--task: unknown task {t:?}; expected discharge, soap or qa"))
+                CliError::usage(format!(
+                    "--task: unknown task {t:?}; expected discharge, soap or qa"
+                ))
             })
         })
         .transpose()?;
@@ -96,7 +100,9 @@ fn print_table(rows: &[PairRow], scores: &[ExampleScore], c: &CorpusMetrics) {
     for (r, s) in rows.iter().zip(scores) {
         let m = &s.metrics;
         let meds = |f: fn(&crate::eval::meds::MedReport) -> usize| {
-            m.meds.as_ref().map_or("-".to_string(), |r| f(r).to_string())
+            m.meds
+                .as_ref()
+                .map_or("-".to_string(), |r| f(r).to_string())
         };
         println!(
             "{:<16} {:>6.3} {:>6.3} {:>6.3} {:>6.3} {:>6.1} {:>5} {:>5} {:>5} {:>5} {:>5}",
@@ -113,9 +119,15 @@ fn print_table(rows: &[PairRow], scores: &[ExampleScore], c: &CorpusMetrics) {
             m.safety.len()
         );
     }
-    println!("\ncorpus (n = {}), value [95% bootstrap interval]:", rows.len());
+    println!(
+        "\ncorpus (n = {}), value [95% bootstrap interval]:",
+        rows.len()
+    );
     let line = |name: &str, i: &crate::eval::bootstrap::Interval| {
-        println!("  {name:<28} {:>8.4} [{:.4}, {:.4}]", i.value, i.low, i.high);
+        println!(
+            "  {name:<28} {:>8.4} [{:.4}, {:.4}]",
+            i.value, i.low, i.high
+        );
     };
     for (name, r) in [
         ("ROUGE-1", &c.rouge1),

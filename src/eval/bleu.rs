@@ -199,7 +199,10 @@ mod tests {
 
     #[test]
     fn identical_sentence_scores_100_and_disjoint_scores_0() {
-        assert!((sentence_bleu("the cat sat on the mat", "the cat sat on the mat") - 100.0).abs() < 1e-9);
+        assert!(
+            (sentence_bleu("the cat sat on the mat", "the cat sat on the mat") - 100.0).abs()
+                < 1e-9
+        );
         assert_eq!(sentence_bleu("the cat", "a dog"), 0.0);
     }
 }

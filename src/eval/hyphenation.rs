@@ -13,7 +13,10 @@ struct Patterns {
 
 static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| {
     let mut by_letters = HashMap::new();
-    for line in include_str!("../../assets/eval/hyph_en_US.dic").lines().skip(1) {
+    for line in include_str!("../../assets/eval/hyph_en_US.dic")
+        .lines()
+        .skip(1)
+    {
         let line = line.trim();
         let ignored = ["%", "#", "LEFTHYPHENMIN", "RIGHTHYPHENMIN", "COMPOUND"];
         if line.is_empty() || ignored.iter().any(|p| line.starts_with(p)) {
@@ -33,11 +36,21 @@ static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| {
         let Some(start) = values.iter().position(|&v| v != 0) else {
             continue;
         };
-        let end = values.iter().rposition(|&v| v != 0).map_or(start, |e| e + 1);
+        let end = values
+            .iter()
+            .rposition(|&v| v != 0)
+            .map_or(start, |e| e + 1);
         by_letters.insert(letters, (start, values[start..end].to_vec()));
     }
-    let max_len = by_letters.keys().map(|k| k.chars().count()).max().unwrap_or(0);
-    Patterns { by_letters, max_len }
+    let max_len = by_letters
+        .keys()
+        .map(|k| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    Patterns {
+        by_letters,
+        max_len,
+    }
 });
 
 /// Hyphenation points of a lowercase word that pyphen's `Pyphen(lang="en_US")` allows (at
@@ -79,7 +92,12 @@ mod tests {
     #[test]
     fn points_match_pyphen() {
         // pyphen 0.18.1: len(Pyphen(lang="en_US").positions(w))
-        for (word, n) in [("furosemide", 0), ("atorvastatin", 2), ("hemodialysis", 2), ("nbsp", 1)] {
+        for (word, n) in [
+            ("furosemide", 0),
+            ("atorvastatin", 2),
+            ("hemodialysis", 2),
+            ("nbsp", 1),
+        ] {
             assert_eq!(points(word), n, "{word}");
         }
     }

@@ -156,7 +156,9 @@ pub fn corpus(examples: &[ExampleScore], losses: Option<&[TokenLoss]>) -> Option
         })
     };
     let bleu = interval(n, |ix| {
-        Some(bleu::corpus_bleu(ix.iter().map(|&i| &examples[i].bleu_stats)))
+        Some(bleu::corpus_bleu(
+            ix.iter().map(|&i| &examples[i].bleu_stats),
+        ))
     })?;
     let perplexity = losses.filter(|l| l.len() == n).and_then(|l| {
         interval(n, |ix| {
@@ -172,9 +174,7 @@ pub fn corpus(examples: &[ExampleScore], losses: Option<&[TokenLoss]>) -> Option
             f(&pairs)
         })
     };
-    let med_rate = |get: fn(&MedReport) -> usize| {
-        mean(&|m| m.meds.as_ref().map(|r| get(r) as f64))
-    };
+    let med_rate = |get: fn(&MedReport) -> usize| mean(&|m| m.meds.as_ref().map(|r| get(r) as f64));
     let meds = (|| {
         Some(MedRates {
             hallucinated_per_example: med_rate(|r| r.hallucinated.len())?,
@@ -211,7 +211,19 @@ mod tests {
             task: Some(Task::Qa),
         });
         let v = serde_json::to_value(&s.metrics).expect("json");
-        for key in ["rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "fkgl", "fre", "smog", "meds", "safety", "correct"] {
+        for key in [
+            "rouge1",
+            "rouge2",
+            "rougeL",
+            "rougeLsum",
+            "bleu",
+            "fkgl",
+            "fre",
+            "smog",
+            "meds",
+            "safety",
+            "correct",
+        ] {
             assert!(v.get(key).is_some(), "{key} missing in {v}");
         }
         assert_eq!(v["rougeL"].as_object().map(|o| o.len()), Some(3));
@@ -228,7 +240,10 @@ mod tests {
 
     #[test]
     fn corpus_bleu_sums_statistics_and_has_intervals() {
-        let pairs = [("the cat sat on the mat", "the cat sat on a mat"), ("a b c d e", "a b c x y")];
+        let pairs = [
+            ("the cat sat on the mat", "the cat sat on a mat"),
+            ("a b c d e", "a b c x y"),
+        ];
         let scored: Vec<ExampleScore> = pairs
             .iter()
             .map(|(r, p)| {

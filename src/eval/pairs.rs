@@ -9,7 +9,13 @@ use crate::data::record::Task;
 use serde_json::{Map, Value};
 use std::path::Path;
 
-pub const PREDICTION_NAMES: &[&str] = &["prediction", "output", "generated", "generation", "hypothesis"];
+pub const PREDICTION_NAMES: &[&str] = &[
+    "prediction",
+    "output",
+    "generated",
+    "generation",
+    "hypothesis",
+];
 pub const REFERENCE_NAMES: &[&str] = &["reference", "target", "summary", "gold"];
 pub const SOURCE_NAMES: &[&str] = &["source", "input", "text"];
 
@@ -32,7 +38,10 @@ pub struct PairsFile {
 }
 
 /// The first of `names` present in `obj`: its name and value.
-fn field<'a>(obj: &'a Map<String, Value>, names: &[&'static str]) -> Option<(&'static str, &'a Value)> {
+fn field<'a>(
+    obj: &'a Map<String, Value>,
+    names: &[&'static str],
+) -> Option<(&'static str, &'a Value)> {
     names.iter().find_map(|n| obj.get(*n).map(|v| (*n, v)))
 }
 
@@ -56,7 +65,10 @@ pub fn read_pairs(path: &Path) -> Result<PairsFile, LoadError> {
             Err(e) => {
                 out.issues.push(issue(
                     None,
-                    format!("not valid UTF-8 (byte {}); line skipped", e.valid_up_to() + 1),
+                    format!(
+                        "not valid UTF-8 (byte {}); line skipped",
+                        e.valid_up_to() + 1
+                    ),
                 ));
                 continue;
             }
@@ -80,7 +92,10 @@ pub fn read_pairs(path: &Path) -> Result<PairsFile, LoadError> {
 type RowProblem = (Option<&'static str>, String);
 
 /// One line as a row, with a warning that does not stop it from being scored.
-fn parse_row(text: &str, line: usize) -> Result<(PairRow, Option<(&'static str, String)>), RowProblem> {
+fn parse_row(
+    text: &str,
+    line: usize,
+) -> Result<(PairRow, Option<(&'static str, String)>), RowProblem> {
     let value: Value =
         serde_json::from_str(text).map_err(|e| (None, format!("not JSON: {e}; line skipped")))?;
     let Value::Object(obj) = value else {
@@ -90,7 +105,10 @@ fn parse_row(text: &str, line: usize) -> Result<(PairRow, Option<(&'static str, 
         match field(&obj, names) {
             None | Some((_, Value::Null)) => Ok(None),
             Some((n, Value::String(s))) => Ok(Some((n, s.clone()))),
-            Some((n, other)) => Err((Some(n), format!("must be a string, found {other}; line skipped"))),
+            Some((n, other)) => Err((
+                Some(n),
+                format!("must be a string, found {other}; line skipped"),
+            )),
         }
     };
     let missing = |names: &[&'static str]| {
@@ -104,7 +122,8 @@ fn parse_row(text: &str, line: usize) -> Result<(PairRow, Option<(&'static str, 
             ),
         )
     };
-    let (pred_name, prediction) = string(PREDICTION_NAMES)?.ok_or_else(|| missing(PREDICTION_NAMES))?;
+    let (pred_name, prediction) =
+        string(PREDICTION_NAMES)?.ok_or_else(|| missing(PREDICTION_NAMES))?;
     let (_, reference) = string(REFERENCE_NAMES)?.ok_or_else(|| missing(REFERENCE_NAMES))?;
     let source = string(SOURCE_NAMES)?.map(|(_, s)| s);
     let id = match obj.get("id") {
@@ -114,7 +133,8 @@ fn parse_row(text: &str, line: usize) -> Result<(PairRow, Option<(&'static str, 
     };
     let task = match obj.get("task") {
         Some(Value::String(t)) => Some(
-            Task::parse(t).ok_or_else(|| (Some("task"), format!("unknown task {t:?}; line skipped")))?,
+            Task::parse(t)
+                .ok_or_else(|| (Some("task"), format!("unknown task {t:?}; line skipped")))?,
         ),
         _ => None,
     };
@@ -145,7 +165,9 @@ mod tests {
         let path = dir.path().join("p.jsonl");
         let mut bytes = Vec::new();
         bytes.extend_from_slice(b"{\"id\":\"a\",\"prediction\":\"x\",\"reference\":\"y\"}\n");
-        bytes.extend_from_slice(b"{\"id\":\"b\",\"output\":\"x\",\"target\":\"y\",\"input\":\"s\"}\n");
+        bytes.extend_from_slice(
+            b"{\"id\":\"b\",\"output\":\"x\",\"target\":\"y\",\"input\":\"s\"}\n",
+        );
         bytes.extend_from_slice(b"{\"id\":\"c\",\"hyp\":\"x\",\"ref\":\"y\"}\n");
         bytes.extend_from_slice(b"{\"id\":\"d\",\"prediction\":\"\xff\",\"reference\":\"y\"}\n");
         bytes.extend_from_slice(b"{\"id\":\"e\",\"prediction\":\"\",\"reference\":\"y\"}\n");
@@ -157,7 +179,10 @@ mod tests {
         assert_eq!(f.rows[1].source.as_deref(), Some("s"));
         let issues: Vec<String> = f.issues.iter().map(|i| i.to_string()).collect();
         assert_eq!(issues.len(), 4, "{issues:?}");
-        assert!(issues[0].contains(":3: field \"prediction\": missing") && issues[0].contains("hyp, id, ref"));
+        assert!(
+            issues[0].contains(":3: field \"prediction\": missing")
+                && issues[0].contains("hyp, id, ref")
+        );
         assert!(issues[1].contains(":4: not valid UTF-8"));
         assert!(issues[2].contains(":5: field \"prediction\": is empty"));
         assert!(issues[3].contains(":6: field \"reference\": missing"));

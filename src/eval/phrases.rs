@@ -15,7 +15,10 @@ pub struct Word {
 pub fn words(text: &str) -> Vec<Word> {
     let mut out = Vec::new();
     let mut start = None;
-    for (i, c) in text.char_indices().chain(std::iter::once((text.len(), ' '))) {
+    for (i, c) in text
+        .char_indices()
+        .chain(std::iter::once((text.len(), ' ')))
+    {
         match (c.is_ascii_alphanumeric(), start) {
             (true, None) => start = Some(i),
             (false, Some(s)) => {
@@ -97,7 +100,10 @@ impl<T> PhraseMatcher<T> {
                 let w = &ws[i + n - 1];
                 if n > 1 {
                     let gap = &text[ws[i + n - 2].end..w.start];
-                    if gap.is_empty() || gap.len() > 2 || !gap.chars().all(|c| matches!(c, ' ' | '-' | '/')) {
+                    if gap.is_empty()
+                        || gap.len() > 2
+                        || !gap.chars().all(|c| matches!(c, ' ' | '-' | '/'))
+                    {
                         break;
                     }
                     k.push(' ');

@@ -24,7 +24,10 @@ pub fn answer_letter(text: &str) -> Option<char> {
     if let Some(l) = LINE_START.captures(text).and_then(letter) {
         return Some(l);
     }
-    let t = text.trim().trim_end_matches(['.', ')']).trim_start_matches('(');
+    let t = text
+        .trim()
+        .trim_end_matches(['.', ')'])
+        .trim_start_matches('(');
     match t.chars().collect::<Vec<_>>()[..] {
         [c] if matches!(c.to_ascii_uppercase(), 'A'..='E') => Some(c.to_ascii_uppercase()),
         _ => None,
@@ -46,14 +49,14 @@ pub fn macro_f1(pairs: &[(Option<char>, char)]) -> Option<f64> {
     if pairs.is_empty() {
         return None;
     }
-    let labels: BTreeSet<Option<char>> = pairs
-        .iter()
-        .flat_map(|(p, g)| [*p, Some(*g)])
-        .collect();
+    let labels: BTreeSet<Option<char>> = pairs.iter().flat_map(|(p, g)| [*p, Some(*g)]).collect();
     let f1s: Vec<f64> = labels
         .iter()
         .map(|label| {
-            let tp = pairs.iter().filter(|(p, g)| p == label && Some(*g) == *label).count();
+            let tp = pairs
+                .iter()
+                .filter(|(p, g)| p == label && Some(*g) == *label)
+                .count();
             let predicted = pairs.iter().filter(|(p, _)| p == label).count();
             let actual = pairs.iter().filter(|(_, g)| Some(*g) == *label).count();
             if predicted + actual == 0 {
@@ -72,7 +75,10 @@ mod tests {
 
     #[test]
     fn letter_extraction_rule() {
-        assert_eq!(answer_letter("Answer: D. Gout\nExplanation: ..."), Some('D'));
+        assert_eq!(
+            answer_letter("Answer: D. Gout\nExplanation: ..."),
+            Some('D')
+        );
         assert_eq!(answer_letter("The answer is (b) because"), Some('B'));
         assert_eq!(answer_letter("I think\nC) Pseudogout"), Some('C'));
         assert_eq!(answer_letter(" a. "), Some('A'));
@@ -83,7 +89,12 @@ mod tests {
     fn macro_f1_matches_scikit_learn() {
         // sklearn.metrics.f1_score(["A","B","A","C"], ["A","A","A","none"], average="macro")
         // = mean(F1 A 0.8, B 0, C 0, none 0) = 0.2
-        let pairs = [(Some('A'), 'A'), (Some('A'), 'B'), (Some('A'), 'A'), (None, 'C')];
+        let pairs = [
+            (Some('A'), 'A'),
+            (Some('A'), 'B'),
+            (Some('A'), 'A'),
+            (None, 'C'),
+        ];
         assert!((macro_f1(&pairs).expect("f1") - 0.2).abs() < 1e-12);
         assert_eq!(accuracy(&pairs), Some(0.5));
     }

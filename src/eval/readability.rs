@@ -41,7 +41,10 @@ pub fn words(text: &str) -> Vec<String> {
         let keep = if c == '\'' {
             let next = |k: usize| chars.get(i + k).copied();
             matches!(next(1), Some('t' | 's' | 'd'))
-                || matches!((next(1), next(2)), (Some('v'), Some('e')) | (Some('l'), Some('l')) | (Some('r'), Some('e')))
+                || matches!(
+                    (next(1), next(2)),
+                    (Some('v'), Some('e')) | (Some('l'), Some('l')) | (Some('r'), Some('e'))
+                )
         } else {
             is_word_char(c) || c.is_whitespace()
         };

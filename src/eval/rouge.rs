@@ -280,7 +280,9 @@ mod tests {
     fn bit_parallel_lcs_matches_the_table_across_word_boundaries() {
         let mut seed = 7u64;
         let mut next = || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (seed >> 33) as u32 % 5
         };
         for len in [1, 63, 64, 65, 130] {
@@ -296,7 +298,10 @@ mod tests {
 
     #[test]
     fn identical_texts_score_one_and_empty_scores_zero() {
-        let s = rouge("Take aspirin daily.\nSee your doctor.", "Take aspirin daily.\nSee your doctor.");
+        let s = rouge(
+            "Take aspirin daily.\nSee your doctor.",
+            "Take aspirin daily.\nSee your doctor.",
+        );
         assert_eq!(s.rouge_lsum.fmeasure, 1.0);
         assert_eq!(s.rouge2.recall, 1.0);
         let e = rouge("", "something");

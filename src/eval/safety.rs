@@ -263,7 +263,13 @@ mod tests {
     use crate::eval::meds::extract;
 
     fn flags_of(source: &str, output: &str) -> Vec<Flag> {
-        flags(Some(source), output, &extract(source), &extract(output), true)
+        flags(
+            Some(source),
+            output,
+            &extract(source),
+            &extract(output),
+            true,
+        )
     }
 
     #[test]
@@ -295,7 +301,11 @@ mod tests {
     fn emergency_symptom_needs_an_instruction_to_act() {
         let source = "Return to the ED for chest pain or shortness of breath. Denies fever.";
         let ok = "Call 911 if you have chest pain or feel short of breath.";
-        assert!(flags_of(source, ok).is_empty(), "{:?}", flags_of(source, ok));
+        assert!(
+            flags_of(source, ok).is_empty(),
+            "{:?}",
+            flags_of(source, ok)
+        );
         let missing = flags_of(source, "You had chest pain.\n\nTake your pills.");
         let names: Vec<&str> = missing.iter().map(|f| f.message.as_str()).collect();
         assert_eq!(missing.len(), 2, "{names:?}");

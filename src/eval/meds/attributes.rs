@@ -142,9 +142,8 @@ fn pattern(re: &str, code: Code) -> CodedPattern {
 
 impl Code {
     fn of(self, c: &regex::Captures) -> Option<String> {
-        let first_number = || -> Option<f64> {
-            c.iter().skip(1).flatten().next()?.as_str().parse().ok()
-        };
+        let first_number =
+            || -> Option<f64> { c.iter().skip(1).flatten().next()?.as_str().parse().ok() };
         match self {
             Code::Fixed(code) => Some(code.to_string()),
             Code::EveryMinutes => Some(format!("every {} min", first_number()?)),
@@ -167,7 +166,10 @@ static ROUTES: LazyLock<Vec<CodedPattern>> = LazyLock::new(|| {
     [
         (r"po|p\.o|by mouth|orally|oral", "po"),
         (r"sl|sublingual(?:ly)?|under (?:your|the) tongue", "sl"),
-        (r"sc|sq|subq|subcut|subcutaneous(?:ly)?|under (?:your|the) skin", "sc"),
+        (
+            r"sc|sq|subq|subcut|subcutaneous(?:ly)?|under (?:your|the) skin",
+            "sc",
+        ),
         (r"iv|intravenous(?:ly)?|into (?:a|your) vein", "iv"),
         (r"im|intramuscular(?:ly)?|into (?:a|your|the) muscle", "im"),
         (r"inh|inhaled?|inhalers?|nebuli[sz]ed|nebuli[sz]er", "inh"),
@@ -198,7 +200,10 @@ static FREQUENCIES: LazyLock<Vec<CodedPattern>> = LazyLock::new(|| {
             &format!(r"tid|t\.i\.d|three times (?:{per})|(?:with|at) (?:each )?meals?"),
             Code::Fixed("3/day"),
         ),
-        pattern(&format!(r"qid|q\.i\.d|four times (?:{per})"), Code::Fixed("4/day")),
+        pattern(
+            &format!(r"qid|q\.i\.d|four times (?:{per})"),
+            Code::Fixed("4/day"),
+        ),
         pattern(r"qod|every other day", Code::Fixed("0.5/day")),
         pattern(
             r"weekly|once (?:a|per|each|every) week|every week",
@@ -246,7 +251,10 @@ mod tests {
     #[test]
     fn doses_with_commas_decimals_ranges_and_words() {
         let d = dose(" 1,000 mg PO q8h", 10).expect("dose");
-        assert_eq!((d.value, d.unit, d.text.as_str(), d.start), (1000.0, "mg", "1,000 mg", 11));
+        assert_eq!(
+            (d.value, d.unit, d.text.as_str(), d.start),
+            (1000.0, "mg", "1,000 mg", 11)
+        );
         assert_eq!(dose(" 0.125mg daily", 0).expect("dose").value, 0.125);
         let r = dose(" 24-26 mg BID", 0).expect("range");
         assert_eq!((r.value, r.high), (24.0, Some(26.0)));

@@ -156,7 +156,11 @@ fn discharge_ranges(source: &str) -> Vec<Range<usize>> {
         .collect();
     let discharge: Vec<Range<usize>> = sections
         .iter()
-        .filter(|s| source[s.header.clone()].to_lowercase().contains("discharge"))
+        .filter(|s| {
+            source[s.header.clone()]
+                .to_lowercase()
+                .contains("discharge")
+        })
         .map(|s| s.body.clone())
         .collect();
     if !discharge.is_empty() {
@@ -229,16 +233,29 @@ fn mismatches(p: &Prescription, entries: &[&Prescription]) -> Vec<Mismatch> {
         if let Some(first) = stated.first()
             && !stated.iter().any(|s| s.same_amount(d))
         {
-            let field = if stated.iter().any(|s| s.value == d.value && s.unit != d.unit) {
+            let field = if stated
+                .iter()
+                .any(|s| s.value == d.value && s.unit != d.unit)
+            {
                 "unit"
             } else {
                 "dose"
             };
-            out.push(mismatch(field, first.text.clone(), d.text.clone(), d.start, d.end));
+            out.push(mismatch(
+                field,
+                first.text.clone(),
+                d.text.clone(),
+                d.start,
+                d.end,
+            ));
         }
     }
     for (field, mine, theirs) in [
-        ("route", &p.route, entries.iter().map(|e| &e.route).collect::<Vec<_>>()),
+        (
+            "route",
+            &p.route,
+            entries.iter().map(|e| &e.route).collect::<Vec<_>>(),
+        ),
         (
             "frequency",
             &p.frequency,
@@ -271,23 +288,33 @@ mod tests {
         assert!(LEXICON.len() >= 500, "{}", LEXICON.len());
         let p = extract("Lasix 40 mg p.o. b.i.d. Aspirin.");
         assert_eq!(p[0].generic, "furosemide");
-        assert_eq!(p[0].frequency.as_ref().map(|f| f.code.as_str()), Some("2/day"));
+        assert_eq!(
+            p[0].frequency.as_ref().map(|f| f.code.as_str()),
+            Some("2/day")
+        );
         assert_eq!(p[1].generic, "aspirin");
     }
 
     #[test]
     fn hallucinated_omitted_and_mismatched() {
         let source = "Discharge Medications:\nFurosemide 40 mg PO daily\nLisinopril 10 mg PO daily\n\nDischarge Instructions:\nTake your medicines.";
-        let output = "Take Lasix 20 mg by mouth once a day. Take ibuprofen 400 mg three times a day.";
+        let output =
+            "Take Lasix 20 mg by mouth once a day. Take ibuprofen 400 mg three times a day.";
         let r = compare(source, output);
         assert_eq!(r.hallucinated.len(), 1);
         assert_eq!(r.hallucinated[0].generic, "ibuprofen");
-        assert_eq!(&output[r.hallucinated[0].start..r.hallucinated[0].end], "ibuprofen");
+        assert_eq!(
+            &output[r.hallucinated[0].start..r.hallucinated[0].end],
+            "ibuprofen"
+        );
         assert_eq!(r.omitted.len(), 1);
         assert_eq!(&source[r.omitted[0].start..r.omitted[0].end], "Lisinopril");
         assert_eq!(r.mismatched.len(), 1, "{:?}", r.mismatched);
         let m = &r.mismatched[0];
-        assert_eq!((m.field, m.source.as_str(), m.output.as_str()), ("dose", "40 mg", "20 mg"));
+        assert_eq!(
+            (m.field, m.source.as_str(), m.output.as_str()),
+            ("dose", "40 mg", "20 mg")
+        );
         assert_eq!(&output[m.start..m.end], "20 mg");
     }
 
