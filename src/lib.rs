@@ -1,13 +1,14 @@
 //! Lab Lens: a workbench for fine-tuning, evaluating and auditing language models that turn
 //! clinical text into something a patient or a clinician can use.
 //!
-//! Layers, top to bottom: `app` (GUI) and `cli` → `engine` → `data`; `project` is the
+//! Layers, top to bottom: `app` (GUI) and `cli` → `engine` → `eval` → `data`; `project` is the
 //! persistence layer.
 
 pub mod app;
 pub mod cli;
 pub mod data;
 pub mod engine;
+pub mod eval;
 pub mod model;
 pub mod project;
 pub mod train;

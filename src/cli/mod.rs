@@ -3,6 +3,7 @@
 //! 2 bad input or usage.
 
 mod commands;
+mod metrics_command;
 mod model_commands;
 mod pretrain_command;
 mod train_command;
@@ -157,6 +158,24 @@ pub enum CliCommand {
         project: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+    /// Metrics of prediction/reference pairs (no model): ROUGE, BLEU, reading level, and with a
+    /// source medication faithfulness and safety flags; QA accuracy for task qa.
+    Metrics {
+        /// JSONL of {"id", "prediction", "reference", "source"?, "task"?}.
+        #[arg(long)]
+        pred: PathBuf,
+        /// Task of lines that do not name one (discharge, soap or qa).
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Times the four stemmed ROUGE variants over a JSONL of pairs (for scripts/bench-rouge.sh).
+    #[command(hide = true)]
+    BenchRouge {
+        #[arg(long)]
+        pairs: PathBuf,
     },
     /// Render every panel of a project (default: the demo project) to PNG files.
     Screenshots {
@@ -320,6 +339,10 @@ pub fn run(command: CliCommand) -> Result<(), CliError> {
         }
         CliCommand::Train { args, json } => train_command::train_cmd(&args, json),
         CliCommand::Runs { project, json } => train_command::runs_cmd(&project, json),
+        CliCommand::Metrics { pred, task, json } => {
+            metrics_command::metrics_cmd(&pred, task.as_deref(), json)
+        }
+        CliCommand::BenchRouge { pairs } => metrics_command::bench_rouge_cmd(&pairs),
         CliCommand::Screenshots { out, project } => {
             crate::app::screenshots(project, &out).map_err(CliError::failed)
         }
