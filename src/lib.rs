@@ -12,3 +12,6 @@ pub mod eval;
 pub mod model;
 pub mod project;
 pub mod train;
+
+#[cfg(test)]
+mod test_support;

@@ -3,6 +3,7 @@
 //! 2 bad input or usage.
 
 mod commands;
+mod eval_command;
 mod metrics_command;
 mod model_commands;
 mod pretrain_command;
@@ -149,6 +150,14 @@ pub enum CliCommand {
     Train {
         #[command(flatten)]
         args: train_command::TrainArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate over a split with a run's adapter (or --base), score every output, and write
+    /// predictions.jsonl and eval.json; resumable from the last finished batch.
+    Eval {
+        #[command(flatten)]
+        args: eval_command::EvalArgs,
         #[arg(long)]
         json: bool,
     },
@@ -339,6 +348,7 @@ pub fn run(command: CliCommand) -> Result<(), CliError> {
         }
         CliCommand::Train { args, json } => train_command::train_cmd(&args, json),
         CliCommand::Runs { project, json } => train_command::runs_cmd(&project, json),
+        CliCommand::Eval { args, json } => eval_command::eval_cmd(&args, json),
         CliCommand::Metrics { pred, task, json } => {
             metrics_command::metrics_cmd(&pred, task.as_deref(), json)
         }

@@ -6,6 +6,7 @@
 pub mod bleu;
 pub mod bootstrap;
 pub mod hyphenation;
+pub mod job;
 pub mod meds;
 pub mod pairs;
 pub mod phrases;

@@ -74,7 +74,7 @@ pub fn encode_records(
 /// Cuts the input tokens of an example (the part of the prompt that differs from the prompt of
 /// an empty input) from their end until the example fits; when the template and the target
 /// alone do not fit, keeps no input and cuts the target's end.
-fn fit(ids: &[u32], prompt_len: usize, empty_prompt: &[u32], max_len: usize) -> Example {
+pub fn fit(ids: &[u32], prompt_len: usize, empty_prompt: &[u32], max_len: usize) -> Example {
     let prompt = &ids[..prompt_len];
     let target = &ids[prompt_len..];
     let head = prompt

@@ -3,20 +3,8 @@ use super::*;
 use crate::project::OpenProject;
 use std::path::Path;
 
-/// A project over the first `n` records of the sample discharge set.
 fn project(dir: &Path, n: usize) -> OpenProject {
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_data/discharge.jsonl");
-    let text = std::fs::read_to_string(sample).expect("sample data");
-    let lines: Vec<&str> = text.lines().take(n).collect();
-    std::fs::write(dir.join("discharge.jsonl"), lines.join("\n")).expect("write data");
-    std::fs::write(
-        dir.join("project.ron"),
-        r#"(name: "t", task: discharge, template: ChatMl,
-            datasets: [(name: "discharge", path: "discharge.jsonl")],
-            split: (ratios: (80.0, 20.0, 0.0), seed: 1))"#,
-    )
-    .expect("write project");
-    OpenProject::open(dir).expect("open project")
+    crate::test_support::discharge_project(dir, n, (80.0, 20.0, 0.0))
 }
 
 fn small_config(max_steps: usize) -> TrainConfig {

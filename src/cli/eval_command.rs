@@ -1,0 +1,119 @@
+//! `lablens eval`: generate over a split with a run's adapter (or the base model), score every
+//! output, and write predictions.jsonl and eval.json; progress on stderr, summary on stdout.
+
+use super::CliError;
+use crate::data::record::Split;
+use crate::eval::job::{EvalError, EvalEvent, EvalOptions, Target, evaluate};
+use crate::model::generate::GenerationParams;
+use crate::project::OpenProject;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    #[arg(long)]
+    pub project: PathBuf,
+    /// A run id under the project's runs/ (its final adapter, else its last checkpoint).
+    #[arg(long, conflicts_with = "base", required_unless_present = "base")]
+    pub run: Option<String>,
+    /// Evaluate the project's model without an adapter (written to the project's base/).
+    #[arg(long)]
+    pub base: bool,
+    /// train, validation or test.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Records generated together.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 256)]
+    pub max_new_tokens: usize,
+    /// A dataset of the project by name; default: the run's.
+    #[arg(long)]
+    pub dataset: Option<String>,
+}
+
+fn split_of(name: &str) -> Result<Split, CliError> {
+    Split::ALL
+        .into_iter()
+        .find(|s| s.name() == name)
+        .ok_or_else(|| {
+            CliError::usage(format!(
+                "--split: {name:?} is not train, validation or test"
+            ))
+        })
+}
+
+pub fn eval_cmd(args: &EvalArgs, json_out: bool) -> Result<(), CliError> {
+    let project =
+        OpenProject::open(&args.project).map_err(|e| CliError::usage(format!("--project: {e}")))?;
+    let target = match &args.run {
+        Some(run) => Target::Run(run.clone()),
+        None => Target::Base,
+    };
+    let opts = EvalOptions {
+        split: split_of(&args.split)?,
+        limit: args.limit,
+        batch: args.batch,
+        params: GenerationParams {
+            max_new_tokens: args.max_new_tokens,
+            ..GenerationParams::default()
+        },
+        dataset: args.dataset.clone(),
+    };
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} records  ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let result = evaluate(
+        &project,
+        &target,
+        &opts,
+        &|| false,
+        &mut |event| match event {
+            EvalEvent::Started {
+                total,
+                already_done,
+                notes,
+            } => {
+                for n in notes {
+                    bar.println(n);
+                }
+                if already_done > 0 {
+                    bar.println(format!(
+                        "continuing after {already_done} records already generated"
+                    ));
+                }
+                bar.set_length(total as u64);
+                bar.set_position(already_done as u64);
+            }
+            EvalEvent::Batch { done, .. } => bar.set_position(done as u64),
+        },
+    );
+    bar.finish_and_clear();
+    let summary = result.map_err(|e| match e {
+        EvalError::Usage(_) | EvalError::File { .. } => CliError::usage(e.to_string()),
+        _ => CliError::failed(e.to_string()),
+    })?;
+    let c = &summary.corpus;
+    eprintln!(
+        "{}: {} records, ROUGE-L F1 {:.4} [{:.4}, {:.4}], BLEU {:.2}, reading grade {}, {:.1} records/min",
+        summary.out_dir.display(),
+        summary.n,
+        c.rouge_l.fmeasure.value,
+        c.rouge_l.fmeasure.low,
+        c.rouge_l.fmeasure.high,
+        c.bleu.value,
+        c.fkgl.map_or("-".into(), |g| format!("{:.1}", g.value)),
+        summary.records_per_minute,
+    );
+    if json_out {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).map_err(|e| CliError::failed(e.to_string()))?
+        );
+    }
+    Ok(())
+}

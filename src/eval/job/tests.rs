@@ -1,0 +1,175 @@
+use super::*;
+use std::cell::Cell;
+
+fn project(dir: &Path, n: usize) -> OpenProject {
+    crate::test_support::discharge_project(dir, n, (50.0, 0.0, 50.0))
+}
+
+fn options(limit: usize, batch: usize) -> EvalOptions {
+    EvalOptions {
+        limit: Some(limit),
+        batch,
+        params: GenerationParams {
+            max_new_tokens: 24,
+            ..GenerationParams::default()
+        },
+        ..EvalOptions::default()
+    }
+}
+
+fn lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .expect("read")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+#[test]
+fn the_base_model_is_evaluated_into_predictions_and_a_report() -> Result<(), EvalError> {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let p = project(tmp.path(), 24);
+    let summary = evaluate(&p, &Target::Base, &options(5, 2), &|| false, &mut |_| {})?;
+    assert_eq!((summary.n, summary.generated_now), (5, 5));
+    let dir = tmp.path().join(BASE_DIR);
+    let rows = lines(&dir.join(PREDICTIONS_FILE));
+    assert_eq!(rows.len(), 5);
+    for row in &rows {
+        for field in ["id", "input", "reference", "prediction", "task"] {
+            assert!(row[field].is_string(), "{field} in {row}");
+        }
+        let m = &row["metrics"];
+        assert!(
+            m["rouge1"]["fmeasure"].is_f64() && m["bleu"].is_f64(),
+            "{m}"
+        );
+        assert!(m["meds"]["omitted"].is_array(), "{m}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(EVAL_FILE)).expect("eval.json"))
+            .expect("json");
+    assert_eq!(
+        (report["n"].as_u64(), report["split"].as_str()),
+        (Some(5), Some("test"))
+    );
+    let ppl = &report["corpus"]["perplexity"];
+    assert!(
+        ppl["low"].as_f64() <= ppl["value"].as_f64()
+            && ppl["value"].as_f64() <= ppl["high"].as_f64()
+    );
+    assert!(
+        report["data_sha256"]
+            .as_str()
+            .is_some_and(|h| h.len() == 64)
+    );
+    assert!(!dir.join(PARTIAL_FILE).exists());
+    Ok(())
+}
+
+#[test]
+fn a_cancelled_evaluation_continues_from_its_last_batch_with_the_same_outputs()
+-> Result<(), EvalError> {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let p = project(tmp.path(), 24);
+    let whole = evaluate(&p, &Target::Base, &options(6, 2), &|| false, &mut |_| {})?;
+    let dir = whole.out_dir.clone();
+    let expected = lines(&dir.join(PREDICTIONS_FILE));
+    std::fs::remove_dir_all(&dir).expect("clear");
+
+    // Cancel once two batches are through.
+    let batches = Cell::new(0);
+    let cancelled = || batches.get() >= 2;
+    let first = evaluate(&p, &Target::Base, &options(6, 2), &cancelled, &mut |e| {
+        if matches!(e, EvalEvent::Batch { .. }) {
+            batches.set(batches.get() + 1);
+        }
+    });
+    assert!(
+        matches!(first, Err(EvalError::Cancelled { done: 4, total: 6 })),
+        "{first:?}"
+    );
+    assert!(!dir.join(PREDICTIONS_FILE).exists());
+
+    let mut resumed_after = None;
+    let second = evaluate(&p, &Target::Base, &options(6, 2), &|| false, &mut |e| {
+        if let EvalEvent::Started { already_done, .. } = e {
+            resumed_after = Some(already_done);
+        }
+    })?;
+    assert_eq!((resumed_after, second.generated_now), (Some(4), 2));
+    assert_eq!(lines(&dir.join(PREDICTIONS_FILE)), expected);
+
+    // Other settings start over.
+    let other = evaluate(&p, &Target::Base, &options(3, 3), &|| false, &mut |_| {})?;
+    assert_eq!(other.generated_now, 3);
+    Ok(())
+}
+
+#[test]
+fn bad_requests_are_named() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let p = project(tmp.path(), 24);
+    let err = |target: &Target, opts: &EvalOptions| {
+        evaluate(&p, target, opts, &|| false, &mut |_| {})
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    assert!(err(&Target::Run("nope".into()), &options(2, 1)).contains("nope"));
+    let unknown = EvalOptions {
+        dataset: Some("qa".into()),
+        ..options(2, 1)
+    };
+    assert!(err(&Target::Base, &unknown).contains("no dataset \"qa\""));
+    let empty = EvalOptions {
+        split: Split::Validation,
+        ..options(2, 1)
+    };
+    assert!(err(&Target::Base, &empty).contains("validation split has no records"));
+    assert!(err(&Target::Base, &options(2, 0)).contains("--batch"));
+}
+
+#[test]
+fn a_runs_adapter_is_evaluated_into_the_run_folder() -> Result<(), EvalError> {
+    use crate::train::{Control, RunOptions, TrainConfig, train};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let p = project(tmp.path(), 24);
+    let cfg = TrainConfig {
+        max_seq_len: 96,
+        max_steps: Some(2),
+        eval_every: 0,
+        ..TrainConfig::default()
+    };
+    let run = train(
+        &p,
+        &cfg,
+        &RunOptions::default(),
+        &Control::default(),
+        &mut |_| {},
+    )
+    .expect("train");
+    let summary = evaluate(
+        &p,
+        &Target::Run(run.run_id.clone()),
+        &options(2, 2),
+        &|| false,
+        &mut |_| {},
+    )?;
+    assert_eq!(summary.out_dir, run.run_dir);
+    assert_eq!(lines(&run.run_dir.join(PREDICTIONS_FILE)).len(), 2);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.run_dir.join(EVAL_FILE)).expect("eval.json"))
+            .expect("json");
+    assert_eq!(report["run"].as_str(), Some(run.run_id.as_str()));
+    assert!(
+        report["adapter"]
+            .as_str()
+            .is_some_and(|a| a.ends_with("adapter"))
+    );
+    assert!(
+        report["adapter_sha256"]
+            .as_str()
+            .is_some_and(|h| h.len() == 64)
+    );
+    Ok(())
+}
