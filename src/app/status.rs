@@ -78,6 +78,14 @@ impl StatusLine {
                 ..
             } => self.tokens_per_s = Some(m.tokens_per_s),
             Event::Trained { summary, .. } => self.outcome = Some(describe_outcome(summary)),
+            Event::Evaluated { summary, .. } => {
+                self.outcome = Some(format!(
+                    "{} records scored, ROUGE-L F1 {:.3}, written to {}",
+                    summary.n,
+                    summary.corpus.rouge_l.fmeasure.value,
+                    summary.out_dir.display()
+                ))
+            }
             Event::Failed { name, error, .. } => {
                 self.running = None;
                 self.error(format!("{name} failed: {error}"));

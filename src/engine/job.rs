@@ -131,6 +131,7 @@ fn execute(
         Command::LoadModel { spec } => super::model::load_model(ctx, model, &spec),
         Command::Train(request) => super::train_job::train(ctx, *request),
         Command::Generate(request) => super::generate_job::run(ctx, model, *request),
+        Command::Evaluate(request) => super::eval_job::run(ctx, *request),
         Command::Custom { work, .. } => {
             let text = work(ctx, model.as_ref())?;
             Ok(Event::Message { job: ctx.job, text })

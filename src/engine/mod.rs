@@ -2,17 +2,20 @@
 //! and validating data, loading models, training, generation), one at a time, reporting progress
 //! as `Event`s. The GUI and the CLI talk to it only through `Command`s and never wait on it.
 
+mod eval_job;
 mod generate_job;
 mod job;
 mod model;
 mod train_job;
 
+pub use eval_job::EvalRequest;
 pub use generate_job::{GenerateRequest, GenerationOutput};
 pub use job::{JobContext, JobError};
 pub use model::{ModelInfo, ModelSourceKind, device_choices, is_gguf};
 pub use train_job::TrainRequest;
 
 use crate::data::dataset::{DatasetView, OpenOptions};
+use crate::eval::job::EvalSummary;
 use crate::model::load::{LoadedModel, ModelSpec};
 use crate::train::{TrainEvent, TrainSummary};
 use crossbeam_channel::{Receiver, Sender, unbounded};
@@ -53,6 +56,8 @@ pub enum Command {
     Train(Box<TrainRequest>),
     /// Generate after one prompt with the loaded model, without and with adapters, streaming.
     Generate(Box<GenerateRequest>),
+    /// Evaluate a run's adapter (or the base model) over a split: predictions.jsonl, eval.json.
+    Evaluate(Box<EvalRequest>),
     /// Run arbitrary work on the engine thread, for programs embedding the engine and for tests.
     Custom { name: String, work: CustomWork },
 }
@@ -64,6 +69,7 @@ impl Command {
             Command::LoadModel { spec } => format!("Load {}", file_name(&spec.path)),
             Command::Train(request) => request.name(),
             Command::Generate(_) => "Generate".to_string(),
+            Command::Evaluate(request) => request.name(),
             Command::Custom { name, .. } => name.clone(),
         }
     }
@@ -118,6 +124,11 @@ pub enum Event {
         job: JobId,
         output: usize,
         result: GenerationOutput,
+    },
+    /// An evaluation's end: its files are written.
+    Evaluated {
+        job: JobId,
+        summary: Box<EvalSummary>,
     },
     /// A `Custom` job's result.
     Message {

@@ -226,18 +226,45 @@ fn a_corrupt_gguf_fails_naming_the_file_and_the_earlier_model_stays() {
 
 /// A project over the first 40 records of the sample discharge set, 80% for training.
 pub(crate) fn small_project(dir: &std::path::Path) -> PathBuf {
-    let sample =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_data/discharge.jsonl");
-    let text = std::fs::read_to_string(sample).expect("sample data");
-    let lines: Vec<&str> = text.lines().take(40).collect();
-    std::fs::write(dir.join("discharge.jsonl"), lines.join("\n")).expect("write data");
-    std::fs::write(
-        dir.join(crate::project::PROJECT_FILE),
-        r#"(name: "t", task: discharge, datasets: [(name: "discharge", path: "discharge.jsonl")],
-            split: (ratios: (80.0, 20.0, 0.0), seed: 1))"#,
-    )
-    .expect("write project");
+    crate::test_support::discharge_project(dir, 40, (80.0, 20.0, 0.0));
     dir.to_path_buf()
+}
+
+#[test]
+fn an_evaluation_reports_progress_and_writes_its_files() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    crate::test_support::discharge_project(tmp.path(), 24, (50.0, 0.0, 50.0));
+    let engine = Engine::start(NoNotifier);
+    let options = crate::eval::job::EvalOptions {
+        limit: Some(4),
+        batch: 2,
+        params: crate::model::generate::GenerationParams {
+            max_new_tokens: 8,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    engine.submit(Command::Evaluate(Box::new(EvalRequest {
+        project_dir: tmp.path().to_path_buf(),
+        target: crate::eval::job::Target::Base,
+        options,
+    })));
+    let events = events_until_done(&engine);
+    let done: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Progress { done, total: 4, .. } => Some(*done),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(done, [0, 2, 4], "{events:?}");
+    let summary = events.iter().find_map(|e| match e {
+        Event::Evaluated { summary, .. } => Some(summary),
+        _ => None,
+    });
+    assert_eq!(summary.map(|s| s.n), Some(4));
+    assert!(tmp.path().join("base/predictions.jsonl").is_file());
+    assert!(tmp.path().join("base/eval.json").is_file());
 }
 
 /// A configuration that takes a few milliseconds a step on the tiny model.
