@@ -57,7 +57,7 @@ pub struct ExampleScore {
     pub metrics: ExampleMetrics,
     pub bleu_stats: BleuStats,
     /// Predicted and gold answer letter, for QA examples whose reference has a letter.
-    pub answer: Option<(Option<char>, char)>,
+    pub answer: Option<qa::AnswerPair>,
 }
 
 /// Scores one example.
@@ -167,8 +167,8 @@ pub fn corpus(examples: &[ExampleScore], losses: Option<&[TokenLoss]>) -> Option
             (tokens > 0).then(|| (nll / tokens as f64).exp())
         })
     });
-    let answers: Vec<Option<(Option<char>, char)>> = examples.iter().map(|e| e.answer).collect();
-    let qa_stat = |f: fn(&[(Option<char>, char)]) -> Option<f64>| {
+    let answers: Vec<Option<qa::AnswerPair>> = examples.iter().map(|e| e.answer).collect();
+    let qa_stat = |f: fn(&[qa::AnswerPair]) -> Option<f64>| {
         interval(n, |ix| {
             let pairs: Vec<_> = ix.iter().filter_map(|&i| answers[i]).collect();
             f(&pairs)

@@ -168,7 +168,7 @@ fn discharge_ranges(source: &str) -> Vec<Range<usize>> {
     } else if !sections.is_empty() {
         sections.into_iter().map(|s| s.body).collect()
     } else {
-        vec![0..source.len()]
+        std::iter::once(0..source.len()).collect()
     }
 }
 
