@@ -24,7 +24,8 @@ use safety::Flag;
 use serde::Serialize;
 
 /// One example to score. `source` enables the medication and emergency checks; `task` qa adds
-/// the answer-letter check (and skips emergency checks: a QA vignette is not the patient's).
+/// the answer-letter check. Emergency checks run for discharge (and unknown) tasks only: a QA
+/// vignette is not the patient's, and a SOAP note is written for clinicians.
 #[derive(Debug, Clone, Copy)]
 pub struct ExampleInput<'a> {
     pub prediction: &'a str,
@@ -84,7 +85,7 @@ pub fn score_example(input: &ExampleInput) -> ExampleScore {
                 input.prediction,
                 &source_meds,
                 &output_meds,
-                !is_qa,
+                matches!(input.task, None | Some(Task::Discharge)),
             ),
             correct: answer.map(|(p, g)| p == Some(g)),
         },
