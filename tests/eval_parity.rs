@@ -1,9 +1,10 @@
 //! The metrics against their reference tools, on fixtures made by scripts/make-eval-fixtures.py:
 //! ROUGE (rouge-score, stemmed) within 1e-9, BLEU (sacrebleu) within 1e-6, NLTK's Porter stems
-//! exactly, readability (textstat) within a mean absolute difference of 0.1 grade, and the
-//! medication extractor's precision and recall on labelled synthetic notes.
+//! exactly, readability (textstat) within a mean absolute difference of 0.1 grade, QA accuracy and
+//! macro-F1 (scikit-learn), and the medication extractor's precision and recall on labelled
+//! synthetic notes.
 
-use lablens::eval::{bleu, meds, porter, readability, rouge};
+use lablens::eval::{bleu, meds, porter, qa, readability, rouge};
 use serde_json::Value;
 use std::path::Path;
 
@@ -199,4 +200,27 @@ fn medication_extractor_precision_and_recall_on_labelled_notes() {
     for c in [&doses, &routes, &freqs] {
         assert!(c.precision() >= 0.99 && c.recall() >= 0.99, "{c:?}");
     }
+}
+
+#[test]
+fn answer_letters_accuracy_and_macro_f1_match_scikit_learn() {
+    let doc: Value = serde_json::from_str(&fixture("qa_answers.json")).expect("json");
+    let items = doc["items"].as_array().expect("items");
+    assert_eq!(items.len(), 300);
+    let mut pairs = Vec::new();
+    for item in items {
+        let predicted = qa::answer_letter(text(item, "prediction"));
+        let want = item["letter"].as_str().and_then(|l| l.chars().next());
+        assert_eq!(predicted, want, "{}", text(item, "prediction"));
+        let gold = qa::answer_letter(text(item, "reference")).expect("gold letter");
+        assert_eq!(Some(gold), text(item, "gold").chars().next());
+        pairs.push((predicted, gold));
+    }
+    let accuracy = qa::accuracy(&pairs).expect("accuracy");
+    let f1 = qa::macro_f1(&pairs).expect("macro-F1");
+    assert!((accuracy - doc["accuracy"].as_f64().expect("accuracy")).abs() < 1e-12);
+    assert!(
+        (f1 - doc["macro_f1"].as_f64().expect("f1")).abs() < 1e-12,
+        "{f1}"
+    );
 }

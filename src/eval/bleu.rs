@@ -145,14 +145,14 @@ pub fn score(s: &BleuStats, effective_order: bool) -> f64 {
     let mut precisions = [0.0f64; MAX_ORDER];
     let mut smooth = 1.0;
     let mut order = MAX_ORDER;
-    for n in 0..MAX_ORDER {
+    for (n, precision) in precisions.iter_mut().enumerate() {
         if s.total[n] == 0 {
             break;
         }
         if effective_order {
             order = n + 1;
         }
-        precisions[n] = if s.correct[n] == 0 {
+        *precision = if s.correct[n] == 0 {
             smooth *= 2.0;
             100.0 / (smooth * s.total[n] as f64)
         } else {

@@ -25,7 +25,8 @@ use safety::Flag;
 use serde::Serialize;
 
 /// One example to score. `source` enables the medication and emergency checks; `task` qa adds
-/// the answer-letter check (and skips emergency checks: a QA vignette is not the patient's).
+/// the answer-letter check. Emergency checks run for discharge (and unknown) tasks only: a QA
+/// vignette is not the patient's, and a SOAP note is written for clinicians.
 #[derive(Debug, Clone, Copy)]
 pub struct ExampleInput<'a> {
     pub prediction: &'a str,
@@ -58,7 +59,7 @@ pub struct ExampleScore {
     pub metrics: ExampleMetrics,
     pub bleu_stats: BleuStats,
     /// Predicted and gold answer letter, for QA examples whose reference has a letter.
-    pub answer: Option<(Option<char>, char)>,
+    pub answer: Option<qa::AnswerPair>,
 }
 
 /// Scores one example.
@@ -85,7 +86,7 @@ pub fn score_example(input: &ExampleInput) -> ExampleScore {
                 input.prediction,
                 &source_meds,
                 &output_meds,
-                !is_qa,
+                matches!(input.task, None | Some(Task::Discharge)),
             ),
             correct: answer.map(|(p, g)| p == Some(g)),
         },
@@ -168,8 +169,8 @@ pub fn corpus(examples: &[ExampleScore], losses: Option<&[TokenLoss]>) -> Option
             (tokens > 0).then(|| (nll / tokens as f64).exp())
         })
     });
-    let answers: Vec<Option<(Option<char>, char)>> = examples.iter().map(|e| e.answer).collect();
-    let qa_stat = |f: fn(&[(Option<char>, char)]) -> Option<f64>| {
+    let answers: Vec<Option<qa::AnswerPair>> = examples.iter().map(|e| e.answer).collect();
+    let qa_stat = |f: fn(&[qa::AnswerPair]) -> Option<f64>| {
         interval(n, |ix| {
             let pairs: Vec<_> = ix.iter().filter_map(|&i| answers[i]).collect();
             f(&pairs)

@@ -90,12 +90,11 @@ pub fn read_pairs(path: &Path) -> Result<PairsFile, LoadError> {
 }
 
 type RowProblem = (Option<&'static str>, String);
+/// A field name and a problem that still lets the line be scored.
+type Warning = (&'static str, String);
 
 /// One line as a row, with a warning that does not stop it from being scored.
-fn parse_row(
-    text: &str,
-    line: usize,
-) -> Result<(PairRow, Option<(&'static str, String)>), RowProblem> {
+fn parse_row(text: &str, line: usize) -> Result<(PairRow, Option<Warning>), RowProblem> {
     let value: Value =
         serde_json::from_str(text).map_err(|e| (None, format!("not JSON: {e}; line skipped")))?;
     let Value::Object(obj) = value else {

@@ -2,8 +2,8 @@
 //! output puts together (and the source does not), a dose above the bundled maximum, and an
 //! emergency symptom of the source that the output never tells the patient to act on.
 
-use crate::eval::meds::Prescription;
-use crate::eval::phrases::{PhraseMatcher, words};
+use crate::eval::meds::{Prescription, clause_start};
+use crate::eval::phrases::PhraseMatcher;
 use serde::Serialize;
 use std::collections::HashSet;
 use std::sync::LazyLock;
@@ -102,8 +102,9 @@ pub fn flags(
     output_meds: &[Prescription],
     check_emergency: bool,
 ) -> Vec<Flag> {
-    let mut out = interaction_flags(source_meds, output_meds);
-    out.extend(max_dose_flags(output_meds));
+    let taken: Vec<Prescription> = output_meds.iter().filter(|p| !p.avoided).cloned().collect();
+    let mut out = interaction_flags(source_meds, &taken);
+    out.extend(max_dose_flags(&taken));
     if check_emergency && let Some(source) = source {
         out.extend(emergency_flags(source, output));
     }
@@ -200,34 +201,35 @@ fn paragraphs(text: &str) -> Vec<std::ops::Range<usize>> {
     out
 }
 
+/// Whether the paragraph of `text` holding byte `pos` tells the reader to act (call, come back).
+fn in_action_paragraph(text: &str, pos: usize) -> bool {
+    paragraphs(text)
+        .into_iter()
+        .find(|b| b.contains(&pos))
+        .is_some_and(|b| !EMERGENCY.actions.find_all(&text[b]).is_empty())
+}
+
+/// Symptoms the source tells the patient to get help for (in a paragraph with an instruction to
+/// act, not negated in their sentence) that no paragraph of the output pairs with such an
+/// instruction.
 fn emergency_flags(source: &str, output: &str) -> Vec<Flag> {
     let t = &*EMERGENCY;
-    let source_words = words(source);
     let negated = |start: usize| {
-        let before: Vec<&str> = source_words
-            .iter()
-            .filter(|w| w.end <= start)
-            .rev()
-            .take(3)
-            .map(|w| w.text.as_str())
-            .collect();
-        let window: Vec<&str> = before.into_iter().rev().collect();
-        !t.negations.find_all(&window.join(" ")).is_empty()
+        !t.negations
+            .find_all(&source[clause_start(source, start)..start])
+            .is_empty()
     };
     let mut in_source: Vec<&str> = Vec::new();
     for m in t.symptoms.find_all(source) {
-        if !negated(m.start) && !in_source.contains(&m.value.as_str()) {
+        if !negated(m.start)
+            && in_action_paragraph(source, m.start)
+            && !in_source.contains(&m.value.as_str())
+        {
             in_source.push(m.value.as_str());
         }
     }
     let output_symptoms = t.symptoms.find_all(output);
-    let blocks = paragraphs(output);
-    let acted_on = |pos: usize| {
-        blocks
-            .iter()
-            .find(|b| b.contains(&pos))
-            .is_some_and(|b| !t.actions.find_all(&output[b.clone()]).is_empty())
-    };
+    let acted_on = |pos: usize| in_action_paragraph(output, pos);
     in_source
         .into_iter()
         .filter_map(|symptom| {
@@ -247,7 +249,7 @@ fn emergency_flags(source: &str, output: &str) -> Vec<Flag> {
                     )
                 } else {
                     format!(
-                        "The source mentions {symptom}; the output never tells the patient to get help for it."
+                        "The source tells the patient to get help for {symptom}; the output does not."
                     )
                 },
                 start: first.map(|m| m.start),
@@ -270,6 +272,15 @@ mod tests {
             &extract(output),
             true,
         )
+    }
+
+    #[test]
+    fn drugs_the_output_says_to_avoid_raise_no_flag() {
+        let f = flags_of(
+            "Discharge Medications:\nApixaban 5 mg PO BID",
+            "Take apixaban 5 mg two times a day. Do not take ibuprofen or naproxen.",
+        );
+        assert!(f.is_empty(), "{f:?}");
     }
 
     #[test]
@@ -299,7 +310,7 @@ mod tests {
 
     #[test]
     fn emergency_symptom_needs_an_instruction_to_act() {
-        let source = "Return to the ED for chest pain or shortness of breath. Denies fever.";
+        let source = "He denies fever or chills. Had a cough.\n\nReturn to the ED for chest pain or shortness of breath.";
         let ok = "Call 911 if you have chest pain or feel short of breath.";
         assert!(
             flags_of(source, ok).is_empty(),

@@ -57,6 +57,8 @@ pub static LEXICON: LazyLock<PhraseMatcher<DrugName>> = LazyLock::new(|| {
 pub struct Prescription {
     /// The name as written.
     pub name: String,
+    /// The sentence says not to take it ("Do not take", "Stop", "Avoid", "Hold").
+    pub avoided: bool,
     pub generic: String,
     pub start: usize,
     pub end: usize,
@@ -64,6 +66,27 @@ pub struct Prescription {
     pub route: Option<Coded>,
     pub frequency: Option<Coded>,
 }
+
+/// Where the sentence or line holding byte `pos` starts: after a line break, a semicolon, or a
+/// full stop followed by white space.
+pub fn clause_start(text: &str, pos: usize) -> usize {
+    let bytes = text.as_bytes();
+    (1..=pos)
+        .rev()
+        .find(|&i| {
+            matches!(bytes[i - 1], b'\n' | b';')
+                || (i >= 2 && bytes[i - 2] == b'.' && bytes[i - 1].is_ascii_whitespace())
+        })
+        .unwrap_or(0)
+}
+
+/// Words before a drug in its sentence that say not to take it ("Do not take ibuprofen").
+static AVOID: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(
+        r"(?i)\b(?:do not|don't|dont|never|avoid|stop|stopped|discontinue|discontinued|hold|held|no longer)\b",
+    )
+    .expect("avoid pattern")
+});
 
 /// Where what is said about a drug ends: a line break, a semicolon, or a full stop before white
 /// space (or the end) that does not close a dotted abbreviation such as "p.o." or "b.i.d.".
@@ -95,6 +118,7 @@ pub fn extract(text: &str) -> Vec<Prescription> {
             let scope = &text[m.end..end];
             Prescription {
                 name: text[m.start..m.end].to_string(),
+                avoided: AVOID.is_match(&text[clause_start(text, m.start)..m.start]),
                 generic: m.value.generic.clone(),
                 start: m.start,
                 end: m.end,
@@ -168,7 +192,7 @@ fn discharge_ranges(source: &str) -> Vec<Range<usize>> {
     } else if !sections.is_empty() {
         sections.into_iter().map(|s| s.body).collect()
     } else {
-        vec![0..source.len()]
+        std::iter::once(0..source.len()).collect()
     }
 }
 
@@ -184,9 +208,10 @@ pub fn compare(source: &str, output: &str) -> MedReport {
         .filter(|p| ranges.iter().any(|r| r.contains(&p.start)))
         .collect();
 
+    // A drug the output tells the patient not to take is advice, not a prescription.
     let hallucinated = out
         .iter()
-        .filter(|p| !in_source.contains(p.generic.as_str()))
+        .filter(|p| !p.avoided && !in_source.contains(p.generic.as_str()))
         .map(Mention::from)
         .collect();
     let mut seen = HashSet::new();
@@ -206,6 +231,7 @@ pub fn compare(source: &str, output: &str) -> MedReport {
     }
     let mismatched = out
         .iter()
+        .filter(|p| !p.avoided)
         .filter_map(|p| Some((p, said.get(p.generic.as_str())?)))
         .flat_map(|(p, entries)| mismatches(p, entries))
         .collect();
@@ -316,6 +342,15 @@ mod tests {
             ("dose", "40 mg", "20 mg")
         );
         assert_eq!(&output[m.start..m.end], "20 mg");
+    }
+
+    #[test]
+    fn a_drug_the_output_says_to_avoid_is_not_hallucinated() {
+        let r = compare(
+            "Apixaban 5 mg PO BID. Avoid ibuprofen.",
+            "Take apixaban 5 mg two times a day. Do not take ibuprofen or naproxen.",
+        );
+        assert!(r.hallucinated.is_empty(), "{r:?}");
     }
 
     #[test]
