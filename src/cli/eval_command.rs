@@ -24,8 +24,8 @@ pub struct EvalArgs {
     pub split: String,
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Records generated together.
-    #[arg(long, default_value_t = 8)]
+    /// Records generated together (1 is faster on the CPU today: see scripts/bench-eval.sh).
+    #[arg(long, default_value_t = 1)]
     pub batch: usize,
     #[arg(long, default_value_t = 256)]
     pub max_new_tokens: usize,
