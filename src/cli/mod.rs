@@ -5,6 +5,7 @@
 mod commands;
 mod model_commands;
 mod pretrain_command;
+mod reviews_command;
 mod train_command;
 
 use crate::model::generate::GenerationParams;
@@ -155,6 +156,18 @@ pub enum CliCommand {
     Runs {
         #[arg(long)]
         project: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Clinician reviews of a run, unblinded: mean ratings and flag rates per model, agreement.
+    Reviews {
+        #[arg(long)]
+        project: PathBuf,
+        #[arg(long)]
+        run: String,
+        /// Also write the reviews (newest line of each) as CSV.
+        #[arg(long)]
+        csv: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -320,6 +333,12 @@ pub fn run(command: CliCommand) -> Result<(), CliError> {
         }
         CliCommand::Train { args, json } => train_command::train_cmd(&args, json),
         CliCommand::Runs { project, json } => train_command::runs_cmd(&project, json),
+        CliCommand::Reviews {
+            project,
+            run,
+            csv,
+            json,
+        } => reviews_command::reviews_cmd(&project, &run, csv.as_deref(), json),
         CliCommand::Screenshots { out, project } => {
             crate::app::screenshots(project, &out).map_err(CliError::failed)
         }
