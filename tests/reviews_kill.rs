@@ -48,7 +48,13 @@ fn review_writer() {
 /// Runs the writer until it has acknowledged `acks` more ratings (then SIGKILL), or to the end.
 fn run_writer(path: &Path, acks: Option<usize>) -> Vec<String> {
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "review_writer", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "review_writer",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, path)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -84,7 +90,10 @@ fn a_review_session_killed_between_ratings_loses_nothing() {
         let kept = latest(&lines);
         for ack in &acknowledged {
             let (id, side) = ack.split_once(' ').expect("id and side");
-            let review = kept.iter().find(|r| r.id == id).expect("acknowledged review");
+            let review = kept
+                .iter()
+                .find(|r| r.id == id)
+                .expect("acknowledged review");
             let out = if side == "a" { &review.a } else { &review.b };
             assert!(out.rating.is_some(), "{ack} was acknowledged, then lost");
         }

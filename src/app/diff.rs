@@ -228,7 +228,11 @@ mod tests {
             .iter()
             .filter(|e| matches!(e, Edit::Same { .. }))
             .count();
-        assert_eq!(same, lcs(a, b), "{a:?} → {b:?}: not a longest common subsequence");
+        assert_eq!(
+            same,
+            lcs(a, b),
+            "{a:?} → {b:?}: not a longest common subsequence"
+        );
     }
 
     #[test]
@@ -264,7 +268,18 @@ mod tests {
             .collect();
         assert_eq!(
             shown,
-            ["Take", "Furosemide", "-40", "+20", "mg", "daily", "+and", "see", "your", "doctor"]
+            [
+                "Take",
+                "Furosemide",
+                "-40",
+                "+20",
+                "mg",
+                "daily",
+                "+and",
+                "see",
+                "your",
+                "doctor"
+            ]
         );
         assert_eq!(d.kept_share(), Some(7.0 / 9.0));
         assert_eq!(words("  a\u{a0}b  c "), [2..3, 5..6, 8..9]);

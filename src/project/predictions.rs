@@ -275,7 +275,10 @@ fn parse_row(
         Some(Value::String(s)) => Some(s.clone()),
         Some(Value::Null) | None => None,
         Some(other) => {
-            note(field, format!("expected text or null, found {other}; ignored"));
+            note(
+                field,
+                format!("expected text or null, found {other}; ignored"),
+            );
             None
         }
     };
@@ -401,7 +404,12 @@ fn read_meds(value: &Value, note: &mut impl FnMut(&str, String)) -> Meds {
     let omitted = read_list("omitted");
     let mismatched = read_list("mismatched");
     Meds {
-        hallucinated: kept(hallucinated, "metrics.meds.hallucinated", read_mention, note),
+        hallucinated: kept(
+            hallucinated,
+            "metrics.meds.hallucinated",
+            read_mention,
+            note,
+        ),
         omitted: kept(omitted, "metrics.meds.omitted", read_mention, note),
         mismatched: kept(mismatched, "metrics.meds.mismatched", read_mismatch, note),
     }

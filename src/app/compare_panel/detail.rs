@@ -56,7 +56,12 @@ const GREY: Color32 = Color32::from_rgb(0x54, 0x5b, 0x64);
 pub fn problem_chips(ui: &mut egui::Ui, row: &PredictionRow) {
     let count = |name: &str| row.metric(name).unwrap_or(0.0) as usize;
     let chips = [
-        (count("meds.hallucinated"), "H", RED, "medications not in the source"),
+        (
+            count("meds.hallucinated"),
+            "H",
+            RED,
+            "medications not in the source",
+        ),
         (count("meds.omitted"), "O", AMBER, "medications left out"),
         (count("meds.mismatched"), "D", AMBER, "doses that differ"),
         (row.safety.len(), "S", RED, "safety flags"),
@@ -175,7 +180,11 @@ fn output(ui: &mut egui::Ui, row: &PredictionRow, diff: &WordDiff, show_removed:
                 .show(ui, |ui| {
                     for (name, value) in &row.metrics {
                         ui.label(name);
-                        let worse = if higher_is_worse(name) { "higher is worse" } else { "lower is worse" };
+                        let worse = if higher_is_worse(name) {
+                            "higher is worse"
+                        } else {
+                            "lower is worse"
+                        };
                         ui.label(format_metric(*value)).on_hover_text(worse);
                         ui.end_row();
                     }
@@ -189,7 +198,10 @@ fn findings(ui: &mut egui::Ui, row: &PredictionRow) {
     let warn = ui.visuals().warn_fg_color;
     if let Some(meds) = &row.meds {
         for m in &meds.hallucinated {
-            ui.colored_label(error, format!("Not in the source: {}", med_name(&m.name, &m.generic)));
+            ui.colored_label(
+                error,
+                format!("Not in the source: {}", med_name(&m.name, &m.generic)),
+            );
         }
         for m in &meds.omitted {
             ui.colored_label(warn, format!("Left out: {}", med_name(&m.name, &m.generic)));

@@ -83,7 +83,11 @@ pub fn output_pieces(row: &PredictionRow, diff: &WordDiff, show_removed: bool) -
     let end = row.prediction.len();
     removed.extend(pending.into_iter().map(|w| (end, w)));
     if let Some(meds) = &row.meds {
-        spans.extend(meds.hallucinated.iter().map(|m| (m.start..m.end, HALLUCINATED)));
+        spans.extend(
+            meds.hallucinated
+                .iter()
+                .map(|m| (m.start..m.end, HALLUCINATED)),
+        );
         spans.extend(meds.mismatched.iter().map(|m| (m.start..m.end, MISMATCHED)));
     }
     spans.extend(
@@ -127,12 +131,26 @@ mod tests {
     #[test]
     fn cuts_where_marks_change_and_inserts_removed_words() {
         let text = "Take Lasix 20 mg";
-        let got = pieces(text, &[(5..10, HALLUCINATED), (11..16, MISMATCHED)], &[(11, 0..2)]);
+        let got = pieces(
+            text,
+            &[(5..10, HALLUCINATED), (11..16, MISMATCHED)],
+            &[(11, 0..2)],
+        );
         assert_eq!(
             texts(text, "40 mg", &got),
-            [("Take ", 0), ("Lasix", HALLUCINATED), (" ", 0), ("40", 255), ("20 mg", MISMATCHED)]
+            [
+                ("Take ", 0),
+                ("Lasix", HALLUCINATED),
+                (" ", 0),
+                ("40", 255),
+                ("20 mg", MISMATCHED)
+            ]
         );
-        let bad = pieces("café", &[(0..3, ADDED), (0..4, SAFETY), (2..9, SAFETY)], &[]);
+        let bad = pieces(
+            "café",
+            &[(0..3, ADDED), (0..4, SAFETY), (2..9, SAFETY)],
+            &[],
+        );
         assert_eq!(texts("café", "", &bad), [("caf", ADDED), ("é", 0)]);
     }
 
@@ -144,7 +162,10 @@ mod tests {
                 .as_bytes(),
         );
         let row = &rows[0];
-        assert_eq!(row.prediction, "You had heart failure 1. Take Lasix 20 mg and warfarin daily.");
+        assert_eq!(
+            row.prediction,
+            "You had heart failure 1. Take Lasix 20 mg and warfarin daily."
+        );
         let diff = WordDiff::new(&row.reference, &row.prediction);
         let got = output_pieces(row, &diff, true);
         let shown = texts(&row.prediction, &row.reference, &got);

@@ -173,7 +173,10 @@ impl ComparePanel {
 
     /// Matches A and B once both have loaded.
     fn pair_up(&mut self) {
-        let names = (self.state.a.clone().unwrap_or_default(), self.state.b.clone());
+        let names = (
+            self.state.a.clone().unwrap_or_default(),
+            self.state.b.clone(),
+        );
         if self.compared_names.as_ref() == Some(&names) {
             return;
         }
@@ -346,17 +349,15 @@ impl ComparePanel {
             }
             ui.separator();
             ui.toggle_value(&mut self.state.review_mode, "Review mode")
-                .on_hover_text("A clean view for rating two outputs without knowing which is which");
+                .on_hover_text(
+                    "A clean view for rating two outputs without knowing which is which",
+                );
         });
     }
 
     fn issues_line(&self, ui: &mut egui::Ui, c: &Compared) {
         ui.horizontal_wrapped(|ui| {
-            ui.label(format!(
-                "{} records · {} shown",
-                c.len(),
-                self.rows.len()
-            ));
+            ui.label(format!("{} records · {} shown", c.len(), self.rows.len()));
             if let Some(b) = &c.b {
                 let shared = c.shared_ids().len();
                 if shared < c.len() {
@@ -425,12 +426,24 @@ impl ComparePanel {
                 ui.selectable_value(&mut sort.side, Side::B, "of B");
             }
             ui.checkbox(&mut sort.best_first, "best first")
-                .on_hover_text("Unticked: the worst rows first (low ROUGE/BLEU, high grade or error counts)");
+                .on_hover_text(
+                    "Unticked: the worst rows first (low ROUGE/BLEU, high grade or error counts)",
+                );
             ui.separator();
-            option_combo(ui, "Problem", &mut f.problem, &ProblemFilter::ALL, |p| p.label().into());
+            option_combo(ui, "Problem", &mut f.problem, &ProblemFilter::ALL, |p| {
+                p.label().into()
+            });
             optional_combo(ui, "Sex", &mut f.gender, &genders, Clone::clone);
-            optional_combo(ui, "Age", &mut f.age_group, &AgeGroup::ALL, |g| g.label().into());
-            optional_combo(ui, "Ethnicity", &mut f.ethnicity, &ethnicities, Clone::clone);
+            optional_combo(ui, "Age", &mut f.age_group, &AgeGroup::ALL, |g| {
+                g.label().into()
+            });
+            optional_combo(
+                ui,
+                "Ethnicity",
+                &mut f.ethnicity,
+                &ethnicities,
+                Clone::clone,
+            );
             let label = ui.label("Search").id;
             ui.add(
                 egui::TextEdit::singleline(&mut f.text)
@@ -472,7 +485,10 @@ impl ComparePanel {
         self.keyboard_navigation(ui);
         let scroll_row = self
             .scroll_to_selected
-            .then(|| self.selected.and_then(|s| self.rows.iter().position(|&r| r == s)))
+            .then(|| {
+                self.selected
+                    .and_then(|s| self.rows.iter().position(|&r| r == s))
+            })
             .flatten();
         self.scroll_to_selected = false;
         let metric = self.state.sort.metric.clone();
@@ -498,7 +514,12 @@ impl ComparePanel {
         }
         table
             .header(22.0, |mut h| {
-                let mut titles = vec!["ID".to_string(), "Sex".into(), "Age".into(), "Ethnicity".into()];
+                let mut titles = vec![
+                    "ID".to_string(),
+                    "Sex".into(),
+                    "Age".into(),
+                    "Ethnicity".into(),
+                ];
                 titles.extend(sides.iter().map(|s| format!("{shown_metric} {s:?}")));
                 titles.extend(sides.iter().map(|s| format!("Problems {s:?}")));
                 titles.push("Output A".into());
@@ -553,7 +574,10 @@ impl ComparePanel {
 }
 
 fn first_words(text: &str) -> String {
-    text.split_whitespace().take(30).collect::<Vec<_>>().join(" ")
+    text.split_whitespace()
+        .take(30)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn option_combo<T: Clone + PartialEq>(

@@ -30,7 +30,9 @@ pub struct ReviewView {
 fn session_matches(s: &ReviewSession, path: &Path, reviewer: &str, c: &Compared) -> bool {
     let mut pair = [
         c.a.source.name.clone(),
-        c.b.as_ref().map(|b| b.source.name.clone()).unwrap_or_default(),
+        c.b.as_ref()
+            .map(|b| b.source.name.clone())
+            .unwrap_or_default(),
     ];
     pair.sort();
     s.path == path && s.reviewer == reviewer.trim() && s.sources == pair
@@ -210,7 +212,10 @@ impl ReviewView {
                 .labelled_by(label);
             let enter = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
             let start = ui
-                .add_enabled(!self.name.trim().is_empty(), egui::Button::new("Start reviewing"))
+                .add_enabled(
+                    !self.name.trim().is_empty(),
+                    egui::Button::new("Start reviewing"),
+                )
                 .clicked();
             if (start || enter) && !self.name.trim().is_empty() {
                 *reviewer = self.name.trim().to_string();
@@ -234,20 +239,29 @@ impl ReviewView {
                 return;
             }
             ui.separator();
-            ui.label(format!("Record {} of {n} · {done} of {n} rated", self.position + 1));
+            ui.label(format!(
+                "Record {} of {n} · {done} of {n} rated",
+                self.position + 1
+            ));
             ui.add(
                 egui::ProgressBar::new(if n > 0 { done as f32 / n as f32 } else { 0.0 })
                     .desired_width(160.0),
             );
             ui.separator();
             if ui
-                .add_enabled(self.position > 0 && !self.revealed, egui::Button::new("Previous"))
+                .add_enabled(
+                    self.position > 0 && !self.revealed,
+                    egui::Button::new("Previous"),
+                )
                 .clicked()
             {
                 go = Some(self.position - 1);
             }
             if ui
-                .add_enabled(self.position + 1 < n && !self.revealed, egui::Button::new("Next"))
+                .add_enabled(
+                    self.position + 1 < n && !self.revealed,
+                    egui::Button::new("Next"),
+                )
                 .clicked()
             {
                 go = Some(self.position + 1);
@@ -262,7 +276,11 @@ impl ReviewView {
                 go = next_open;
             }
             ui.separator();
-            let label = if self.revealed { "Back to reviewing" } else { "Show results" };
+            let label = if self.revealed {
+                "Back to reviewing"
+            } else {
+                "Show results"
+            };
             if ui
                 .button(label)
                 .on_hover_text("Results show which program wrote which version")
@@ -293,7 +311,11 @@ impl ReviewView {
             });
         ui.add_space(8.0);
         let text_of = |source: &str| -> Option<&PredictionRow> {
-            let side = if source == c.a.source.name { Side::A } else { Side::B };
+            let side = if source == c.a.source.name {
+                Side::A
+            } else {
+                Side::B
+            };
             c.row(i, side)
         };
         let mut change: Option<Box<dyn FnOnce(&mut Review)>> = None;
@@ -398,24 +420,26 @@ impl ReviewView {
         ));
         ui.add_space(6.0);
         ui.strong("Ratings by model");
-        egui::Grid::new("review_models").striped(true).show(ui, |ui| {
-            ui.strong("Model");
-            ui.strong("Rated");
-            ui.strong("Mean rating");
-            for f in ReviewFlag::ALL {
-                ui.strong(f.label());
-            }
-            ui.end_row();
-            for m in &summary.sources {
-                ui.label(&m.source);
-                ui.label(m.rated.to_string());
-                ui.label(m.mean_rating.map_or("—".into(), |x| format!("{x:.2}")));
+        egui::Grid::new("review_models")
+            .striped(true)
+            .show(ui, |ui| {
+                ui.strong("Model");
+                ui.strong("Rated");
+                ui.strong("Mean rating");
                 for f in ReviewFlag::ALL {
-                    ui.label(format!("{:.0}%", m.flag_rates[&f] * 100.0));
+                    ui.strong(f.label());
                 }
                 ui.end_row();
-            }
-        });
+                for m in &summary.sources {
+                    ui.label(&m.source);
+                    ui.label(m.rated.to_string());
+                    ui.label(m.mean_rating.map_or("—".into(), |x| format!("{x:.2}")));
+                    for f in ReviewFlag::ALL {
+                        ui.label(format!("{:.0}%", m.flag_rates[&f] * 100.0));
+                    }
+                    ui.end_row();
+                }
+            });
         ui.add_space(6.0);
         ui.strong("Agreement between reviewers (Cohen's kappa: 1 is full agreement, 0 is chance)");
         if summary.agreement.is_empty() {

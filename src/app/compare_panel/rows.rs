@@ -165,7 +165,10 @@ pub fn visible_rows(c: &Compared, filters: &RowFilters, sort: &SortKey) -> Vec<u
     let mut rows: Vec<usize> = (0..c.len())
         .filter(|&i| {
             let a = &c.a.rows[i];
-            filters.gender.as_ref().is_none_or(|g| a.gender.as_ref() == Some(g))
+            filters
+                .gender
+                .as_ref()
+                .is_none_or(|g| a.gender.as_ref() == Some(g))
                 && filters.age_group.is_none_or(|g| a.age_group() == Some(g))
                 && filters
                     .ethnicity
@@ -198,8 +201,8 @@ pub fn visible_rows(c: &Compared, filters: &RowFilters, sort: &SortKey) -> Vec<u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::project::predictions::{BASE, PredictionSource, parse_predictions};
     use crate::project::predictions::tests::sample_line;
+    use crate::project::predictions::{BASE, PredictionSource, parse_predictions};
 
     fn set(name: &str, ids: &[usize]) -> Arc<PredictionSet> {
         let text: String = ids
@@ -233,13 +236,25 @@ mod tests {
             side,
             best_first: false,
         };
-        let rows = visible_rows(&c, &RowFilters::default(), &worst("rougeL.fmeasure", Side::A));
+        let rows = visible_rows(
+            &c,
+            &RowFilters::default(),
+            &worst("rougeL.fmeasure", Side::A),
+        );
         // The run is perfect on even records; on odd ones its ROUGE falls with the index.
         assert_eq!(ids(&c, &rows), ["d-0003", "d-0001", "d-0000", "d-0002"]);
         let rows = visible_rows(&c, &RowFilters::default(), &worst("fkgl", Side::A));
-        assert_eq!(ids(&c, &rows), ["d-0003", "d-0002", "d-0001", "d-0000"], "higher grade is worse");
+        assert_eq!(
+            ids(&c, &rows),
+            ["d-0003", "d-0002", "d-0001", "d-0000"],
+            "higher grade is worse"
+        );
         let rows = visible_rows(&c, &RowFilters::default(), &worst("bleu", Side::B));
-        assert_eq!(ids(&c, &rows), ["d-0003", "d-0002", "d-0001", "d-0000"], "no B row: last");
+        assert_eq!(
+            ids(&c, &rows),
+            ["d-0003", "d-0002", "d-0001", "d-0000"],
+            "no B row: last"
+        );
         let best = SortKey {
             best_first: true,
             ..worst("rougeL.fmeasure", Side::A)
@@ -262,11 +277,13 @@ mod tests {
             ..RowFilters::default()
         });
         assert_eq!(hallucinated.len(), 6);
-        assert!(only(RowFilters {
-            problem: ProblemFilter::Omitted,
-            ..RowFilters::default()
-        })
-        .is_empty());
+        assert!(
+            only(RowFilters {
+                problem: ProblemFilter::Omitted,
+                ..RowFilters::default()
+            })
+            .is_empty()
+        );
         let older = only(RowFilters {
             age_group: Some(AgeGroup::Over65),
             gender: Some("M".into()),

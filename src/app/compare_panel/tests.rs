@@ -73,13 +73,20 @@ fn rows_sort_worst_first_and_filter_by_group_and_problem() {
     let first = |h: &Harness<'_, ComparePanel>| {
         let p = h.state();
         let c = p.compared.as_ref().expect("compared");
-        p.rows.iter().map(|&i| c.a.rows[i].id.clone()).collect::<Vec<_>>()
+        p.rows
+            .iter()
+            .map(|&i| c.a.rows[i].id.clone())
+            .collect::<Vec<_>>()
     };
     // The run is perfect on even records; on odd ones its ROUGE-L falls with the index.
     assert_eq!(first(&h)[..3], ["d-0011", "d-0009", "d-0007"]);
     h.key_press(egui::Key::ArrowDown);
     h.run();
-    assert_eq!(selected_id(&h).as_deref(), Some("d-0011"), "keys follow the sorted order");
+    assert_eq!(
+        selected_id(&h).as_deref(),
+        Some("d-0011"),
+        "keys follow the sorted order"
+    );
 
     h.state_mut().state.sort.side = Side::B;
     h.run();
@@ -165,7 +172,10 @@ fn review_ratings_are_saved_at_once_and_survive_reopening() {
     assert_eq!(h.state().state.reviewer, "Dr Ames");
     assert!(h.query_by_label("Record 1 of 6 · 0 of 6 rated").is_some());
     assert!(h.query_by_label("Version A").is_some());
-    assert!(h.query_by_label_contains(RUN).is_none(), "blinded: no model names");
+    assert!(
+        h.query_by_label_contains(RUN).is_none(),
+        "blinded: no model names"
+    );
 
     click_nth(&mut h, "4", 0);
     let lines = saved(&project);
@@ -192,7 +202,10 @@ fn review_ratings_are_saved_at_once_and_survive_reopening() {
     let h = harness(&project, review_state("Dr Ames"));
     assert_eq!(h.state().review.position, 1);
     assert!(h.query_by_label("Record 2 of 6 · 1 of 6 rated").is_some());
-    assert!(h.query_by_label("5 of 5").is_some(), "the saved rating is shown");
+    assert!(
+        h.query_by_label("5 of 5").is_some(),
+        "the saved rating is shown"
+    );
     assert!(h.query_by_label("not rated yet").is_some());
 }
 
@@ -203,11 +216,19 @@ fn results_unblind_and_compare_two_reviewers() {
     for (who, better) in [("Ann", 5), ("Bo", 4)] {
         let mut h = harness(&project, review_state(who));
         for item in 0..4 {
-            let review = h.state().review.session.as_ref().expect("session").review(
-                &format!("d-{item:04}"),
-            );
+            let review = h
+                .state()
+                .review
+                .session
+                .as_ref()
+                .expect("session")
+                .review(&format!("d-{item:04}"));
             // Each reviewer rates the run's output higher, wherever it is shown.
-            let (run_side, base_side) = if review.a.source == RUN { (0, 1) } else { (1, 0) };
+            let (run_side, base_side) = if review.a.source == RUN {
+                (0, 1)
+            } else {
+                (1, 0)
+            };
             click_nth(&mut h, &better.to_string(), run_side);
             click_nth(&mut h, "2", base_side);
             if item < 3 {
@@ -221,7 +242,10 @@ fn results_unblind_and_compare_two_reviewers() {
     h.get_by_label("Show results").click();
     h.run();
     assert!(h.query_by_label_contains("Version A was").is_some());
-    assert!(h.query_by_label("4.50").is_some(), "the run's mean over both reviewers");
+    assert!(
+        h.query_by_label("4.50").is_some(),
+        "the run's mean over both reviewers"
+    );
     assert!(h.query_by_label("2.00").is_some(), "the base's");
     let agreement = h
         .query_by_label_contains("Ann and Bo: 8 versions rated by both, same rating 50%")

@@ -17,11 +17,7 @@ pub(crate) fn sample_project(dir: &Path, n: usize) -> PathBuf {
         let lines: Vec<String> = (0..n).map(|i| sample_line(i, name).to_string()).collect();
         std::fs::write(folder.join(PREDICTIONS_FILE), lines.join("\n") + "\n").expect("write");
     }
-    std::fs::write(
-        run_dir(dir, "20260101-000000").join("config.ron"),
-        "()",
-    )
-    .expect("config");
+    std::fs::write(run_dir(dir, "20260101-000000").join("config.ron"), "()").expect("config");
     dir.to_path_buf()
 }
 
@@ -138,7 +134,11 @@ fn bad_lines_are_reported_with_line_and_field_and_the_rest_kept() {
             "line 9: not a JSON object",
         ]
     );
-    assert!(shown[2].starts_with("line 5: not a JSON object: "), "{}", shown[2]);
+    assert!(
+        shown[2].starts_with("line 5: not a JSON object: "),
+        "{}",
+        shown[2]
+    );
     let mention = "line 6, field \"metrics.meds.hallucinated\": start: expected a byte offset";
     assert!(shown[4].starts_with(mention), "{}", shown[4]);
     assert_eq!(

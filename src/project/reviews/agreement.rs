@@ -84,7 +84,10 @@ pub fn summarize(lines: &[Review]) -> ReviewSummary {
     let sources = outputs
         .into_iter()
         .map(|(source, outs)| {
-            let rated: Vec<_> = outs.iter().filter_map(|o| o.rating.map(|x| (x, o))).collect();
+            let rated: Vec<_> = outs
+                .iter()
+                .filter_map(|o| o.rating.map(|x| (x, o)))
+                .collect();
             let n = rated.len();
             let mean_rating =
                 (n > 0).then(|| rated.iter().map(|(x, _)| f64::from(*x)).sum::<f64>() / n as f64);
@@ -92,7 +95,14 @@ pub fn summarize(lines: &[Review]) -> ReviewSummary {
                 .iter()
                 .map(|f| {
                     let flagged = rated.iter().filter(|(_, o)| o.flags.contains(f)).count();
-                    (*f, if n > 0 { flagged as f64 / n as f64 } else { 0.0 })
+                    (
+                        *f,
+                        if n > 0 {
+                            flagged as f64 / n as f64
+                        } else {
+                            0.0
+                        },
+                    )
                 })
                 .collect();
             SourceSummary {

@@ -6,9 +6,7 @@
 
 mod agreement;
 
-pub use agreement::{
-    Agreement, ReviewSummary, SourceSummary, cohen_kappa, summarize, write_csv,
-};
+pub use agreement::{Agreement, ReviewSummary, SourceSummary, cohen_kappa, summarize, write_csv};
 
 use crate::data::rng::SeededRng;
 use serde::{Deserialize, Serialize};
@@ -326,11 +324,7 @@ impl ReviewSession {
     /// The review of record `id` as saved, else a blank one in this reviewer's blinded order.
     pub fn review(&self, id: &str) -> Review {
         self.mine.get(id).cloned().unwrap_or_else(|| {
-            let [a, b] = blinded_order(
-                &self.reviewer,
-                id,
-                [&self.sources[0], &self.sources[1]],
-            );
+            let [a, b] = blinded_order(&self.reviewer, id, [&self.sources[0], &self.sources[1]]);
             Review {
                 reviewer: self.reviewer.clone(),
                 id: id.to_string(),

@@ -22,9 +22,15 @@ fn kappa_matches_the_textbook_examples() {
     assert!((k - 0.4).abs() < 1e-12, "{k}");
     // The same 60% observed agreement with different marginals: κ 0.1304 and 0.2593.
     let k = cohen_kappa(&table(45, 15, 25, 15)).expect("kappa");
-    assert!((k - 0.06 / 0.46).abs() < 1e-12 && (k - 0.1304).abs() < 5e-5, "{k}");
+    assert!(
+        (k - 0.06 / 0.46).abs() < 1e-12 && (k - 0.1304).abs() < 5e-5,
+        "{k}"
+    );
     let k = cohen_kappa(&table(25, 35, 5, 35)).expect("kappa");
-    assert!((k - 0.14 / 0.54).abs() < 1e-12 && (k - 0.2593).abs() < 5e-5, "{k}");
+    assert!(
+        (k - 0.14 / 0.54).abs() < 1e-12 && (k - 0.2593).abs() < 5e-5,
+        "{k}"
+    );
     // scikit-learn's `cohen_kappa_score` docstring example, three labels: 0.6875.
     let a = ["negative", "positive", "negative", "neutral", "positive"];
     let b = ["negative", "positive", "negative", "neutral", "negative"];
@@ -32,7 +38,11 @@ fn kappa_matches_the_textbook_examples() {
     let k = cohen_kappa(&pairs).expect("kappa");
     assert!((k - 0.6875).abs() < 1e-12, "{k}");
     assert_eq!(cohen_kappa::<u8>(&[]), None);
-    assert_eq!(cohen_kappa(&repeat(4, 3u8, 3u8)), None, "chance agreement is certain");
+    assert_eq!(
+        cohen_kappa(&repeat(4, 3u8, 3u8)),
+        None,
+        "chance agreement is certain"
+    );
     assert_eq!(cohen_kappa(&[(1u8, 2u8), (2, 1)]), Some(-1.0));
 }
 
@@ -58,7 +68,13 @@ fn review(reviewer: &str, id: &str, a: (&str, u8), b: (&str, u8), flags: &[Revie
 #[test]
 fn a_newer_line_supersedes_and_summaries_unblind_per_model() {
     let lines = vec![
-        review("Ann", "r1", ("base", 2), ("run", 4), &[ReviewFlag::Omission]),
+        review(
+            "Ann",
+            "r1",
+            ("base", 2),
+            ("run", 4),
+            &[ReviewFlag::Omission],
+        ),
         review("Ann", "r2", ("run", 5), ("base", 3), &[]),
         review("Ann", "r1", ("run", 4), ("base", 1), &[ReviewFlag::Jargon]),
         review("Bo", "r1", ("base", 1), ("run", 5), &[]),
@@ -98,8 +114,15 @@ fn blinded_order_is_fixed_per_reviewer_and_random_across_records() {
     );
     let base_first = ann.iter().filter(|b| **b).count();
     assert!((160..240).contains(&base_first), "{base_first} of 400");
-    let same = ann.iter().zip(first("Bo")).filter(|(a, b)| **a == *b).count();
-    assert!((160..240).contains(&same), "another reviewer gets another order: {same}");
+    let same = ann
+        .iter()
+        .zip(first("Bo"))
+        .filter(|(a, b)| **a == *b)
+        .count();
+    assert!(
+        (160..240).contains(&same),
+        "another reviewer gets another order: {same}"
+    );
 }
 
 #[test]
@@ -125,7 +148,11 @@ fn a_session_saves_at_once_and_continues_where_it_stopped() {
     assert_eq!(again.done(), 2);
     assert_eq!(again.first_unfinished(), Some(2), "the half-rated record");
     assert_eq!(again.review(&items[2]).a.rating, Some(3));
-    assert_eq!(again.review(&items[2]).a.source, half.a.source, "same blinding");
+    assert_eq!(
+        again.review(&items[2]).a.source,
+        half.a.source,
+        "same blinding"
+    );
     let other = ReviewSession::open(&path, "Bo", ["base", "run"], items).expect("open");
     assert_eq!(other.done(), 0);
 }
