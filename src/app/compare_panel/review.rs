@@ -11,6 +11,9 @@ use crate::project::reviews::{
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// An edit of the review under way, made by a click and saved at once.
+type Change = Box<dyn FnOnce(&mut Review)>;
+
 /// A typed comment is saved after this pause, or when the box loses focus.
 const COMMENT_PAUSE: Duration = Duration::from_millis(1200);
 
@@ -318,7 +321,7 @@ impl ReviewView {
             };
             c.row(i, side)
         };
-        let mut change: Option<Box<dyn FnOnce(&mut Review)>> = None;
+        let mut change: Option<Change> = None;
         ui.columns(2, |cols| {
             for (k, (ui, out)) in cols.iter_mut().zip([&review.a, &review.b]).enumerate() {
                 let version = ["Version A", "Version B"][k];

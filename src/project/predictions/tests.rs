@@ -25,7 +25,7 @@ pub(crate) fn sample_project(dir: &Path, n: usize) -> PathBuf {
 pub(crate) fn sample_line(i: usize, model: &str) -> Value {
     let input = format!("Diagnosis: heart failure {i}.\nMedications: furosemide 40 mg daily.");
     let reference = format!("You were treated for heart failure {i}. Take furosemide 40 mg daily.");
-    let better = model != BASE && i % 2 == 0;
+    let better = model != BASE && i.is_multiple_of(2);
     let prediction = if better {
         format!("You were treated for heart failure {i}. Take furosemide 40 mg daily.")
     } else {
@@ -44,7 +44,7 @@ pub(crate) fn sample_line(i: usize, model: &str) -> Value {
                             "output": "20 mg", "start": dose, "end": dose + 5}]
         })
     };
-    let safety = if !better && i % 3 == 0 {
+    let safety = if !better && i.is_multiple_of(3) {
         json!([{"kind": "interaction", "message": "Warfarin with furosemide needs monitoring.",
                 "start": null, "end": null}])
     } else {
