@@ -4,7 +4,9 @@
 
 mod browser;
 mod charts;
+mod compare_panel;
 mod dataset_panel;
+mod diff;
 mod frame_time;
 mod model_picker;
 mod record_view;
@@ -13,6 +15,7 @@ mod status;
 mod train_panel;
 mod validation_view;
 
+pub use compare_panel::{ComparePanel, CompareUiState};
 pub use dataset_panel::{DatasetPanel, DatasetTab, Filters};
 pub use frame_time::{FrameTimes, quantile};
 pub use screenshot::screenshots;
@@ -34,15 +37,17 @@ pub enum PanelKind {
     #[default]
     Dataset,
     Train,
+    Compare,
 }
 
 impl PanelKind {
-    pub const ALL: [PanelKind; 2] = [PanelKind::Dataset, PanelKind::Train];
+    pub const ALL: [PanelKind; 3] = [PanelKind::Dataset, PanelKind::Train, PanelKind::Compare];
 
     pub fn label(self) -> &'static str {
         match self {
             PanelKind::Dataset => "Dataset",
             PanelKind::Train => "Train",
+            PanelKind::Compare => "Compare",
         }
     }
 }
@@ -58,6 +63,7 @@ pub struct AppState {
     pub recent_projects: Vec<PathBuf>,
     pub dataset: dataset_panel::DatasetUiState,
     pub train: TrainUiState,
+    pub compare: CompareUiState,
 }
 
 impl Default for AppState {
@@ -70,6 +76,7 @@ impl Default for AppState {
             recent_projects: Vec::new(),
             dataset: Default::default(),
             train: TrainUiState::default(),
+            compare: CompareUiState::default(),
         }
     }
 }
@@ -116,6 +123,7 @@ pub struct LabLensApp {
     unsaved: bool,
     pub dataset: DatasetPanel,
     pub train: TrainPanel,
+    pub compare: ComparePanel,
     model: ModelPicker,
     frame_times: FrameTimes,
     status: StatusLine,
@@ -154,6 +162,7 @@ impl LabLensApp {
         let mut app = Self {
             dataset: DatasetPanel::new(state.dataset.clone()),
             train: TrainPanel::new(state.train.clone()),
+            compare: ComparePanel::new(state.compare.clone()),
             frame_times: FrameTimes::default(),
             state,
             engine,
@@ -196,6 +205,7 @@ impl LabLensApp {
                     .filter(|d| p.project.datasets.iter().any(|e| &p.dataset_path(e) == d));
                 let model = p.model();
                 self.train.set_project(p.dir.clone());
+                self.compare.set_project(p.dir.clone());
                 self.project = Some(p);
                 self.unsaved = false;
                 if let Some(path) = remembered.or(first) {
@@ -333,6 +343,8 @@ impl LabLensApp {
         match &event {
             Event::Failed { job, error, .. } => self.model.ended(*job, Some(error.clone())),
             Event::Cancelled { job } => self.model.ended(*job, None),
+            // A finished job may have written predictions.
+            Event::Finished { .. } => self.compare.refresh(),
             _ => {}
         }
         match event {
@@ -514,6 +526,7 @@ impl eframe::App for LabLensApp {
                 }
             }
             PanelKind::Train => self.with_train_panel(|panel, ctx| panel.ui(ui, ctx)),
+            PanelKind::Compare => self.compare.ui(ui),
         });
         self.frame_times.record(started.elapsed());
         self.frame_times.show(ui.ctx());
@@ -522,6 +535,9 @@ impl eframe::App for LabLensApp {
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         self.state.dataset = self.dataset.ui_state();
         self.state.train = self.train.ui_state();
+        // Called on closing too: a comment typed into a review is not lost.
+        self.compare.review.save_comment();
+        self.state.compare = self.compare.ui_state();
         eframe::set_value(storage, eframe::APP_KEY, &self.state);
     }
 }

@@ -131,6 +131,53 @@ fn train_shots(out: &Path) -> Vec<Shot> {
     ]
 }
 
+/// The Compare panel's shots over the project's own predictions: the worst row by ROUGE-L
+/// side by side, then the review mode's blank form (nothing is rated, so nothing is written).
+fn compare_shots(out: &Path) -> Vec<Shot> {
+    vec![
+        Shot {
+            path: None,
+            setup: |app| {
+                app.state.dark = true;
+                app.state.panel = PanelKind::Compare;
+                app.compare.state.review_mode = false;
+                app.compare.refresh();
+            },
+            ready: |app| app.compare.compared.is_some() && !app.compare.is_loading(),
+            region: Region::Window,
+        },
+        Shot {
+            path: Some(out.join("compare.png")),
+            setup: |app| {
+                let panel = &mut app.compare;
+                panel.state.filters = Default::default();
+                panel.state.sort = super::compare_panel::SortKey {
+                    metric: Some("rougeL.fmeasure".into()),
+                    ..Default::default()
+                };
+                panel.refresh_rows();
+                if let Some(&first) = panel.rows.first() {
+                    panel.select(first);
+                }
+            },
+            ready: at_once,
+            region: Region::Window,
+        },
+        Shot {
+            path: Some(out.join("compare-review.png")),
+            setup: |app| {
+                app.compare.state.review_mode = true;
+                app.compare.state.reviewer = "Reviewer 1".into();
+            },
+            ready: |app| {
+                app.compare.review.session.is_some()
+                    || app.compare.compared.as_ref().is_some_and(|c| c.b.is_none())
+            },
+            region: Region::Window,
+        },
+    ]
+}
+
 /// The first record whose source shows found PHI, else the fourth: a record worth showing.
 fn select_showcase(panel: &mut DatasetPanel) {
     let index = panel.view().map(|v| {
@@ -177,8 +224,9 @@ impl Script {
         )
     }
 
-    /// Every panel and tab of the demo project, for the README.
-    pub fn all_panels(out: &Path) -> Self {
+    /// Every panel and tab of `project`, for the README. The Compare panel's shots need the
+    /// project's predictions (`lablens eval`); without them they are left out, and said so.
+    pub fn all_panels(out: &Path, project: &Path) -> Self {
         let shot = |name: &str, region: Region, setup: Setup| Shot {
             path: Some(out.join(name)),
             setup,
@@ -217,6 +265,14 @@ impl Script {
             }),
         ];
         shots.extend(train_shots(out));
+        if crate::project::predictions::prediction_sources(project).is_empty() {
+            eprintln!(
+                "{} has no predictions: the Compare shots are left out (run `lablens eval` first)",
+                project.display()
+            );
+        } else {
+            shots.extend(compare_shots(out));
+        }
         Self::new(shots, true, true)
     }
 
@@ -352,7 +408,7 @@ pub fn screenshots(project: Option<PathBuf>, out: &Path) -> Result<(), String> {
         return with_virtual_display(project, out);
     }
     let project = project.unwrap_or_else(super::default_project_dir);
-    let script = Script::all_panels(out);
+    let script = Script::all_panels(out, &project);
     let results = script.results();
     let mut script = Some(script);
     eframe::run_native(

@@ -7,6 +7,7 @@ mod eval_command;
 mod metrics_command;
 mod model_commands;
 mod pretrain_command;
+mod reviews_command;
 mod train_command;
 
 use crate::model::generate::GenerationParams;
@@ -186,6 +187,18 @@ pub enum CliCommand {
         #[arg(long)]
         pairs: PathBuf,
     },
+    /// Clinician reviews of a run, unblinded: mean ratings and flag rates per model, agreement.
+    Reviews {
+        #[arg(long)]
+        project: PathBuf,
+        #[arg(long)]
+        run: String,
+        /// Also write the reviews (newest line of each) as CSV.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Render every panel of a project (default: the demo project) to PNG files.
     Screenshots {
         #[arg(long, default_value = "screenshots")]
@@ -353,6 +366,12 @@ pub fn run(command: CliCommand) -> Result<(), CliError> {
             metrics_command::metrics_cmd(&pred, task.as_deref(), json)
         }
         CliCommand::BenchRouge { pairs } => metrics_command::bench_rouge_cmd(&pairs),
+        CliCommand::Reviews {
+            project,
+            run,
+            csv,
+            json,
+        } => reviews_command::reviews_cmd(&project, &run, csv.as_deref(), json),
         CliCommand::Screenshots { out, project } => {
             crate::app::screenshots(project, &out).map_err(CliError::failed)
         }

@@ -1,7 +1,10 @@
 //! The persistence layer: a project folder (`project.ron`) naming its datasets, task, template,
-//! split and model, written atomically so a crash never leaves a half-written project.
+//! split and model, written atomically so a crash never leaves a half-written project; the
+//! evaluated outputs of its runs (`predictions`) and the clinicians' reviews of them (`reviews`).
 
 mod atomic;
+pub mod predictions;
+pub mod reviews;
 
 pub use atomic::write_atomic;
 
