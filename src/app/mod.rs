@@ -22,7 +22,8 @@ pub use screenshot::screenshots;
 pub use train_panel::{TrainContext, TrainPanel, TrainTab, TrainUiState};
 
 use crate::data::dataset::OpenOptions;
-use crate::engine::{Command, Engine, Event, Notifier};
+use crate::engine::{Command, Engine, EvalRequest, Event, Notifier};
+use crate::eval::job::{EvalOptions, Target};
 use crate::project::{ModelEntry, OpenProject};
 use crossbeam_channel::{Receiver, unbounded};
 use model_picker::{ModelPicker, ModelRequest};
@@ -277,6 +278,22 @@ impl LabLensApp {
     /// Generates in the Train panel's playground with its current choices.
     pub fn generate_in_playground(&mut self) {
         self.with_train_panel(|panel, ctx| panel.generate(ctx));
+    }
+
+    /// Evaluates a run's adapter (or the base model) of the open project on the engine; the
+    /// Compare panel reloads when it finishes.
+    pub fn evaluate(&mut self, target: Target, options: EvalOptions) {
+        let Some(project) = &self.project else {
+            self.status
+                .error("Open a project first: evaluation runs over its dataset.".into());
+            return;
+        };
+        self.engine
+            .submit(Command::Evaluate(Box::new(EvalRequest {
+                project_dir: project.dir.clone(),
+                target,
+                options,
+            })));
     }
 
     pub fn save_project(&mut self) {

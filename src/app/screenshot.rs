@@ -131,6 +131,45 @@ fn train_shots(out: &Path) -> Vec<Shot> {
     ]
 }
 
+/// How much of the test split the screenshots evaluate: enough rows to sort and filter.
+const SHOWCASE_EVAL_RECORDS: usize = 24;
+
+fn showcase_eval() -> crate::eval::job::EvalOptions {
+    crate::eval::job::EvalOptions {
+        limit: Some(SHOWCASE_EVAL_RECORDS),
+        params: crate::model::generate::GenerationParams {
+            max_new_tokens: 160,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Evaluates the base model and the newest run (the Train shots' second run) on the engine,
+/// so that the Compare panel has two prediction sets to show.
+fn eval_shots() -> Vec<Shot> {
+    let idle: Ready = |app| !app.engine.is_busy();
+    vec![
+        Shot {
+            path: None,
+            setup: |app| app.evaluate(crate::eval::job::Target::Base, showcase_eval()),
+            ready: idle,
+            region: Region::Window,
+        },
+        Shot {
+            path: None,
+            setup: |app| {
+                if let Some(run) = app.train.runs.rows.last() {
+                    let target = crate::eval::job::Target::Run(run.summary.id.clone());
+                    app.evaluate(target, showcase_eval());
+                }
+            },
+            ready: idle,
+            region: Region::Window,
+        },
+    ]
+}
+
 /// The Compare panel's shots over the project's own predictions: the worst row by ROUGE-L
 /// side by side, then the review mode's blank form (nothing is rated, so nothing is written).
 fn compare_shots(out: &Path) -> Vec<Shot> {
@@ -224,9 +263,9 @@ impl Script {
         )
     }
 
-    /// Every panel and tab of `project`, for the README. The Compare panel's shots need the
-    /// project's predictions (`lablens eval`); without them they are left out, and said so.
-    pub fn all_panels(out: &Path, project: &Path) -> Self {
+    /// Every panel and tab of the project, for the README: the Train shots train two runs,
+    /// the newer one and the base model are evaluated, and Compare shows the two side by side.
+    pub fn all_panels(out: &Path) -> Self {
         let shot = |name: &str, region: Region, setup: Setup| Shot {
             path: Some(out.join(name)),
             setup,
@@ -265,14 +304,8 @@ impl Script {
             }),
         ];
         shots.extend(train_shots(out));
-        if crate::project::predictions::prediction_sources(project).is_empty() {
-            eprintln!(
-                "{} has no predictions: the Compare shots are left out (run `lablens eval` first)",
-                project.display()
-            );
-        } else {
-            shots.extend(compare_shots(out));
-        }
+        shots.extend(eval_shots());
+        shots.extend(compare_shots(out));
         Self::new(shots, true, true)
     }
 
@@ -408,7 +441,7 @@ pub fn screenshots(project: Option<PathBuf>, out: &Path) -> Result<(), String> {
         return with_virtual_display(project, out);
     }
     let project = project.unwrap_or_else(super::default_project_dir);
-    let script = Script::all_panels(out, &project);
+    let script = Script::all_panels(out);
     let results = script.results();
     let mut script = Some(script);
     eframe::run_native(
