@@ -41,7 +41,7 @@ fn badge(ui: &mut egui::Ui, text: String, fill: Color32, hover: &str) {
         .corner_radius(4.0)
         .inner_margin(egui::Margin::symmetric(6, 2))
         .show(ui, |ui| {
-            ui.label(RichText::new(text).small().color(Color32::WHITE));
+            ui.add(egui::Label::new(RichText::new(text).small().color(Color32::WHITE)).extend());
         })
         .response
         .on_hover_text(hover);
@@ -118,7 +118,7 @@ impl Detail {
                 let title = format!("Output {side:?}: {}", set.source.name);
                 let show = *show_removed;
                 text_column(&mut cols[2 + k], &title, &format!("output{k}"), |ui| {
-                    output(ui, row, diff, show);
+                    output(ui, row, diff, show, k);
                 });
             }
         });
@@ -146,13 +146,24 @@ fn legend(ui: &mut egui::Ui) {
 
 fn text_column(ui: &mut egui::Ui, title: &str, salt: &str, body: impl FnOnce(&mut egui::Ui)) {
     ui.strong(title);
+    // Badges and long words must wrap inside the column, not widen it over the next one.
+    let width = ui.available_width();
     egui::ScrollArea::vertical()
         .id_salt(("compare_column", salt))
         .auto_shrink([false, false])
-        .show(ui, body);
+        .show(ui, |ui| {
+            ui.set_max_width(width);
+            body(ui);
+        });
 }
 
-fn output(ui: &mut egui::Ui, row: &PredictionRow, diff: &WordDiff, show_removed: bool) {
+fn output(
+    ui: &mut egui::Ui,
+    row: &PredictionRow,
+    diff: &WordDiff,
+    show_removed: bool,
+    column: usize,
+) {
     ui.horizontal_wrapped(|ui| {
         for (name, short) in BADGES {
             if let Some(x) = row.metric(name) {
@@ -173,9 +184,9 @@ fn output(ui: &mut egui::Ui, row: &PredictionRow, diff: &WordDiff, show_removed:
     ui.label(layout(ui, &row.prediction, &row.reference, &pieces));
     findings(ui, row);
     egui::CollapsingHeader::new("All metrics")
-        .id_salt(("metrics", &row.id, &row.prediction.len()))
+        .id_salt(("metrics", column))
         .show(ui, |ui| {
-            egui::Grid::new(("metric_grid", &row.id, row.prediction.len()))
+            egui::Grid::new(("metric_grid", column))
                 .striped(true)
                 .show(ui, |ui| {
                     for (name, value) in &row.metrics {
