@@ -36,15 +36,13 @@ pub fn format_metric(x: f64) -> String {
 }
 
 fn badge(ui: &mut egui::Ui, text: String, fill: Color32, hover: &str) {
-    egui::Frame::new()
+    // A widget whose size is known before it is placed, so that a wrapped row wraps it whole.
+    let chip = egui::Button::new(RichText::new(text).small().color(Color32::WHITE))
         .fill(fill)
         .corner_radius(4.0)
-        .inner_margin(egui::Margin::symmetric(6, 2))
-        .show(ui, |ui| {
-            ui.add(egui::Label::new(RichText::new(text).small().color(Color32::WHITE)).extend());
-        })
-        .response
-        .on_hover_text(hover);
+        .wrap_mode(egui::TextWrapMode::Extend)
+        .sense(egui::Sense::hover());
+    ui.add(chip).on_hover_text(hover);
 }
 
 const RED: Color32 = Color32::from_rgb(0xc6, 0x28, 0x28);
