@@ -36,15 +36,13 @@ pub fn format_metric(x: f64) -> String {
 }
 
 fn badge(ui: &mut egui::Ui, text: String, fill: Color32, hover: &str) {
-    egui::Frame::new()
+    // A widget whose size is known before it is placed, so that a wrapped row wraps it whole.
+    let chip = egui::Button::new(RichText::new(text).small().color(Color32::WHITE))
         .fill(fill)
         .corner_radius(4.0)
-        .inner_margin(egui::Margin::symmetric(6, 2))
-        .show(ui, |ui| {
-            ui.label(RichText::new(text).small().color(Color32::WHITE));
-        })
-        .response
-        .on_hover_text(hover);
+        .wrap_mode(egui::TextWrapMode::Extend)
+        .sense(egui::Sense::hover());
+    ui.add(chip).on_hover_text(hover);
 }
 
 const RED: Color32 = Color32::from_rgb(0xc6, 0x28, 0x28);
@@ -118,7 +116,7 @@ impl Detail {
                 let title = format!("Output {side:?}: {}", set.source.name);
                 let show = *show_removed;
                 text_column(&mut cols[2 + k], &title, &format!("output{k}"), |ui| {
-                    output(ui, row, diff, show);
+                    output(ui, row, diff, show, k);
                 });
             }
         });
@@ -146,13 +144,24 @@ fn legend(ui: &mut egui::Ui) {
 
 fn text_column(ui: &mut egui::Ui, title: &str, salt: &str, body: impl FnOnce(&mut egui::Ui)) {
     ui.strong(title);
+    // Badges and long words must wrap inside the column, not widen it over the next one.
+    let width = ui.available_width();
     egui::ScrollArea::vertical()
         .id_salt(("compare_column", salt))
         .auto_shrink([false, false])
-        .show(ui, body);
+        .show(ui, |ui| {
+            ui.set_max_width(width);
+            body(ui);
+        });
 }
 
-fn output(ui: &mut egui::Ui, row: &PredictionRow, diff: &WordDiff, show_removed: bool) {
+fn output(
+    ui: &mut egui::Ui,
+    row: &PredictionRow,
+    diff: &WordDiff,
+    show_removed: bool,
+    column: usize,
+) {
     ui.horizontal_wrapped(|ui| {
         for (name, short) in BADGES {
             if let Some(x) = row.metric(name) {
@@ -173,9 +182,9 @@ fn output(ui: &mut egui::Ui, row: &PredictionRow, diff: &WordDiff, show_removed:
     ui.label(layout(ui, &row.prediction, &row.reference, &pieces));
     findings(ui, row);
     egui::CollapsingHeader::new("All metrics")
-        .id_salt(("metrics", &row.id, &row.prediction.len()))
+        .id_salt(("metrics", column))
         .show(ui, |ui| {
-            egui::Grid::new(("metric_grid", &row.id, row.prediction.len()))
+            egui::Grid::new(("metric_grid", column))
                 .striped(true)
                 .show(ui, |ui| {
                     for (name, value) in &row.metrics {

@@ -58,7 +58,7 @@ pub struct ComparePanel {
     loaded_tx: Sender<Loaded>,
     loaded_rx: Receiver<Loaded>,
     /// The pair shown, once both sets have loaded.
-    pub compared: Option<Compared>,
+    pub compared: Option<Arc<Compared>>,
     compared_names: Option<(String, Option<String>)>,
     /// A's rows passing the filters, in sort order.
     pub rows: Vec<usize>,
@@ -189,7 +189,7 @@ impl ComparePanel {
             },
             None => None,
         };
-        self.compared = Some(Compared::new(a, b));
+        self.compared = Some(Arc::new(Compared::new(a, b)));
         self.compared_names = Some(names);
         self.applied = None;
         self.detail = None;

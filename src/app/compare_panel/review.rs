@@ -304,8 +304,13 @@ impl ReviewView {
         let saved = session.is_saved(id);
         let a = &c.a.rows[i];
         ui.strong("The patient's note");
+        // Heights are bounded so that the ratings stay in view without scrolling the page.
         egui::Frame::group(ui.style()).show(ui, |ui| {
-            ui.label(&a.input);
+            egui::ScrollArea::vertical()
+                .id_salt("review_note")
+                .max_height(ui.ctx().content_rect().height() * 0.25)
+                .auto_shrink([false, true])
+                .show(ui, |ui| ui.label(&a.input));
         });
         egui::CollapsingHeader::new("Explanation written by a person (for reference)")
             .id_salt("review_reference")
@@ -327,7 +332,13 @@ impl ReviewView {
                 let version = ["Version A", "Version B"][k];
                 ui.heading(version);
                 egui::Frame::group(ui.style()).show(ui, |ui| {
-                    ui.label(text_of(&out.source).map_or("", |r| r.prediction.as_str()));
+                    egui::ScrollArea::vertical()
+                        .id_salt(("review_version", k))
+                        .max_height(ui.ctx().content_rect().height() * 0.3)
+                        .auto_shrink([false, true])
+                        .show(ui, |ui| {
+                            ui.label(text_of(&out.source).map_or("", |r| r.prediction.as_str()))
+                        });
                 });
                 ui.label("How good is this explanation for the patient?");
                 ui.horizontal(|ui| {
