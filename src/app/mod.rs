@@ -288,12 +288,11 @@ impl LabLensApp {
                 .error("Open a project first: evaluation runs over its dataset.".into());
             return;
         };
-        self.engine
-            .submit(Command::Evaluate(Box::new(EvalRequest {
-                project_dir: project.dir.clone(),
-                target,
-                options,
-            })));
+        self.engine.submit(Command::Evaluate(Box::new(EvalRequest {
+            project_dir: project.dir.clone(),
+            target,
+            options,
+        })));
     }
 
     pub fn save_project(&mut self) {
@@ -543,7 +542,12 @@ impl eframe::App for LabLensApp {
                 }
             }
             PanelKind::Train => self.with_train_panel(|panel, ctx| panel.ui(ui, ctx)),
-            PanelKind::Compare => self.compare.ui(ui),
+            PanelKind::Compare => {
+                self.compare.ui(ui);
+                if let Some(target) = self.compare.requested_eval.take() {
+                    self.evaluate(target, EvalOptions::default());
+                }
+            }
         });
         self.frame_times.record(started.elapsed());
         self.frame_times.show(ui.ctx());

@@ -13,7 +13,9 @@ pub use review::ReviewView;
 pub use rows::{Compared, ProblemFilter, RowFilters, Side, SortKey, visible_rows};
 
 use crate::data::record::AgeGroup;
+use crate::eval::job::Target;
 use crate::project::predictions::{PredictionSet, PredictionSource, prediction_sources};
+use crate::train::run::list_runs;
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use egui_extras::{Column, TableBuilder};
 use serde::{Deserialize, Serialize};
@@ -67,6 +69,10 @@ pub struct ComparePanel {
     scroll_to_selected: bool,
     detail: Option<detail::Detail>,
     pub review: ReviewView,
+    /// The project's runs, newest last, for the Evaluate menu.
+    runs: Vec<String>,
+    /// An evaluation the user asked for, for the window to send to the engine.
+    pub requested_eval: Option<Target>,
 }
 
 impl ComparePanel {
@@ -88,6 +94,8 @@ impl ComparePanel {
             selected: None,
             scroll_to_selected: false,
             detail: None,
+            runs: Vec::new(),
+            requested_eval: None,
         }
     }
 
@@ -111,6 +119,7 @@ impl ComparePanel {
     pub fn refresh(&mut self) {
         let Some(dir) = &self.project_dir else { return };
         self.sources = prediction_sources(dir);
+        self.runs = list_runs(dir).into_iter().map(|r| r.id).collect();
         let sources = &self.sources;
         let before = self.sets.len();
         self.sets.retain(|name, (read_at, _)| {
@@ -303,8 +312,30 @@ impl ComparePanel {
             ui.label("Evaluate a trained run to compare its outputs with the references:");
             ui.code(format!("lablens eval --project {project} --run R"));
             ui.label("Its predictions.jsonl appears here when it is written.");
-            if ui.button("Look again").clicked() {
-                self.refresh();
+            ui.horizontal(|ui| {
+                self.evaluate_menu(ui);
+                if ui.button("Look again").clicked() {
+                    self.refresh();
+                }
+            });
+        });
+    }
+
+    /// Evaluate the base model or a run over the test split (progress in the status line; a
+    /// cancelled evaluation continues where it stopped when started again).
+    fn evaluate_menu(&mut self, ui: &mut egui::Ui) {
+        ui.menu_button("Evaluate…", |ui| {
+            if ui
+                .button("the base model")
+                .on_hover_text("The project's model without an adapter, over the test split")
+                .clicked()
+            {
+                self.requested_eval = Some(Target::Base);
+            }
+            for id in self.runs.iter().rev() {
+                if ui.button(format!("run {id}")).clicked() {
+                    self.requested_eval = Some(Target::Run(id.clone()));
+                }
             }
         });
     }
@@ -347,6 +378,7 @@ impl ComparePanel {
             {
                 self.refresh();
             }
+            self.evaluate_menu(ui);
             ui.separator();
             ui.toggle_value(&mut self.state.review_mode, "Review mode")
                 .on_hover_text(

@@ -120,6 +120,12 @@ fn a_project_without_predictions_says_how_to_make_them() {
     assert!(h.query_by_label("No predictions yet").is_some());
     let command = format!("lablens eval --project {} --run R", dir.path().display());
     assert!(h.query_by_label(&command).is_some());
+    // Or from here: the window sends the request to the engine.
+    h.get_by_label("Evaluate…").click();
+    h.run();
+    h.get_by_label("the base model").click();
+    h.run();
+    assert_eq!(h.state_mut().requested_eval.take(), Some(Target::Base));
 
     let project = sample_project(dir.path(), 3);
     h.get_by_label("Look again").click();
