@@ -439,10 +439,15 @@ fn finish(
             source: Some(&r.input),
             task: Some(r.task),
         });
+        let mut metrics = serde_json::to_value(&score.metrics).map_err(|e| file_err(&predictions, e))?;
+        if let (Some(fields), true) = (metrics.as_object_mut(), d.tokens > 0) {
+            // Mean negative log-likelihood per reference token, teacher-forced: the per-example loss.
+            fields.insert("loss".into(), serde_json::json!(d.nll / d.tokens as f64));
+        }
         let line = serde_json::json!({
             "id": r.id, "input": r.input, "reference": r.target, "prediction": d.prediction,
             "task": r.task.name(), "gender": r.gender, "age": r.age, "ethnicity": r.ethnicity,
-            "metrics": score.metrics,
+            "metrics": metrics,
         });
         lines.push_str(&line.to_string());
         lines.push('\n');

@@ -44,6 +44,7 @@ fn the_base_model_is_evaluated_into_predictions_and_a_report() -> Result<(), Eva
             "{m}"
         );
         assert!(m["meds"]["omitted"].is_array(), "{m}");
+        assert!(m["loss"].as_f64().is_some_and(|l| l > 0.0), "{m}");
     }
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join(EVAL_FILE)).expect("eval.json"))
