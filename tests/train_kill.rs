@@ -4,7 +4,6 @@
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 const CONFIG: &str = r#"(max_seq_len: 96, micro_batch: 2, grad_accum: 2, max_steps: Some(24),
     lr: 0.001, warmup_steps: 3, eval_every: 0, eval_records: 6, checkpoint_every: 3)"#;
@@ -64,7 +63,9 @@ fn only_run(project: &Path) -> Option<PathBuf> {
 fn a_run_killed_at_random_moments_resumes_to_the_uninterrupted_losses() {
     let whole = tempfile::tempdir().expect("tempdir");
     let reference = project(whole.path());
+    let started = std::time::Instant::now();
     let out = train(&reference, None).output().expect("run");
+    let uninterrupted = started.elapsed();
     assert!(out.status.success());
     let reference_run = only_run(&reference).expect("reference run");
     let expected = losses(&reference_run);
@@ -73,13 +74,15 @@ fn a_run_killed_at_random_moments_resumes_to_the_uninterrupted_losses() {
     let killed = tempfile::tempdir().expect("tempdir");
     let project = project(killed.path());
     let mut kills = 0;
-    for delay_ms in [900u64, 1500, 700, 2100, 1100, 1800] {
+    // Kill moments as shares of the uninterrupted run's time, so the kills land however fast
+    // training is; the first three add up to less than one run.
+    for share in [0.25, 0.4, 0.2, 0.5, 0.3, 0.45] {
         let run = only_run(&project);
         let id = run
             .as_ref()
             .and_then(|r| r.file_name()?.to_str().map(String::from));
         let mut child = train(&project, id.as_deref()).spawn().expect("spawn");
-        std::thread::sleep(Duration::from_millis(delay_ms));
+        std::thread::sleep(uninterrupted.mul_f64(share));
         if child.try_wait().expect("wait").is_none() {
             child.kill().expect("SIGKILL");
             kills += 1;
