@@ -439,7 +439,8 @@ fn finish(
             source: Some(&r.input),
             task: Some(r.task),
         });
-        let mut metrics = serde_json::to_value(&score.metrics).map_err(|e| file_err(&predictions, e))?;
+        let mut metrics =
+            serde_json::to_value(&score.metrics).map_err(|e| file_err(&predictions, e))?;
         if let (Some(fields), true) = (metrics.as_object_mut(), d.tokens > 0) {
             // Mean negative log-likelihood per reference token, teacher-forced: the per-example loss.
             fields.insert("loss".into(), serde_json::json!(d.nll / d.tokens as f64));
