@@ -118,6 +118,7 @@ impl ComparePanel {
     /// sets again.
     pub fn refresh(&mut self) {
         let Some(dir) = &self.project_dir else { return };
+        let known: Vec<String> = self.sources.iter().map(|s| s.name.clone()).collect();
         self.sources = prediction_sources(dir);
         self.runs = list_runs(dir).into_iter().map(|r| r.id).collect();
         let sources = &self.sources;
@@ -142,6 +143,15 @@ impl ComparePanel {
         }
         if self.state.b.as_deref().is_some_and(|b| !names.contains(&b)) {
             self.state.b = None;
+        }
+        // A set that appeared while the panel was open (an evaluation just finished) is shown
+        // as A, against what A was before.
+        let appeared = names.iter().rev().find(|n| !known.iter().any(|k| k == *n));
+        if let (false, Some(new)) = (known.is_empty(), appeared) {
+            let before = self.state.a.replace(new.to_string());
+            if self.state.b.is_none() || self.state.b.as_deref() == Some(new) {
+                self.state.b = before.filter(|b| b != new);
+            }
         }
     }
 

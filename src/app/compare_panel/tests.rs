@@ -263,3 +263,37 @@ fn results_unblind_and_compare_two_reviewers() {
     let text = std::fs::read_to_string(&csv).expect("csv written");
     assert_eq!(text.lines().count(), 9, "a header and 8 reviews");
 }
+
+#[test]
+fn a_set_that_appears_while_open_is_shown_against_the_one_before() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let project = sample_project(dir.path(), 4);
+    let run_file = project
+        .join("runs")
+        .join(RUN)
+        .join(crate::project::predictions::PREDICTIONS_FILE);
+    let aside = dir.path().join("aside.jsonl");
+    std::fs::rename(&run_file, &aside).expect("move the run's predictions away");
+    let mut panel = ComparePanel::new(CompareUiState::default());
+    panel.set_project(project.clone());
+    assert_eq!(
+        (panel.state.a.as_deref(), panel.state.b.as_deref()),
+        (Some("base"), None)
+    );
+
+    // The run's evaluation finishes.
+    std::fs::rename(&aside, &run_file).expect("the run's predictions appear");
+    panel.refresh();
+    assert_eq!(
+        (panel.state.a.as_deref(), panel.state.b.as_deref()),
+        (Some(RUN), Some("base"))
+    );
+
+    // A choice the user made stays when nothing new appears.
+    panel.state.b = None;
+    panel.refresh();
+    assert_eq!(
+        (panel.state.a.as_deref(), panel.state.b.as_deref()),
+        (Some(RUN), None)
+    );
+}
