@@ -2,7 +2,8 @@
 //! spreads element-wise work over threads, and how freed tensor buffers go back to the system.
 
 /// Keeps candle's element-wise ops on the calling thread unless `CANDLE_NUM_THREADS` says
-/// otherwise, and keeps freed tensor buffers in the allocator's heap.
+/// otherwise, fixes the matmul thread count once, and keeps freed tensor buffers in the
+/// allocator's heap.
 ///
 /// candle 0.11 runs element-wise ops on a spinning worker pool of its own beside rayon's
 /// matmul workers; the spinning workers take cores from the matmuls that follow. glibc
@@ -17,6 +18,13 @@ pub unsafe fn configure() {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         // SAFETY: the caller guarantees no other thread is running.
         unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    }
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // Without it candle counts the physical cores again for every matmul, reading
+        // /proc/cpuinfo each time (5% of f32 decoding in `perf`); the count does not change.
+        let threads = candle_core::utils::get_num_threads().to_string();
+        // SAFETY: the caller guarantees no other thread is running.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", threads) };
     }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
