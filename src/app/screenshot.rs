@@ -217,8 +217,8 @@ fn compare_shots(out: &Path) -> Vec<Shot> {
     ]
 }
 
-/// The Bias panel over the newest evaluated set: ethnicity by metric. The showcase evaluation
-/// has 24 records, so the minimum slice size is lowered for the picture to hold tested cells.
+/// The Bias panel over the newest evaluated set: sex by metric. The showcase evaluation has 24
+/// records, so the minimum slice size is lowered for the picture to hold tested cells.
 fn bias_shots(out: &Path) -> Vec<Shot> {
     vec![Shot {
         path: Some(out.join("bias.png")),
@@ -228,7 +228,7 @@ fn bias_shots(out: &Path) -> Vec<Shot> {
             app.bias.refresh();
             let panel = &mut app.bias.state;
             panel.source = app.bias.sources.last().map(|s| s.name.clone());
-            panel.rows = crate::data::record::Demographic::Ethnicity;
+            panel.rows = crate::data::record::Demographic::Gender;
             panel.columns = super::bias_panel::Columns::Metrics;
             panel.min_size = 8;
         },

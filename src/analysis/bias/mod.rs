@@ -9,7 +9,7 @@ pub mod job;
 mod report;
 pub mod stats;
 
-pub use report::{findings, metric_label, mitigations};
+pub use report::{findings, metric_label, metric_short_label, mitigations};
 pub use stats::Disparity;
 
 use crate::data::record::{AgeGroup, Demographic};

@@ -25,6 +25,17 @@ pub fn metric_label(metric: &str) -> String {
     }
 }
 
+/// A metric's name short enough for a column heading.
+pub fn metric_short_label(metric: &str) -> String {
+    match metric {
+        "meds.hallucinated" => "hallucinated meds".into(),
+        "meds.omitted" => "omitted meds".into(),
+        "meds.mismatched" => "dose mismatches".into(),
+        "safety" => "safety flags".into(),
+        other => metric_label(other),
+    }
+}
+
 fn value(x: f64) -> String {
     if x.abs() >= 100.0 {
         format!("{x:.1}")

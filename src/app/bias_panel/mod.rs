@@ -13,7 +13,7 @@ use super::compare_panel::{ComparePanel, RowFilters, option_combo as combo};
 use crate::analysis::bias::counterfactual::CounterfactualReport;
 use crate::analysis::bias::job::{BiasOutcome, BiasRequest, CounterfactualOptions};
 use crate::analysis::bias::{
-    BiasOptions, BiasReport, COMMON_METRICS, SliceKey, audit, metric_label,
+    BiasOptions, BiasReport, COMMON_METRICS, SliceKey, audit, metric_label, metric_short_label,
 };
 use crate::data::record::{AgeGroup, Demographic};
 use crate::engine::Event;
@@ -529,7 +529,7 @@ pub fn build_grid(audits: &Audits, state: &BiasUiState) -> Grid {
             let columns: Vec<String> = audits
                 .reports
                 .iter()
-                .map(|(m, _)| metric_label(m))
+                .map(|(m, _)| metric_short_label(m))
                 .collect();
             let cells = rows
                 .iter()

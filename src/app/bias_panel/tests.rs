@@ -62,7 +62,7 @@ fn the_worse_group_is_outlined_small_cells_greyed_and_a_click_opens_compare() {
             "ROUGE-1",
             "BLEU",
             "reading grade",
-            "hallucinated medications per output"
+            "hallucinated meds"
         ]
     );
     // M does worse on every metric the run is worse on; the reading grade rises with the
@@ -165,4 +165,56 @@ fn a_project_without_predictions_says_what_to_do() {
         .build_ui_state(|ui, panel: &mut BiasPanel| panel.ui(ui), panel);
     h.run();
     assert!(h.query_by_label("No predictions to audit yet").is_some());
+}
+
+/// Steps the window until `done`, at most 10 s.
+fn wait_until(
+    h: &mut Harness<'_, crate::app::LabLensApp>,
+    done: impl Fn(&crate::app::LabLensApp) -> bool,
+) {
+    for _ in 0..1000 {
+        h.step();
+        if done(h.state()) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("condition not reached within 10 s");
+}
+
+#[test]
+fn ctrl_4_shows_bias_and_a_cell_opens_compare_on_its_slice() {
+    use crate::app::{AppState, LabLensApp, PanelKind, default_models_dir};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let project = sample_project(dir.path(), 80);
+    let state = AppState {
+        bias: BiasUiState {
+            rows: Demographic::Gender,
+            ..BiasUiState::default()
+        },
+        ..AppState::default()
+    };
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1500.0, 950.0))
+        .build_eframe(move |cc| {
+            LabLensApp::new(&cc.egui_ctx, state, Some(project), default_models_dir())
+        });
+    h.step();
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Num4);
+    h.step();
+    assert_eq!(h.state().state.panel, PanelKind::Bias);
+    wait_until(&mut h, |app| {
+        app.bias.grid().is_some() && !app.bias.is_computing()
+    });
+    h.step();
+    h.get_by_label("M × ROUGE-L").click();
+    h.step();
+    h.step();
+    let app = h.state();
+    assert_eq!(app.state.panel, PanelKind::Compare);
+    assert_eq!(app.compare.state.a.as_deref(), Some(RUN));
+    assert_eq!(app.compare.state.filters.gender.as_deref(), Some("M"));
+    wait_until(&mut h, |app| {
+        app.compare.compared.is_some() && app.compare.rows.len() == 40
+    });
 }
