@@ -36,6 +36,7 @@ pub struct BiasArgs {
     /// Seeds the bootstrap intervals and the permutation tests.
     #[arg(long, default_value_t = crate::eval::bootstrap::SEED)]
     pub seed: u64,
+    /// Random relabellings per permutation test.
     #[arg(long, default_value_t = 9_999)]
     pub permutations: usize,
     /// Also swap the demographic mentions of the inputs and generate again with the model.
@@ -44,6 +45,7 @@ pub struct BiasArgs {
     /// Records the counterfactual test generates again.
     #[arg(long, default_value_t = 30)]
     pub limit: usize,
+    /// The longest output the counterfactual test generates, in tokens.
     #[arg(long, default_value_t = 160)]
     pub max_new_tokens: usize,
 }

@@ -12,9 +12,11 @@ use std::path::PathBuf;
 /// A project and which of its models: a run's adapter or the base model.
 #[derive(clap::Args, Debug)]
 pub struct TargetArgs {
+    /// The project folder.
     #[arg(long)]
     pub project: PathBuf,
-    /// A run id under the project's runs/ (its final adapter, else its last checkpoint).
+    /// A run id under the project's runs/ (as a model: its final adapter, else its last
+    /// checkpoint).
     #[arg(long, conflicts_with = "base", required_unless_present = "base")]
     pub run: Option<String>,
     /// The project's model without an adapter (its files are in the project's base/).
