@@ -2,6 +2,7 @@
 //! panel in the centre, and a status line with the engine's job and progress at the bottom.
 //! The UI never blocks: slow work goes to the engine as a `Command` and arrives as `Event`s.
 
+mod bias_panel;
 mod browser;
 mod charts;
 mod compare_panel;
@@ -15,6 +16,7 @@ mod status;
 mod train_panel;
 mod validation_view;
 
+pub use bias_panel::{BiasPanel, BiasUiState};
 pub use compare_panel::{ComparePanel, CompareUiState};
 pub use dataset_panel::{DatasetPanel, DatasetTab, Filters};
 pub use frame_time::{FrameTimes, quantile};
@@ -39,16 +41,23 @@ pub enum PanelKind {
     Dataset,
     Train,
     Compare,
+    Bias,
 }
 
 impl PanelKind {
-    pub const ALL: [PanelKind; 3] = [PanelKind::Dataset, PanelKind::Train, PanelKind::Compare];
+    pub const ALL: [PanelKind; 4] = [
+        PanelKind::Dataset,
+        PanelKind::Train,
+        PanelKind::Compare,
+        PanelKind::Bias,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             PanelKind::Dataset => "Dataset",
             PanelKind::Train => "Train",
             PanelKind::Compare => "Compare",
+            PanelKind::Bias => "Bias",
         }
     }
 }
@@ -65,6 +74,7 @@ pub struct AppState {
     pub dataset: dataset_panel::DatasetUiState,
     pub train: TrainUiState,
     pub compare: CompareUiState,
+    pub bias: BiasUiState,
 }
 
 impl Default for AppState {
@@ -78,6 +88,7 @@ impl Default for AppState {
             dataset: Default::default(),
             train: TrainUiState::default(),
             compare: CompareUiState::default(),
+            bias: BiasUiState::default(),
         }
     }
 }
@@ -125,6 +136,7 @@ pub struct LabLensApp {
     pub dataset: DatasetPanel,
     pub train: TrainPanel,
     pub compare: ComparePanel,
+    pub bias: BiasPanel,
     model: ModelPicker,
     frame_times: FrameTimes,
     status: StatusLine,
@@ -164,6 +176,7 @@ impl LabLensApp {
             dataset: DatasetPanel::new(state.dataset.clone()),
             train: TrainPanel::new(state.train.clone()),
             compare: ComparePanel::new(state.compare.clone()),
+            bias: BiasPanel::new(state.bias.clone()),
             frame_times: FrameTimes::default(),
             state,
             engine,
@@ -207,6 +220,7 @@ impl LabLensApp {
                 let model = p.model();
                 self.train.set_project(p.dir.clone());
                 self.compare.set_project(p.dir.clone());
+                self.bias.set_project(p.dir.clone());
                 self.project = Some(p);
                 self.unsaved = false;
                 if let Some(path) = remembered.or(first) {
@@ -356,11 +370,15 @@ impl LabLensApp {
 
     fn handle_event(&mut self, event: Event) {
         self.train.on_event(&event);
+        self.bias.on_event(&event);
         match &event {
             Event::Failed { job, error, .. } => self.model.ended(*job, Some(error.clone())),
             Event::Cancelled { job } => self.model.ended(*job, None),
             // A finished job may have written predictions.
-            Event::Finished { .. } => self.compare.refresh(),
+            Event::Finished { .. } => {
+                self.compare.refresh();
+                self.bias.refresh();
+            }
             _ => {}
         }
         match event {
@@ -491,6 +509,18 @@ impl LabLensApp {
         }
     }
 
+    /// The Bias panel, and what it asks of the window: Compare on a slice, or an engine job.
+    fn bias_ui(&mut self, ui: &mut egui::Ui) {
+        self.bias.ui(ui);
+        if let Some((source, filters)) = self.bias.requested_compare.take() {
+            bias_panel::open_in_compare(&mut self.compare, source, filters);
+            self.state.panel = PanelKind::Compare;
+        }
+        if let Some(job) = self.bias.requested_job.take() {
+            self.engine.submit(Command::Bias(Box::new(job)));
+        }
+    }
+
     fn panel_png_path(&self) -> PathBuf {
         let base = self
             .project
@@ -548,6 +578,7 @@ impl eframe::App for LabLensApp {
                     self.evaluate(target, EvalOptions::default());
                 }
             }
+            PanelKind::Bias => self.bias_ui(ui),
         });
         self.frame_times.record(started.elapsed());
         self.frame_times.show(ui.ctx());
@@ -559,6 +590,7 @@ impl eframe::App for LabLensApp {
         // Called on closing too: a comment typed into a review is not lost.
         self.compare.review.save_comment();
         self.state.compare = self.compare.ui_state();
+        self.state.bias = self.bias.ui_state();
         eframe::set_value(storage, eframe::APP_KEY, &self.state);
     }
 }

@@ -217,6 +217,26 @@ fn compare_shots(out: &Path) -> Vec<Shot> {
     ]
 }
 
+/// The Bias panel over the newest evaluated set: sex by metric. The showcase evaluation has 24
+/// records, so the minimum slice size is lowered for the picture to hold tested cells.
+fn bias_shots(out: &Path) -> Vec<Shot> {
+    vec![Shot {
+        path: Some(out.join("bias.png")),
+        setup: |app| {
+            app.state.dark = true;
+            app.state.panel = PanelKind::Bias;
+            app.bias.refresh();
+            let panel = &mut app.bias.state;
+            panel.source = app.bias.sources.last().map(|s| s.name.clone());
+            panel.rows = crate::data::record::Demographic::Gender;
+            panel.columns = super::bias_panel::Columns::Metrics;
+            panel.min_size = 8;
+        },
+        ready: |app| app.bias.grid().is_some() && !app.bias.is_computing(),
+        region: Region::Window,
+    }]
+}
+
 /// The first record whose source shows found PHI, else the fourth: a record worth showing.
 fn select_showcase(panel: &mut DatasetPanel) {
     let index = panel.view().map(|v| {
@@ -306,6 +326,7 @@ impl Script {
         shots.extend(train_shots(out));
         shots.extend(eval_shots());
         shots.extend(compare_shots(out));
+        shots.extend(bias_shots(out));
         Self::new(shots, true, true)
     }
 

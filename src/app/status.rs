@@ -86,6 +86,13 @@ impl StatusLine {
                     summary.out_dir.display()
                 ))
             }
+            Event::BiasAudited { outcome, .. } => {
+                let flagged = outcome.report.flagged().count();
+                self.outcome = Some(format!(
+                    "{flagged} slices flagged, written to {}",
+                    outcome.written.display()
+                ))
+            }
             Event::Failed { name, error, .. } => {
                 self.running = None;
                 self.error(format!("{name} failed: {error}"));

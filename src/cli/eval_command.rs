@@ -9,16 +9,34 @@ use crate::project::OpenProject;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
+/// A project and which of its models: a run's adapter or the base model.
 #[derive(clap::Args, Debug)]
-pub struct EvalArgs {
+pub struct TargetArgs {
+    /// The project folder.
     #[arg(long)]
     pub project: PathBuf,
-    /// A run id under the project's runs/ (its final adapter, else its last checkpoint).
+    /// A run id under the project's runs/ (as a model: its final adapter, else its last
+    /// checkpoint).
     #[arg(long, conflicts_with = "base", required_unless_present = "base")]
     pub run: Option<String>,
-    /// Evaluate the project's model without an adapter (written to the project's base/).
+    /// The project's model without an adapter (its files are in the project's base/).
     #[arg(long)]
     pub base: bool,
+}
+
+impl TargetArgs {
+    pub fn target(&self) -> Target {
+        match &self.run {
+            Some(run) => Target::Run(run.clone()),
+            None => Target::Base,
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// train, validation or test.
     #[arg(long, default_value = "test")]
     pub split: String,
@@ -46,12 +64,9 @@ fn split_of(name: &str) -> Result<Split, CliError> {
 }
 
 pub fn eval_cmd(args: &EvalArgs, json_out: bool) -> Result<(), CliError> {
-    let project =
-        OpenProject::open(&args.project).map_err(|e| CliError::usage(format!("--project: {e}")))?;
-    let target = match &args.run {
-        Some(run) => Target::Run(run.clone()),
-        None => Target::Base,
-    };
+    let project = OpenProject::open(&args.target.project)
+        .map_err(|e| CliError::usage(format!("--project: {e}")))?;
+    let target = args.target.target();
     let opts = EvalOptions {
         split: split_of(&args.split)?,
         limit: args.limit,

@@ -2,6 +2,7 @@
 //! machine-readable result (`--json`) to stdout. Exit codes: 0 success, 1 the job failed,
 //! 2 bad input or usage.
 
+mod bias_command;
 mod commands;
 mod eval_command;
 mod metrics_command;
@@ -159,6 +160,15 @@ pub enum CliCommand {
     Eval {
         #[command(flatten)]
         args: eval_command::EvalArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bias audit of a run's (or --base) predictions: a metric by gender, age group, ethnicity
+    /// and their intersections, with intervals, permutation tests, q-values and flags; writes
+    /// bias.json beside predictions.jsonl. --counterfactual swaps demographic mentions too.
+    Bias {
+        #[command(flatten)]
+        args: bias_command::BiasArgs,
         #[arg(long)]
         json: bool,
     },
@@ -360,6 +370,7 @@ pub fn run(command: CliCommand) -> Result<(), CliError> {
             model_commands::generate_cmd(&model.args(), &g, json)
         }
         CliCommand::Train { args, json } => train_command::train_cmd(&args, json),
+        CliCommand::Bias { args, json } => bias_command::bias_cmd(&args, json),
         CliCommand::Runs { project, json } => train_command::runs_cmd(&project, json),
         CliCommand::Eval { args, json } => eval_command::eval_cmd(&args, json),
         CliCommand::Metrics { pred, task, json } => {

@@ -2,6 +2,7 @@
 //! and validating data, loading models, training, generation), one at a time, reporting progress
 //! as `Event`s. The GUI and the CLI talk to it only through `Command`s and never wait on it.
 
+mod bias_job;
 mod eval_job;
 mod generate_job;
 mod job;
@@ -58,6 +59,8 @@ pub enum Command {
     Generate(Box<GenerateRequest>),
     /// Evaluate a run's adapter (or the base model) over a split: predictions.jsonl, eval.json.
     Evaluate(Box<EvalRequest>),
+    /// Audit a prediction set for bias (with the counterfactual test, which generates): bias.json.
+    Bias(Box<crate::analysis::bias::job::BiasRequest>),
     /// Run arbitrary work on the engine thread, for programs embedding the engine and for tests.
     Custom { name: String, work: CustomWork },
 }
@@ -70,6 +73,7 @@ impl Command {
             Command::Train(request) => request.name(),
             Command::Generate(_) => "Generate".to_string(),
             Command::Evaluate(request) => request.name(),
+            Command::Bias(request) => request.name(),
             Command::Custom { name, .. } => name.clone(),
         }
     }
@@ -129,6 +133,11 @@ pub enum Event {
     Evaluated {
         job: JobId,
         summary: Box<EvalSummary>,
+    },
+    /// A bias audit's end: bias.json is written.
+    BiasAudited {
+        job: JobId,
+        outcome: Box<crate::analysis::bias::job::BiasOutcome>,
     },
     /// A `Custom` job's result.
     Message {

@@ -25,9 +25,18 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 /// `statistic` over all `n` examples with its interval; `None` when it cannot be computed on
 /// the whole set. Resamples where it cannot be computed are left out.
 pub fn interval(n: usize, statistic: impl Fn(&[usize]) -> Option<f64>) -> Option<Interval> {
+    interval_with_seed(n, SEED, statistic)
+}
+
+/// `interval` with the resamples drawn from `seed`.
+pub fn interval_with_seed(
+    n: usize,
+    seed: u64,
+    statistic: impl Fn(&[usize]) -> Option<f64>,
+) -> Option<Interval> {
     let all: Vec<usize> = (0..n).collect();
     let value = statistic(&all)?;
-    let mut rng = SeededRng::new(SEED);
+    let mut rng = SeededRng::new(seed);
     let mut sample = vec![0; n];
     let mut stats = Vec::with_capacity(RESAMPLES);
     for _ in 0..RESAMPLES {

@@ -6,10 +6,10 @@
 
 use super::{CorpusMetrics, ExampleInput, ExampleScore, TokenLoss, corpus, score_example};
 use crate::data::load::{LoadOptions, load_path};
-use crate::data::record::{Record, Split};
+use crate::data::record::{Record, Split, Task};
 use crate::data::split::{assign_splits, partition};
 use crate::model::example::encode_example;
-use crate::model::generate::{Flow, GenerationParams, generate_batch};
+use crate::model::generate::{Batch, Flow, GenerationParams, generate_batch};
 use crate::model::load::{DeviceChoice, LoadedModel, ModelSpec, load};
 use crate::model::lora::load_peft;
 use crate::model::score::token_nll;
@@ -213,51 +213,81 @@ pub fn evaluate(
     })
 }
 
+/// Where a target's evaluation goes, the model it runs on (with room for `max_new_tokens`),
+/// its adapter (a run's final one, else its last checkpoint's) and the run's dataset.
+pub struct TargetModel {
+    pub out_dir: PathBuf,
+    pub spec: ModelSpec,
+    pub adapter: Option<PathBuf>,
+    pub run_dataset: Option<String>,
+}
+
+impl TargetModel {
+    pub fn of(
+        project: &OpenProject,
+        target: &Target,
+        max_new_tokens: usize,
+    ) -> Result<TargetModel, EvalError> {
+        let Target::Run(id) = target else {
+            let mut spec = project.model().spec();
+            spec.max_len = spec.max_len.max(1024) + max_new_tokens;
+            return Ok(TargetModel {
+                out_dir: project.dir.join(BASE_DIR),
+                spec,
+                adapter: None,
+                run_dataset: None,
+            });
+        };
+        let run = RunDir::open(&project.dir, id).map_err(|e| EvalError::Usage(e.to_string()))?;
+        let cfg =
+            read_config(&run.dir.join(CONFIG_FILE)).map_err(|e| EvalError::Usage(e.to_string()))?;
+        let mut spec = ModelSpec::new(&cfg.model);
+        spec.dequantize = cfg.dequantize;
+        spec.device =
+            DeviceChoice::parse(&cfg.device).map_err(|e| EvalError::Model(e.to_string()))?;
+        spec.max_len = cfg.max_seq_len + max_new_tokens;
+        let adapter = match run.dir.join(ADAPTER_DIR) {
+            final_dir if final_dir.is_dir() => final_dir,
+            _ => match run.checkpoints().last() {
+                Some(&step) => run.checkpoint_dir(step),
+                None => {
+                    return Err(EvalError::Usage(format!(
+                        "{}: the run has no adapter yet (no final adapter, no checkpoint)",
+                        run.dir.display()
+                    )));
+                }
+            },
+        };
+        Ok(TargetModel {
+            out_dir: run.dir.clone(),
+            spec,
+            adapter: Some(adapter),
+            run_dataset: Some(cfg.dataset),
+        })
+    }
+
+    /// Loads the model and applies the adapter.
+    pub fn load(&self) -> Result<LoadedModel, EvalError> {
+        let mut model = load(&self.spec).map_err(|e| EvalError::Model(e.to_string()))?;
+        if let Some(dir) = &self.adapter {
+            load_peft(&mut model.llama, dir).map_err(|e| EvalError::Model(e.to_string()))?;
+        }
+        Ok(model)
+    }
+}
+
 /// Loads the model (with the adapter) and the split's records.
 fn prepare(project: &OpenProject, target: &Target, opts: &EvalOptions) -> Result<Plan, EvalError> {
-    let max_len_for = |prompt_max: usize| prompt_max + opts.params.max_new_tokens;
-    let (out_dir, mut spec, adapter, dataset) = match target {
-        Target::Base => {
-            let entry = project.model();
-            let dataset = opts.dataset.clone().unwrap_or_else(|| {
-                let task = project.project.task.name();
-                let named = project.project.datasets.iter().find(|d| d.name == task);
-                named
-                    .or(project.project.datasets.first())
-                    .map(|d| d.name.clone())
-                    .unwrap_or_default()
-            });
-            (project.dir.join(BASE_DIR), entry.spec(), None, dataset)
-        }
-        Target::Run(id) => {
-            let run =
-                RunDir::open(&project.dir, id).map_err(|e| EvalError::Usage(e.to_string()))?;
-            let cfg = read_config(&run.dir.join(CONFIG_FILE))
-                .map_err(|e| EvalError::Usage(e.to_string()))?;
-            let mut spec = ModelSpec::new(&cfg.model);
-            spec.dequantize = cfg.dequantize;
-            spec.device =
-                DeviceChoice::parse(&cfg.device).map_err(|e| EvalError::Model(e.to_string()))?;
-            spec.max_len = max_len_for(cfg.max_seq_len);
-            let adapter = match run.dir.join(ADAPTER_DIR) {
-                final_dir if final_dir.is_dir() => final_dir,
-                _ => match run.checkpoints().last() {
-                    Some(&step) => run.checkpoint_dir(step),
-                    None => {
-                        return Err(EvalError::Usage(format!(
-                            "{}: the run has no adapter yet (no final adapter, no checkpoint)",
-                            run.dir.display()
-                        )));
-                    }
-                },
-            };
-            let dataset = opts.dataset.clone().unwrap_or(cfg.dataset);
-            (run.dir.clone(), spec, Some(adapter), dataset)
-        }
-    };
-    if matches!(target, Target::Base) {
-        spec.max_len = max_len_for(spec.max_len.max(1024));
-    }
+    let target_model = TargetModel::of(project, target, opts.params.max_new_tokens)?;
+    let run_dataset = target_model.run_dataset.clone();
+    let dataset = opts.dataset.clone().or(run_dataset).unwrap_or_else(|| {
+        let task = project.project.task.name();
+        let named = project.project.datasets.iter().find(|d| d.name == task);
+        named
+            .or(project.project.datasets.first())
+            .map(|d| d.name.clone())
+            .unwrap_or_default()
+    });
     let entry = project
         .project
         .datasets
@@ -296,15 +326,14 @@ fn prepare(project: &OpenProject, target: &Target, opts: &EvalOptions) -> Result
             opts.split.name()
         )));
     }
-    let mut model = load(&spec).map_err(|e| EvalError::Model(e.to_string()))?;
-    if let Some(dir) = &adapter {
-        load_peft(&mut model.llama, dir).map_err(|e| EvalError::Model(e.to_string()))?;
+    let model = target_model.load()?;
+    if let Some(dir) = &target_model.adapter {
         notes.push(format!("adapter {}", dir.display()));
     }
     Ok(Plan {
-        out_dir,
+        out_dir: target_model.out_dir,
         model,
-        adapter,
+        adapter: target_model.adapter,
         records,
         data_sha256: loaded.sha256,
         notes,
@@ -352,6 +381,49 @@ fn append_synced(path: &Path, rows: &[Done]) -> Result<(), EvalError> {
         .map_err(|e| file_err(path, e))
 }
 
+/// The prompt of `input` for `model`, its input cut from the end where the prompt would leave
+/// no room for `max_new_tokens` in the model's context; and whether it was cut.
+pub fn fitted_prompt(
+    model: &LoadedModel,
+    task: Option<Task>,
+    input: &str,
+    max_new_tokens: usize,
+) -> Result<(Vec<u32>, bool), String> {
+    let room = model
+        .llama
+        .rope
+        .max_len()
+        .saturating_sub(max_new_tokens)
+        .max(1);
+    let encode = |input: &str| {
+        encode_example(&model.tokenizer, &model.template, task, input, None)
+            .map(|e| e.ids)
+            .map_err(|e| e.to_string())
+    };
+    let ids = encode(input)?;
+    Ok(match ids.len() > room {
+        true => (fit(&ids, ids.len(), &encode("")?, room).ids, true),
+        false => (ids, false),
+    })
+}
+
+/// Generates after `prompts` together, stopping early once `cancelled`.
+pub fn generate_cancellable(
+    model: &LoadedModel,
+    prompts: &[Vec<u32>],
+    params: &GenerationParams,
+    cancelled: &dyn Fn() -> bool,
+) -> candle_core::Result<Batch> {
+    let eos = model.tokenizer.eos_ids();
+    generate_batch(&model.llama, prompts, params, &eos, &mut |_, _| {
+        if cancelled() {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
+    })
+}
+
 /// Generates for one batch of records and scores each reference under teacher forcing.
 fn run_batch(
     model: &LoadedModel,
@@ -360,29 +432,15 @@ fn run_batch(
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Vec<Done>, EvalError> {
     let context = model.llama.rope.max_len();
-    let room = context.saturating_sub(params.max_new_tokens).max(1);
-    let encode = |r: &Record, input: &str| {
-        encode_example(&model.tokenizer, &model.template, Some(r.task), input, None)
-            .map_err(|e| EvalError::Model(format!("record {}: {e}", r.id)))
-    };
     let (mut prompts, mut cut) = (Vec::new(), Vec::new());
     for r in records {
-        let ids = encode(r, &r.input)?.ids;
-        cut.push(ids.len() > room);
-        prompts.push(match ids.len() > room {
-            true => fit(&ids, ids.len(), &encode(r, "")?.ids, room).ids,
-            false => ids,
-        });
+        let (ids, was_cut) = fitted_prompt(model, Some(r.task), &r.input, params.max_new_tokens)
+            .map_err(|e| EvalError::Model(format!("record {}: {e}", r.id)))?;
+        prompts.push(ids);
+        cut.push(was_cut);
     }
-    let eos = model.tokenizer.eos_ids();
-    let batch = generate_batch(&model.llama, &prompts, params, &eos, &mut |_, _| {
-        if cancelled() {
-            Flow::Stop
-        } else {
-            Flow::Continue
-        }
-    })
-    .map_err(|e| EvalError::Model(e.to_string()))?;
+    let batch = generate_cancellable(model, &prompts, params, cancelled)
+        .map_err(|e| EvalError::Model(e.to_string()))?;
     records
         .iter()
         .zip(batch.outputs)

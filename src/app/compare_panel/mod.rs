@@ -622,7 +622,8 @@ fn first_words(text: &str) -> String {
         .join(" ")
 }
 
-fn option_combo<T: Clone + PartialEq>(
+/// A labelled combo box choosing `value` among `choices`, each shown by `name`.
+pub(super) fn option_combo<T: Clone + PartialEq>(
     ui: &mut egui::Ui,
     label: &str,
     value: &mut T,
