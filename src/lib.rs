@@ -4,6 +4,7 @@
 //! Layers, top to bottom: `app` (GUI) and `cli` → `engine` → `eval` → `data`; `project` is the
 //! persistence layer.
 
+pub mod analysis;
 pub mod app;
 pub mod cli;
 pub mod data;

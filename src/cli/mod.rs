@@ -4,6 +4,7 @@
 
 mod commands;
 mod eval_command;
+mod explain_command;
 mod metrics_command;
 mod model_commands;
 mod pretrain_command;
@@ -159,6 +160,15 @@ pub enum CliCommand {
     Eval {
         #[command(flatten)]
         args: eval_command::EvalArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Which parts of a record's input drove the model's output: LIME (words, sentences or
+    /// sections), gradient x input saliency, section importance or input-length sensitivity;
+    /// writes explain/<record>.json under the run (or base/).
+    Explain {
+        #[command(flatten)]
+        args: explain_command::ExplainArgs,
         #[arg(long)]
         json: bool,
     },
@@ -360,6 +370,7 @@ pub fn run(command: CliCommand) -> Result<(), CliError> {
             model_commands::generate_cmd(&model.args(), &g, json)
         }
         CliCommand::Train { args, json } => train_command::train_cmd(&args, json),
+        CliCommand::Explain { args, json } => explain_command::explain_cmd(&args, json),
         CliCommand::Runs { project, json } => train_command::runs_cmd(&project, json),
         CliCommand::Eval { args, json } => eval_command::eval_cmd(&args, json),
         CliCommand::Metrics { pred, task, json } => {

@@ -213,13 +213,30 @@ pub fn evaluate(
     })
 }
 
-/// Loads the model (with the adapter) and the split's records.
-fn prepare(project: &OpenProject, target: &Target, opts: &EvalOptions) -> Result<Plan, EvalError> {
-    let max_len_for = |prompt_max: usize| prompt_max + opts.params.max_new_tokens;
-    let (out_dir, mut spec, adapter, dataset) = match target {
+/// Where a target's model, adapter and dataset are: what evaluation, bias audits and
+/// explanations of a run (or of the base model) all start from.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The run's folder, or the project's `base/`: where its reports go.
+    pub out_dir: PathBuf,
+    pub spec: ModelSpec,
+    pub adapter: Option<PathBuf>,
+    pub dataset_path: PathBuf,
+}
+
+/// Resolves `target` in `project`; `extra_len` positions beyond the longest training sequence
+/// are left for generation. `dataset` overrides the run's (or, for the base model, the one
+/// named like the project's task).
+pub fn resolve(
+    project: &OpenProject,
+    target: &Target,
+    dataset: Option<&str>,
+    extra_len: usize,
+) -> Result<Resolved, EvalError> {
+    let (out_dir, spec, adapter, dataset) = match target {
         Target::Base => {
             let entry = project.model();
-            let dataset = opts.dataset.clone().unwrap_or_else(|| {
+            let dataset = dataset.map(str::to_string).unwrap_or_else(|| {
                 let task = project.project.task.name();
                 let named = project.project.datasets.iter().find(|d| d.name == task);
                 named
@@ -227,7 +244,9 @@ fn prepare(project: &OpenProject, target: &Target, opts: &EvalOptions) -> Result
                     .map(|d| d.name.clone())
                     .unwrap_or_default()
             });
-            (project.dir.join(BASE_DIR), entry.spec(), None, dataset)
+            let mut spec = entry.spec();
+            spec.max_len = spec.max_len.max(1024) + extra_len;
+            (project.dir.join(BASE_DIR), spec, None, dataset)
         }
         Target::Run(id) => {
             let run =
@@ -238,7 +257,7 @@ fn prepare(project: &OpenProject, target: &Target, opts: &EvalOptions) -> Result
             spec.dequantize = cfg.dequantize;
             spec.device =
                 DeviceChoice::parse(&cfg.device).map_err(|e| EvalError::Model(e.to_string()))?;
-            spec.max_len = max_len_for(cfg.max_seq_len);
+            spec.max_len = cfg.max_seq_len + extra_len;
             let adapter = match run.dir.join(ADAPTER_DIR) {
                 final_dir if final_dir.is_dir() => final_dir,
                 _ => match run.checkpoints().last() {
@@ -251,13 +270,10 @@ fn prepare(project: &OpenProject, target: &Target, opts: &EvalOptions) -> Result
                     }
                 },
             };
-            let dataset = opts.dataset.clone().unwrap_or(cfg.dataset);
+            let dataset = dataset.map(str::to_string).unwrap_or(cfg.dataset);
             (run.dir.clone(), spec, Some(adapter), dataset)
         }
     };
-    if matches!(target, Target::Base) {
-        spec.max_len = max_len_for(spec.max_len.max(1024));
-    }
     let entry = project
         .project
         .datasets
@@ -269,25 +285,60 @@ fn prepare(project: &OpenProject, target: &Target, opts: &EvalOptions) -> Result
                 project.dir.display()
             ))
         })?;
-    let path = project.dataset_path(entry);
+    Ok(Resolved {
+        out_dir,
+        spec,
+        adapter,
+        dataset_path: project.dataset_path(entry),
+    })
+}
+
+/// The resolved model with its adapter loaded.
+pub fn load_resolved(resolved: &Resolved) -> Result<LoadedModel, EvalError> {
+    let mut model = load(&resolved.spec).map_err(|e| EvalError::Model(e.to_string()))?;
+    if let Some(dir) = &resolved.adapter {
+        load_peft(&mut model.llama, dir).map_err(|e| EvalError::Model(e.to_string()))?;
+    }
+    Ok(model)
+}
+
+/// The records of `split` of the dataset at `path`, split as the project splits, and the
+/// dataset's hash and load issues.
+pub fn split_records(
+    project: &OpenProject,
+    path: &Path,
+    split: Split,
+) -> Result<(Vec<Record>, String, usize), EvalError> {
     let loaded =
-        load_path(&path, &LoadOptions::default()).map_err(|e| EvalError::Usage(e.to_string()))?;
+        load_path(path, &LoadOptions::default()).map_err(|e| EvalError::Usage(e.to_string()))?;
     let splits = assign_splits(&loaded.records, &project.project.split);
     let [train, val, test] = partition(&loaded.records, &splits);
-    let mut records = match opts.split {
+    let records = match split {
         Split::Train => train,
         Split::Validation => val,
         Split::Test => test,
     };
+    Ok((records, loaded.sha256, loaded.issues.len()))
+}
+
+/// Loads the model (with the adapter) and the split's records.
+fn prepare(project: &OpenProject, target: &Target, opts: &EvalOptions) -> Result<Plan, EvalError> {
+    let resolved = resolve(
+        project,
+        target,
+        opts.dataset.as_deref(),
+        opts.params.max_new_tokens,
+    )?;
+    let path = &resolved.dataset_path;
+    let (mut records, data_sha256, issues) = split_records(project, path, opts.split)?;
     if let Some(n) = opts.limit {
         records.truncate(n);
     }
     let mut notes = vec![format!(
-        "{}: {} {} records ({} load issues)",
+        "{}: {} {} records ({issues} load issues)",
         path.display(),
         records.len(),
         opts.split.name(),
-        loaded.issues.len()
     )];
     if records.is_empty() {
         return Err(EvalError::Usage(format!(
@@ -296,17 +347,16 @@ fn prepare(project: &OpenProject, target: &Target, opts: &EvalOptions) -> Result
             opts.split.name()
         )));
     }
-    let mut model = load(&spec).map_err(|e| EvalError::Model(e.to_string()))?;
-    if let Some(dir) = &adapter {
-        load_peft(&mut model.llama, dir).map_err(|e| EvalError::Model(e.to_string()))?;
+    let model = load_resolved(&resolved)?;
+    if let Some(dir) = &resolved.adapter {
         notes.push(format!("adapter {}", dir.display()));
     }
     Ok(Plan {
-        out_dir,
+        out_dir: resolved.out_dir,
         model,
-        adapter,
+        adapter: resolved.adapter,
         records,
-        data_sha256: loaded.sha256,
+        data_sha256,
         notes,
     })
 }
@@ -439,7 +489,8 @@ fn finish(
             source: Some(&r.input),
             task: Some(r.task),
         });
-        let mut metrics = serde_json::to_value(&score.metrics).map_err(|e| file_err(&predictions, e))?;
+        let mut metrics =
+            serde_json::to_value(&score.metrics).map_err(|e| file_err(&predictions, e))?;
         if let (Some(fields), true) = (metrics.as_object_mut(), d.tokens > 0) {
             // Mean negative log-likelihood per reference token, teacher-forced: the per-example loss.
             fields.insert("loss".into(), serde_json::json!(d.nll / d.tokens as f64));
