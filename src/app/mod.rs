@@ -7,6 +7,7 @@ mod charts;
 mod compare_panel;
 mod dataset_panel;
 mod diff;
+mod explain_panel;
 mod frame_time;
 mod model_picker;
 mod record_view;
@@ -17,6 +18,7 @@ mod validation_view;
 
 pub use compare_panel::{ComparePanel, CompareUiState};
 pub use dataset_panel::{DatasetPanel, DatasetTab, Filters};
+pub use explain_panel::{ExplainPanel, ExplainUiState, Highlight};
 pub use frame_time::{FrameTimes, quantile};
 pub use screenshot::screenshots;
 pub use train_panel::{TrainContext, TrainPanel, TrainTab, TrainUiState};
@@ -39,16 +41,33 @@ pub enum PanelKind {
     Dataset,
     Train,
     Compare,
+    Explain,
 }
 
 impl PanelKind {
-    pub const ALL: [PanelKind; 3] = [PanelKind::Dataset, PanelKind::Train, PanelKind::Compare];
+    pub const ALL: [PanelKind; 4] = [
+        PanelKind::Dataset,
+        PanelKind::Train,
+        PanelKind::Compare,
+        PanelKind::Explain,
+    ];
+
+    /// The digit of the panel's Ctrl shortcut (4 belongs to the Bias panel).
+    pub fn shortcut_digit(self) -> u8 {
+        match self {
+            PanelKind::Dataset => 1,
+            PanelKind::Train => 2,
+            PanelKind::Compare => 3,
+            PanelKind::Explain => 5,
+        }
+    }
 
     pub fn label(self) -> &'static str {
         match self {
             PanelKind::Dataset => "Dataset",
             PanelKind::Train => "Train",
             PanelKind::Compare => "Compare",
+            PanelKind::Explain => "Explain",
         }
     }
 }
@@ -65,6 +84,7 @@ pub struct AppState {
     pub dataset: dataset_panel::DatasetUiState,
     pub train: TrainUiState,
     pub compare: CompareUiState,
+    pub explain: ExplainUiState,
 }
 
 impl Default for AppState {
@@ -78,6 +98,7 @@ impl Default for AppState {
             dataset: Default::default(),
             train: TrainUiState::default(),
             compare: CompareUiState::default(),
+            explain: ExplainUiState::default(),
         }
     }
 }
@@ -125,6 +146,7 @@ pub struct LabLensApp {
     pub dataset: DatasetPanel,
     pub train: TrainPanel,
     pub compare: ComparePanel,
+    pub explain: ExplainPanel,
     model: ModelPicker,
     frame_times: FrameTimes,
     status: StatusLine,
@@ -164,6 +186,7 @@ impl LabLensApp {
             dataset: DatasetPanel::new(state.dataset.clone()),
             train: TrainPanel::new(state.train.clone()),
             compare: ComparePanel::new(state.compare.clone()),
+            explain: ExplainPanel::new(state.explain.clone()),
             frame_times: FrameTimes::default(),
             state,
             engine,
@@ -207,6 +230,7 @@ impl LabLensApp {
                 let model = p.model();
                 self.train.set_project(p.dir.clone());
                 self.compare.set_project(p.dir.clone());
+                self.explain.set_project(p.dir.clone());
                 self.project = Some(p);
                 self.unsaved = false;
                 if let Some(path) = remembered.or(first) {
@@ -295,6 +319,17 @@ impl LabLensApp {
         })));
     }
 
+    /// Sends the Explain panel's request (or its cancel) to the engine.
+    pub fn send_explain_commands(&mut self) {
+        if let Some(request) = self.explain.requested.take() {
+            let job = self.engine.submit(Command::Explain(Box::new(request)));
+            self.explain.submitted(job);
+        }
+        if std::mem::take(&mut self.explain.cancel_requested) {
+            self.engine.cancel();
+        }
+    }
+
     pub fn save_project(&mut self) {
         if let Some(p) = &self.project {
             match p.save() {
@@ -356,11 +391,17 @@ impl LabLensApp {
 
     fn handle_event(&mut self, event: Event) {
         self.train.on_event(&event);
+        self.explain.on_event(&event);
         match &event {
             Event::Failed { job, error, .. } => self.model.ended(*job, Some(error.clone())),
             Event::Cancelled { job } => self.model.ended(*job, None),
             // A finished job may have written predictions.
-            Event::Finished { .. } => self.compare.refresh(),
+            Event::Finished { .. } => {
+                self.compare.refresh();
+                if !self.explain.is_running() {
+                    self.explain.refresh();
+                }
+            }
             _ => {}
         }
         match event {
@@ -419,8 +460,8 @@ impl LabLensApp {
             self.state.dark = !self.state.dark;
             self.apply_theme(ctx);
         }
-        for (i, panel) in PanelKind::ALL.iter().enumerate() {
-            let key = egui::Key::from_name(&(i + 1).to_string());
+        for panel in PanelKind::ALL.iter() {
+            let key = egui::Key::from_name(&panel.shortcut_digit().to_string());
             if key
                 .is_some_and(|k| ctx.input_mut(|inp| inp.consume_key(egui::Modifiers::COMMAND, k)))
             {
@@ -548,6 +589,10 @@ impl eframe::App for LabLensApp {
                     self.evaluate(target, EvalOptions::default());
                 }
             }
+            PanelKind::Explain => {
+                self.explain.ui(ui);
+                self.send_explain_commands();
+            }
         });
         self.frame_times.record(started.elapsed());
         self.frame_times.show(ui.ctx());
@@ -559,6 +604,7 @@ impl eframe::App for LabLensApp {
         // Called on closing too: a comment typed into a review is not lost.
         self.compare.review.save_comment();
         self.state.compare = self.compare.ui_state();
+        self.state.explain = self.explain.ui_state();
         eframe::set_value(storage, eframe::APP_KEY, &self.state);
     }
 }

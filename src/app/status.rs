@@ -86,6 +86,9 @@ impl StatusLine {
                     summary.out_dir.display()
                 ))
             }
+            Event::Explained { path, .. } => {
+                self.outcome = Some(format!("written to {}", path.display()))
+            }
             Event::Failed { name, error, .. } => {
                 self.running = None;
                 self.error(format!("{name} failed: {error}"));

@@ -132,6 +132,7 @@ fn execute(
         Command::Train(request) => super::train_job::train(ctx, *request),
         Command::Generate(request) => super::generate_job::run(ctx, model, *request),
         Command::Evaluate(request) => super::eval_job::run(ctx, *request),
+        Command::Explain(request) => super::explain_job::run(ctx, *request),
         Command::Custom { work, .. } => {
             let text = work(ctx, model.as_ref())?;
             Ok(Event::Message { job: ctx.job, text })

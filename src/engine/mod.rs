@@ -3,6 +3,7 @@
 //! as `Event`s. The GUI and the CLI talk to it only through `Command`s and never wait on it.
 
 mod eval_job;
+mod explain_job;
 mod generate_job;
 mod job;
 mod model;
@@ -58,6 +59,8 @@ pub enum Command {
     Generate(Box<GenerateRequest>),
     /// Evaluate a run's adapter (or the base model) over a split: predictions.jsonl, eval.json.
     Evaluate(Box<EvalRequest>),
+    /// Explain one record of a run (or the base model): explain/<record>.json.
+    Explain(Box<crate::analysis::explain::ExplainRequest>),
     /// Run arbitrary work on the engine thread, for programs embedding the engine and for tests.
     Custom { name: String, work: CustomWork },
 }
@@ -70,6 +73,7 @@ impl Command {
             Command::Train(request) => request.name(),
             Command::Generate(_) => "Generate".to_string(),
             Command::Evaluate(request) => request.name(),
+            Command::Explain(request) => explain_job::name(request),
             Command::Custom { name, .. } => name.clone(),
         }
     }
@@ -129,6 +133,12 @@ pub enum Event {
     Evaluated {
         job: JobId,
         summary: Box<EvalSummary>,
+    },
+    /// An explanation's end: `path` holds it, merged with the record's earlier ones.
+    Explained {
+        job: JobId,
+        explanation: Box<crate::analysis::explain::Explanation>,
+        path: PathBuf,
     },
     /// A `Custom` job's result.
     Message {
