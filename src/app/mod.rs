@@ -8,6 +8,7 @@ mod charts;
 mod compare_panel;
 mod dataset_panel;
 mod diff;
+mod explain_panel;
 mod frame_time;
 mod model_picker;
 mod record_view;
@@ -19,6 +20,7 @@ mod validation_view;
 pub use bias_panel::{BiasPanel, BiasUiState};
 pub use compare_panel::{ComparePanel, CompareUiState};
 pub use dataset_panel::{DatasetPanel, DatasetTab, Filters};
+pub use explain_panel::{ExplainPanel, ExplainUiState, Highlight};
 pub use frame_time::{FrameTimes, quantile};
 pub use screenshot::screenshots;
 pub use train_panel::{TrainContext, TrainPanel, TrainTab, TrainUiState};
@@ -42,15 +44,28 @@ pub enum PanelKind {
     Train,
     Compare,
     Bias,
+    Explain,
 }
 
 impl PanelKind {
-    pub const ALL: [PanelKind; 4] = [
+    pub const ALL: [PanelKind; 5] = [
         PanelKind::Dataset,
         PanelKind::Train,
         PanelKind::Compare,
         PanelKind::Bias,
+        PanelKind::Explain,
     ];
+
+    /// The digit of the panel's Ctrl shortcut.
+    pub fn shortcut_digit(self) -> u8 {
+        match self {
+            PanelKind::Dataset => 1,
+            PanelKind::Train => 2,
+            PanelKind::Compare => 3,
+            PanelKind::Bias => 4,
+            PanelKind::Explain => 5,
+        }
+    }
 
     pub fn label(self) -> &'static str {
         match self {
@@ -58,6 +73,7 @@ impl PanelKind {
             PanelKind::Train => "Train",
             PanelKind::Compare => "Compare",
             PanelKind::Bias => "Bias",
+            PanelKind::Explain => "Explain",
         }
     }
 }
@@ -75,6 +91,7 @@ pub struct AppState {
     pub train: TrainUiState,
     pub compare: CompareUiState,
     pub bias: BiasUiState,
+    pub explain: ExplainUiState,
 }
 
 impl Default for AppState {
@@ -89,6 +106,7 @@ impl Default for AppState {
             train: TrainUiState::default(),
             compare: CompareUiState::default(),
             bias: BiasUiState::default(),
+            explain: ExplainUiState::default(),
         }
     }
 }
@@ -137,6 +155,7 @@ pub struct LabLensApp {
     pub train: TrainPanel,
     pub compare: ComparePanel,
     pub bias: BiasPanel,
+    pub explain: ExplainPanel,
     model: ModelPicker,
     frame_times: FrameTimes,
     status: StatusLine,
@@ -177,6 +196,7 @@ impl LabLensApp {
             train: TrainPanel::new(state.train.clone()),
             compare: ComparePanel::new(state.compare.clone()),
             bias: BiasPanel::new(state.bias.clone()),
+            explain: ExplainPanel::new(state.explain.clone()),
             frame_times: FrameTimes::default(),
             state,
             engine,
@@ -221,6 +241,7 @@ impl LabLensApp {
                 self.train.set_project(p.dir.clone());
                 self.compare.set_project(p.dir.clone());
                 self.bias.set_project(p.dir.clone());
+                self.explain.set_project(p.dir.clone());
                 self.project = Some(p);
                 self.unsaved = false;
                 if let Some(path) = remembered.or(first) {
@@ -309,6 +330,17 @@ impl LabLensApp {
         })));
     }
 
+    /// Sends the Explain panel's request (or its cancel) to the engine.
+    pub fn send_explain_commands(&mut self) {
+        if let Some(request) = self.explain.requested.take() {
+            let job = self.engine.submit(Command::Explain(Box::new(request)));
+            self.explain.submitted(job);
+        }
+        if std::mem::take(&mut self.explain.cancel_requested) {
+            self.engine.cancel();
+        }
+    }
+
     pub fn save_project(&mut self) {
         if let Some(p) = &self.project {
             match p.save() {
@@ -371,6 +403,7 @@ impl LabLensApp {
     fn handle_event(&mut self, event: Event) {
         self.train.on_event(&event);
         self.bias.on_event(&event);
+        self.explain.on_event(&event);
         match &event {
             Event::Failed { job, error, .. } => self.model.ended(*job, Some(error.clone())),
             Event::Cancelled { job } => self.model.ended(*job, None),
@@ -378,6 +411,9 @@ impl LabLensApp {
             Event::Finished { .. } => {
                 self.compare.refresh();
                 self.bias.refresh();
+                if !self.explain.is_running() {
+                    self.explain.refresh();
+                }
             }
             _ => {}
         }
@@ -437,8 +473,8 @@ impl LabLensApp {
             self.state.dark = !self.state.dark;
             self.apply_theme(ctx);
         }
-        for (i, panel) in PanelKind::ALL.iter().enumerate() {
-            let key = egui::Key::from_name(&(i + 1).to_string());
+        for panel in PanelKind::ALL.iter() {
+            let key = egui::Key::from_name(&panel.shortcut_digit().to_string());
             if key
                 .is_some_and(|k| ctx.input_mut(|inp| inp.consume_key(egui::Modifiers::COMMAND, k)))
             {
@@ -579,6 +615,10 @@ impl eframe::App for LabLensApp {
                 }
             }
             PanelKind::Bias => self.bias_ui(ui),
+            PanelKind::Explain => {
+                self.explain.ui(ui);
+                self.send_explain_commands();
+            }
         });
         self.frame_times.record(started.elapsed());
         self.frame_times.show(ui.ctx());
@@ -591,6 +631,7 @@ impl eframe::App for LabLensApp {
         self.compare.review.save_comment();
         self.state.compare = self.compare.ui_state();
         self.state.bias = self.bias.ui_state();
+        self.state.explain = self.explain.ui_state();
         eframe::set_value(storage, eframe::APP_KEY, &self.state);
     }
 }

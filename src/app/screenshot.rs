@@ -237,6 +237,59 @@ fn bias_shots(out: &Path) -> Vec<Shot> {
     }]
 }
 
+/// Runs `method` of the Explain panel on its chosen record (the newest evaluated run's first
+/// test record), with settings quick on the embedded model.
+fn explain_with(app: &mut LabLensApp, method: crate::analysis::explain::Method) {
+    app.state.dark = true;
+    app.state.panel = PanelKind::Explain;
+    let settings = &mut app.explain.state.settings;
+    settings.method = method;
+    settings.features = crate::analysis::explain::FeatureKind::Words;
+    settings.target = crate::analysis::explain::TargetText::Output;
+    settings.samples = 128;
+    settings.max_new_tokens = 160;
+    app.explain.request();
+    app.send_explain_commands();
+}
+
+/// The Explain panel's shot: LIME, section importance and the length curve of one record.
+fn explain_shots(out: &Path) -> Vec<Shot> {
+    use crate::analysis::explain::Method;
+    let idle: Ready = |app| !app.explain.is_running() && !app.engine.is_busy();
+    vec![
+        Shot {
+            path: None,
+            setup: |app| {
+                app.explain.refresh();
+                app.explain.state.source = app.train.runs.rows.last().map(|r| r.summary.id.clone());
+                app.explain.refresh();
+                app.explain.state.highlight = super::Highlight::Lime;
+                explain_with(app, Method::Lime);
+            },
+            ready: idle,
+            region: Region::Window,
+        },
+        Shot {
+            path: None,
+            setup: |app| explain_with(app, Method::Sections),
+            ready: idle,
+            region: Region::Window,
+        },
+        Shot {
+            path: None,
+            setup: |app| explain_with(app, Method::Length),
+            ready: idle,
+            region: Region::Window,
+        },
+        Shot {
+            path: Some(out.join("explain.png")),
+            setup: |app| app.explain.refresh(),
+            ready: at_once,
+            region: Region::Window,
+        },
+    ]
+}
+
 /// The first record whose source shows found PHI, else the fourth: a record worth showing.
 fn select_showcase(panel: &mut DatasetPanel) {
     let index = panel.view().map(|v| {
@@ -327,6 +380,7 @@ impl Script {
         shots.extend(eval_shots());
         shots.extend(compare_shots(out));
         shots.extend(bias_shots(out));
+        shots.extend(explain_shots(out));
         Self::new(shots, true, true)
     }
 

@@ -93,6 +93,9 @@ impl StatusLine {
                     outcome.written.display()
                 ))
             }
+            Event::Explained { path, .. } => {
+                self.outcome = Some(format!("written to {}", path.display()))
+            }
             Event::Failed { name, error, .. } => {
                 self.running = None;
                 self.error(format!("{name} failed: {error}"));

@@ -5,6 +5,7 @@
 mod bias_command;
 mod commands;
 mod eval_command;
+mod explain_command;
 mod metrics_command;
 mod model_commands;
 mod pretrain_command;
@@ -169,6 +170,15 @@ pub enum CliCommand {
     Bias {
         #[command(flatten)]
         args: bias_command::BiasArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Which parts of a record's input drove the model's output: LIME (words, sentences or
+    /// sections), gradient x input saliency, section importance or input-length sensitivity;
+    /// writes explain/<record>.json under the run (or base/).
+    Explain {
+        #[command(flatten)]
+        args: explain_command::ExplainArgs,
         #[arg(long)]
         json: bool,
     },
@@ -371,6 +381,7 @@ pub fn run(command: CliCommand) -> Result<(), CliError> {
         }
         CliCommand::Train { args, json } => train_command::train_cmd(&args, json),
         CliCommand::Bias { args, json } => bias_command::bias_cmd(&args, json),
+        CliCommand::Explain { args, json } => explain_command::explain_cmd(&args, json),
         CliCommand::Runs { project, json } => train_command::runs_cmd(&project, json),
         CliCommand::Eval { args, json } => eval_command::eval_cmd(&args, json),
         CliCommand::Metrics { pred, task, json } => {

@@ -138,6 +138,8 @@ pub fn score(args: &ModelArgs, data: &Path, raw: bool, json_out: bool) -> Result
             })
             .collect::<Result<_, CliError>>()?
     };
+    let scoring = Instant::now();
+    let sequence_tokens: usize = items.iter().map(|(_, ids, _)| ids.len()).sum();
     for (k, (id, ids, first)) in items.iter().enumerate() {
         let nll = token_nll(&model.llama, ids, *first).map_err(failed)?;
         let m = mean(&nll);
@@ -152,13 +154,20 @@ pub fn score(args: &ModelArgs, data: &Path, raw: bool, json_out: bool) -> Result
         rows.push(json!({"id": id, "tokens": nll.len(), "nll": m, "ppl": m.map(f64::exp)}));
     }
     let mean_nll = mean(&all);
+    let scoring_s = scoring.elapsed().as_secs_f64();
+    // Every position of every sequence is forwarded: the throughput counts them all.
+    let tokens_per_s = sequence_tokens as f64 / scoring_s.max(1e-9);
     eprintln!(
-        "mean nll {} over {} tokens",
+        "mean nll {} over {} tokens; {sequence_tokens} sequence tokens in {scoring_s:.2}s ({tokens_per_s:.0} tokens/s)",
         mean_nll.map_or("-".into(), |v| format!("{v:.4}")),
         all.len()
     );
     if json_out {
-        print(json!({"records": rows, "mean_nll": mean_nll}))?;
+        print(json!({
+            "records": rows,
+            "mean_nll": mean_nll,
+            "timing": {"sequence_tokens": sequence_tokens, "scoring_s": scoring_s, "tokens_per_s": tokens_per_s},
+        }))?;
     }
     Ok(())
 }

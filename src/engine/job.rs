@@ -133,6 +133,7 @@ fn execute(
         Command::Generate(request) => super::generate_job::run(ctx, model, *request),
         Command::Evaluate(request) => super::eval_job::run(ctx, *request),
         Command::Bias(request) => super::bias_job::run(ctx, *request),
+        Command::Explain(request) => super::explain_job::run(ctx, *request),
         Command::Custom { work, .. } => {
             let text = work(ctx, model.as_ref())?;
             Ok(Event::Message { job: ctx.job, text })

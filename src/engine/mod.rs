@@ -4,6 +4,7 @@
 
 mod bias_job;
 mod eval_job;
+mod explain_job;
 mod generate_job;
 mod job;
 mod model;
@@ -61,6 +62,8 @@ pub enum Command {
     Evaluate(Box<EvalRequest>),
     /// Audit a prediction set for bias (with the counterfactual test, which generates): bias.json.
     Bias(Box<crate::analysis::bias::job::BiasRequest>),
+    /// Explain one record of a run (or the base model): explain/<record>.json.
+    Explain(Box<crate::analysis::explain::ExplainRequest>),
     /// Run arbitrary work on the engine thread, for programs embedding the engine and for tests.
     Custom { name: String, work: CustomWork },
 }
@@ -74,6 +77,7 @@ impl Command {
             Command::Generate(_) => "Generate".to_string(),
             Command::Evaluate(request) => request.name(),
             Command::Bias(request) => request.name(),
+            Command::Explain(request) => explain_job::name(request),
             Command::Custom { name, .. } => name.clone(),
         }
     }
@@ -138,6 +142,12 @@ pub enum Event {
     BiasAudited {
         job: JobId,
         outcome: Box<crate::analysis::bias::job::BiasOutcome>,
+    },
+    /// An explanation's end: `path` holds it, merged with the record's earlier ones.
+    Explained {
+        job: JobId,
+        explanation: Box<crate::analysis::explain::Explanation>,
+        path: PathBuf,
     },
     /// A `Custom` job's result.
     Message {

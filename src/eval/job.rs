@@ -213,81 +213,67 @@ pub fn evaluate(
     })
 }
 
-/// Where a target's evaluation goes, the model it runs on (with room for `max_new_tokens`),
-/// its adapter (a run's final one, else its last checkpoint's) and the run's dataset.
-pub struct TargetModel {
+/// Where a target's model, adapter and dataset are: what evaluation, bias audits and
+/// explanations of a run (or of the base model) all start from.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The run's folder, or the project's `base/`: where its reports go.
     pub out_dir: PathBuf,
     pub spec: ModelSpec,
     pub adapter: Option<PathBuf>,
-    pub run_dataset: Option<String>,
+    pub dataset_path: PathBuf,
 }
 
-impl TargetModel {
-    pub fn of(
-        project: &OpenProject,
-        target: &Target,
-        max_new_tokens: usize,
-    ) -> Result<TargetModel, EvalError> {
-        let Target::Run(id) = target else {
-            let mut spec = project.model().spec();
-            spec.max_len = spec.max_len.max(1024) + max_new_tokens;
-            return Ok(TargetModel {
-                out_dir: project.dir.join(BASE_DIR),
-                spec,
-                adapter: None,
-                run_dataset: None,
+/// Resolves `target` in `project`; `extra_len` positions beyond the longest training sequence
+/// are left for generation. `dataset` overrides the run's (or, for the base model, the one
+/// named like the project's task).
+pub fn resolve(
+    project: &OpenProject,
+    target: &Target,
+    dataset: Option<&str>,
+    extra_len: usize,
+) -> Result<Resolved, EvalError> {
+    let (out_dir, spec, adapter, dataset) = match target {
+        Target::Base => {
+            let entry = project.model();
+            let dataset = dataset.map(str::to_string).unwrap_or_else(|| {
+                let task = project.project.task.name();
+                let named = project.project.datasets.iter().find(|d| d.name == task);
+                named
+                    .or(project.project.datasets.first())
+                    .map(|d| d.name.clone())
+                    .unwrap_or_default()
             });
-        };
-        let run = RunDir::open(&project.dir, id).map_err(|e| EvalError::Usage(e.to_string()))?;
-        let cfg =
-            read_config(&run.dir.join(CONFIG_FILE)).map_err(|e| EvalError::Usage(e.to_string()))?;
-        let mut spec = ModelSpec::new(&cfg.model);
-        spec.dequantize = cfg.dequantize;
-        spec.device =
-            DeviceChoice::parse(&cfg.device).map_err(|e| EvalError::Model(e.to_string()))?;
-        spec.max_len = cfg.max_seq_len + max_new_tokens;
-        let adapter = match run.dir.join(ADAPTER_DIR) {
-            final_dir if final_dir.is_dir() => final_dir,
-            _ => match run.checkpoints().last() {
-                Some(&step) => run.checkpoint_dir(step),
-                None => {
-                    return Err(EvalError::Usage(format!(
-                        "{}: the run has no adapter yet (no final adapter, no checkpoint)",
-                        run.dir.display()
-                    )));
-                }
-            },
-        };
-        Ok(TargetModel {
-            out_dir: run.dir.clone(),
-            spec,
-            adapter: Some(adapter),
-            run_dataset: Some(cfg.dataset),
-        })
-    }
-
-    /// Loads the model and applies the adapter.
-    pub fn load(&self) -> Result<LoadedModel, EvalError> {
-        let mut model = load(&self.spec).map_err(|e| EvalError::Model(e.to_string()))?;
-        if let Some(dir) = &self.adapter {
-            load_peft(&mut model.llama, dir).map_err(|e| EvalError::Model(e.to_string()))?;
+            let mut spec = entry.spec();
+            spec.max_len = spec.max_len.max(1024) + extra_len;
+            (project.dir.join(BASE_DIR), spec, None, dataset)
         }
-        Ok(model)
-    }
-}
-
-/// Loads the model (with the adapter) and the split's records.
-fn prepare(project: &OpenProject, target: &Target, opts: &EvalOptions) -> Result<Plan, EvalError> {
-    let target_model = TargetModel::of(project, target, opts.params.max_new_tokens)?;
-    let run_dataset = target_model.run_dataset.clone();
-    let dataset = opts.dataset.clone().or(run_dataset).unwrap_or_else(|| {
-        let task = project.project.task.name();
-        let named = project.project.datasets.iter().find(|d| d.name == task);
-        named
-            .or(project.project.datasets.first())
-            .map(|d| d.name.clone())
-            .unwrap_or_default()
-    });
+        Target::Run(id) => {
+            let run =
+                RunDir::open(&project.dir, id).map_err(|e| EvalError::Usage(e.to_string()))?;
+            let cfg = read_config(&run.dir.join(CONFIG_FILE))
+                .map_err(|e| EvalError::Usage(e.to_string()))?;
+            let mut spec = ModelSpec::new(&cfg.model);
+            spec.dequantize = cfg.dequantize;
+            spec.device =
+                DeviceChoice::parse(&cfg.device).map_err(|e| EvalError::Model(e.to_string()))?;
+            spec.max_len = cfg.max_seq_len + extra_len;
+            let adapter = match run.dir.join(ADAPTER_DIR) {
+                final_dir if final_dir.is_dir() => final_dir,
+                _ => match run.checkpoints().last() {
+                    Some(&step) => run.checkpoint_dir(step),
+                    None => {
+                        return Err(EvalError::Usage(format!(
+                            "{}: the run has no adapter yet (no final adapter, no checkpoint)",
+                            run.dir.display()
+                        )));
+                    }
+                },
+            };
+            let dataset = dataset.map(str::to_string).unwrap_or(cfg.dataset);
+            (run.dir.clone(), spec, Some(adapter), dataset)
+        }
+    };
     let entry = project
         .project
         .datasets
@@ -299,25 +285,60 @@ fn prepare(project: &OpenProject, target: &Target, opts: &EvalOptions) -> Result
                 project.dir.display()
             ))
         })?;
-    let path = project.dataset_path(entry);
+    Ok(Resolved {
+        out_dir,
+        spec,
+        adapter,
+        dataset_path: project.dataset_path(entry),
+    })
+}
+
+/// The resolved model with its adapter loaded.
+pub fn load_resolved(resolved: &Resolved) -> Result<LoadedModel, EvalError> {
+    let mut model = load(&resolved.spec).map_err(|e| EvalError::Model(e.to_string()))?;
+    if let Some(dir) = &resolved.adapter {
+        load_peft(&mut model.llama, dir).map_err(|e| EvalError::Model(e.to_string()))?;
+    }
+    Ok(model)
+}
+
+/// The records of `split` of the dataset at `path`, split as the project splits, and the
+/// dataset's hash and load issues.
+pub fn split_records(
+    project: &OpenProject,
+    path: &Path,
+    split: Split,
+) -> Result<(Vec<Record>, String, usize), EvalError> {
     let loaded =
-        load_path(&path, &LoadOptions::default()).map_err(|e| EvalError::Usage(e.to_string()))?;
+        load_path(path, &LoadOptions::default()).map_err(|e| EvalError::Usage(e.to_string()))?;
     let splits = assign_splits(&loaded.records, &project.project.split);
     let [train, val, test] = partition(&loaded.records, &splits);
-    let mut records = match opts.split {
+    let records = match split {
         Split::Train => train,
         Split::Validation => val,
         Split::Test => test,
     };
+    Ok((records, loaded.sha256, loaded.issues.len()))
+}
+
+/// Loads the model (with the adapter) and the split's records.
+fn prepare(project: &OpenProject, target: &Target, opts: &EvalOptions) -> Result<Plan, EvalError> {
+    let resolved = resolve(
+        project,
+        target,
+        opts.dataset.as_deref(),
+        opts.params.max_new_tokens,
+    )?;
+    let path = &resolved.dataset_path;
+    let (mut records, data_sha256, issues) = split_records(project, path, opts.split)?;
     if let Some(n) = opts.limit {
         records.truncate(n);
     }
     let mut notes = vec![format!(
-        "{}: {} {} records ({} load issues)",
+        "{}: {} {} records ({issues} load issues)",
         path.display(),
         records.len(),
         opts.split.name(),
-        loaded.issues.len()
     )];
     if records.is_empty() {
         return Err(EvalError::Usage(format!(
@@ -326,16 +347,16 @@ fn prepare(project: &OpenProject, target: &Target, opts: &EvalOptions) -> Result
             opts.split.name()
         )));
     }
-    let model = target_model.load()?;
-    if let Some(dir) = &target_model.adapter {
+    let model = load_resolved(&resolved)?;
+    if let Some(dir) = &resolved.adapter {
         notes.push(format!("adapter {}", dir.display()));
     }
     Ok(Plan {
-        out_dir: target_model.out_dir,
+        out_dir: resolved.out_dir,
         model,
-        adapter: target_model.adapter,
+        adapter: resolved.adapter,
         records,
-        data_sha256: loaded.sha256,
+        data_sha256,
         notes,
     })
 }

@@ -31,14 +31,14 @@ fn messages(task: Option<Task>, input: &str) -> Vec<ChatMessage> {
     m
 }
 
-/// Renders and tokenizes `input` (and `target`, when given) with the model's template.
-pub fn encode_example(
-    tokenizer: &Tokenizer,
+/// The rendered prompt (ending where the assistant's answer starts) and the rendered answer
+/// (`target` with the template's end-of-turn text; empty without a target).
+pub fn render_example(
     template: &ChatTemplate,
     task: Option<Task>,
     input: &str,
     target: Option<&str>,
-) -> Result<EncodedExample, ExampleError> {
+) -> Result<(String, String), ExampleError> {
     let mut msgs = messages(task, input);
     let prompt = template
         .render(&msgs, true)
@@ -59,6 +59,18 @@ pub fn encode_example(
                 .to_string()
         }
     };
+    Ok((prompt, completion))
+}
+
+/// Renders and tokenizes `input` (and `target`, when given) with the model's template.
+pub fn encode_example(
+    tokenizer: &Tokenizer,
+    template: &ChatTemplate,
+    task: Option<Task>,
+    input: &str,
+    target: Option<&str>,
+) -> Result<EncodedExample, ExampleError> {
+    let (prompt, completion) = render_example(template, task, input, target)?;
     let encode = |text: &str| {
         tokenizer
             .encode(text, true)

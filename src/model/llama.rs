@@ -321,10 +321,30 @@ impl Llama {
         &self,
         ids: &Tensor,
         offset: usize,
+        cache: Option<&mut KvCache>,
+        path: Path,
+    ) -> Result<Tensor> {
+        self.hidden_from_embeddings(self.embed_ids(ids)?, offset, cache, path)
+    }
+
+    /// The input embeddings `[b, t, hidden]` of ids `[b, t]`.
+    pub fn embed_ids(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        self.embed
+            .gather_rows(&ids.flatten_all()?)?
+            .reshape((b, t, self.cfg.hidden_size))
+    }
+
+    /// [`Llama::hidden`] from input embeddings: on the training path gradients reach them
+    /// (gradient x input saliency).
+    pub fn hidden_from_embeddings(
+        &self,
+        embeddings: Tensor,
+        offset: usize,
         mut cache: Option<&mut KvCache>,
         path: Path,
     ) -> Result<Tensor> {
-        let (b, t) = ids.dims2()?;
+        let (b, t, _) = embeddings.dims3()?;
         if offset + t > self.rope.max_len() {
             candle_core::bail!(
                 "sequence of {} tokens is longer than the model's context of {}",
@@ -332,10 +352,7 @@ impl Llama {
                 self.rope.max_len()
             );
         }
-        let mut x =
-            self.embed
-                .gather_rows(&ids.flatten_all()?)?
-                .reshape((b, t, self.cfg.hidden_size))?;
+        let mut x = embeddings;
         let eps = self.cfg.rms_norm_eps;
         let pads = cache.as_ref().map_or(Vec::new(), |c| c.pads.clone());
         // On the CPU the causal part is fused into the softmax; a mask is built for padding.

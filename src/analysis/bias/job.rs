@@ -4,7 +4,7 @@
 
 use super::counterfactual::{self, CounterfactualReport};
 use super::{BiasError, BiasOptions, BiasReport, audit};
-use crate::eval::job::{BASE_DIR, EvalError, Target, TargetModel};
+use crate::eval::job::{BASE_DIR, EvalError, Target, load_resolved, resolve};
 use crate::model::generate::GenerationParams;
 use crate::project::OpenProject;
 use crate::project::predictions::{
@@ -120,8 +120,8 @@ pub fn run(
                 other => BiasJobError::Failed(other.to_string()),
             };
             progress("loading the model", 0, opts.limit.min(set.rows.len()));
-            let model = TargetModel::of(&project, &request.target, opts.params.max_new_tokens)
-                .and_then(|t| t.load())
+            let model = resolve(&project, &request.target, None, opts.params.max_new_tokens)
+                .and_then(|r| load_resolved(&r))
                 .map_err(eval_err)?;
             let found = counterfactual::run(
                 &model,

@@ -74,6 +74,9 @@ pub enum TokenizerError {
     Library { path: PathBuf, detail: String },
 }
 
+/// Each token's byte span `(start, end)` in the encoded text.
+pub type TokenSpans = Vec<(usize, usize)>;
+
 /// A loaded tokenizer. `encode` never adds BOS: callers prepend [`Tokenizer::bos_id`] when
 /// [`Tokenizer::add_bos`] says the model expects it.
 #[derive(Debug, Clone)]
@@ -170,6 +173,18 @@ impl Tokenizer {
         let tokenizer = if special { &self.literal } else { &self.plain };
         let encoding = tokenizer.encode(text, false).map_err(|e| self.library(e))?;
         Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Token ids for `text` (as [`Tokenizer::encode`] gives them) with each token's byte span
+    /// in `text`.
+    pub fn encode_with_offsets(
+        &self,
+        text: &str,
+        special: bool,
+    ) -> Result<(Vec<u32>, TokenSpans), TokenizerError> {
+        let tokenizer = if special { &self.literal } else { &self.plain };
+        let encoding = tokenizer.encode(text, false).map_err(|e| self.library(e))?;
+        Ok((encoding.get_ids().to_vec(), encoding.get_offsets().to_vec()))
     }
 
     /// The text of `ids`; with `skip_special`, control tokens are left out.

@@ -1,0 +1,130 @@
+//! `lablens explain` on the embedded model: LIME and saliency of one record written to
+//! base/explain/<record>.json (each method's result kept beside the other), section importance
+//! averaged over a split, and bad input named.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+
+const RECORD: &str = "dis-000517";
+
+fn lablens(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lablens"))
+        .args(args)
+        .output()
+        .expect("run lablens")
+}
+
+fn project(dir: &Path) -> String {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_data/discharge.jsonl");
+    let ron = format!(
+        "(name: \"ex\", task: discharge, datasets: [(name: \"discharge\", path: {:?})])",
+        data.display().to_string()
+    );
+    std::fs::write(dir.join("project.ron"), ron).expect("project");
+    dir.display().to_string()
+}
+
+fn json_of(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON document on stdout")
+}
+
+#[test]
+fn lime_and_saliency_of_one_record_are_kept_together() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = project(dir.path());
+    let common = [
+        "explain",
+        "--project",
+        &p,
+        "--base",
+        "--record",
+        RECORD,
+        "--max-new-tokens",
+        "24",
+        "--json",
+    ];
+    let lime = json_of(&lablens(
+        &[&common[..], &["--samples", "24", "--seed", "3"]].concat(),
+    ));
+    let l = &lime["lime"];
+    assert_eq!(l["samples"], 24);
+    assert_eq!(l["features"], "words");
+    assert_eq!(l["target"], "output");
+    let weights = l["weights"].as_array().expect("weights");
+    assert_eq!(
+        weights.len(),
+        300,
+        "one weight per word of the 300-word note"
+    );
+    assert!(l["r2"].as_f64().is_some_and(|r| r.is_finite()));
+    assert!(
+        l["scoring"]["tokens_per_s"]
+            .as_f64()
+            .is_some_and(|t| t > 0.0)
+    );
+    assert_eq!(lime["output_source"], "generated");
+
+    let sal = json_of(&lablens(&[&common[..], &["--method", "saliency"]].concat()));
+    let words = sal["saliency"]["words"].as_array().expect("words");
+    assert_eq!(words.len(), 300);
+    let file = dir
+        .path()
+        .join("base/explain")
+        .join(format!("{RECORD}.json"));
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).expect("file")).expect("json");
+    assert!(saved["lime"].is_object() && saved["saliency"].is_object());
+    assert_eq!(saved["lime"]["samples"], 24);
+
+    let sections = json_of(&lablens(&[
+        "explain",
+        "--project",
+        &p,
+        "--base",
+        "--method",
+        "sections",
+        "--split",
+        "test",
+        "--limit",
+        "2",
+        "--max-new-tokens",
+        "16",
+        "--json",
+    ]));
+    let kinds = sections["report"]["sections"].as_array().expect("sections");
+    assert!(kinds.iter().any(|s| s["section"] == "Medications"));
+    assert!(dir.path().join("base/explain/sections-test.json").is_file());
+}
+
+#[test]
+fn bad_input_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = project(dir.path());
+    let explain = |extra: &[&str]| {
+        let out = lablens(&[&["explain", "--project", &p, "--base"][..], extra].concat());
+        assert_eq!(out.status.code(), Some(2), "{extra:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = explain(&["--record", "nope"]);
+    assert!(
+        err.contains("discharge.jsonl") && err.contains("\"nope\""),
+        "{err}"
+    );
+    assert!(explain(&["--record", RECORD, "--method", "shap"]).contains("--method"));
+    let err = explain(&[
+        "--record",
+        RECORD,
+        "--method",
+        "saliency",
+        "--max-new-tokens",
+        "8",
+        "--target",
+        "medication:aspirin9",
+    ]);
+    assert!(err.contains("aspirin9"), "{err}");
+}
