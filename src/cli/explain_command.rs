@@ -3,25 +3,19 @@
 //! `--method sections --split S` section importance averaged over a split.
 
 use super::CliError;
+use super::eval_command::TargetArgs;
 use crate::analysis::explain::{
     ExplainError, ExplainRequest, ExplainSettings, Explanation, FeatureKind, FeatureWeight, Method,
     SplitRequest, TargetText, explain_record, explain_split,
 };
 use crate::data::record::Split;
-use crate::eval::job::Target;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct ExplainArgs {
-    #[arg(long)]
-    pub project: PathBuf,
-    /// A run id under the project's runs/ (its final adapter, else its last checkpoint).
-    #[arg(long, conflicts_with = "base", required_unless_present = "base")]
-    pub run: Option<String>,
-    /// Explain the project's model without an adapter (written under the project's base/).
-    #[arg(long)]
-    pub base: bool,
+    #[command(flatten)]
+    pub model: TargetArgs,
     /// The record's id in the run's dataset.
     #[arg(long, required_unless_present = "split")]
     pub record: Option<String>,
@@ -112,10 +106,7 @@ fn progress_bar() -> ProgressBar {
 
 pub fn explain_cmd(args: &ExplainArgs, json_out: bool) -> Result<(), CliError> {
     let settings = settings(args)?;
-    let target = match &args.run {
-        Some(run) => Target::Run(run.clone()),
-        None => Target::Base,
-    };
+    let target = args.model.target();
     let bar = progress_bar();
     let mut on_progress = |stage: &str, done: usize, total: usize| {
         bar.set_message(stage.to_string());
@@ -136,7 +127,7 @@ pub fn explain_cmd(args: &ExplainArgs, json_out: bool) -> Result<(), CliError> {
                 ))
             })?;
         let request = SplitRequest {
-            project_dir: args.project.clone(),
+            project_dir: args.model.project.clone(),
             target,
             split,
             limit: args.limit,
@@ -159,7 +150,7 @@ pub fn explain_cmd(args: &ExplainArgs, json_out: bool) -> Result<(), CliError> {
         return Ok(());
     }
     let request = ExplainRequest {
-        project_dir: args.project.clone(),
+        project_dir: args.model.project.clone(),
         target,
         record: args.record.clone().unwrap_or_default(),
         settings: settings.clone(),

@@ -125,6 +125,14 @@ pub struct PredictionSource {
     pub path: PathBuf,
 }
 
+/// The set to show: `current` while the project still has it, else the newest one.
+pub fn keep_or_newest(sources: &[PredictionSource], current: Option<&str>) -> Option<String> {
+    match current {
+        Some(name) if sources.iter().any(|s| s.name == name) => Some(name.to_string()),
+        _ => sources.last().map(|s| s.name.clone()),
+    }
+}
+
 /// A read prediction file.
 #[derive(Debug, Clone)]
 pub struct PredictionSet {

@@ -18,7 +18,9 @@ use crate::analysis::bias::{
 use crate::data::record::{AgeGroup, Demographic};
 use crate::engine::Event;
 use crate::eval::job::Target;
-use crate::project::predictions::{BASE, PredictionSet, PredictionSource, prediction_sources};
+use crate::project::predictions::{
+    BASE, PredictionSet, PredictionSource, keep_or_newest, prediction_sources,
+};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -177,15 +179,7 @@ impl BiasPanel {
     pub fn refresh(&mut self) {
         let Some(dir) = &self.project_dir else { return };
         self.sources = prediction_sources(dir);
-        let names: Vec<&str> = self.sources.iter().map(|s| s.name.as_str()).collect();
-        if self
-            .state
-            .source
-            .as_deref()
-            .is_none_or(|s| !names.contains(&s))
-        {
-            self.state.source = names.last().map(|s| s.to_string());
-        }
+        self.state.source = keep_or_newest(&self.sources, self.state.source.as_deref());
     }
 
     /// The audits of the chosen set, once computed with the current settings.

@@ -11,7 +11,9 @@ use crate::analysis::explain::{
 };
 use crate::engine::{Event, JobId};
 use crate::eval::job::Target;
-use crate::project::predictions::{BASE, PredictionSource, parse_predictions, prediction_sources};
+use crate::project::predictions::{
+    BASE, PredictionSource, keep_or_newest, parse_predictions, prediction_sources,
+};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -110,15 +112,7 @@ impl ExplainPanel {
     pub fn refresh(&mut self) {
         let Some(dir) = &self.project_dir else { return };
         self.sources = prediction_sources(dir);
-        let names: Vec<&str> = self.sources.iter().map(|s| s.name.as_str()).collect();
-        if self
-            .state
-            .source
-            .as_deref()
-            .is_none_or(|s| !names.contains(&s))
-        {
-            self.state.source = names.last().map(|s| s.to_string());
-        }
+        self.state.source = keep_or_newest(&self.sources, self.state.source.as_deref());
         self.read_records();
     }
 
