@@ -32,6 +32,10 @@ app=""
 
 out=$(mktemp -d)
 DISPLAY=$display HOME=$home "$bin" screenshots --out "$out"
+for name in dataset-records model-sidebar dataset-validation dataset-distributions dataset-filtered-light \
+    train-live train-runs-overlay train-playground compare compare-review bias explain; do
+  [ -f "$out/$name.png" ] || { echo "lablens screenshots did not render $name.png"; exit 1; }
+done
 for f in "$out"/*.png; do
   size=$(stat -c %s "$f")
   [ "$size" -gt 20000 ] || { echo "$f is too small to be a rendered panel ($size bytes)"; exit 1; }
