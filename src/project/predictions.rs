@@ -125,6 +125,11 @@ pub struct PredictionSource {
     pub path: PathBuf,
 }
 
+/// When a file was last written, to tell whether what was read from it is stale.
+pub fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
 /// The set to show: `current` while the project still has it, else the newest one.
 pub fn keep_or_newest(sources: &[PredictionSource], current: Option<&str>) -> Option<String> {
     match current {

@@ -19,7 +19,7 @@ use crate::data::record::{AgeGroup, Demographic};
 use crate::engine::Event;
 use crate::eval::job::Target;
 use crate::project::predictions::{
-    BASE, PredictionSet, PredictionSource, keep_or_newest, prediction_sources,
+    BASE, PredictionSet, PredictionSource, keep_or_newest, modified, prediction_sources,
 };
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use serde::{Deserialize, Serialize};
@@ -109,10 +109,6 @@ pub struct BiasPanel {
     pub requested_job: Option<BiasRequest>,
     /// Where the last engine job wrote bias.json.
     pub written: Option<PathBuf>,
-}
-
-fn modified(path: &std::path::Path) -> Option<std::time::SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 /// Audits every common metric the set has (and `extra`), all dimensions and their pairs.

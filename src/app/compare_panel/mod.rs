@@ -14,7 +14,7 @@ pub use rows::{Compared, ProblemFilter, RowFilters, Side, SortKey, visible_rows}
 
 use crate::data::record::AgeGroup;
 use crate::eval::job::Target;
-use crate::project::predictions::{PredictionSet, PredictionSource, prediction_sources};
+use crate::project::predictions::{PredictionSet, PredictionSource, modified, prediction_sources};
 use crate::train::run::list_runs;
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use egui_extras::{Column, TableBuilder};
@@ -42,11 +42,6 @@ pub struct CompareUiState {
 }
 
 type Loaded = (String, Option<SystemTime>, Result<PredictionSet, String>);
-
-/// When a file was last written, to tell whether a read set is stale.
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
 
 /// A read prediction set and the modification time of the file it was read from.
 type ReadSet = (Option<SystemTime>, Result<Arc<PredictionSet>, String>);

@@ -12,7 +12,9 @@ fn harness(project: &Path, state: CompareUiState) -> Harness<'static, ComparePan
     let mut h = Harness::builder()
         .with_size(egui::vec2(1500.0, 950.0))
         .build_ui_state(|ui, panel: &mut ComparePanel| panel.ui(ui), panel);
-    for _ in 0..500 {
+    // Generous: the files are read on a thread, and the whole suite may be loading the CPU.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
         h.step();
         if h.state().compared.as_ref().is_some_and(|c| c.b.is_some()) {
             h.run();

@@ -12,7 +12,7 @@ use crate::analysis::explain::{
 use crate::engine::{Event, JobId};
 use crate::eval::job::Target;
 use crate::project::predictions::{
-    BASE, PredictionSource, keep_or_newest, parse_predictions, prediction_sources,
+    BASE, PredictionSource, keep_or_newest, modified, parse_predictions, prediction_sources,
 };
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -77,6 +77,8 @@ pub struct ExplainPanel {
     /// The user pressed Cancel; the window tells the engine.
     pub cancel_requested: bool,
     loaded_for: Option<(String, String)>,
+    /// The prediction file `records` came from and when it was written.
+    records_from: Option<(PathBuf, Option<std::time::SystemTime>)>,
 }
 
 impl ExplainPanel {
@@ -92,6 +94,7 @@ impl ExplainPanel {
             requested: None,
             cancel_requested: false,
             loaded_for: None,
+            records_from: None,
         }
     }
 
@@ -123,18 +126,23 @@ impl ExplainPanel {
 
     /// The chosen set's records (a predictions file of a split: small enough to read here).
     fn read_records(&mut self) {
-        let rows = self
-            .source()
-            .and_then(|s| std::fs::read(&s.path).ok())
-            .map(|b| parse_predictions(&b).0)
-            .unwrap_or_default();
-        self.records = rows
-            .into_iter()
-            .map(|r| RecordChoice {
-                id: r.id,
-                output: r.prediction,
-            })
-            .collect();
+        let from = self.source().map(|s| (s.path.clone(), modified(&s.path)));
+        // A finished job refreshes the panel; the file is parsed again only when it changed.
+        if from.is_none() || from != self.records_from {
+            let rows = from
+                .as_ref()
+                .and_then(|(path, _)| std::fs::read(path).ok())
+                .map(|b| parse_predictions(&b).0)
+                .unwrap_or_default();
+            self.records = rows
+                .into_iter()
+                .map(|r| RecordChoice {
+                    id: r.id,
+                    output: r.prediction,
+                })
+                .collect();
+            self.records_from = from;
+        }
         let ids: Vec<&str> = self.records.iter().map(|r| r.id.as_str()).collect();
         if self
             .state
