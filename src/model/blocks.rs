@@ -40,6 +40,14 @@ impl BlockKind {
         }
     }
 
+    /// f16 numbers kept per block: `d`, and for the 4-bit kinds the offset's factor.
+    fn scales_per_block(self) -> usize {
+        match self {
+            BlockKind::Q4_0 | BlockKind::Q4_1 => 2,
+            BlockKind::Q8_0 => 1,
+        }
+    }
+
     /// Bytes of one block's quantized values.
     fn value_bytes(self) -> usize {
         match self {
@@ -67,15 +75,17 @@ fn f16_table() -> &'static [f32] {
     })
 }
 
-/// A `[rows, cols]` weight as blocks, stored by field so the values stream contiguously:
-/// per block, the scale `d`, the offset `m` (Q4_1; `-8 d` for Q4_0; unused for Q8_0) and the values.
+/// A `[rows, cols]` weight as blocks, stored by field so the values stream contiguously: the
+/// values, and per block the f16 bits of the scale `d` and, for Q4_0 and Q4_1, a second number
+/// (Q4_1's offset `m`; Q4_0's `d` again, its offset being `-8 d`), as in the file. Keeping the
+/// scales in f16 reads 20 bytes per Q4_1 block instead of 24: decoding streams every weight once
+/// per token and waits on memory.
 #[derive(Debug)]
 pub struct BlockMatrix {
     kind: BlockKind,
     rows: usize,
     cols: usize,
-    d: Vec<f32>,
-    m: Vec<f32>,
+    scales: Vec<u16>,
     values: Vec<u8>,
 }
 
@@ -103,25 +113,29 @@ impl BlockMatrix {
                 raw.len()
             );
         }
-        let table = f16_table();
-        let half = |b: &[u8]| table[usize::from(u16::from_le_bytes([b[0], b[1]]))];
         let mut out = BlockMatrix {
             kind,
             rows,
             cols,
-            d: Vec::with_capacity(blocks),
-            m: Vec::with_capacity(blocks),
+            scales: Vec::with_capacity(blocks * kind.scales_per_block()),
             values: Vec::with_capacity(blocks * kind.value_bytes()),
         };
+        let half = |b: &[u8]| u16::from_le_bytes([b[0], b[1]]);
         for b in raw.chunks_exact(kind.file_bytes()) {
-            let d = half(&b[0..2]);
-            let (m, values) = match kind {
-                BlockKind::Q4_0 => (-8.0 * d, &b[2..]),
-                BlockKind::Q4_1 => (half(&b[2..4]), &b[4..]),
-                BlockKind::Q8_0 => (0.0, &b[2..]),
+            let values = match kind {
+                BlockKind::Q4_0 => {
+                    out.scales.extend([half(&b[0..2]), half(&b[0..2])]);
+                    &b[2..]
+                }
+                BlockKind::Q4_1 => {
+                    out.scales.extend([half(&b[0..2]), half(&b[2..4])]);
+                    &b[4..]
+                }
+                BlockKind::Q8_0 => {
+                    out.scales.push(half(&b[0..2]));
+                    &b[2..]
+                }
             };
-            out.d.push(d);
-            out.m.push(m);
             out.values.extend_from_slice(values);
         }
         Ok(out)
@@ -160,7 +174,7 @@ impl BlockMatrix {
         let w = self.row(row);
         let vb = self.kind.value_bytes();
         for (b, v) in w.values.chunks_exact(vb).enumerate() {
-            let (d, m) = (w.d[b], w.m[b]);
+            let (d, m) = (w.d(b), w.m(b));
             match self.kind {
                 BlockKind::Q8_0 => out.extend(v.iter().map(|q| d * f32::from(*q as i8))),
                 BlockKind::Q4_0 | BlockKind::Q4_1 => {
@@ -179,39 +193,63 @@ impl BlockMatrix {
     fn row(&self, row: usize) -> BlockRow<'_> {
         let blocks = self.cols / BLOCK;
         let first = row * blocks;
-        let vb = self.kind.value_bytes();
+        let (vb, sb) = (self.kind.value_bytes(), self.kind.scales_per_block());
         BlockRow {
-            d: &self.d[first..first + blocks],
-            m: &self.m[first..first + blocks],
+            kind: self.kind,
+            scales: &self.scales[first * sb..(first + blocks) * sb],
             values: &self.values[first * vb..(first + blocks) * vb],
         }
     }
 
-    fn dot(&self, row: usize, a: &QuantizedRow) -> f32 {
+    fn dot(&self, kernel: Kernel, row: usize, a: &QuantizedRow) -> f32 {
         let w = self.row(row);
-        #[cfg(target_arch = "x86_64")]
-        if simd::vnni_available() {
-            // SAFETY: AVX2, FMA, AVX512-VNNI and AVX512-VL were detected at run time.
-            return unsafe {
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the kernel's features were detected at run time (`Kernel::detect`).
+            Kernel::Vnni => unsafe {
                 match self.kind {
                     BlockKind::Q8_0 => simd::dot_q8_vnni(&w, a),
                     BlockKind::Q4_0 | BlockKind::Q4_1 => simd::dot_q4_vnni(&w, a),
                 }
-            };
-        }
-        if simd::available() {
-            // SAFETY: AVX2 and FMA were detected at run time.
-            return unsafe {
+            },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Kernel::Avx2 => unsafe {
                 match self.kind {
                     BlockKind::Q8_0 => simd::dot_q8(&w, a),
                     BlockKind::Q4_0 | BlockKind::Q4_1 => simd::dot_q4(&w, a),
                 }
-            };
+            },
+            Kernel::Portable => match self.kind {
+                BlockKind::Q8_0 => portable::dot_q8(&w, a),
+                BlockKind::Q4_0 | BlockKind::Q4_1 => portable::dot_q4(&w, a),
+            },
         }
-        match self.kind {
-            BlockKind::Q8_0 => portable::dot_q8(&w, a),
-            BlockKind::Q4_0 | BlockKind::Q4_1 => portable::dot_q4(&w, a),
+    }
+}
+
+/// The dot-product code this CPU runs, detected once per product rather than once per row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    #[cfg(target_arch = "x86_64")]
+    Vnni,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    Portable,
+}
+
+impl Kernel {
+    fn detect() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if simd::vnni_available() {
+                return Kernel::Vnni;
+            }
+            if simd::available() {
+                return Kernel::Avx2;
+            }
         }
+        Kernel::Portable
     }
 }
 
@@ -235,10 +273,11 @@ pub fn matmul_many(weights: &[&BlockMatrix], x: &[f32], n: usize) -> Vec<Vec<f32
                 .map(move |(t, chunk)| (*w, t * per_task, chunk))
         })
         .collect();
+    let kernel = Kernel::detect();
     tasks.into_par_iter().for_each(|(w, first, chunk)| {
         for (i, out) in chunk.chunks_exact_mut(n).enumerate() {
             for (o, a) in out.iter_mut().zip(&acts) {
-                *o = w.dot(first + i, a);
+                *o = w.dot(kernel, first + i, a);
             }
         }
     });
@@ -262,9 +301,29 @@ pub fn matmul_many(weights: &[&BlockMatrix], x: &[f32], n: usize) -> Vec<Vec<f32
 
 /// One weight row's blocks.
 struct BlockRow<'a> {
-    d: &'a [f32],
-    m: &'a [f32],
+    kind: BlockKind,
+    scales: &'a [u16],
     values: &'a [u8],
+}
+
+impl BlockRow<'_> {
+    fn blocks(&self) -> usize {
+        self.values.len() / self.kind.value_bytes()
+    }
+
+    /// Block `b`'s scale.
+    fn d(&self, b: usize) -> f32 {
+        f16_table()[usize::from(self.scales[b * self.kind.scales_per_block()])]
+    }
+
+    /// Block `b`'s offset: `d · q + m` for Q4_1, `d · (q - 8)` for Q4_0.
+    fn m(&self, b: usize) -> f32 {
+        match self.kind {
+            BlockKind::Q4_0 => -8.0 * self.d(b),
+            BlockKind::Q4_1 => f16_table()[usize::from(self.scales[2 * b + 1])],
+            BlockKind::Q8_0 => 0.0,
+        }
+    }
 }
 
 /// An activation row rounded to 8 bits per block: `x ≈ d · q`, and `s = d · Σq` per block. As in
@@ -273,6 +332,10 @@ struct QuantizedRow {
     q: Vec<i8>,
     d: Vec<f32>,
     s: Vec<f32>,
+    /// `[d, s]` per block, beside the 4-bit weights' `[d, m]` f16 pairs (Q4_1)...
+    ds: Vec<f32>,
+    /// ...and `[d, -8 s]` beside Q4_0's `[d, d]`, whose offset is `-8 d`.
+    ds8: Vec<f32>,
 }
 
 impl QuantizedRow {
@@ -282,6 +345,8 @@ impl QuantizedRow {
             q: Vec::with_capacity(x.len()),
             d: Vec::with_capacity(blocks),
             s: Vec::with_capacity(blocks),
+            ds: Vec::with_capacity(2 * blocks),
+            ds8: Vec::with_capacity(2 * blocks),
         };
         let to_f16 = |v: f32| half::f16::from_f32(v).to_f32();
         for block in x.chunks_exact(BLOCK) {
@@ -296,8 +361,11 @@ impl QuantizedRow {
                 sum += i32::from(q);
                 out.q.push(q);
             }
-            out.d.push(to_f16(d));
-            out.s.push(to_f16(d * sum as f32));
+            let (d, s) = (to_f16(d), to_f16(d * sum as f32));
+            out.d.push(d);
+            out.s.push(s);
+            out.ds.extend([d, s]);
+            out.ds8.extend([d, -8.0 * s]);
         }
         out
     }
@@ -318,7 +386,7 @@ mod portable {
                         + i32::from(byte >> 4) * i32::from(q[j + BLOCK / 2])
                 })
                 .sum();
-            total += w.d[b] * a.d[b] * sum as f32 + w.m[b] * a.s[b];
+            total += w.d(b) * a.d[b] * sum as f32 + w.m(b) * a.s[b];
         }
         total
     }
@@ -332,7 +400,7 @@ mod portable {
                 .zip(q)
                 .map(|(x, y)| i32::from(*x as i8) * i32::from(*y))
                 .sum();
-            total += w.d[b] * a.d[b] * sum as f32;
+            total += w.d(b) * a.d[b] * sum as f32;
         }
         total
     }
@@ -340,11 +408,13 @@ mod portable {
 
 #[cfg(target_arch = "x86_64")]
 mod simd {
-    use super::{BLOCK, BlockRow, QuantizedRow};
+    use super::{BLOCK, BlockKind, BlockRow, QuantizedRow};
     use std::arch::x86_64::*;
 
     pub(super) fn available() -> bool {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
     }
 
     pub(super) fn vnni_available() -> bool {
@@ -353,21 +423,89 @@ mod simd {
             && is_x86_feature_detected!("avx512vl")
     }
 
+    // Every kernel sums blocks into two accumulators, even blocks and odd blocks, so that two
+    // chains of multiply-adds overlap; all of them in the same order, so that the AVX2 and VNNI
+    // kernels give the same bits.
+
+    /// 4-bit blocks `b` and, if `pair`, `b + 1`: `[d_w d_a, m_w s_a]` of each as lanes 0-1 and 2-3
+    /// (zero for a missing second block).
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C must be present; the blocks must be in bounds of `w` and `a`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_scales(w: &BlockRow, a: &QuantizedRow, b: usize, pair: bool) -> __m128 {
+        let act = if w.kind == BlockKind::Q4_0 {
+            &a.ds8
+        } else {
+            &a.ds
+        };
+        // SAFETY: the caller keeps blocks b (and b + 1) in bounds: 2 (4) f16 scales, 2 (4) floats.
+        unsafe {
+            let (h, x) = if pair {
+                (
+                    _mm_loadl_epi64(w.scales.as_ptr().add(2 * b).cast()),
+                    _mm_loadu_ps(act.as_ptr().add(2 * b)),
+                )
+            } else {
+                (
+                    _mm_cvtsi32_si128(w.scales.as_ptr().add(2 * b).cast::<i32>().read_unaligned()),
+                    _mm_castsi128_ps(_mm_loadl_epi64(act.as_ptr().add(2 * b).cast())),
+                )
+            };
+            _mm_mul_ps(_mm_cvtph_ps(h), x)
+        }
+    }
+
+    /// 8-bit blocks `b` and, if `pair`, `b + 1`: `d_w d_a` of each as lanes 0 and 1.
+    ///
+    /// # Safety
+    /// As [`q4_scales`].
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q8_scales(w: &BlockRow, a: &QuantizedRow, b: usize, pair: bool) -> __m128 {
+        // SAFETY: the caller keeps blocks b (and b + 1) in bounds.
+        unsafe {
+            let (h, x) = if pair {
+                (
+                    _mm_cvtsi32_si128(w.scales.as_ptr().add(b).cast::<i32>().read_unaligned()),
+                    _mm_castsi128_ps(_mm_loadl_epi64(a.d.as_ptr().add(b).cast())),
+                )
+            } else {
+                (
+                    _mm_cvtsi32_si128(i32::from(*w.scales.get_unchecked(b))),
+                    _mm_set_ss(*a.d.get_unchecked(b)),
+                )
+            };
+            _mm_mul_ps(_mm_cvtph_ps(h), x)
+        }
+    }
+
+    /// The even and odd sums, plus the offsets gathered in lanes 1 and 3 of `offsets`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn finish(even: __m256, odd: __m256, offsets: __m128) -> f32 {
+        let even_offsets = _mm_cvtss_f32(_mm_movehdup_ps(offsets));
+        let odd_offsets = _mm_cvtss_f32(_mm_shuffle_ps(offsets, offsets, 0xff));
+        hsum(_mm256_add_ps(even, odd)) + (even_offsets + odd_offsets)
+    }
+
     /// As [`dot_q4`], two blocks per round, the u8 × i8 products summed by one VNNI instruction.
-    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
     pub(super) unsafe fn dot_q4_vnni(w: &BlockRow, a: &QuantizedRow) -> f32 {
         let low = _mm256_set1_epi8(0x0f);
-        let mut acc = _mm256_setzero_ps();
-        let mut offsets = 0f32;
-        let blocks = w.d.len();
+        let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut offsets = _mm_setzero_ps();
+        let blocks = w.blocks();
         let mut b = 0;
         while b + 2 <= blocks {
-            // SAFETY: blocks b and b + 1 (32 value bytes, 64 activations) are in bounds.
-            let (packed, q0, q1) = unsafe {
+            // SAFETY: blocks b and b + 1 (32 value bytes, 64 activations, scales) are in bounds.
+            let (packed, q0, q1, scales) = unsafe {
                 (
                     _mm256_loadu_si256(w.values.as_ptr().add(b * BLOCK / 2).cast()),
                     _mm256_loadu_si256(a.q.as_ptr().add(b * BLOCK).cast()),
                     _mm256_loadu_si256(a.q.as_ptr().add((b + 1) * BLOCK).cast()),
+                    q4_scales(w, a, b, true),
                 )
             };
             let lo = _mm256_and_si256(packed, low);
@@ -376,55 +514,81 @@ mod simd {
             let x1 = _mm256_permute2x128_si256(lo, hi, 0x31);
             let s0 = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), x0, q0));
             let s1 = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), x1, q1));
-            acc = _mm256_fmadd_ps(s0, _mm256_set1_ps(w.d[b] * a.d[b]), acc);
-            acc = _mm256_fmadd_ps(s1, _mm256_set1_ps(w.d[b + 1] * a.d[b + 1]), acc);
-            // In the order of the AVX2 kernel, so that both give the same bits.
-            offsets += w.m[b] * a.s[b];
-            offsets += w.m[b + 1] * a.s[b + 1];
+            even = _mm256_fmadd_ps(s0, _mm256_broadcastss_ps(scales), even);
+            odd = _mm256_fmadd_ps(
+                s1,
+                _mm256_broadcastss_ps(_mm_movehl_ps(scales, scales)),
+                odd,
+            );
+            offsets = _mm_add_ps(offsets, scales);
             b += 2;
         }
         if b < blocks {
-            // SAFETY: the last block's 16 value bytes and 32 activations are in bounds.
-            let (packed, q) = unsafe {
+            // SAFETY: the last block's 16 value bytes, 32 activations and scales are in bounds.
+            let (packed, q, scales) = unsafe {
                 (
                     _mm_loadu_si128(w.values.as_ptr().add(b * BLOCK / 2).cast()),
                     _mm256_loadu_si256(a.q.as_ptr().add(b * BLOCK).cast()),
+                    q4_scales(w, a, b, false),
                 )
             };
             let lo = _mm_and_si128(packed, _mm_set1_epi8(0x0f));
             let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0f));
             let x = _mm256_set_m128i(hi, lo);
             let sums = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), x, q));
-            acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(w.d[b] * a.d[b]), acc);
-            offsets += w.m[b] * a.s[b];
+            even = _mm256_fmadd_ps(sums, _mm256_broadcastss_ps(scales), even);
+            offsets = _mm_add_ps(offsets, scales);
         }
-        hsum(acc) + offsets
+        finish(even, odd, offsets)
+    }
+
+    /// Block `b`'s 32 products `q_w q_a` of an 8-bit row, in 8 lanes, by one VNNI instruction.
+    ///
+    /// # Safety
+    /// AVX-512 VNNI and VL must be present; block `b` must be in bounds of `w` and `a`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+    unsafe fn q8_sums_vnni(w: &BlockRow, a: &QuantizedRow, b: usize) -> __m256 {
+        // SAFETY: block b's 32 weight bytes and 32 activations are in bounds.
+        let (x, q) = unsafe {
+            (
+                _mm256_loadu_si256(w.values.as_ptr().add(b * BLOCK).cast()),
+                _mm256_loadu_si256(a.q.as_ptr().add(b * BLOCK).cast()),
+            )
+        };
+        let sums = _mm256_dpbusd_epi32(
+            _mm256_setzero_si256(),
+            _mm256_sign_epi8(x, x),
+            _mm256_sign_epi8(q, x),
+        );
+        _mm256_cvtepi32_ps(sums)
     }
 
     /// As [`dot_q8`], the products summed by one VNNI instruction per block.
-    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
     pub(super) unsafe fn dot_q8_vnni(w: &BlockRow, a: &QuantizedRow) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        for b in 0..w.d.len() {
-            // SAFETY: block b's 32 weight bytes and 32 activations are in bounds of the slices.
-            let (x, q) = unsafe {
+        let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let blocks = w.blocks();
+        let mut b = 0;
+        while b + 2 <= blocks {
+            // SAFETY: blocks b and b + 1 are in bounds.
+            let (s0, s1, scales) = unsafe {
                 (
-                    _mm256_loadu_si256(w.values.as_ptr().add(b * BLOCK).cast()),
-                    _mm256_loadu_si256(a.q.as_ptr().add(b * BLOCK).cast()),
+                    q8_sums_vnni(w, a, b),
+                    q8_sums_vnni(w, a, b + 1),
+                    q8_scales(w, a, b, true),
                 )
             };
-            let sums = _mm256_dpbusd_epi32(
-                _mm256_setzero_si256(),
-                _mm256_sign_epi8(x, x),
-                _mm256_sign_epi8(q, x),
-            );
-            acc = _mm256_fmadd_ps(
-                _mm256_cvtepi32_ps(sums),
-                _mm256_set1_ps(w.d[b] * a.d[b]),
-                acc,
-            );
+            even = _mm256_fmadd_ps(s0, _mm256_broadcastss_ps(scales), even);
+            odd = _mm256_fmadd_ps(s1, _mm256_broadcastss_ps(_mm_movehdup_ps(scales)), odd);
+            b += 2;
         }
-        hsum(acc)
+        if b < blocks {
+            // SAFETY: block b is in bounds.
+            let (s, scales) = unsafe { (q8_sums_vnni(w, a, b), q8_scales(w, a, b, false)) };
+            even = _mm256_fmadd_ps(s, _mm256_broadcastss_ps(scales), even);
+        }
+        hsum(_mm256_add_ps(even, odd))
     }
 
     #[target_feature(enable = "avx2")]
@@ -435,51 +599,106 @@ mod simd {
         _mm_cvtss_f32(s)
     }
 
-    /// Σ over blocks of `d_w d_a Σ q_w q_a + m_w s_a`, q_w the 4-bit values.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_q4(w: &BlockRow, a: &QuantizedRow) -> f32 {
+    /// Block `b`'s 32 products `q_w q_a` of a 4-bit row, in 8 lanes.
+    ///
+    /// # Safety
+    /// AVX2 must be present; block `b` must be in bounds of `w` and `a`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_sums(w: &BlockRow, a: &QuantizedRow, b: usize) -> __m256 {
         let low = _mm_set1_epi8(0x0f);
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = _mm256_setzero_ps();
-        let mut offsets = 0f32;
-        for b in 0..w.d.len() {
-            // SAFETY: block b's 16 value bytes and 32 activations are in bounds of the slices.
-            let (packed, q) = unsafe {
+        // SAFETY: block b's 16 value bytes and 32 activations are in bounds.
+        let (packed, q) = unsafe {
+            (
+                _mm_loadu_si128(w.values.as_ptr().add(b * BLOCK / 2).cast()),
+                _mm256_loadu_si256(a.q.as_ptr().add(b * BLOCK).cast()),
+            )
+        };
+        let lo = _mm_and_si128(packed, low);
+        let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low);
+        let x = _mm256_set_m128i(hi, lo);
+        let pairs = _mm256_maddubs_epi16(x, q);
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+    }
+
+    /// Σ over blocks of `d_w d_a Σ q_w q_a + m_w s_a`, q_w the 4-bit values.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_q4(w: &BlockRow, a: &QuantizedRow) -> f32 {
+        let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut offsets = _mm_setzero_ps();
+        let blocks = w.blocks();
+        let mut b = 0;
+        while b + 2 <= blocks {
+            // SAFETY: blocks b and b + 1 are in bounds.
+            let (s0, s1, scales) = unsafe {
                 (
-                    _mm_loadu_si128(w.values.as_ptr().add(b * BLOCK / 2).cast()),
-                    _mm256_loadu_si256(a.q.as_ptr().add(b * BLOCK).cast()),
+                    q4_sums(w, a, b),
+                    q4_sums(w, a, b + 1),
+                    q4_scales(w, a, b, true),
                 )
             };
-            let lo = _mm_and_si128(packed, low);
-            let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low);
-            let x = _mm256_set_m128i(hi, lo);
-            let pairs = _mm256_maddubs_epi16(x, q);
-            let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-            acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(w.d[b] * a.d[b]), acc);
-            offsets += w.m[b] * a.s[b];
+            even = _mm256_fmadd_ps(s0, _mm256_broadcastss_ps(scales), even);
+            odd = _mm256_fmadd_ps(
+                s1,
+                _mm256_broadcastss_ps(_mm_movehl_ps(scales, scales)),
+                odd,
+            );
+            offsets = _mm_add_ps(offsets, scales);
+            b += 2;
         }
-        hsum(acc) + offsets
+        if b < blocks {
+            // SAFETY: block b is in bounds.
+            let (s, scales) = unsafe { (q4_sums(w, a, b), q4_scales(w, a, b, false)) };
+            even = _mm256_fmadd_ps(s, _mm256_broadcastss_ps(scales), even);
+            offsets = _mm_add_ps(offsets, scales);
+        }
+        finish(even, odd, offsets)
+    }
+
+    /// Block `b`'s 32 products `q_w q_a` of an 8-bit row, in 8 lanes.
+    ///
+    /// # Safety
+    /// AVX2 must be present; block `b` must be in bounds of `w` and `a`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q8_sums(w: &BlockRow, a: &QuantizedRow, b: usize) -> __m256 {
+        // SAFETY: block b's 32 weight bytes and 32 activations are in bounds.
+        let (x, q) = unsafe {
+            (
+                _mm256_loadu_si256(w.values.as_ptr().add(b * BLOCK).cast()),
+                _mm256_loadu_si256(a.q.as_ptr().add(b * BLOCK).cast()),
+            )
+        };
+        // maddubs multiplies unsigned by signed: move x's sign onto q.
+        let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(q, x));
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
     }
 
     /// Σ over blocks of `d_w d_a Σ q_w q_a`, both signed 8-bit.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot_q8(w: &BlockRow, a: &QuantizedRow) -> f32 {
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = _mm256_setzero_ps();
-        for b in 0..w.d.len() {
-            // SAFETY: block b's 32 weight bytes and 32 activations are in bounds of the slices.
-            let (x, q) = unsafe {
+        let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let blocks = w.blocks();
+        let mut b = 0;
+        while b + 2 <= blocks {
+            // SAFETY: blocks b and b + 1 are in bounds.
+            let (s0, s1, scales) = unsafe {
                 (
-                    _mm256_loadu_si256(w.values.as_ptr().add(b * BLOCK).cast()),
-                    _mm256_loadu_si256(a.q.as_ptr().add(b * BLOCK).cast()),
+                    q8_sums(w, a, b),
+                    q8_sums(w, a, b + 1),
+                    q8_scales(w, a, b, true),
                 )
             };
-            // maddubs multiplies unsigned by signed: move x's sign onto q.
-            let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(q, x));
-            let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-            acc = _mm256_fmadd_ps(sums, _mm256_set1_ps(w.d[b] * a.d[b]), acc);
+            even = _mm256_fmadd_ps(s0, _mm256_broadcastss_ps(scales), even);
+            odd = _mm256_fmadd_ps(s1, _mm256_broadcastss_ps(_mm_movehdup_ps(scales)), odd);
+            b += 2;
         }
-        hsum(acc)
+        if b < blocks {
+            // SAFETY: block b is in bounds.
+            let (s, scales) = unsafe { (q8_sums(w, a, b), q8_scales(w, a, b, false)) };
+            even = _mm256_fmadd_ps(s, _mm256_broadcastss_ps(scales), even);
+        }
+        hsum(_mm256_add_ps(even, odd))
     }
 }
 
@@ -624,11 +843,15 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn the_avx2_and_vnni_kernels_agree_with_the_portable_code() -> Result<()> {
-        let (rows, cols) = (4, 160);
-        let mut rng = SeededRng::new(5);
-        let x: Vec<f32> = (0..cols).map(|_| (4.0 * rng.f64() - 2.0) as f32).collect();
-        let a = QuantizedRow::new(&x);
-        for kind in [BlockKind::Q4_1, BlockKind::Q8_0] {
+        // An odd and an even number of blocks: the kernels take blocks in pairs.
+        for (kind, cols) in [BlockKind::Q4_0, BlockKind::Q4_1, BlockKind::Q8_0]
+            .into_iter()
+            .flat_map(|kind| [(kind, 160), (kind, 192)])
+        {
+            let rows = 4;
+            let mut rng = SeededRng::new(5);
+            let x: Vec<f32> = (0..cols).map(|_| (4.0 * rng.f64() - 2.0) as f32).collect();
+            let a = QuantizedRow::new(&x);
             let m = BlockMatrix::from_bytes(kind, rows, cols, &random_blocks(kind, rows, cols, 2))?;
             for r in 0..rows {
                 let w = m.row(r);
