@@ -53,18 +53,20 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     // Eight independent sums let the compiler keep them in one vector register.
     let mut acc = [0f32; 8];
     let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8
-        .remainder()
-        .iter()
-        .zip(b8.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
+    let mut tail = 0f32;
+    for (x, y) in a8.remainder().iter().zip(b8.remainder()) {
+        tail += x * y;
+    }
     for (x, y) in a8.zip(b8) {
         for l in 0..8 {
             acc[l] += x[l] * y[l];
         }
     }
-    acc.iter().sum::<f32>() + tail
+    let mut total = 0f32;
+    for v in acc {
+        total += v;
+    }
+    total + tail
 }
 
 impl CustomOp3 for DecodeAttention<'_> {
@@ -155,10 +157,14 @@ impl Head<'_> {
     fn attend(&self, first: usize, last: usize, o: &mut [f32]) {
         let d = o.len();
         let ((k, kb, kh), (v, vb, vh)) = (self.keys, self.values);
-        let scores: Vec<f32> = (first..=last)
-            .map(|j| dot(self.query, k.row(kb, kh, j, d)) * self.scale)
-            .collect();
-        let max = scores.iter().fold(f32::NEG_INFINITY, |m, s| m.max(*s));
+        // Plain loops, no closures: a closure would be compiled apart, without AVX.
+        let mut scores = Vec::with_capacity(last + 1 - first);
+        let mut max = f32::NEG_INFINITY;
+        for j in first..=last {
+            let s = dot(self.query, k.row(kb, kh, j, d)) * self.scale;
+            max = max.max(s);
+            scores.push(s);
+        }
         let mut sum = 0f32;
         for (j, s) in (first..=last).zip(&scores) {
             let p = (s - max).exp();
@@ -167,7 +173,9 @@ impl Head<'_> {
                 *o += p * x;
             }
         }
-        o.iter_mut().for_each(|x| *x /= sum);
+        for x in o.iter_mut() {
+            *x /= sum;
+        }
     }
 
     /// [`Self::attend`] compiled for AVX: the same operations in the same order (no fused
