@@ -3,7 +3,7 @@
 
 use super::browser::Action;
 use crate::engine::{JobId, ModelInfo, device_choices, is_gguf};
-use crate::model::load::DeviceChoice;
+use crate::model::load::{DeviceChoice, Precision};
 use crate::project::{ModelEntry, ModelSource};
 use std::path::{Path, PathBuf};
 
@@ -27,6 +27,7 @@ pub struct ModelPicker {
     models_dir: PathBuf,
     pub dequantize: bool,
     pub device: DeviceChoice,
+    pub dtype: Precision,
     /// Asked for while the engine was busy; started once it is idle.
     waiting: Option<ModelRequest>,
     loading: Option<(JobId, ModelRequest)>,
@@ -43,6 +44,7 @@ impl ModelPicker {
             models_dir,
             dequantize: false,
             device: DeviceChoice::Auto,
+            dtype: Precision::Auto,
             waiting: None,
             loading: None,
             loaded: None,
@@ -68,6 +70,7 @@ impl ModelPicker {
     pub fn wait(&mut self, request: ModelRequest) {
         self.dequantize = request.entry.dequantize;
         self.device = request.entry.device.clone();
+        self.dtype = request.entry.dtype;
         self.waiting = Some(request);
     }
 
@@ -114,6 +117,7 @@ impl ModelPicker {
             source,
             dequantize: self.dequantize,
             device: self.device.clone(),
+            dtype: self.dtype,
         }
     }
 
@@ -221,10 +225,10 @@ fn choice_combo(
         .labelled_by(heading);
 }
 
-/// The dequantize and device settings; changing one that applies to the current model reloads
-/// it with the new setting (dequantize applies to GGUF files only).
+/// The dequantize, device and precision settings; changing one that applies to the current model
+/// reloads it with the new setting (dequantize applies to GGUF files only).
 fn settings(ui: &mut egui::Ui, picker: &mut ModelPicker, action: &mut Option<Action>) {
-    let (dequantize, device) = (picker.dequantize, picker.device.clone());
+    let (dequantize, device, dtype) = (picker.dequantize, picker.device.clone(), picker.dtype);
     ui.horizontal(|ui| {
         ui.checkbox(&mut picker.dequantize, "dequantize")
             .on_hover_text("Load GGUF weights as f32 instead of keeping them quantized and frozen");
@@ -239,12 +243,25 @@ fn settings(ui: &mut egui::Ui, picker: &mut ModelPicker, action: &mut Option<Act
             })
             .response
             .labelled_by(label);
+        let label = ui.label("precision").id;
+        egui::ComboBox::from_id_salt("model_dtype")
+            .selected_text(picker.dtype.to_string())
+            .show_ui(ui, |ui| {
+                for choice in [Precision::Auto, Precision::F32, Precision::Bf16] {
+                    let text = choice.to_string();
+                    ui.selectable_value(&mut picker.dtype, choice, text);
+                }
+            })
+            .response
+            .on_hover_text("auto: bf16 on a GPU, f32 on the CPU. Adapters train in f32 either way.")
+            .labelled_by(label);
     });
     let Some(source) = picker.current().cloned() else {
         return;
     };
     let gguf = matches!(&source, ModelSource::Path(p) if is_gguf(p));
-    if picker.device != device || (gguf && picker.dequantize != dequantize) {
+    if picker.device != device || picker.dtype != dtype || (gguf && picker.dequantize != dequantize)
+    {
         *action = Some(Action::LoadModel(picker.entry(source)));
     }
 }
@@ -261,6 +278,7 @@ fn info_grid(ui: &mut egui::Ui, info: &ModelInfo) {
         ("Heads", format!("{} ({} kv)", info.heads, info.kv_heads)),
         ("Weights", info.quantization.clone()),
         ("Device", info.device.clone()),
+        ("Precision", info.dtype.clone()),
         ("Context", format!("{} tokens", info.context)),
         (
             "Load time",

@@ -240,6 +240,9 @@ pub struct ModelOpts {
     /// auto, cpu or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// auto (bf16 on a GPU, f32 on the CPU), f32 or bf16.
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
     /// A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors).
     #[arg(long)]
     pub adapter: Option<PathBuf>,
@@ -251,6 +254,7 @@ impl ModelOpts {
             model: self.model,
             dequantize: self.dequantize,
             device: self.device,
+            dtype: self.dtype,
             adapter: self.adapter,
         }
     }

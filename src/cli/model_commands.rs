@@ -5,7 +5,7 @@ use crate::data::load::{LoadOptions, load_path};
 use crate::data::record::Task;
 use crate::model::example::encode_example;
 use crate::model::generate::{Flow, GenerationParams, Timing, generate_batch};
-use crate::model::load::{DeviceChoice, LoadedModel, ModelSpec, load};
+use crate::model::load::{DeviceChoice, LoadedModel, ModelSpec, Precision, load};
 use crate::model::lora::load_peft;
 use crate::model::score::{mean, token_nll};
 use serde_json::json;
@@ -17,6 +17,7 @@ pub struct ModelArgs {
     pub model: PathBuf,
     pub dequantize: bool,
     pub device: String,
+    pub dtype: String,
     pub adapter: Option<PathBuf>,
 }
 
@@ -24,6 +25,7 @@ fn open_model(args: &ModelArgs) -> Result<LoadedModel, CliError> {
     let mut spec = ModelSpec::new(&args.model);
     spec.dequantize = args.dequantize;
     spec.device = DeviceChoice::parse(&args.device).map_err(|e| CliError::usage(e.to_string()))?;
+    spec.precision = Precision::parse(&args.dtype).map_err(|e| CliError::usage(e.to_string()))?;
     let started = std::time::Instant::now();
     let mut model = load(&spec).map_err(|e| CliError::usage(format!("--model: {e}")))?;
     if let Some(dir) = &args.adapter {
@@ -38,11 +40,12 @@ fn open_model(args: &ModelArgs) -> Result<LoadedModel, CliError> {
         );
     }
     eprintln!(
-        "loaded {} ({:.1}M parameters, {}, {}) in {:.1}s",
+        "loaded {} ({:.1}M parameters, {}, {}, {}) in {:.1}s",
         model.info.path.display(),
         model.info.parameters as f64 / 1e6,
         model.info.weights,
         model.info.device,
+        model.info.dtype,
         started.elapsed().as_secs_f64()
     );
     Ok(model)

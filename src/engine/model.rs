@@ -53,6 +53,8 @@ pub struct ModelInfo {
     /// How the linear layers are stored: `f32`, or `Q4_1 (frozen)` for quantized weights.
     pub quantization: String,
     pub device: String,
+    /// What the activations are computed in: `f32` or `bf16`.
+    pub dtype: String,
     pub load_time: Duration,
     /// The model brought its own chat template (else a built-in one is used).
     pub chat_template_found: bool,
@@ -108,6 +110,7 @@ fn describe(model: &LoadedModel, spec: &ModelSpec, load_time: Duration) -> Model
         context: model.info.context,
         quantization: quantization(model),
         device: model.info.device.clone(),
+        dtype: model.info.dtype.clone(),
         load_time,
         chat_template_found: !model.template.is_built_in(),
         path,

@@ -6,7 +6,7 @@ use super::dropout::{self, LoraDropout};
 use super::llama::Path;
 use super::ops::{FrozenMatmul, LoraMatmul};
 use candle_core::quantized::QMatMul;
-use candle_core::{Device, Module, Result, Tensor, Var};
+use candle_core::{DType, Module, Result, Tensor, Var};
 use std::sync::Arc;
 
 /// The frozen weight of a layer, `[out, in]`.
@@ -28,23 +28,35 @@ impl BaseWeight {
     pub fn forward(&self, x: &Tensor, path: Path) -> Result<Tensor> {
         let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?;
         let quantized_kernel = path == Path::Infer && rows <= QUANTIZED_KERNEL_MAX_ROWS;
+        // The quantized kernels take f32 activations.
+        let in_f32 = |f: &dyn Fn(&Tensor) -> Result<Tensor>| {
+            f(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())
+        };
         match self {
-            BaseWeight::Quantized(q) if quantized_kernel => q.forward(x),
+            BaseWeight::Quantized(q) if quantized_kernel => in_f32(&|x| q.forward(x)),
             BaseWeight::Blocks(b) if quantized_kernel => {
-                x.contiguous()?.apply_op1_no_bwd(&BlockMatmul(b))
+                in_f32(&|x| x.contiguous()?.apply_op1_no_bwd(&BlockMatmul(b)))
             }
             _ if path == Path::Train && self.fused_on(x) => {
                 x.contiguous()?.apply_op1(FrozenMatmul { w: self.clone() })
             }
             BaseWeight::Dense(w) => x.broadcast_matmul(&w.t()?),
-            _ => x.broadcast_matmul(&self.to_dense(x.device())?.t()?),
+            _ => x.broadcast_matmul(&self.to_dense(x.device())?.to_dtype(x.dtype())?.t()?),
         }
     }
 
-    /// Whether the training path can use the fused CPU ops, which give no gradient to the weight
-    /// (pretraining trains dense weights: those need theirs).
+    /// Whether the training path can use the fused CPU ops (f32 only), which give no gradient to
+    /// the weight (pretraining trains dense weights: those need theirs).
     fn fused_on(&self, x: &Tensor) -> bool {
-        x.device().is_cpu() && !matches!(self, BaseWeight::Dense(w) if w.is_variable())
+        super::llama::fused(x) && !matches!(self, BaseWeight::Dense(w) if w.is_variable())
+    }
+
+    /// Dense weights in `dtype`; quantized ones as they are.
+    pub fn to_dtype(&self, dtype: DType) -> Result<BaseWeight> {
+        Ok(match self {
+            BaseWeight::Dense(w) => BaseWeight::Dense(w.to_dtype(dtype)?),
+            other => other.clone(),
+        })
     }
 
     /// Rows `ids` (`[n]`, u32) of the weight, `[n, in]`: an embedding lookup that dequantizes
@@ -83,8 +95,9 @@ impl BaseWeight {
         }
     }
 
-    /// The weight as a dense f32 tensor on `device` (dequantized when needed).
-    pub fn to_dense(&self, device: &Device) -> Result<Tensor> {
+    /// The weight as a dense tensor on `device` (dequantized to f32 when needed; a dense weight
+    /// as it is stored).
+    pub fn to_dense(&self, device: &candle_core::Device) -> Result<Tensor> {
         match self {
             BaseWeight::Dense(w) => Ok(w.clone()),
             BaseWeight::Quantized(QMatMul::QTensor(q)) => q.dequantize(&q.device()),
@@ -133,6 +146,15 @@ impl LoraLinear {
         }
     }
 
+    /// The frozen parts in `dtype` (see [`BaseWeight::to_dtype`]); the adapter stays f32.
+    pub fn to_dtype(self, dtype: DType) -> Result<LoraLinear> {
+        Ok(LoraLinear {
+            base: self.base.to_dtype(dtype)?,
+            bias: self.bias.map(|b| b.to_dtype(dtype)).transpose()?,
+            ..self
+        })
+    }
+
     pub fn forward(&self, x: &Tensor, path: Path) -> Result<Tensor> {
         let lora = self.lora.as_ref().filter(|_| self.lora_enabled);
         let y = match lora {
@@ -166,7 +188,7 @@ impl LoraLinear {
             Some(b) if path == Path::Infer && rows <= QUANTIZED_KERNEL_MAX_ROWS => b,
             _ => return layers.iter().map(|l| l.forward(x, path)).collect(),
         };
-        let data = x.flatten_all()?.to_vec1::<f32>()?;
+        let data = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         let outputs = matmul_many(&blocks, &data, rows);
         let lead = &x.dims()[..x.rank() - 1];
         layers
@@ -175,7 +197,7 @@ impl LoraLinear {
             .zip(outputs)
             .map(|((layer, b), y)| {
                 let shape: Vec<usize> = lead.iter().copied().chain([b.dims().0]).collect();
-                let base = Tensor::from_vec(y, shape, x.device())?;
+                let base = Tensor::from_vec(y, shape, x.device())?.to_dtype(x.dtype())?;
                 layer.add_bias(layer.add_adapter(x, base, path)?)
             })
             .collect()
@@ -189,15 +211,20 @@ impl LoraLinear {
                 let x = match l.dropout_now().filter(|_| path == Path::Train) {
                     Some((p, key)) => {
                         let mask = dropout::mask(x.elem_count(), key, p);
-                        let mask = Tensor::from_vec(mask, x.shape(), &Device::Cpu)?;
-                        dropped = (x * mask.to_device(x.device())?)?;
+                        let mask = Tensor::from_vec(mask, x.shape(), &candle_core::Device::Cpu)?;
+                        dropped = (x * mask.to_device(x.device())?.to_dtype(x.dtype())?)?;
                         &dropped
                     }
                     None => x,
                 };
+                // A and B stay f32 (they train); the products run in the model's precision.
+                let (a, b) = (
+                    l.a.as_tensor().to_dtype(x.dtype())?,
+                    l.b.as_tensor().to_dtype(x.dtype())?,
+                );
                 // Scaling the rank-r product keeps one output-sized tensor fewer.
-                let low = (x.broadcast_matmul(&l.a.as_tensor().t()?)? * l.scale)?;
-                base + low.broadcast_matmul(&l.b.as_tensor().t()?)?
+                let low = (x.broadcast_matmul(&a.t()?)? * l.scale)?;
+                base + low.broadcast_matmul(&b.t()?)?
             }
             None => Ok(base),
         }

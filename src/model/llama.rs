@@ -9,6 +9,17 @@ use super::linear::{BaseWeight, LoraLinear};
 use super::ops::{CausalSoftmax, RmsNorm, Rotary, SwiGlu};
 use candle_core::{D, DType, Device, Module, Result, Tensor};
 
+/// Whether the project's fused CPU ops (f32 only) run for `x`; elsewhere (a GPU, bf16) the
+/// equivalent candle ops do.
+pub(super) fn fused(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// `x` in f32 for a reduction that bf16 would round away (softmax, norms), as PyTorch does.
+fn widened(x: &Tensor) -> Result<Tensor> {
+    x.to_dtype(DType::F32)
+}
+
 /// Which ops to use: differentiable ones for training, fused ones for inference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Path {
@@ -75,7 +86,7 @@ impl Rope {
         let cos = self.cos.narrow(0, offset, t)?;
         let sin = self.sin.narrow(0, offset, t)?;
         match path {
-            Path::Train if x.device().is_cpu() => x.apply_op1(Rotary { cos, sin }),
+            Path::Train if fused(x) => x.apply_op1(Rotary { cos, sin }),
             Path::Train => candle_nn::rotary_emb::rope_slow(x, &cos, &sin),
             Path::Infer => candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin),
         }
@@ -84,30 +95,40 @@ impl Rope {
     pub fn max_len(&self) -> usize {
         self.cos.dims()[0]
     }
+
+    fn to_dtype(&self, dtype: DType) -> Result<Rope> {
+        Ok(Rope {
+            cos: self.cos.to_dtype(dtype)?,
+            sin: self.sin.to_dtype(dtype)?,
+        })
+    }
 }
 
 fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, path: Path) -> Result<Tensor> {
     match path {
         Path::Infer => candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32),
-        Path::Train if x.device().is_cpu() && !weight.is_variable() => {
-            x.contiguous()?.apply_op1(RmsNorm {
-                weight: weight.to_vec1()?,
-                eps: eps as f32,
-            })
-        }
+        Path::Train if fused(x) && !weight.is_variable() => x.contiguous()?.apply_op1(RmsNorm {
+            weight: weight.to_vec1()?,
+            eps: eps as f32,
+        }),
         Path::Train => {
-            let mean_sq = x.sqr()?.mean_keepdim(D::Minus1)?;
-            x.broadcast_div(&(mean_sq + eps)?.sqrt()?)?
+            let wide = widened(x)?;
+            let mean_sq = wide.sqr()?.mean_keepdim(D::Minus1)?;
+            wide.broadcast_div(&(mean_sq + eps)?.sqrt()?)?
+                .to_dtype(x.dtype())?
                 .broadcast_mul(weight)
         }
     }
 }
 
-fn softmax(x: Tensor, path: Path) -> Result<Tensor> {
+/// Softmax over the last dimension, computed in f32, returned in `dtype`.
+fn softmax(x: Tensor, path: Path, dtype: DType) -> Result<Tensor> {
+    let x = widened(&x)?;
     match path {
         Path::Train => candle_nn::ops::softmax(&x, D::Minus1),
         Path::Infer => candle_nn::ops::softmax_last_dim(&x),
-    }
+    }?
+    .to_dtype(dtype)
 }
 
 /// Additive attention mask for `t` new positions after `offset` cached ones, `[b | 1, 1, 1, t,
@@ -228,7 +249,7 @@ impl Attention {
         let total = k.dim(2)?;
         let q = q.contiguous()?.reshape((b, kv, n_rep * t, d))?;
         let scale = 1.0 / (d as f64).sqrt();
-        if path == Path::Infer && t <= DECODE_MAX_QUERIES && q.device().is_cpu() {
+        if path == Path::Infer && t <= DECODE_MAX_QUERIES && fused(&q) {
             let op = DecodeAttention {
                 scale: scale as f32,
                 queries: t,
@@ -240,18 +261,18 @@ impl Attention {
         }
         let scores = q.matmul(&k.t()?)?;
         let att = match masking.mask {
-            None if scores.device().is_cpu() => scores.contiguous()?.apply_op1(CausalSoftmax {
+            None if fused(&scores) => scores.contiguous()?.apply_op1(CausalSoftmax {
                 scale,
                 queries: t,
                 offset,
             })?,
-            None => softmax((scores * scale)?, path)?,
+            None => softmax((scores * scale)?, path, v.dtype())?,
             Some(m) => {
-                let masked = (scores * scale)?
+                let masked = (widened(&scores)? * scale)?
                     .reshape((b, kv, n_rep, t, total))?
                     .broadcast_add(m)?
                     .reshape((b, kv, n_rep * t, total))?;
-                softmax(masked, path)?
+                softmax(masked, path, v.dtype())?
             }
         };
         let y = merge_heads(att.matmul(&v)?, b, t)?;
@@ -281,7 +302,7 @@ impl Mlp {
             LoraLinear::forward_many(&[&self.gate_proj, &self.up_proj], x, path)?
                 .try_into()
                 .map_err(|_| candle_core::Error::Msg("gate/up: two outputs expected".into()))?;
-        let h = if x.device().is_cpu() {
+        let h = if fused(&gate) {
             gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)?
         } else {
             (gate.silu()? * up)?
@@ -316,6 +337,62 @@ impl Llama {
         self.norm.device()
     }
 
+    /// What the activations are computed in (the dense weights are stored in it too).
+    pub fn dtype(&self) -> DType {
+        self.norm.dtype()
+    }
+
+    /// The model in `dtype`: dense weights, biases, norms and RoPE tables are converted;
+    /// quantized weights stay as they are (their products convert the activations).
+    pub fn to_dtype(self, dtype: DType) -> Result<Llama> {
+        if dtype == self.dtype() {
+            return Ok(self);
+        }
+        let norm = |t: Tensor| t.to_dtype(dtype);
+        let layers = self
+            .layers
+            .into_iter()
+            .map(|l| {
+                let Block {
+                    attn,
+                    mlp,
+                    input_norm,
+                    post_attention_norm,
+                } = l;
+                Ok(Block {
+                    attn: Attention {
+                        q_proj: attn.q_proj.to_dtype(dtype)?,
+                        k_proj: attn.k_proj.to_dtype(dtype)?,
+                        v_proj: attn.v_proj.to_dtype(dtype)?,
+                        o_proj: attn.o_proj.to_dtype(dtype)?,
+                        ..attn
+                    },
+                    mlp: Mlp {
+                        gate_proj: mlp.gate_proj.to_dtype(dtype)?,
+                        up_proj: mlp.up_proj.to_dtype(dtype)?,
+                        down_proj: mlp.down_proj.to_dtype(dtype)?,
+                    },
+                    input_norm: norm(input_norm)?,
+                    post_attention_norm: norm(post_attention_norm)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let embed = self.embed.to_dtype(dtype)?;
+        let lm_head = if self.tied_head {
+            embed.clone()
+        } else {
+            self.lm_head.to_dtype(dtype)?
+        };
+        Ok(Llama {
+            embed,
+            lm_head,
+            norm: norm(self.norm)?,
+            rope: self.rope.to_dtype(dtype)?,
+            layers,
+            ..self
+        })
+    }
+
     /// Hidden states after the final norm, `[b, t, hidden]`, for ids `[b, t]` at `offset`.
     pub fn hidden(
         &self,
@@ -332,6 +409,7 @@ impl Llama {
         let (b, t) = ids.dims2()?;
         self.embed
             .gather_rows(&ids.flatten_all()?)?
+            .to_dtype(self.dtype())?
             .reshape((b, t, self.cfg.hidden_size))
     }
 
@@ -352,12 +430,12 @@ impl Llama {
                 self.rope.max_len()
             );
         }
-        let mut x = embeddings;
+        let mut x = embeddings.to_dtype(self.dtype())?;
         let eps = self.cfg.rms_norm_eps;
         let pads = cache.as_ref().map_or(Vec::new(), |c| c.pads.clone());
         // On the CPU the causal part is fused into the softmax; a mask is built for padding.
         let padded = pads.iter().any(|p| *p > 0);
-        let mask = if padded || !x.device().is_cpu() {
+        let mask = if padded || !fused(&x) {
             attention_mask(b, t, offset, &pads, x.device())?
         } else {
             None
@@ -384,9 +462,10 @@ impl Llama {
         rms_norm(&x, &self.norm, eps, path)
     }
 
-    /// Logits over the vocabulary for the given hidden states.
+    /// Logits over the vocabulary for the given hidden states, in f32 whatever the model's
+    /// precision (losses and sampling read them).
     pub fn logits(&self, hidden: &Tensor, path: Path) -> Result<Tensor> {
-        self.lm_head.forward(hidden, path)
+        self.lm_head.forward(hidden, path)?.to_dtype(DType::F32)
     }
 
     /// Parameters of the base model (adapters not counted).

@@ -6,7 +6,7 @@ use super::config::LlamaConfig;
 use super::llama::Llama;
 use super::tokenizer::Tokenizer;
 use super::weights::{GgufSource, MemorySource, TensorSource, WeightsError, build_llama};
-use candle_core::Device;
+use candle_core::{DType, Device};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -35,15 +35,67 @@ impl DeviceChoice {
         }
     }
 
+    /// The device: `auto` is the first GPU when this build has CUDA and it opens, else the CPU.
     pub fn device(&self) -> Result<Device, ModelError> {
         match self {
-            DeviceChoice::Auto | DeviceChoice::Cpu => Ok(Device::Cpu),
+            DeviceChoice::Cpu => Ok(Device::Cpu),
+            DeviceChoice::Auto if candle_core::utils::cuda_is_available() => {
+                Ok(Device::new_cuda(0).unwrap_or(Device::Cpu))
+            }
+            DeviceChoice::Auto => Ok(Device::Cpu),
+            DeviceChoice::Cuda(n) if !candle_core::utils::cuda_is_available() => {
+                Err(ModelError::Usage(format!(
+                    "--device cuda:{n}: this build has no CUDA support; build one with scripts/build-cuda.sh (cargo feature `cuda`), or use --device cpu"
+                )))
+            }
             DeviceChoice::Cuda(n) => Device::new_cuda(*n).map_err(|e| {
                 ModelError::Usage(format!(
-                    "--device cuda:{n}: CUDA is not available ({e}); this build runs on the CPU (build with --features cuda for NVIDIA GPUs)"
+                    "--device cuda:{n}: the GPU could not be opened ({e}); check that the NVIDIA driver is loaded and the index exists (nvidia-smi), or use --device cpu"
                 ))
             }),
         }
+    }
+}
+
+/// The numbers the weights and activations are kept in: `auto` is bf16 on a GPU, f32 on the CPU.
+/// Adapters train in f32 whatever the model's precision (mixed precision).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    Auto,
+    F32,
+    Bf16,
+}
+
+impl Precision {
+    pub fn parse(text: &str) -> Result<Precision, ModelError> {
+        match text.trim() {
+            "auto" => Ok(Precision::Auto),
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            other => Err(ModelError::Usage(format!(
+                "--dtype: expected auto, f32 or bf16, got {other:?}"
+            ))),
+        }
+    }
+
+    pub fn dtype(self, device: &Device) -> DType {
+        match self {
+            Precision::Auto if device.is_cuda() => DType::BF16,
+            Precision::Auto | Precision::F32 => DType::F32,
+            Precision::Bf16 => DType::BF16,
+        }
+    }
+}
+
+/// Spelled as `parse` reads it.
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::Auto => "auto",
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        })
     }
 }
 
@@ -84,6 +136,7 @@ pub struct ModelSpec {
     /// Load GGUF weights as f32 instead of keeping them quantized.
     pub dequantize: bool,
     pub device: DeviceChoice,
+    pub precision: Precision,
     /// Longest sequence the RoPE tables cover (capped by the model's own context).
     pub max_len: usize,
 }
@@ -94,6 +147,7 @@ impl ModelSpec {
             path: path.into(),
             dequantize: false,
             device: DeviceChoice::Auto,
+            precision: Precision::Auto,
             max_len: 4096,
         }
     }
@@ -111,6 +165,8 @@ pub struct ModelInfo {
     pub context: usize,
     pub weights: String,
     pub device: String,
+    /// `f32` or `bf16`: what the activations (and dense weights) are computed in.
+    pub dtype: String,
 }
 
 pub struct LoadedModel {
@@ -192,7 +248,7 @@ fn load_gguf(path: &Path, spec: &ModelSpec, device: &Device) -> Result<Parts, Mo
         .unwrap_or_else(|| ChatTemplate::built_in_for(&tokenizer));
     let llama = build(&mut src, &cfg, spec, device)?;
     let weights = if spec.dequantize {
-        "f32 (dequantized GGUF)"
+        "dequantized GGUF"
     } else {
         "quantized GGUF, frozen"
     };
@@ -210,7 +266,7 @@ fn load_hf_folder(path: &Path, spec: &ModelSpec, device: &Device) -> Result<Part
     let files = safetensors_files(path)?;
     let mut src = MemorySource::from_safetensors(&files, path)?;
     let llama = build(&mut src, &cfg, spec, device)?;
-    Ok((llama, tokenizer, template, "f32 (safetensors)".to_string()))
+    Ok((llama, tokenizer, template, "safetensors".to_string()))
 }
 
 /// The decoder with RoPE tables as long as the spec asks, within the model's own context.
@@ -221,7 +277,8 @@ fn build(
     device: &Device,
 ) -> Result<Llama, ModelError> {
     let max_len = spec.max_len.min(cfg.max_position_embeddings);
-    Ok(build_llama(src, cfg, max_len, device)?)
+    let llama = build_llama(src, cfg, max_len, device)?;
+    Ok(llama.to_dtype(spec.precision.dtype(device))?)
 }
 
 /// `model.safetensors`, or the shards a `model.safetensors.index.json` lists.
@@ -265,7 +322,12 @@ fn describe(path: &Path, llama: &Llama, weights: String, device: &Device) -> Mod
         weights,
         device: match device {
             Device::Cpu => "cpu".into(),
+            Device::Cuda(_) => match device.location() {
+                candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+                other => format!("{other:?}"),
+            },
             other => format!("{other:?}"),
         },
+        dtype: llama.dtype().as_str().to_string(),
     }
 }

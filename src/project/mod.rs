@@ -11,7 +11,7 @@ pub use atomic::write_atomic;
 use crate::data::record::Task;
 use crate::data::split::SplitSpec;
 use crate::data::template::TemplateKind;
-use crate::model::load::{DeviceChoice, ModelSpec, TINY};
+use crate::model::load::{DeviceChoice, ModelSpec, Precision, TINY};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -44,6 +44,9 @@ pub struct ModelEntry {
     /// Written as `--device` takes it: `"auto"`, `"cpu"` or `"cuda:N"`.
     #[serde(with = "device_text")]
     pub device: DeviceChoice,
+    /// Written as `--dtype` takes it: `"auto"` (bf16 on a GPU, f32 on the CPU), `"f32"`, `"bf16"`.
+    #[serde(with = "dtype_text")]
+    pub dtype: Precision,
 }
 
 impl Default for ModelEntry {
@@ -52,6 +55,7 @@ impl Default for ModelEntry {
             source: ModelSource::Tiny,
             dequantize: false,
             device: DeviceChoice::Auto,
+            dtype: Precision::Auto,
         }
     }
 }
@@ -65,7 +69,26 @@ impl ModelEntry {
         });
         spec.dequantize = self.dequantize;
         spec.device = self.device.clone();
+        spec.precision = self.dtype;
         spec
+    }
+}
+
+mod dtype_text {
+    use crate::model::load::Precision;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(dtype: &Precision, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(dtype)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Precision, D::Error> {
+        let text = String::deserialize(d)?;
+        Precision::parse(&text).map_err(|_| {
+            D::Error::custom(format!(
+                "dtype: expected \"auto\", \"f32\" or \"bf16\", got {text:?}"
+            ))
+        })
     }
 }
 
@@ -306,15 +329,18 @@ mod tests {
             source: ModelSource::Path(gguf.clone()),
             dequantize: true,
             device: DeviceChoice::Cuda(1),
+            dtype: Precision::Bf16,
         });
         p.save().expect("save");
         let text = std::fs::read_to_string(dir.path().join(PROJECT_FILE)).expect("read");
         assert!(text.contains("Path(\"models/m.gguf\")"), "{text}");
         assert!(text.contains("device: \"cuda:1\""), "{text}");
+        assert!(text.contains("dtype: \"bf16\""), "{text}");
         let back = OpenProject::open(dir.path()).expect("open");
         let spec = back.model().spec();
         assert_eq!(spec.path, gguf);
         assert_eq!(spec.device, DeviceChoice::Cuda(1));
+        assert_eq!(spec.precision, Precision::Bf16);
         assert!(spec.dequantize);
     }
 

@@ -21,6 +21,9 @@ pub struct TrainConfig {
     pub dequantize: bool,
     /// `auto`, `cpu` or `cuda:N`.
     pub device: String,
+    /// `auto` (bf16 on a GPU, f32 on the CPU), `f32` or `bf16`: the base model's precision; the
+    /// adapter trains in f32 either way.
+    pub dtype: String,
     /// The project dataset to train on, by name.
     pub dataset: String,
     /// Longest example in tokens; longer ones lose input text, never the start of the target.
@@ -66,6 +69,7 @@ impl TrainConfig {
             model: crate::model::load::TINY.into(),
             dequantize: true,
             device: "auto".into(),
+            dtype: "auto".into(),
             dataset: "discharge".into(),
             max_seq_len: 2048,
             micro_batch: 1,

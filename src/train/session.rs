@@ -10,7 +10,7 @@ use super::run::{LoopState, OPTIMIZER_FILE, RunDir, STATE_FILE, run_err};
 use crate::data::load::{LoadOptions, load_path};
 use crate::data::record::Split;
 use crate::data::split::{assign_splits, partition};
-use crate::model::load::{DeviceChoice, LoadedModel, ModelSpec, load};
+use crate::model::load::{DeviceChoice, LoadedModel, ModelSpec, Precision, load};
 use crate::model::lora::{attach, load_peft};
 use crate::project::OpenProject;
 use std::path::Path;
@@ -27,6 +27,7 @@ pub fn load_model(cfg: &TrainConfig) -> Result<LoadedModel, TrainError> {
     let mut spec = ModelSpec::new(&cfg.model);
     spec.dequantize = cfg.dequantize;
     spec.device = DeviceChoice::parse(&cfg.device).map_err(|e| TrainError::Model(e.to_string()))?;
+    spec.precision = Precision::parse(&cfg.dtype).map_err(|e| TrainError::Model(e.to_string()))?;
     spec.max_len = cfg.max_seq_len;
     load(&spec).map_err(|e| TrainError::Model(e.to_string()))
 }

@@ -226,3 +226,37 @@ fn the_quick_demo_preset_lowers_the_validation_loss_of_the_embedded_model() -> R
     assert!(last < 0.85 * base, "validation loss {base} -> {last}");
     Ok(())
 }
+
+/// The precision a GPU trains in by default: a bf16 base under f32 adapters, through candle's
+/// ops rather than the fused f32 CPU ones. `LABLENS_TEST_DEVICE=cuda:0` runs it on a GPU.
+#[test]
+fn bf16_training_lowers_the_validation_loss_of_the_embedded_model() -> Result<(), TrainError> {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let p = project(tmp.path(), 300);
+    let cfg = TrainConfig {
+        max_steps: Some(24),
+        eval_every: 0,
+        eval_records: 16,
+        device: std::env::var("LABLENS_TEST_DEVICE").unwrap_or_else(|_| "cpu".into()),
+        dtype: "bf16".into(),
+        ..TrainConfig::preset("quick-demo").expect("preset")
+    };
+    let run = fresh_run(&p, &cfg)?;
+    let evals: Vec<f64> = read_jsonl(&run.run_dir.join(METRICS_FILE))
+        .iter()
+        .filter_map(|v| v["val_loss"].as_f64())
+        .collect();
+    let (base, last) = (evals[0], evals[evals.len() - 1]);
+    assert!(last < 0.85 * base, "validation loss {base} -> {last}");
+    let adapter = candle_core::safetensors::load(
+        run.run_dir.join("adapter/adapter_model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .map_err(|e| TrainError::Model(e.to_string()))?;
+    assert!(
+        adapter
+            .values()
+            .all(|t| t.dtype() == candle_core::DType::F32)
+    );
+    Ok(())
+}

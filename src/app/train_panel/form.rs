@@ -84,10 +84,11 @@ impl ConfigForm {
     }
 
     /// Points the run at the model the sidebar loaded.
-    pub fn use_model(&mut self, model: String, dequantize: bool, device: String) {
+    pub fn use_model(&mut self, model: String, dequantize: bool, device: String, dtype: String) {
         self.base.model = model;
         self.base.dequantize = dequantize;
         self.base.device = device;
+        self.base.dtype = dtype;
     }
 }
 
@@ -194,7 +195,7 @@ fn presets_row(ui: &mut egui::Ui, form: &mut ConfigForm) {
                     if ui.selectable_label(form.preset == name, name).clicked() {
                         let keep = form.base.clone();
                         *form = ConfigForm::from_preset(name);
-                        form.use_model(keep.model, keep.dequantize, keep.device);
+                        form.use_model(keep.model, keep.dequantize, keep.device, keep.dtype);
                     }
                 }
             })

@@ -219,6 +219,7 @@ impl TrainPanel {
             model_text(entry),
             entry.dequantize,
             entry.device.to_string(),
+            entry.dtype.to_string(),
         );
         let (config, issues) = self.form.config();
         if !issues.is_empty() {

@@ -149,3 +149,82 @@ fn a_zero_b_adapter_leaves_outputs_unchanged_until_trained() -> Result<()> {
     assert!(max_abs_diff(&before, &off) < 1e-6);
     Ok(())
 }
+
+/// The same model in bf16: the path a GPU takes (candle's ops instead of the fused f32 CPU ops),
+/// checked on the CPU.
+fn tiny_bf16(seed: u64) -> Llama {
+    tiny_model(seed).to_dtype(DType::BF16).expect("bf16")
+}
+
+#[test]
+fn bf16_follows_f32_within_bf16_rounding_on_both_paths() -> Result<()> {
+    let (f32_model, bf16) = (tiny_model(1), tiny_bf16(1));
+    assert_eq!(bf16.dtype(), DType::BF16);
+    let x = ids(&[1, 5, 7, 2, 9, 30, 3]);
+    let reference = f32_model.logits(&f32_model.hidden(&x, 0, None, Path::Infer)?, Path::Infer)?;
+    let scale = reference.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+    for path in [Path::Train, Path::Infer] {
+        let got = bf16.logits(&bf16.hidden(&x, 0, None, path)?, path)?;
+        assert_eq!(got.dtype(), DType::F32, "logits come back in f32");
+        let diff = max_abs_diff(&reference, &got);
+        // bf16 keeps 8 bits of mantissa: a few parts in a hundred after a few layers.
+        assert!(diff < 0.05 * scale.max(1.0), "{path:?}: {diff} of {scale}");
+    }
+    Ok(())
+}
+
+#[test]
+fn bf16_kv_cache_decoding_matches_its_full_forward() -> Result<()> {
+    let m = tiny_bf16(2);
+    let seq = [4u32, 8, 15, 16, 23, 2, 7];
+    let full = m.logits(&m.hidden(&ids(&seq), 0, None, Path::Infer)?, Path::Infer)?;
+    let mut cache = KvCache::new();
+    let mut steps = vec![m.logits(
+        &m.hidden(&ids(&seq[..4]), 0, Some(&mut cache), Path::Infer)?,
+        Path::Infer,
+    )?];
+    for (k, &tok) in seq.iter().enumerate().skip(4) {
+        steps.push(m.logits(
+            &m.hidden(&ids(&[tok]), k, Some(&mut cache), Path::Infer)?,
+            Path::Infer,
+        )?);
+    }
+    let incremental = Tensor::cat(&steps, 1)?;
+    let scale = full.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+    let diff = max_abs_diff(&full, &incremental);
+    assert!(diff < 0.05 * scale.max(1.0), "{diff} of {scale}");
+    Ok(())
+}
+
+#[test]
+fn bf16_gradients_reach_every_f32_lora_matrix() -> Result<()> {
+    let mut m = tiny_bf16(3);
+    let vars = attach(
+        &mut m,
+        &LoraConfig {
+            r: 4,
+            ..LoraConfig::default()
+        },
+        9,
+    )?;
+    for (name, v) in &vars {
+        assert_eq!(v.dtype(), DType::F32, "{name}: adapters train in f32");
+        if name.contains("lora_B") {
+            v.set(&(Tensor::ones(v.shape(), DType::F32, &Device::Cpu)? * 0.01)?)?;
+        }
+    }
+    let x = ids(&[1, 2, 3, 4, 5, 6]);
+    let logits = m
+        .logits(&m.hidden(&x, 0, None, Path::Train)?, Path::Train)?
+        .squeeze(0)?;
+    let targets = Tensor::new(&[2u32, 3, 4, 5, 6, 7], &Device::Cpu)?;
+    let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
+    let grads = loss.backward()?;
+    for (name, v) in &vars {
+        let g = grads
+            .get(v.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        assert_eq!(g.dtype(), DType::F32, "{name}");
+    }
+    assert_every_var_has_a_gradient(&grads, &vars)
+}
