@@ -56,13 +56,14 @@ RECIPE = {
 EVAL_RECORDS = 4
 
 
-def config_ron(model, dequantize, micro_batch, grad_accum, max_steps, recipe=RECIPE):
+def config_ron(model, dequantize, micro_batch, grad_accum, max_steps, recipe=RECIPE, device="cpu", dtype="f32"):
     """A complete TrainConfig in RON for `lablens train --config`."""
     targets = ", ".join(f'"{t}"' for t in recipe["target_modules"])
     return f"""(
     model: {json.dumps(str(model))},
     dequantize: {str(dequantize).lower()},
-    device: "cpu",
+    device: {json.dumps(device)},
+    dtype: {json.dumps(dtype)},
     dataset: {json.dumps(recipe["dataset"])},
     max_seq_len: {recipe["max_seq_len"]},
     micro_batch: {micro_batch},
@@ -179,10 +180,24 @@ def train_lablens(lablens, project, name, config_text):
     return summary, peak
 
 
-def torch_tensors(micro):
+def torch_tensors(micro, device="cpu"):
     import torch
 
-    return {key: torch.tensor(micro[key]) for key in ("input_ids", "attention_mask", "labels")}
+    return {key: torch.tensor(micro[key], device=device) for key in ("input_ids", "attention_mask", "labels")}
+
+
+def torch_placement(fields):
+    """The torch device and dtype of a run's config.ron `device` and `dtype` (as lablens reads them: auto is the
+    first GPU when there is one, and bf16 there, f32 on the CPU)."""
+    import torch
+
+    device = fields.get("device", "cpu")
+    if device == "auto":
+        device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    dtype = fields.get("dtype", "auto")
+    if dtype == "auto":
+        dtype = "bf16" if device.startswith("cuda") else "f32"
+    return device, {"f32": torch.float32, "bf16": torch.bfloat16}[dtype]
 
 
 def load_peft(run_dir, fields):
@@ -202,8 +217,10 @@ def load_peft(run_dir, fields):
     step0 = pathlib.Path(run_dir) / "checkpoints" / "step-0"
     if not (step0 / "adapter_model.safetensors").is_file():
         sys.exit(f"{step0} is missing: make the run with lablens train --record-batches")
-    base = AutoModelForCausalLM.from_pretrained(model.parent, gguf_file=model.name, dtype=torch.float32)
-    return PeftModel.from_pretrained(base, step0, is_trainable=True)
+    device, dtype = torch_placement(fields)
+    base = AutoModelForCausalLM.from_pretrained(model.parent, gguf_file=model.name, dtype=dtype).to(device)
+    # PEFT keeps the adapter in f32 under a bf16 base (autocast_adapter_dtype), as lablens does.
+    return PeftModel.from_pretrained(base, step0, is_trainable=True).to(device)
 
 
 def replay(run_dir, after_load=lambda: None):
@@ -214,9 +231,12 @@ def replay(run_dir, after_load=lambda: None):
 
     torch.set_num_threads(THREADS)
     fields = read_config(run_dir, ["model", "dequantize", "betas", "eps", "weight_decay", "max_grad_norm",
-                                   "dropout"])
+                                   "dropout", "device", "dtype"])
+    device, _ = torch_placement(fields)
+    # A GPU runs ahead of Python: wait for it before reading the clock.
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     lrs = {step: m["lr"] for step, m in train_metrics(run_dir).items()}
-    steps = [(s["step"], [torch_tensors(m) for m in s["micro_batches"]]) for s in read_batches(run_dir)]
+    steps = [(s["step"], [torch_tensors(m, device) for m in s["micro_batches"]]) for s in read_batches(run_dir)]
     model = load_peft(run_dir, fields)
     after_load()
     model.train()
@@ -232,6 +252,7 @@ def replay(run_dir, after_load=lambda: None):
     max_norm = fields["max_grad_norm"] or float("inf")
     out = []
     for step, micro_batches in steps:
+        sync()
         if step not in lrs:
             sys.exit(f"{run_dir}: batches.jsonl has step {step} but metrics.jsonl has no training line for it")
         started = time.perf_counter()
@@ -249,6 +270,7 @@ def replay(run_dir, after_load=lambda: None):
             group["lr"] = lrs[step]
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        sync()
         seconds = time.perf_counter() - started
         tokens = sum(int(m["attention_mask"].sum()) for m in micro_batches)
         out.append({"step": step, "loss": nll_sum / labelled, "grad_norm": grad_norm, "tokens": tokens,
@@ -268,7 +290,12 @@ def replay_measured(run_dir):
     peaks = {}
 
     def after_load():
+        import torch
+
         peaks["load"] = peak_rss_mib()
+        peaks["gpu"] = torch.cuda.is_initialized()
+        if peaks["gpu"]:
+            torch.cuda.reset_peak_memory_stats()
         try:
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")  # restarts VmHWM (and the rusage peak) from the current RSS
@@ -277,8 +304,13 @@ def replay_measured(run_dir):
             peaks["restarted"] = False
 
     steps = replay(run_dir, after_load)
+    gpu_peak = None
+    if peaks["gpu"]:
+        import torch
+
+        gpu_peak = torch.cuda.max_memory_allocated() / 2**20
     return {"steps": steps, "load_peak_mib": peaks["load"],
-            "train_peak_mib": peak_rss_mib() if peaks["restarted"] else None}
+            "train_peak_mib": peak_rss_mib() if peaks["restarted"] else None, "gpu_train_peak_mib": gpu_peak}
 
 
 def replay_child(run_dir):

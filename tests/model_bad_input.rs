@@ -192,3 +192,40 @@ fn missing_tokenizer_json() {
         &["tokenizer.json"],
     );
 }
+
+/// A GPU asked for where there is none: a build without the `cuda` feature says how to get one;
+/// a CUDA build on a machine without the GPU says the device could not be opened.
+#[test]
+fn cuda_requested_where_there_is_none() {
+    let needles: &[&str] = if cfg!(feature = "cuda") {
+        &["--device cuda:7", "could not be opened"]
+    } else {
+        &[
+            "--device cuda:7",
+            "no CUDA support",
+            "scripts/build-cuda.sh",
+        ]
+    };
+    assert_bad_input(
+        &[
+            "generate", "--model", "tiny", "--prompt", "x", "--device", "cuda:7",
+        ],
+        needles,
+    );
+}
+
+#[test]
+fn unknown_device_and_precision_are_named() {
+    assert_bad_input(
+        &[
+            "generate", "--model", "tiny", "--prompt", "x", "--device", "gpu",
+        ],
+        &["--device", "expected auto, cpu or cuda:N", "\"gpu\""],
+    );
+    assert_bad_input(
+        &[
+            "generate", "--model", "tiny", "--prompt", "x", "--dtype", "fp8",
+        ],
+        &["--dtype", "expected auto, f32 or bf16", "\"fp8\""],
+    );
+}

@@ -25,10 +25,17 @@ pub fn learning_rate(cfg: &TrainConfig, step: usize, total: usize) -> f64 {
 /// Scales the gradients so that their global L2 norm is at most `max_norm` (0: no limit), as
 /// `torch.nn.utils.clip_grad_norm_` does; returns the norm before clipping.
 pub fn clip_gradients(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
-    let mut total = 0f64;
+    // Summed where the gradients live: one read back per step, not one per matrix (on a GPU
+    // each read waits for the device).
+    let mut total: Option<Tensor> = None;
     for g in grads.iter() {
-        total += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
+        let square = g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?;
+        total = Some(match total {
+            Some(t) => (t + square)?,
+            None => square,
+        });
     }
+    let total = total.map_or(Ok(0.0), |t| t.to_scalar::<f64>())?;
     let norm = total.sqrt();
     let coef = max_norm / (norm + 1e-6);
     if max_norm > 0.0 && coef < 1.0 {
