@@ -89,7 +89,6 @@ fn opening_the_demo_project_loads_its_model_after_the_dataset() {
         "tiny-clinical",
         "2.36 M",
         "llama",
-        "f32",
         "1024 tokens",
         "6 (2 kv)",
     ] {
@@ -98,6 +97,8 @@ fn opening_the_demo_project_loads_its_model_after_the_dataset() {
             "{shown} not in the sidebar"
         );
     }
+    // The weights' format and the precision the model computes in.
+    assert_eq!(h.query_all_by_label("f32").count(), 2);
     assert!(h.query_by_label("Model: tiny-clinical on cpu").is_some());
 }
 
@@ -221,4 +222,32 @@ fn f12_toggles_the_frame_time_readout() {
     h.get_by_label("Frame time").click();
     h.run();
     assert!(h.query_by_label_contains("frame build").is_none());
+}
+
+#[test]
+fn a_precision_change_reloads_the_model_in_bf16_and_the_project_keeps_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = app_over(ward_project(dir.path()), dir.path().join("models"));
+    wait_until(&mut h, |app| {
+        loaded_name(app).is_some() && !app.model.is_busy()
+    });
+    h.run();
+    assert_eq!(
+        h.state().model.loaded().map(|m| m.dtype.as_str()),
+        Some("f32")
+    );
+    h.get_by_label("precision").click();
+    h.run();
+    h.get_all_by_label("bf16")
+        .find(|n| n.accesskit_node().role() != egui::accesskit::Role::Label)
+        .expect("a bf16 entry in the precision list")
+        .click();
+    wait_until(&mut h, |app| {
+        app.unsaved && !app.model.is_busy() && app.model.loaded().is_some_and(|m| m.dtype == "bf16")
+    });
+    h.run();
+    let saved = &h.state().project.as_ref().expect("project").project.model;
+    assert_eq!(saved.dtype, crate::model::load::Precision::Bf16);
+    // The precision list's choice and the model's Precision row.
+    assert_eq!(h.query_all_by_label("bf16").count(), 2);
 }

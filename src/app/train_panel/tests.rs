@@ -249,7 +249,7 @@ fn ticking_two_runs_overlays_two_series_and_the_comparison_marks_differences() {
     h.run();
     assert!(h.query_by_label("≠ lr").is_some());
     assert!(h.query_by_label("≠ seed").is_none());
-    assert!(h.query_by_label("1 of 25 fields differ").is_some());
+    assert!(h.query_by_label("1 of 26 fields differ").is_some());
 }
 
 #[test]
