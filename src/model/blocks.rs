@@ -457,6 +457,30 @@ mod simd {
         }
     }
 
+    /// The 8-bit dot product over blocks in pairs, with `$sums` (AVX2 or VNNI) for each block's
+    /// 32 products: a macro rather than a function so that both kernels inline their own code.
+    /// Expands to unsafe calls whose features the enclosing function must enable.
+    macro_rules! q8_dot {
+        ($sums:ident, $w:expr, $a:expr) => {{
+            let (w, a) = ($w, $a);
+            let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let blocks = w.blocks();
+            let mut b = 0;
+            while b + 2 <= blocks {
+                let (s0, s1, scales) =
+                    ($sums(w, a, b), $sums(w, a, b + 1), q8_scales(w, a, b, true));
+                even = _mm256_fmadd_ps(s0, _mm256_broadcastss_ps(scales), even);
+                odd = _mm256_fmadd_ps(s1, _mm256_broadcastss_ps(_mm_movehdup_ps(scales)), odd);
+                b += 2;
+            }
+            if b < blocks {
+                let (s, scales) = ($sums(w, a, b), q8_scales(w, a, b, false));
+                even = _mm256_fmadd_ps(s, _mm256_broadcastss_ps(scales), even);
+            }
+            hsum(_mm256_add_ps(even, odd))
+        }};
+    }
+
     /// 8-bit blocks `b` and, if `pair`, `b + 1`: `d_w d_a` of each as lanes 0 and 1.
     ///
     /// # Safety
@@ -567,28 +591,8 @@ mod simd {
     /// As [`dot_q8`], the products summed by one VNNI instruction per block.
     #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
     pub(super) unsafe fn dot_q8_vnni(w: &BlockRow, a: &QuantizedRow) -> f32 {
-        let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let blocks = w.blocks();
-        let mut b = 0;
-        while b + 2 <= blocks {
-            // SAFETY: blocks b and b + 1 are in bounds.
-            let (s0, s1, scales) = unsafe {
-                (
-                    q8_sums_vnni(w, a, b),
-                    q8_sums_vnni(w, a, b + 1),
-                    q8_scales(w, a, b, true),
-                )
-            };
-            even = _mm256_fmadd_ps(s0, _mm256_broadcastss_ps(scales), even);
-            odd = _mm256_fmadd_ps(s1, _mm256_broadcastss_ps(_mm_movehdup_ps(scales)), odd);
-            b += 2;
-        }
-        if b < blocks {
-            // SAFETY: block b is in bounds.
-            let (s, scales) = unsafe { (q8_sums_vnni(w, a, b), q8_scales(w, a, b, false)) };
-            even = _mm256_fmadd_ps(s, _mm256_broadcastss_ps(scales), even);
-        }
-        hsum(_mm256_add_ps(even, odd))
+        // SAFETY: the features are enabled here; the macro keeps its blocks in bounds.
+        unsafe { q8_dot!(q8_sums_vnni, w, a) }
     }
 
     #[target_feature(enable = "avx2")]
@@ -677,28 +681,8 @@ mod simd {
     /// Σ over blocks of `d_w d_a Σ q_w q_a`, both signed 8-bit.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot_q8(w: &BlockRow, a: &QuantizedRow) -> f32 {
-        let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let blocks = w.blocks();
-        let mut b = 0;
-        while b + 2 <= blocks {
-            // SAFETY: blocks b and b + 1 are in bounds.
-            let (s0, s1, scales) = unsafe {
-                (
-                    q8_sums(w, a, b),
-                    q8_sums(w, a, b + 1),
-                    q8_scales(w, a, b, true),
-                )
-            };
-            even = _mm256_fmadd_ps(s0, _mm256_broadcastss_ps(scales), even);
-            odd = _mm256_fmadd_ps(s1, _mm256_broadcastss_ps(_mm_movehdup_ps(scales)), odd);
-            b += 2;
-        }
-        if b < blocks {
-            // SAFETY: block b is in bounds.
-            let (s, scales) = unsafe { (q8_sums(w, a, b), q8_scales(w, a, b, false)) };
-            even = _mm256_fmadd_ps(s, _mm256_broadcastss_ps(scales), even);
-        }
-        hsum(_mm256_add_ps(even, odd))
+        // SAFETY: as in `dot_q8_vnni`.
+        unsafe { q8_dot!(q8_sums, w, a) }
     }
 }
 
