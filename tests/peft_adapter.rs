@@ -4,7 +4,7 @@
 
 use candle_core::Device;
 use lablens::model::llama::Llama;
-use lablens::model::lora::{ALL_TARGETS, LoraConfig, load_peft, save_peft, set_enabled};
+use lablens::model::lora::{ALL_TARGETS, LoraConfig, load_peft, merge, save_peft, set_enabled};
 use lablens::model::score::{mean, token_nll};
 use lablens::model::weights::{GgufSource, build_llama};
 use serde::Deserialize;
@@ -143,4 +143,79 @@ fn adapters_that_do_not_fit_are_refused_with_the_key_named() {
         .expect_err("missing")
         .to_string();
     assert!(err.contains("missing"), "{err}");
+}
+
+/// Merged into the base (PEFT's merge_and_unload), the Python adapter still gives transformers +
+/// PEFT's NLL, with no adapter left; on a quantized base the merged layers become dense.
+#[test]
+fn a_merged_adapter_gives_the_adapters_nll_without_it() {
+    for dequantize in [true, false] {
+        let path = root().join("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+        let (mut src, cfg) = GgufSource::open(&path, dequantize).expect("open gguf");
+        let mut m = build_llama(&mut src, &cfg, 512, &Device::Cpu).expect("build");
+        load_peft(&mut m, &adapter_dir()).expect("load adapter");
+        let before: Vec<f64> = reference()
+            .records
+            .iter()
+            .map(|r| nll(&m, &r.ids))
+            .collect();
+        assert_eq!(merge(&mut m).expect("merge"), 4 * 7);
+        assert!(m.linears().iter().all(|(_, l)| l.lora.is_none()));
+        let mut worst = 0.0f64;
+        for (r, before) in reference().records.iter().zip(before) {
+            let merged = nll(&m, &r.ids);
+            worst = worst.max((merged - before).abs());
+            if dequantize {
+                worst = worst.max((merged - r.mean_nll).abs());
+            }
+        }
+        eprintln!("merged adapter (dequantize {dequantize}): largest NLL difference {worst:.2e}");
+        // A quantized base merges into its dequantized weights: the products no longer round
+        // the activations to 8 bits, so its tolerance is the quantized path's (2e-2).
+        let bound = if dequantize { 1e-4 } else { 2e-2 };
+        assert!(worst < bound, "dequantize {dequantize}: {worst}");
+    }
+}
+
+#[test]
+fn score_with_merge_matches_score_with_the_adapter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("texts.jsonl");
+    std::fs::write(
+        &data,
+        "{\"id\": \"a\", \"text\": \"Discharge summary: the patient was admitted with chest pain.\"}\n\
+         {\"id\": \"b\", \"text\": \"Take aspirin 81 mg daily and follow up in two weeks.\"}\n",
+    )
+    .expect("write data");
+    let model = root().join("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let score = |extra: &[&str]| -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lablens"))
+            .args(["score", "--model"])
+            .arg(&model)
+            .args(["--dequantize", "--raw", "--json", "--data"])
+            .arg(&data)
+            .args(extra)
+            .output()
+            .expect("run lablens")
+    };
+    let adapter = adapter_dir();
+    let adapter = adapter.to_str().expect("utf8 path");
+    let mean_nll = |out: std::process::Output| -> f64 {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        doc["mean_nll"].as_f64().expect("mean_nll")
+    };
+    let with_adapter = mean_nll(score(&["--adapter", adapter]));
+    let merged = mean_nll(score(&["--adapter", adapter, "--merge"]));
+    assert!(
+        (with_adapter - merged).abs() < 1e-4,
+        "{with_adapter} vs {merged}"
+    );
+    let alone = score(&["--merge"]);
+    assert_eq!(alone.status.code(), Some(2), "--merge without --adapter");
+    assert!(String::from_utf8_lossy(&alone.stderr).contains("--adapter"));
 }

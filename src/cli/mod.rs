@@ -246,6 +246,10 @@ pub struct ModelOpts {
     /// A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors).
     #[arg(long)]
     pub adapter: Option<PathBuf>,
+    /// Fold the adapter into the base weights before running (PEFT's merge_and_unload): no
+    /// low-rank products per token; a quantized base becomes dense.
+    #[arg(long, requires = "adapter")]
+    pub merge: bool,
 }
 
 impl ModelOpts {
@@ -256,6 +260,7 @@ impl ModelOpts {
             device: self.device,
             dtype: self.dtype,
             adapter: self.adapter,
+            merge: self.merge,
         }
     }
 }

@@ -6,7 +6,7 @@ use crate::data::record::Task;
 use crate::model::example::encode_example;
 use crate::model::generate::{Flow, GenerationParams, Timing, generate_batch};
 use crate::model::load::{DeviceChoice, LoadedModel, ModelSpec, Precision, load};
-use crate::model::lora::load_peft;
+use crate::model::lora::{load_peft, merge};
 use crate::model::score::{mean, token_nll};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,7 @@ pub struct ModelArgs {
     pub device: String,
     pub dtype: String,
     pub adapter: Option<PathBuf>,
+    pub merge: bool,
 }
 
 fn open_model(args: &ModelArgs) -> Result<LoadedModel, CliError> {
@@ -38,6 +39,11 @@ fn open_model(args: &ModelArgs) -> Result<LoadedModel, CliError> {
             cfg.lora_alpha,
             vars.len()
         );
+        if args.merge {
+            let layers =
+                merge(&mut model.llama).map_err(|e| CliError::usage(format!("--merge: {e}")))?;
+            eprintln!("merged the adapter into {layers} layers of the base");
+        }
     }
     eprintln!(
         "loaded {} ({:.1}M parameters, {}, {}, {}) in {:.1}s",

@@ -1,10 +1,10 @@
 //! LoRA settings and adapters: which linear layers carry one, how they are initialised (A
 //! Kaiming-uniform, B zero, as PEFT does), and scale alpha / r.
 
-use super::linear::LoraWeights;
+use super::linear::{BaseWeight, LoraWeights};
 use super::llama::Llama;
 use crate::data::rng::SeededRng;
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -88,6 +88,28 @@ pub fn set_enabled(model: &mut Llama, enabled: bool) {
     for (_, layer) in model.linears_mut() {
         layer.lora_enabled = enabled;
     }
+}
+
+/// Folds every enabled adapter into its base weight, `W + scale · B A` (PEFT's `merge_and_unload`),
+/// and drops the adapters: the model computes what it computed with them, without the low-rank
+/// products. A quantized base is dequantized for it and stays dense, in the model's precision.
+/// Adapters that are switched off are left as they are. Returns how many layers were merged.
+pub fn merge(model: &mut Llama) -> candle_core::Result<usize> {
+    let dtype = model.dtype();
+    let mut merged = 0;
+    for (_, layer) in model.linears_mut() {
+        if !layer.lora_enabled {
+            continue;
+        }
+        let Some(l) = layer.lora.take() else {
+            continue;
+        };
+        let base = layer.base.to_dense(l.a.device())?.to_dtype(DType::F32)?;
+        let delta = (l.b.as_tensor().matmul(l.a.as_tensor())? * l.scale)?;
+        layer.base = BaseWeight::Dense((base + delta)?.to_dtype(dtype)?);
+        merged += 1;
+    }
+    Ok(merged)
 }
 
 /// `adapter_config.json` as PEFT writes and reads it (the fields Lab Lens uses; PEFT fills the
