@@ -331,7 +331,6 @@ impl BlockRow<'_> {
 struct QuantizedRow {
     q: Vec<i8>,
     d: Vec<f32>,
-    s: Vec<f32>,
     /// `[d, s]` per block, beside the 4-bit weights' `[d, m]` f16 pairs (Q4_1)...
     ds: Vec<f32>,
     /// ...and `[d, -8 s]` beside Q4_0's `[d, d]`, whose offset is `-8 d`.
@@ -344,7 +343,6 @@ impl QuantizedRow {
         let mut out = QuantizedRow {
             q: Vec::with_capacity(x.len()),
             d: Vec::with_capacity(blocks),
-            s: Vec::with_capacity(blocks),
             ds: Vec::with_capacity(2 * blocks),
             ds8: Vec::with_capacity(2 * blocks),
         };
@@ -363,7 +361,6 @@ impl QuantizedRow {
             }
             let (d, s) = (to_f16(d), to_f16(d * sum as f32));
             out.d.push(d);
-            out.s.push(s);
             out.ds.extend([d, s]);
             out.ds8.extend([d, -8.0 * s]);
         }
@@ -386,7 +383,7 @@ mod portable {
                         + i32::from(byte >> 4) * i32::from(q[j + BLOCK / 2])
                 })
                 .sum();
-            total += w.d(b) * a.d[b] * sum as f32 + w.m(b) * a.s[b];
+            total += w.d(b) * a.d[b] * sum as f32 + w.m(b) * a.ds[2 * b + 1];
         }
         total
     }
