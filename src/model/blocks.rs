@@ -1,7 +1,13 @@
 //! Weights kept in GGUF's legacy 4- and 8-bit blocks (Q4_0, Q4_1, Q8_0) and the matrix-vector
 //! product that decoding on the CPU spends its time in. As in llama.cpp, the activations are
-//! rounded to 8 bits per block of 32 and the products are integer dot products (AVX2 where the CPU
-//! has it), split over the cores; candle's own kernel for these types is scalar.
+//! rounded to 8 bits per block of 32 and the products are integer dot products, split over the
+//! cores; candle's own kernel for these types is scalar.
+//!
+//! The blocks of eight consecutive rows are interleaved, four bytes of each row in turn, so that
+//! one 256-bit integer multiply-add takes four values of eight rows against four activations
+//! broadcast: each lane sums one row, no horizontal sums are needed, and each activation is
+//! loaded once per eight rows. That doubles what a core computes per byte of weights, which
+//! makes the product wait on memory rather than on arithmetic.
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, bail};
@@ -10,6 +16,12 @@ use std::sync::OnceLock;
 
 /// Values per block in every format here.
 const BLOCK: usize = 32;
+
+/// Rows interleaved together.
+pub const GROUP: usize = 8;
+
+/// Bytes of one row that the kernels take at a time (an i32 lane's four u8 × i8 products).
+const LANE_BYTES: usize = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlockKind {
@@ -75,11 +87,16 @@ fn f16_table() -> &'static [f32] {
     })
 }
 
-/// A `[rows, cols]` weight as blocks, stored by field so the values stream contiguously: the
-/// values, and per block the f16 bits of the scale `d` and, for Q4_0 and Q4_1, a second number
-/// (Q4_1's offset `m`; Q4_0's `d` again, its offset being `-8 d`), as in the file. Keeping the
-/// scales in f16 reads 20 bytes per Q4_1 block instead of 24: decoding streams every weight once
-/// per token and waits on memory.
+/// A `[rows, cols]` weight as blocks, rows in groups of [`GROUP`] (the last one padded with
+/// zero rows). Per group and block, in two streams:
+/// - `values`: for each four bytes of a block, those four bytes of each of the group's rows
+///   (for the 4-bit kinds, byte `j` holds value `j` in its low nibble and `j + 16` in its high
+///   one, as in the file);
+/// - `scales`: the rows' f16 scales `d`, then for Q4_0 and Q4_1 their second numbers (Q4_1's
+///   offset `m`; Q4_0's `d` again, its offset being `-8 d`).
+///
+/// Keeping the scales in f16 reads 20 bytes per Q4_1 block instead of 24: decoding streams every
+/// weight once per token and waits on memory.
 #[derive(Debug)]
 pub struct BlockMatrix {
     kind: BlockKind,
@@ -104,39 +121,63 @@ impl BlockMatrix {
 
     /// Reads `rows · cols / 32` blocks in the GGUF layout.
     pub fn from_bytes(kind: BlockKind, rows: usize, cols: usize, raw: &[u8]) -> Result<Self> {
-        let blocks = rows * cols / BLOCK;
-        if !cols.is_multiple_of(BLOCK) || raw.len() != blocks * kind.file_bytes() {
+        let blocks = cols / BLOCK;
+        if !cols.is_multiple_of(BLOCK) || raw.len() != rows * blocks * kind.file_bytes() {
             bail!(
                 "{} tensor [{rows}, {cols}] needs {} bytes, has {}",
                 kind.name(),
-                blocks * kind.file_bytes(),
+                rows * blocks * kind.file_bytes(),
                 raw.len()
             );
         }
+        let groups = rows.div_ceil(GROUP);
+        let (fb, vb, spb) = (
+            kind.file_bytes(),
+            kind.value_bytes(),
+            kind.scales_per_block(),
+        );
         let mut out = BlockMatrix {
             kind,
             rows,
             cols,
-            scales: Vec::with_capacity(blocks * kind.scales_per_block()),
-            values: Vec::with_capacity(blocks * kind.value_bytes()),
+            scales: Vec::with_capacity(groups * blocks * GROUP * spb),
+            values: Vec::with_capacity(groups * blocks * GROUP * vb),
+        };
+        // Row `r`'s block `b` in the file; `None` for a padding row.
+        let block = |r: usize, b: usize| {
+            (r < rows).then(|| &raw[(r * blocks + b) * fb..(r * blocks + b + 1) * fb])
         };
         let half = |b: &[u8]| u16::from_le_bytes([b[0], b[1]]);
-        for b in raw.chunks_exact(kind.file_bytes()) {
-            let values = match kind {
-                BlockKind::Q4_0 => {
-                    out.scales.extend([half(&b[0..2]), half(&b[0..2])]);
-                    &b[2..]
+        for g in 0..groups {
+            for b in 0..blocks {
+                let members: Vec<Option<&[u8]>> =
+                    (0..GROUP).map(|l| block(g * GROUP + l, b)).collect();
+                let values_of = |bytes: &[u8]| match kind {
+                    BlockKind::Q4_1 => bytes[4..].to_vec(),
+                    BlockKind::Q4_0 | BlockKind::Q8_0 => bytes[2..].to_vec(),
+                };
+                let values: Vec<Vec<u8>> = members
+                    .iter()
+                    .map(|m| m.map_or_else(|| vec![0; vb], values_of))
+                    .collect();
+                for k in 0..vb / LANE_BYTES {
+                    for v in &values {
+                        out.values
+                            .extend_from_slice(&v[k * LANE_BYTES..(k + 1) * LANE_BYTES]);
+                    }
                 }
-                BlockKind::Q4_1 => {
-                    out.scales.extend([half(&b[0..2]), half(&b[2..4])]);
-                    &b[4..]
+                out.scales
+                    .extend(members.iter().map(|m| m.map_or(0, |m| half(&m[0..2]))));
+                match kind {
+                    BlockKind::Q4_0 => out
+                        .scales
+                        .extend(members.iter().map(|m| m.map_or(0, |m| half(&m[0..2])))),
+                    BlockKind::Q4_1 => out
+                        .scales
+                        .extend(members.iter().map(|m| m.map_or(0, |m| half(&m[2..4])))),
+                    BlockKind::Q8_0 => {}
                 }
-                BlockKind::Q8_0 => {
-                    out.scales.push(half(&b[0..2]));
-                    &b[2..]
-                }
-            };
-            out.values.extend_from_slice(values);
+            }
         }
         Ok(out)
     }
@@ -148,6 +189,11 @@ impl BlockMatrix {
     /// `(rows, cols)`, i.e. `(out, in)` of the linear layer.
     pub fn dims(&self) -> (usize, usize) {
         (self.rows, self.cols)
+    }
+
+    /// Groups of [`GROUP`] rows.
+    pub fn groups(&self) -> usize {
+        self.rows.div_ceil(GROUP)
     }
 
     /// The weight as f32, row-major.
@@ -170,16 +216,33 @@ impl BlockMatrix {
         Ok(out)
     }
 
+    /// Group `g`'s values and scales.
+    fn group(&self, g: usize) -> Group<'_> {
+        let blocks = self.cols / BLOCK;
+        let (vb, spb) = (self.kind.value_bytes(), self.kind.scales_per_block());
+        let (v, s) = (blocks * GROUP * vb, blocks * GROUP * spb);
+        Group {
+            kind: self.kind,
+            blocks,
+            values: &self.values[g * v..(g + 1) * v],
+            scales: &self.scales[g * s..(g + 1) * s],
+        }
+    }
+
     fn dequantize_row(&self, row: usize, out: &mut Vec<f32>) {
-        let w = self.row(row);
+        let (group, lane) = (self.group(row / GROUP), row % GROUP);
+        let mut bytes = [0u8; BLOCK];
         let vb = self.kind.value_bytes();
-        for (b, v) in w.values.chunks_exact(vb).enumerate() {
-            let (d, m) = (w.d(b), w.m(b));
+        for b in 0..group.blocks {
+            let (d, m) = (group.d(b, lane), group.m(b, lane));
+            for (j, byte) in bytes[..vb].iter_mut().enumerate() {
+                *byte = group.byte(b, lane, j);
+            }
             match self.kind {
-                BlockKind::Q8_0 => out.extend(v.iter().map(|q| d * f32::from(*q as i8))),
+                BlockKind::Q8_0 => out.extend(bytes.iter().map(|q| d * f32::from(*q as i8))),
                 BlockKind::Q4_0 | BlockKind::Q4_1 => {
-                    out.extend(v.iter().map(|q| d * f32::from(q & 0x0f) + m));
-                    out.extend(v.iter().map(|q| d * f32::from(q >> 4) + m));
+                    out.extend(bytes[..vb].iter().map(|q| d * f32::from(q & 0x0f) + m));
+                    out.extend(bytes[..vb].iter().map(|q| d * f32::from(q >> 4) + m));
                 }
             }
         }
@@ -190,47 +253,39 @@ impl BlockMatrix {
         matmul_many(&[self], x, n).pop().unwrap_or_default()
     }
 
-    fn row(&self, row: usize) -> BlockRow<'_> {
-        let blocks = self.cols / BLOCK;
-        let first = row * blocks;
-        let (vb, sb) = (self.kind.value_bytes(), self.kind.scales_per_block());
-        BlockRow {
-            kind: self.kind,
-            scales: &self.scales[first * sb..(first + blocks) * sb],
-            values: &self.values[first * vb..(first + blocks) * vb],
-        }
-    }
-
-    fn dot(&self, kernel: Kernel, row: usize, a: &QuantizedRow) -> f32 {
-        let w = self.row(row);
+    /// `out[l] = a · row(GROUP g + l)` for the rows of group `g` (padding rows give 0).
+    pub(super) fn dot_group(&self, kernel: Kernel, g: usize, a: &QuantizedRow) -> [f32; GROUP] {
+        let w = self.group(g);
+        let offsets = match self.kind {
+            BlockKind::Q4_0 => &a.s8,
+            BlockKind::Q4_1 | BlockKind::Q8_0 => &a.s,
+        };
         match kernel {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: the kernel's features were detected at run time (`Kernel::detect`).
+            // SAFETY: the kernel's features were detected at run time (`Kernel::detect`); the
+            // group and the activations have the same number of blocks.
             Kernel::Vnni => unsafe {
                 match self.kind {
                     BlockKind::Q8_0 => simd::dot_q8_vnni(&w, a),
-                    BlockKind::Q4_0 | BlockKind::Q4_1 => simd::dot_q4_vnni(&w, a),
+                    BlockKind::Q4_0 | BlockKind::Q4_1 => simd::dot_q4_vnni(&w, a, offsets),
                 }
             },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
             Kernel::Avx2 => unsafe {
                 match self.kind {
-                    BlockKind::Q8_0 => simd::dot_q8(&w, a),
-                    BlockKind::Q4_0 | BlockKind::Q4_1 => simd::dot_q4(&w, a),
+                    BlockKind::Q8_0 => simd::dot_q8_avx2(&w, a),
+                    BlockKind::Q4_0 | BlockKind::Q4_1 => simd::dot_q4_avx2(&w, a, offsets),
                 }
             },
-            Kernel::Portable => match self.kind {
-                BlockKind::Q8_0 => portable::dot_q8(&w, a),
-                BlockKind::Q4_0 | BlockKind::Q4_1 => portable::dot_q4(&w, a),
-            },
+            Kernel::Portable => portable::dot(&w, a, offsets),
         }
     }
 }
 
 /// The dot-product code this CPU runs, detected once per product rather than once per row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kernel {
+pub(super) enum Kernel {
     #[cfg(target_arch = "x86_64")]
     Vnni,
     #[cfg(target_arch = "x86_64")]
@@ -239,7 +294,7 @@ enum Kernel {
 }
 
 impl Kernel {
-    fn detect() -> Kernel {
+    pub(super) fn detect() -> Kernel {
         #[cfg(target_arch = "x86_64")]
         {
             if simd::vnni_available() {
@@ -260,36 +315,44 @@ pub fn matmul_many(weights: &[&BlockMatrix], x: &[f32], n: usize) -> Vec<Vec<f32
     let cols = weights.first().map_or(0, |w| w.cols);
     debug_assert!(weights.iter().all(|w| w.cols == cols));
     let acts: Vec<QuantizedRow> = x.chunks_exact(cols).map(QuantizedRow::new).collect();
-    let total_rows: usize = weights.iter().map(|w| w.rows).sum();
-    // Output rows in chunks per task; each task writes `n` values per weight row.
-    let per_task = (total_rows / (4 * rayon::current_num_threads())).clamp(16, 1024);
-    let mut by_weight: Vec<Vec<f32>> = weights.iter().map(|w| vec![0f32; w.rows * n]).collect();
+    let total_groups: usize = weights.iter().map(|w| w.groups()).sum();
+    // Groups in chunks per task; each task writes `n` values per padded weight row.
+    let per_task = (total_groups / (4 * rayon::current_num_threads())).clamp(2, 128);
+    let mut by_weight: Vec<Vec<f32>> = weights
+        .iter()
+        .map(|w| vec![0f32; w.groups() * GROUP * n])
+        .collect();
     let tasks: Vec<(&BlockMatrix, usize, &mut [f32])> = weights
         .iter()
         .zip(by_weight.iter_mut())
         .flat_map(|(w, out)| {
-            out.chunks_mut(per_task * n)
+            out.chunks_mut(per_task * GROUP * n)
                 .enumerate()
                 .map(move |(t, chunk)| (*w, t * per_task, chunk))
         })
         .collect();
     let kernel = Kernel::detect();
     tasks.into_par_iter().for_each(|(w, first, chunk)| {
-        for (i, out) in chunk.chunks_exact_mut(n).enumerate() {
-            for (o, a) in out.iter_mut().zip(&acts) {
-                *o = w.dot(kernel, first + i, a);
+        for (i, out) in chunk.chunks_exact_mut(GROUP * n).enumerate() {
+            for (j, a) in acts.iter().enumerate() {
+                let y = w.dot_group(kernel, first + i, a);
+                for (l, v) in y.iter().enumerate() {
+                    out[l * n + j] = *v;
+                }
             }
         }
     });
-    if n == 1 {
-        return by_weight;
-    }
     weights
         .iter()
         .zip(by_weight)
         .map(|(w, values)| {
+            if n == 1 {
+                let mut values = values;
+                values.truncate(w.rows);
+                return values;
+            }
             let mut y = vec![0f32; n * w.rows];
-            for (row, v) in values.chunks_exact(n).enumerate() {
+            for (row, v) in values.chunks_exact(n).take(w.rows).enumerate() {
                 for (r, value) in v.iter().enumerate() {
                     y[r * w.rows + row] = *value;
                 }
@@ -299,52 +362,60 @@ pub fn matmul_many(weights: &[&BlockMatrix], x: &[f32], n: usize) -> Vec<Vec<f32
         .collect()
 }
 
-/// One weight row's blocks.
-struct BlockRow<'a> {
+/// One group's blocks.
+struct Group<'a> {
     kind: BlockKind,
-    scales: &'a [u16],
+    blocks: usize,
     values: &'a [u8],
+    scales: &'a [u16],
 }
 
-impl BlockRow<'_> {
-    fn blocks(&self) -> usize {
-        self.values.len() / self.kind.value_bytes()
+impl Group<'_> {
+    /// Lane `l`'s scale in block `b`.
+    fn d(&self, b: usize, l: usize) -> f32 {
+        f16_table()[usize::from(self.scales[b * self.kind.scales_per_block() * GROUP + l])]
     }
 
-    /// Block `b`'s scale.
-    fn d(&self, b: usize) -> f32 {
-        f16_table()[usize::from(self.scales[b * self.kind.scales_per_block()])]
+    /// The second number kept for lane `l` in block `b` (Q4_1's `m`, Q4_0's `d`).
+    fn second(&self, b: usize, l: usize) -> f32 {
+        f16_table()[usize::from(self.scales[(2 * b + 1) * GROUP + l])]
     }
 
-    /// Block `b`'s offset: `d · q + m` for Q4_1, `d · (q - 8)` for Q4_0.
-    fn m(&self, b: usize) -> f32 {
+    /// Lane `l`'s offset in block `b`: `d · q + m` for Q4_1, `d · (q - 8)` for Q4_0.
+    fn m(&self, b: usize, l: usize) -> f32 {
         match self.kind {
-            BlockKind::Q4_0 => -8.0 * self.d(b),
-            BlockKind::Q4_1 => f16_table()[usize::from(self.scales[2 * b + 1])],
+            BlockKind::Q4_0 => -8.0 * self.d(b, l),
+            BlockKind::Q4_1 => self.second(b, l),
             BlockKind::Q8_0 => 0.0,
         }
+    }
+
+    /// Byte `j` of lane `l`'s block `b`, as in the file.
+    fn byte(&self, b: usize, l: usize, j: usize) -> u8 {
+        let block = b * GROUP * self.kind.value_bytes();
+        self.values[block + (j / LANE_BYTES) * GROUP * LANE_BYTES + l * LANE_BYTES + j % LANE_BYTES]
     }
 }
 
 /// An activation row rounded to 8 bits per block: `x ≈ d · q`, and `s = d · Σq` per block. As in
 /// ggml, `d` and `s` are rounded to f16 and the values to the nearest integer, ties to even.
-struct QuantizedRow {
+pub(super) struct QuantizedRow {
     q: Vec<i8>,
     d: Vec<f32>,
-    /// `[d, s]` per block, beside the 4-bit weights' `[d, m]` f16 pairs (Q4_1)...
-    ds: Vec<f32>,
-    /// ...and `[d, -8 s]` beside Q4_0's `[d, d]`, whose offset is `-8 d`.
-    ds8: Vec<f32>,
+    /// `s` per block: the offset of Q4_1, whose weights are `d q + m`...
+    s: Vec<f32>,
+    /// ...and `-8 s` for Q4_0, whose kept second number is `d` and offset `-8 d`.
+    s8: Vec<f32>,
 }
 
 impl QuantizedRow {
-    fn new(x: &[f32]) -> QuantizedRow {
+    pub(super) fn new(x: &[f32]) -> QuantizedRow {
         let blocks = x.len() / BLOCK;
         let mut out = QuantizedRow {
             q: Vec::with_capacity(x.len()),
             d: Vec::with_capacity(blocks),
-            ds: Vec::with_capacity(2 * blocks),
-            ds8: Vec::with_capacity(2 * blocks),
+            s: Vec::with_capacity(blocks),
+            s8: Vec::with_capacity(blocks),
         };
         let to_f16 = |v: f32| half::f16::from_f32(v).to_f32();
         for block in x.chunks_exact(BLOCK) {
@@ -361,51 +432,51 @@ impl QuantizedRow {
             }
             let (d, s) = (to_f16(d), to_f16(d * sum as f32));
             out.d.push(d);
-            out.ds.extend([d, s]);
-            out.ds8.extend([d, -8.0 * s]);
+            out.s.push(s);
+            out.s8.push(-8.0 * s);
         }
         out
     }
 }
 
+/// Every kernel computes, per lane (row) `l`, the exact integer sum `Σ q_w q_a` of each block and
+/// then, in this order, `acc = fma(sum, d_l · d_a, acc)`, `off = fma(m_l, offset_a, off)`, and
+/// returns `acc + off`: the SIMD lanes and this code give the same bits.
 mod portable {
-    use super::{BLOCK, BlockRow, QuantizedRow};
+    use super::{BLOCK, BlockKind, GROUP, Group, QuantizedRow};
 
-    pub(super) fn dot_q4(w: &BlockRow, a: &QuantizedRow) -> f32 {
-        let mut total = 0f32;
-        for (b, v) in w.values.chunks_exact(BLOCK / 2).enumerate() {
-            let q = &a.q[b * BLOCK..(b + 1) * BLOCK];
-            let sum: i32 = v
-                .iter()
-                .enumerate()
-                .map(|(j, byte)| {
-                    i32::from(byte & 0x0f) * i32::from(q[j])
-                        + i32::from(byte >> 4) * i32::from(q[j + BLOCK / 2])
-                })
-                .sum();
-            total += w.d(b) * a.d[b] * sum as f32 + w.m(b) * a.ds[2 * b + 1];
+    pub(super) fn dot(w: &Group, a: &QuantizedRow, offsets: &[f32]) -> [f32; GROUP] {
+        let vb = w.kind.value_bytes();
+        let mut out = [0f32; GROUP];
+        for (l, out) in out.iter_mut().enumerate() {
+            let (mut acc, mut off) = (0f32, 0f32);
+            for (b, (q, offset)) in a.q.chunks_exact(BLOCK).zip(offsets).enumerate() {
+                let sum: i32 = (0..vb)
+                    .map(|j| {
+                        let byte = w.byte(b, l, j);
+                        match w.kind {
+                            BlockKind::Q8_0 => i32::from(byte as i8) * i32::from(q[j]),
+                            BlockKind::Q4_0 | BlockKind::Q4_1 => {
+                                i32::from(byte & 0x0f) * i32::from(q[j])
+                                    + i32::from(byte >> 4) * i32::from(q[j + BLOCK / 2])
+                            }
+                        }
+                    })
+                    .sum();
+                acc = (sum as f32).mul_add(w.d(b, l) * a.d[b], acc);
+                if w.kind != BlockKind::Q8_0 {
+                    off = w.second(b, l).mul_add(*offset, off);
+                }
+            }
+            *out = acc + off;
         }
-        total
-    }
-
-    pub(super) fn dot_q8(w: &BlockRow, a: &QuantizedRow) -> f32 {
-        let mut total = 0f32;
-        for (b, v) in w.values.chunks_exact(BLOCK).enumerate() {
-            let q = &a.q[b * BLOCK..(b + 1) * BLOCK];
-            let sum: i32 = v
-                .iter()
-                .zip(q)
-                .map(|(x, y)| i32::from(*x as i8) * i32::from(*y))
-                .sum();
-            total += w.d(b) * a.d[b] * sum as f32;
-        }
-        total
+        out
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod simd {
-    use super::{BLOCK, BlockKind, BlockRow, QuantizedRow};
+    use super::{BLOCK, GROUP, Group, LANE_BYTES, QuantizedRow};
     use std::arch::x86_64::*;
 
     pub(super) fn available() -> bool {
@@ -420,266 +491,159 @@ mod simd {
             && is_x86_feature_detected!("avx512vl")
     }
 
-    // Every kernel sums blocks into two accumulators, even blocks and odd blocks, so that two
-    // chains of multiply-adds overlap; all of them in the same order, so that the AVX2 and VNNI
-    // kernels give the same bits.
-
-    /// 4-bit blocks `b` and, if `pair`, `b + 1`: `[d_w d_a, m_w s_a]` of each as lanes 0-1 and 2-3
-    /// (zero for a missing second block).
+    /// Four activations `q[i..i + 4]` in every i32 lane.
     ///
     /// # Safety
-    /// AVX2, FMA and F16C must be present; the blocks must be in bounds of `w` and `a`.
+    /// `i + 4` must not pass the end of `q`.
     #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q4_scales(w: &BlockRow, a: &QuantizedRow, b: usize, pair: bool) -> __m128 {
-        let act = if w.kind == BlockKind::Q4_0 {
-            &a.ds8
-        } else {
-            &a.ds
-        };
-        // SAFETY: the caller keeps blocks b (and b + 1) in bounds: 2 (4) f16 scales, 2 (4) floats.
-        unsafe {
-            let (h, x) = if pair {
-                (
-                    _mm_loadl_epi64(w.scales.as_ptr().add(2 * b).cast()),
-                    _mm_loadu_ps(act.as_ptr().add(2 * b)),
-                )
-            } else {
-                (
-                    _mm_cvtsi32_si128(w.scales.as_ptr().add(2 * b).cast::<i32>().read_unaligned()),
-                    _mm_castsi128_ps(_mm_loadl_epi64(act.as_ptr().add(2 * b).cast())),
-                )
-            };
-            _mm_mul_ps(_mm_cvtph_ps(h), x)
-        }
+    #[target_feature(enable = "avx2")]
+    unsafe fn broadcast4(q: &[i8], i: usize) -> __m256i {
+        debug_assert!(i + LANE_BYTES <= q.len());
+        // SAFETY: in bounds by the caller's contract.
+        _mm256_set1_epi32(unsafe { q.as_ptr().add(i).cast::<i32>().read_unaligned() })
     }
 
-    /// The 8-bit dot product over blocks in pairs, with `$sums` (AVX2 or VNNI) for each block's
-    /// 32 products: a macro rather than a function so that both kernels inline their own code.
-    /// Expands to unsafe calls whose features the enclosing function must enable.
-    macro_rules! q8_dot {
-        ($sums:ident, $w:expr, $a:expr) => {{
-            let (w, a) = ($w, $a);
-            let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-            let blocks = w.blocks();
-            let mut b = 0;
-            while b + 2 <= blocks {
-                let (s0, s1, scales) =
-                    ($sums(w, a, b), $sums(w, a, b + 1), q8_scales(w, a, b, true));
-                even = _mm256_fmadd_ps(s0, _mm256_broadcastss_ps(scales), even);
-                odd = _mm256_fmadd_ps(s1, _mm256_broadcastss_ps(_mm_movehdup_ps(scales)), odd);
-                b += 2;
+    /// 32 interleaved value bytes at `at`: four bytes of each of the group's eight rows.
+    ///
+    /// # Safety
+    /// `at + 32` must not pass the end of `v`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load32(v: &[u8], at: usize) -> __m256i {
+        debug_assert!(at + GROUP * LANE_BYTES <= v.len());
+        // SAFETY: in bounds by the caller's contract.
+        unsafe { _mm256_loadu_si256(v.as_ptr().add(at).cast()) }
+    }
+
+    /// Eight f16 at `at` as f32.
+    ///
+    /// # Safety
+    /// `at + 8` must not pass the end of `s`.
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn load8_f16(s: &[u16], at: usize) -> __m256 {
+        debug_assert!(at + GROUP <= s.len());
+        // SAFETY: in bounds by the caller's contract.
+        _mm256_cvtph_ps(unsafe { _mm_loadu_si128(s.as_ptr().add(at).cast()) })
+    }
+
+    /// `u8 × i8` products summed in fours into the i32 lanes of `acc`, without VNNI. The sums
+    /// of pairs are i16: the callers pass 4-bit values (at most 15) or absolute 8-bit ones (at
+    /// most 128), so that a pair stays within 2 · 128 · 127.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn dp_avx2(acc: __m256i, x: __m256i, q: __m256i) -> __m256i {
+        let pairs = _mm256_maddubs_epi16(x, q);
+        _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
+    fn dp_vnni(acc: __m256i, x: __m256i, q: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(acc, x, q)
+    }
+
+    /// The loop over a group's blocks, shared by the kernels: `$sums(b)` gives block `b`'s
+    /// eight exact integer sums; the 4-bit kinds add their offsets. A macro so that each kernel
+    /// inlines its own code; it expands to unsafe calls whose features the enclosing function
+    /// must enable.
+    macro_rules! group_dot {
+        ($w:expr, $a:expr, $offsets:expr, |$b:ident| $sums:expr) => {{
+            let (w, a): (&Group, &QuantizedRow) = ($w, $a);
+            let offsets: Option<&[f32]> = $offsets;
+            let (mut acc, mut off) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let per_block = w.kind.scales_per_block() * GROUP;
+            for $b in 0..w.blocks {
+                let sums = _mm256_cvtepi32_ps($sums);
+                // SAFETY: block b's scales are in the group (`per_block` of them).
+                let d = unsafe { load8_f16(w.scales, $b * per_block) };
+                acc = _mm256_fmadd_ps(sums, _mm256_mul_ps(d, _mm256_set1_ps(a.d[$b])), acc);
+                if let Some(offsets) = offsets {
+                    // SAFETY: as above; the second eight follow the scales.
+                    let m = unsafe { load8_f16(w.scales, $b * per_block + GROUP) };
+                    off = _mm256_fmadd_ps(m, _mm256_set1_ps(offsets[$b]), off);
+                }
             }
-            if b < blocks {
-                let (s, scales) = ($sums(w, a, b), q8_scales(w, a, b, false));
-                even = _mm256_fmadd_ps(s, _mm256_broadcastss_ps(scales), even);
-            }
-            hsum(_mm256_add_ps(even, odd))
+            let mut out = [0f32; GROUP];
+            // SAFETY: eight floats fit `out`.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(acc, off)) };
+            out
         }};
     }
 
-    /// 8-bit blocks `b` and, if `pair`, `b + 1`: `d_w d_a` of each as lanes 0 and 1.
-    ///
+    /// Block `b` of a 4-bit group: per four-byte step, the low nibbles pair with activations
+    /// `4k..4k + 4` and the high ones with `16 + 4k..`; two chains of sums.
+    macro_rules! q4_sums {
+        ($dp:ident, $w:expr, $a:expr, $b:expr) => {{
+            let (w, a, b): (&Group, &QuantizedRow, usize) = ($w, $a, $b);
+            let low = _mm256_set1_epi8(0x0f);
+            let (mut lo_sum, mut hi_sum) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+            let base = b * GROUP * (BLOCK / 2);
+            for k in 0..BLOCK / 2 / LANE_BYTES {
+                // SAFETY: the four steps of block b lie in the group's values and activations.
+                let (packed, q_lo, q_hi) = unsafe {
+                    (
+                        load32(w.values, base + k * GROUP * LANE_BYTES),
+                        broadcast4(&a.q, b * BLOCK + k * LANE_BYTES),
+                        broadcast4(&a.q, b * BLOCK + BLOCK / 2 + k * LANE_BYTES),
+                    )
+                };
+                let lo = _mm256_and_si256(packed, low);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low);
+                lo_sum = $dp(lo_sum, lo, q_lo);
+                hi_sum = $dp(hi_sum, hi, q_hi);
+            }
+            _mm256_add_epi32(lo_sum, hi_sum)
+        }};
+    }
+
+    /// Block `b` of an 8-bit group: the weights' signs moved onto the activations, since the
+    /// instructions multiply unsigned by signed.
+    macro_rules! q8_sums {
+        ($dp:ident, $w:expr, $a:expr, $b:expr) => {{
+            let (w, a, b): (&Group, &QuantizedRow, usize) = ($w, $a, $b);
+            let mut sums = [_mm256_setzero_si256(); 2];
+            let base = b * GROUP * BLOCK;
+            for k in 0..BLOCK / LANE_BYTES {
+                // SAFETY: the eight steps of block b lie in the group's values and activations.
+                let (x, q) = unsafe {
+                    (
+                        load32(w.values, base + k * GROUP * LANE_BYTES),
+                        broadcast4(&a.q, b * BLOCK + k * LANE_BYTES),
+                    )
+                };
+                sums[k % 2] = $dp(sums[k % 2], _mm256_sign_epi8(x, x), _mm256_sign_epi8(q, x));
+            }
+            _mm256_add_epi32(sums[0], sums[1])
+        }};
+    }
+
     /// # Safety
-    /// As [`q4_scales`].
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q8_scales(w: &BlockRow, a: &QuantizedRow, b: usize, pair: bool) -> __m128 {
-        // SAFETY: the caller keeps blocks b (and b + 1) in bounds.
-        unsafe {
-            let (h, x) = if pair {
-                (
-                    _mm_cvtsi32_si128(w.scales.as_ptr().add(b).cast::<i32>().read_unaligned()),
-                    _mm_castsi128_ps(_mm_loadl_epi64(a.d.as_ptr().add(b).cast())),
-                )
-            } else {
-                (
-                    _mm_cvtsi32_si128(i32::from(*w.scales.get_unchecked(b))),
-                    _mm_set_ss(*a.d.get_unchecked(b)),
-                )
-            };
-            _mm_mul_ps(_mm_cvtph_ps(h), x)
-        }
-    }
-
-    /// The even and odd sums, plus the offsets gathered in lanes 1 and 3 of `offsets`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn finish(even: __m256, odd: __m256, offsets: __m128) -> f32 {
-        let even_offsets = _mm_cvtss_f32(_mm_movehdup_ps(offsets));
-        let odd_offsets = _mm_cvtss_f32(_mm_shuffle_ps(offsets, offsets, 0xff));
-        hsum(_mm256_add_ps(even, odd)) + (even_offsets + odd_offsets)
-    }
-
-    /// As [`dot_q4`], two blocks per round, the u8 × i8 products summed by one VNNI instruction.
+    /// AVX2, FMA, F16C, AVX-512 VNNI and VL must be present; `a` has the group's blocks.
     #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-    pub(super) unsafe fn dot_q4_vnni(w: &BlockRow, a: &QuantizedRow) -> f32 {
-        let low = _mm256_set1_epi8(0x0f);
-        let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let mut offsets = _mm_setzero_ps();
-        let blocks = w.blocks();
-        let mut b = 0;
-        while b + 2 <= blocks {
-            // SAFETY: blocks b and b + 1 (32 value bytes, 64 activations, scales) are in bounds.
-            let (packed, q0, q1, scales) = unsafe {
-                (
-                    _mm256_loadu_si256(w.values.as_ptr().add(b * BLOCK / 2).cast()),
-                    _mm256_loadu_si256(a.q.as_ptr().add(b * BLOCK).cast()),
-                    _mm256_loadu_si256(a.q.as_ptr().add((b + 1) * BLOCK).cast()),
-                    q4_scales(w, a, b, true),
-                )
-            };
-            let lo = _mm256_and_si256(packed, low);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low);
-            let x0 = _mm256_permute2x128_si256(lo, hi, 0x20);
-            let x1 = _mm256_permute2x128_si256(lo, hi, 0x31);
-            let s0 = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), x0, q0));
-            let s1 = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), x1, q1));
-            even = _mm256_fmadd_ps(s0, _mm256_broadcastss_ps(scales), even);
-            odd = _mm256_fmadd_ps(
-                s1,
-                _mm256_broadcastss_ps(_mm_movehl_ps(scales, scales)),
-                odd,
-            );
-            offsets = _mm_add_ps(offsets, scales);
-            b += 2;
-        }
-        if b < blocks {
-            // SAFETY: the last block's 16 value bytes, 32 activations and scales are in bounds.
-            let (packed, q, scales) = unsafe {
-                (
-                    _mm_loadu_si128(w.values.as_ptr().add(b * BLOCK / 2).cast()),
-                    _mm256_loadu_si256(a.q.as_ptr().add(b * BLOCK).cast()),
-                    q4_scales(w, a, b, false),
-                )
-            };
-            let lo = _mm_and_si128(packed, _mm_set1_epi8(0x0f));
-            let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0f));
-            let x = _mm256_set_m128i(hi, lo);
-            let sums = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), x, q));
-            even = _mm256_fmadd_ps(sums, _mm256_broadcastss_ps(scales), even);
-            offsets = _mm_add_ps(offsets, scales);
-        }
-        finish(even, odd, offsets)
+    pub(super) unsafe fn dot_q4_vnni(w: &Group, a: &QuantizedRow, offsets: &[f32]) -> [f32; 8] {
+        group_dot!(w, a, Some(offsets), |b| q4_sums!(dp_vnni, w, a, b))
     }
 
-    /// Block `b`'s 32 products `q_w q_a` of an 8-bit row, in 8 lanes, by one VNNI instruction.
-    ///
     /// # Safety
-    /// AVX-512 VNNI and VL must be present; block `b` must be in bounds of `w` and `a`.
-    #[inline]
+    /// AVX2, FMA and F16C must be present; `a` has the group's blocks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_q4_avx2(w: &Group, a: &QuantizedRow, offsets: &[f32]) -> [f32; 8] {
+        group_dot!(w, a, Some(offsets), |b| q4_sums!(dp_avx2, w, a, b))
+    }
+
+    /// # Safety
+    /// As [`dot_q4_vnni`].
     #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-    unsafe fn q8_sums_vnni(w: &BlockRow, a: &QuantizedRow, b: usize) -> __m256 {
-        // SAFETY: block b's 32 weight bytes and 32 activations are in bounds.
-        let (x, q) = unsafe {
-            (
-                _mm256_loadu_si256(w.values.as_ptr().add(b * BLOCK).cast()),
-                _mm256_loadu_si256(a.q.as_ptr().add(b * BLOCK).cast()),
-            )
-        };
-        let sums = _mm256_dpbusd_epi32(
-            _mm256_setzero_si256(),
-            _mm256_sign_epi8(x, x),
-            _mm256_sign_epi8(q, x),
-        );
-        _mm256_cvtepi32_ps(sums)
+    pub(super) unsafe fn dot_q8_vnni(w: &Group, a: &QuantizedRow) -> [f32; 8] {
+        group_dot!(w, a, None, |b| q8_sums!(dp_vnni, w, a, b))
     }
 
-    /// As [`dot_q8`], the products summed by one VNNI instruction per block.
-    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-    pub(super) unsafe fn dot_q8_vnni(w: &BlockRow, a: &QuantizedRow) -> f32 {
-        // SAFETY: the features are enabled here; the macro keeps its blocks in bounds.
-        unsafe { q8_dot!(q8_sums_vnni, w, a) }
-    }
-
-    #[target_feature(enable = "avx2")]
-    fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        _mm_cvtss_f32(s)
-    }
-
-    /// Block `b`'s 32 products `q_w q_a` of a 4-bit row, in 8 lanes.
-    ///
     /// # Safety
-    /// AVX2 must be present; block `b` must be in bounds of `w` and `a`.
-    #[inline]
+    /// As [`dot_q4_avx2`].
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q4_sums(w: &BlockRow, a: &QuantizedRow, b: usize) -> __m256 {
-        let low = _mm_set1_epi8(0x0f);
-        // SAFETY: block b's 16 value bytes and 32 activations are in bounds.
-        let (packed, q) = unsafe {
-            (
-                _mm_loadu_si128(w.values.as_ptr().add(b * BLOCK / 2).cast()),
-                _mm256_loadu_si256(a.q.as_ptr().add(b * BLOCK).cast()),
-            )
-        };
-        let lo = _mm_and_si128(packed, low);
-        let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low);
-        let x = _mm256_set_m128i(hi, lo);
-        let pairs = _mm256_maddubs_epi16(x, q);
-        _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
-    }
-
-    /// Σ over blocks of `d_w d_a Σ q_w q_a + m_w s_a`, q_w the 4-bit values.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot_q4(w: &BlockRow, a: &QuantizedRow) -> f32 {
-        let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let mut offsets = _mm_setzero_ps();
-        let blocks = w.blocks();
-        let mut b = 0;
-        while b + 2 <= blocks {
-            // SAFETY: blocks b and b + 1 are in bounds.
-            let (s0, s1, scales) = unsafe {
-                (
-                    q4_sums(w, a, b),
-                    q4_sums(w, a, b + 1),
-                    q4_scales(w, a, b, true),
-                )
-            };
-            even = _mm256_fmadd_ps(s0, _mm256_broadcastss_ps(scales), even);
-            odd = _mm256_fmadd_ps(
-                s1,
-                _mm256_broadcastss_ps(_mm_movehl_ps(scales, scales)),
-                odd,
-            );
-            offsets = _mm_add_ps(offsets, scales);
-            b += 2;
-        }
-        if b < blocks {
-            // SAFETY: block b is in bounds.
-            let (s, scales) = unsafe { (q4_sums(w, a, b), q4_scales(w, a, b, false)) };
-            even = _mm256_fmadd_ps(s, _mm256_broadcastss_ps(scales), even);
-            offsets = _mm_add_ps(offsets, scales);
-        }
-        finish(even, odd, offsets)
-    }
-
-    /// Block `b`'s 32 products `q_w q_a` of an 8-bit row, in 8 lanes.
-    ///
-    /// # Safety
-    /// AVX2 must be present; block `b` must be in bounds of `w` and `a`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q8_sums(w: &BlockRow, a: &QuantizedRow, b: usize) -> __m256 {
-        // SAFETY: block b's 32 weight bytes and 32 activations are in bounds.
-        let (x, q) = unsafe {
-            (
-                _mm256_loadu_si256(w.values.as_ptr().add(b * BLOCK).cast()),
-                _mm256_loadu_si256(a.q.as_ptr().add(b * BLOCK).cast()),
-            )
-        };
-        // maddubs multiplies unsigned by signed: move x's sign onto q.
-        let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(q, x));
-        _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
-    }
-
-    /// Σ over blocks of `d_w d_a Σ q_w q_a`, both signed 8-bit.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot_q8(w: &BlockRow, a: &QuantizedRow) -> f32 {
-        // SAFETY: as in `dot_q8_vnni`.
-        unsafe { q8_dot!(q8_sums, w, a) }
+    pub(super) unsafe fn dot_q8_avx2(w: &Group, a: &QuantizedRow) -> [f32; 8] {
+        group_dot!(w, a, None, |b| q8_sums!(dp_avx2, w, a, b))
     }
 }
 
@@ -780,7 +744,8 @@ mod tests {
     }
 
     #[test]
-    fn products_match_the_dequantized_weights_and_the_portable_code() -> Result<()> {
+    fn products_match_the_dequantized_weights() -> Result<()> {
+        // 70 rows: the last group has two rows and six padding rows.
         let (rows, cols) = (70, 96);
         let mut rng = SeededRng::new(3);
         let x: Vec<f32> = (0..3 * cols)
@@ -790,8 +755,8 @@ mod tests {
             let m = BlockMatrix::from_bytes(kind, rows, cols, &random_blocks(kind, rows, cols, 9))?;
             let w = m.dequantize();
             let y = m.matmul(&x, 3);
+            assert_eq!(y.len(), 3 * rows);
             for r in 0..3 {
-                let a = QuantizedRow::new(&x[r * cols..(r + 1) * cols]);
                 for o in 0..rows {
                     let exact: f32 = (0..cols).map(|i| w[o * cols + i] * x[r * cols + i]).sum();
                     let got = y[r * rows + o];
@@ -803,64 +768,49 @@ mod tests {
                         (got - exact).abs() <= 0.01 * scale,
                         "{kind:?} {got} vs {exact}"
                     );
-                    let row = m.row(o);
-                    let portable = match kind {
-                        BlockKind::Q8_0 => portable::dot_q8(&row, &a),
-                        _ => portable::dot_q4(&row, &a),
-                    };
-                    assert!(
-                        (got - portable).abs() <= 1e-4 * scale.max(1.0),
-                        "{kind:?} simd {got} vs portable {portable}"
-                    );
                 }
             }
+            // One row alone gives the same values as within the batch.
+            assert_eq!(m.matmul(&x[cols..2 * cols], 1), y[rows..2 * rows]);
         }
         Ok(())
     }
 
-    #[cfg(target_arch = "x86_64")]
-    type Dot = unsafe fn(&BlockRow, &QuantizedRow) -> f32;
-
-    #[cfg(target_arch = "x86_64")]
     #[test]
-    fn the_avx2_and_vnni_kernels_agree_with_the_portable_code() -> Result<()> {
-        // An odd and an even number of blocks: the kernels take blocks in pairs.
+    fn every_kernel_gives_the_portable_code_s_bits() -> Result<()> {
+        let mut kernels = vec![Kernel::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if simd::available() {
+                kernels.push(Kernel::Avx2);
+            }
+            if simd::vnni_available() {
+                kernels.push(Kernel::Vnni);
+            }
+        }
         for (kind, cols) in [BlockKind::Q4_0, BlockKind::Q4_1, BlockKind::Q8_0]
             .into_iter()
-            .flat_map(|kind| [(kind, 160), (kind, 192)])
+            .flat_map(|kind| [(kind, 32), (kind, 160), (kind, 192)])
         {
-            let rows = 4;
+            let rows = 19;
             let mut rng = SeededRng::new(5);
-            let x: Vec<f32> = (0..cols).map(|_| (4.0 * rng.f64() - 2.0) as f32).collect();
+            // Large activations too: the 8-bit sums reach their extremes.
+            let x: Vec<f32> = (0..cols)
+                .map(|i| {
+                    if i % 7 == 0 {
+                        -1e3
+                    } else {
+                        (4.0 * rng.f64() - 2.0) as f32
+                    }
+                })
+                .collect();
             let a = QuantizedRow::new(&x);
             let m = BlockMatrix::from_bytes(kind, rows, cols, &random_blocks(kind, rows, cols, 2))?;
-            for r in 0..rows {
-                let w = m.row(r);
-                let (portable, dot_avx2, dot_vnni): (f32, Dot, Dot) = match kind {
-                    BlockKind::Q8_0 => (portable::dot_q8(&w, &a), simd::dot_q8, simd::dot_q8_vnni),
-                    _ => (portable::dot_q4(&w, &a), simd::dot_q4, simd::dot_q4_vnni),
-                };
-                let tol = 1e-4 * portable.abs().max(1.0);
-                if simd::available() {
-                    // SAFETY: the features were detected.
-                    let got = unsafe { dot_avx2(&w, &a) };
-                    assert!(
-                        (got - portable).abs() <= tol,
-                        "{kind:?} avx2 {got} vs {portable}"
-                    );
-                }
-                if simd::vnni_available() {
-                    // SAFETY: the features were detected.
-                    let (got, avx2) = unsafe { (dot_vnni(&w, &a), dot_avx2(&w, &a)) };
-                    assert!(
-                        (got - portable).abs() <= tol,
-                        "{kind:?} vnni {got} vs {portable}"
-                    );
-                    assert_eq!(
-                        got.to_bits(),
-                        avx2.to_bits(),
-                        "{kind:?}: vnni and avx2 differ"
-                    );
+            for g in 0..m.groups() {
+                let want = m.dot_group(Kernel::Portable, g, &a).map(f32::to_bits);
+                for k in &kernels {
+                    let got = m.dot_group(*k, g, &a).map(f32::to_bits);
+                    assert_eq!(got, want, "{kind:?} {cols} cols, group {g}: {k:?}");
                 }
             }
         }

@@ -2,7 +2,9 @@
 //! penalty, stopping on end-of-sequence ids or when the caller says so (stop strings, cancel),
 //! and a callback per token for streaming.
 
+use super::decode::Decoder;
 use super::llama::{KvCache, Llama, Path};
+use super::team::with_team;
 use crate::data::rng::SeededRng;
 use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
@@ -197,6 +199,8 @@ pub fn generate_batch(
     let mut input = Tensor::from_vec(padded, (b, longest), model.device())?;
     let mut offset = 0;
     let mut prefill = None;
+    // After the prefill, a single sequence on the CPU decodes on slices where the model allows.
+    let mut decoder: Option<Decoder> = None;
     while rows.iter().any(|r| r.stop.is_none()) {
         let t = input.dim(1)?;
         if offset + t > model.rope.max_len() {
@@ -205,16 +209,27 @@ pub fn generate_batch(
                 .for_each(|r| r.stop = Some(StopReason::ContextFull));
             break;
         }
-        // On a pool thread: the step's many parallel products then start from inside the pool
-        // instead of each waking it from outside, which costs more than a small product.
-        let logits = rayon::scope(|_| -> Result<Vec<Vec<f32>>> {
-            let hidden = model.hidden(&input, offset, Some(&mut cache), Path::Infer)?;
-            model
-                .logits(&hidden.narrow(1, t - 1, 1)?, Path::Infer)?
-                .squeeze(1)?
-                .to_vec2::<f32>()
-        })?;
-        prefill.get_or_insert_with(|| started.elapsed());
+        let logits = match decoder.as_mut() {
+            Some(d) => {
+                let token = input.flatten_all()?.to_vec1::<u32>()?[0];
+                vec![with_team(|team| d.step(team, token))?]
+            }
+            // On a pool thread: the step's many parallel products then start from inside the
+            // pool instead of each waking it from outside, which costs more than a small product.
+            None => rayon::scope(|_| -> Result<Vec<Vec<f32>>> {
+                let hidden = model.hidden(&input, offset, Some(&mut cache), Path::Infer)?;
+                model
+                    .logits(&hidden.narrow(1, t - 1, 1)?, Path::Infer)?
+                    .squeeze(1)?
+                    .to_vec2::<f32>()
+            })?,
+        };
+        if prefill.is_none() {
+            prefill = Some(started.elapsed());
+            if b == 1 {
+                decoder = Decoder::new(model, &cache)?;
+            }
+        }
         offset += t;
         let next: Vec<u32> = rows
             .iter_mut()

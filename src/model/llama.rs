@@ -96,6 +96,11 @@ impl Rope {
         self.cos.dims()[0]
     }
 
+    /// The tables `(cos, sin)`, `[max_len, head_dim / 2]`.
+    pub(super) fn tables(&self) -> (&Tensor, &Tensor) {
+        (&self.cos, &self.sin)
+    }
+
     fn to_dtype(&self, dtype: DType) -> Result<Rope> {
         Ok(Rope {
             cos: self.cos.to_dtype(dtype)?,
@@ -197,6 +202,20 @@ impl KvCache {
             layers: Vec::new(),
             pads,
         }
+    }
+
+    /// The left padding of each row.
+    pub(super) fn pads(&self) -> &[usize] {
+        &self.pads
+    }
+
+    /// Keys and values cached for layer `i`, `[b, kv, positions, d]` each; `None` before the
+    /// first step.
+    pub(super) fn layer(&self, i: usize) -> Result<Option<(Tensor, Tensor)>> {
+        let Some(c) = self.layers.get(i) else {
+            return Ok(None);
+        };
+        Ok(c.k()?.zip(c.v()?))
     }
 }
 
@@ -317,6 +336,22 @@ pub struct Block {
     pub mlp: Mlp,
     pub input_norm: Tensor,
     pub post_attention_norm: Tensor,
+}
+
+impl Block {
+    /// q, k, v, o, gate, up and down, in that order.
+    pub fn projections(&self) -> [&LoraLinear; 7] {
+        let (a, m) = (&self.attn, &self.mlp);
+        [
+            &a.q_proj,
+            &a.k_proj,
+            &a.v_proj,
+            &a.o_proj,
+            &m.gate_proj,
+            &m.up_proj,
+            &m.down_proj,
+        ]
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -478,20 +513,7 @@ impl Llama {
             .layers
             .iter()
             .map(|b| {
-                let a = &b.attn;
-                let m = &b.mlp;
-                [
-                    &a.q_proj,
-                    &a.k_proj,
-                    &a.v_proj,
-                    &a.o_proj,
-                    &m.gate_proj,
-                    &m.up_proj,
-                    &m.down_proj,
-                ]
-                .into_iter()
-                .map(linear)
-                .sum::<usize>()
+                b.projections().into_iter().map(linear).sum::<usize>()
                     + b.input_norm.elem_count()
                     + b.post_attention_norm.elem_count()
             })

@@ -1,0 +1,499 @@
+//! Decoding one sequence on the CPU a token at a time, straight on slices. A decode step of a
+//! small model is hundreds of tiny operations; as candle ops each allocates, checks layouts and
+//! wakes the thread pool, which costs about as much as the arithmetic. Here the step runs with
+//! one team of threads for the whole step ([`super::team`]): the same block-quantized products,
+//! RMSNorm, RoPE and SwiGLU as the general path, and attention over a cache laid out for
+//! vector units ([`super::head_cache`]), whose roundings differ from the general path's within
+//! float precision.
+//!
+//! It applies to a model on the CPU in f32 whose seven projections and output head are
+//! block-quantized (Q4_0, Q4_1, Q8_0, as GGUF files hold them) and carry no active adapter;
+//! [`Decoder::new`] says `None` otherwise and generation keeps the general path.
+
+use super::blocks::{BlockMatrix, GROUP, Kernel, QuantizedRow};
+use super::head_cache::{HeadCache, combine};
+use super::linear::{BaseWeight, LoraLinear};
+use super::llama::{KvCache, Llama};
+use super::team::{Disjoint, Team};
+use candle_core::{DType, Result, Tensor, bail};
+
+/// A product is split into about this many chunks per thread, each of at least
+/// `MIN_CHUNK_GROUPS` groups of rows: long runs of rows stream better than short ones.
+const CHUNKS_PER_THREAD: usize = 4;
+const MIN_CHUNK_GROUPS: usize = 4;
+
+/// A frozen block-quantized projection and its bias.
+struct Projection<'m> {
+    w: &'m BlockMatrix,
+    bias: Option<Vec<f32>>,
+}
+
+impl<'m> Projection<'m> {
+    fn new(l: &'m LoraLinear) -> Result<Option<Projection<'m>>> {
+        if l.lora.is_some() && l.lora_enabled {
+            return Ok(None);
+        }
+        let BaseWeight::Blocks(w) = &l.base else {
+            return Ok(None);
+        };
+        let bias = l.bias.as_ref().map(|b| b.to_vec1::<f32>()).transpose()?;
+        Ok(Some(Projection { w, bias }))
+    }
+
+    fn rows(&self) -> usize {
+        self.w.dims().0
+    }
+}
+
+struct Layer<'m> {
+    qkv: [Projection<'m>; 3],
+    o: Projection<'m>,
+    gate_up: [Projection<'m>; 2],
+    down: Projection<'m>,
+    input_norm: Vec<f32>,
+    post_norm: Vec<f32>,
+    /// Per key/value head.
+    cache: Vec<HeadCache>,
+}
+
+/// The activations of one step, kept between steps to spare the allocations.
+#[derive(Default)]
+struct Scratch {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attention: Vec<f32>,
+    /// Partial attentions, `[kv heads, splits, n_rep, head_dim + 2]`.
+    parts: Vec<f32>,
+    projected: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+}
+
+/// A single sequence's decoder, continuing from a cache that the general path filled (the
+/// prompt's prefill, where batched matrix products are the fast way).
+pub struct Decoder<'m> {
+    model: &'m Llama,
+    layers: Vec<Layer<'m>>,
+    head: &'m BlockMatrix,
+    norm: Vec<f32>,
+    eps: f32,
+    /// RoPE tables, `[max_len, head_dim / 2]`.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    /// Positions in the cache.
+    position: usize,
+    kernel: Kernel,
+    scratch: Scratch,
+}
+
+impl<'m> Decoder<'m> {
+    /// The decoder for `model` after the steps that filled `cache` (one sequence, no padding);
+    /// `None` where the model is not one this path runs.
+    pub fn new(model: &'m Llama, cache: &KvCache) -> Result<Option<Decoder<'m>>> {
+        if !model.device().is_cpu() || model.dtype() != DType::F32 {
+            return Ok(None);
+        }
+        if cache.pads().iter().any(|p| *p > 0) {
+            return Ok(None);
+        }
+        let BaseWeight::Blocks(head) = &model.lm_head else {
+            return Ok(None);
+        };
+        let mut layers = Vec::with_capacity(model.layers.len());
+        let mut position = None;
+        for (i, block) in model.layers.iter().enumerate() {
+            let projections = block.projections().map(Projection::new);
+            let mut ready = Vec::with_capacity(7);
+            for p in projections {
+                match p? {
+                    Some(p) => ready.push(p),
+                    None => return Ok(None),
+                }
+            }
+            let Ok([q, k, v, o, gate, up, down]) = <[Projection; 7]>::try_from(ready) else {
+                bail!("decoder: seven projections expected in layer {i}");
+            };
+            let Some((keys, values)) = cache.layer(i)? else {
+                bail!("decoder: layer {i} has nothing cached");
+            };
+            let (b, _, len, _) = keys.dims4()?;
+            if b != 1 {
+                return Ok(None);
+            }
+            if *position.get_or_insert(len) != len {
+                bail!("decoder: layer {i} caches {len} positions, layer 0 {position:?}");
+            }
+            let (keys, values) = (
+                keys.squeeze(0)?.to_vec3::<f32>()?,
+                values.squeeze(0)?.to_vec3::<f32>()?,
+            );
+            let cache = keys
+                .iter()
+                .zip(&values)
+                .map(|(k, v)| {
+                    let mut head = HeadCache::new(block.attn.head_dim);
+                    k.iter().zip(v).for_each(|(k, v)| head.push(k, v));
+                    head
+                })
+                .collect();
+            layers.push(Layer {
+                qkv: [q, k, v],
+                o,
+                gate_up: [gate, up],
+                down,
+                input_norm: block.input_norm.to_vec1()?,
+                post_norm: block.post_attention_norm.to_vec1()?,
+                cache,
+            });
+        }
+        let (cos, sin) = model.rope.tables();
+        let Some(attn) = model.layers.first().map(|l| &l.attn) else {
+            return Ok(None);
+        };
+        Ok(Some(Decoder {
+            model,
+            layers,
+            head,
+            norm: model.norm.to_vec1()?,
+            eps: model.cfg.rms_norm_eps as f32,
+            cos: cos.flatten_all()?.to_vec1()?,
+            sin: sin.flatten_all()?.to_vec1()?,
+            heads: attn.n_heads,
+            kv_heads: attn.n_kv_heads,
+            head_dim: attn.head_dim,
+            position: position.unwrap_or(0),
+            kernel: Kernel::detect(),
+            scratch: Scratch::default(),
+        }))
+    }
+
+    /// Feeds `token` at the next position; returns the logits over the vocabulary after it.
+    pub fn step(&mut self, team: &Team, token: u32) -> Result<Vec<f32>> {
+        let pos = self.position;
+        if pos >= self.model.rope.max_len() {
+            bail!(
+                "sequence of {} tokens is longer than the model's context of {}",
+                pos + 1,
+                self.model.rope.max_len()
+            );
+        }
+        let ids = Tensor::new(&[token], self.model.device())?;
+        let mut x = self
+            .model
+            .embed
+            .gather_rows(&ids)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let (heads, kv, d) = (self.heads, self.kv_heads, self.head_dim);
+        let half = d / 2;
+        let (cos, sin) = (
+            &self.cos[pos * half..(pos + 1) * half],
+            &self.sin[pos * half..(pos + 1) * half],
+        );
+        let s = &mut self.scratch;
+        let (kernel, eps) = (self.kernel, self.eps);
+        for layer in &mut self.layers {
+            let a = QuantizedRow::new(&rms_norm(&x, &layer.input_norm, eps));
+            let [q, k, v] = &layer.qkv;
+            product(team, kernel, &[q, k, v], &a, [&mut s.q, &mut s.k, &mut s.v]);
+            rope(&mut s.q, d, cos, sin);
+            rope(&mut s.k, d, cos, sin);
+            for (head, (k, v)) in layer
+                .cache
+                .iter_mut()
+                .zip(s.k.chunks_exact(d).zip(s.v.chunks_exact(d)))
+            {
+                head.push(k, v);
+            }
+            s.attention.clear();
+            s.attention.resize(heads * d, 0.0);
+            // Each key/value head's positions in as many parts as threads: a chunk's queries
+            // read their head's cache once, and every core gets a share.
+            let splits = team.size().min(layer.cache[0].blocks());
+            let n_rep = heads / kv;
+            let part = n_rep * (d + 2);
+            s.parts.clear();
+            s.parts.resize(kv * splits * part, 0.0);
+            {
+                let parts = Disjoint::new(&mut s.parts);
+                let (q, cache) = (&s.q, &layer.cache);
+                let scale = (1.0 / (d as f64).sqrt()) as f32;
+                team.run(kv * splits, &|c| {
+                    let (g, i) = (c / splits, c % splits);
+                    let blocks = cache[g].blocks();
+                    let range = i * blocks / splits..(i + 1) * blocks / splits;
+                    // SAFETY: chunk c writes its own part.
+                    let out = unsafe { parts.range(c * part, part) };
+                    cache[g].attend_part(&q[g * n_rep * d..(g + 1) * n_rep * d], scale, range, out);
+                });
+            }
+            for (g, out) in s.attention.chunks_exact_mut(n_rep * d).enumerate() {
+                let group: Vec<&[f32]> = s.parts[g * splits * part..(g + 1) * splits * part]
+                    .chunks_exact(part)
+                    .collect();
+                combine(&group, d, out);
+            }
+            let a = QuantizedRow::new(&s.attention);
+            product(team, kernel, &[&layer.o], &a, [&mut s.projected]);
+            add(&mut x, &s.projected);
+            let a = QuantizedRow::new(&rms_norm(&x, &layer.post_norm, eps));
+            let [gate, up] = &layer.gate_up;
+            product(team, kernel, &[gate, up], &a, [&mut s.gate, &mut s.up]);
+            for (g, u) in s.gate.iter_mut().zip(&s.up) {
+                // As the fused SwiGLU op computes it.
+                *g = *g / (1.0 + (-*g).exp()) * u;
+            }
+            let a = QuantizedRow::new(&s.gate);
+            product(team, kernel, &[&layer.down], &a, [&mut s.projected]);
+            add(&mut x, &s.projected);
+        }
+        self.position += 1;
+        let a = QuantizedRow::new(&rms_norm(&x, &self.norm, eps));
+        let head = Projection {
+            w: self.head,
+            bias: None,
+        };
+        let mut logits = Vec::new();
+        product(team, kernel, &[&head], &a, [&mut logits]);
+        Ok(logits)
+    }
+}
+
+/// `x += y`, as candle adds.
+fn add(x: &mut [f32], y: &[f32]) {
+    for (x, y) in x.iter_mut().zip(y) {
+        *x += y;
+    }
+}
+
+/// RMSNorm as candle-nn computes it on the CPU.
+fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
+    let sum2 = x.iter().map(|v| v * v).sum::<f32>();
+    let m = (sum2 / x.len() as f32 + eps).sqrt();
+    x.iter().zip(weight).map(|(v, w)| v / m * w).collect()
+}
+
+/// RoPE at one position on every head of `x` (halves rotated, as candle-nn's `rope`).
+fn rope(x: &mut [f32], d: usize, cos: &[f32], sin: &[f32]) {
+    let half = d / 2;
+    for head in x.chunks_exact_mut(d) {
+        let (a, b) = head.split_at_mut(half);
+        for (((a, b), c), s) in a.iter_mut().zip(b.iter_mut()).zip(cos).zip(sin) {
+            let (x1, x2) = (*a, *b);
+            *a = x1 * c - x2 * s;
+            *b = x1 * s + x2 * c;
+        }
+    }
+}
+
+/// `outs[i] = x W_i^T + b_i` for each projection, the row groups of all of them split into
+/// chunks that the team shares.
+fn product<const N: usize>(
+    team: &Team,
+    kernel: Kernel,
+    projections: &[&Projection; N],
+    a: &QuantizedRow,
+    outs: [&mut Vec<f32>; N],
+) {
+    let total: usize = projections.iter().map(|p| p.w.groups()).sum();
+    let chunk = (total / (CHUNKS_PER_THREAD * team.size())).max(MIN_CHUNK_GROUPS);
+    let counts: [usize; N] = std::array::from_fn(|i| projections[i].w.groups().div_ceil(chunk));
+    let mut outs = outs;
+    for (out, p) in outs.iter_mut().zip(projections) {
+        out.clear();
+        out.resize(p.rows(), 0.0);
+    }
+    {
+        let targets: Vec<Disjoint> = outs.iter_mut().map(|o| Disjoint::new(o)).collect();
+        team.run(counts.iter().sum(), &|mut i| {
+            let mut p = 0;
+            while i >= counts[p] {
+                i -= counts[p];
+                p += 1;
+            }
+            let (w, rows) = (projections[p].w, projections[p].rows());
+            let groups = i * chunk..((i + 1) * chunk).min(w.groups());
+            let first = groups.start * GROUP;
+            let last = (groups.end * GROUP).min(rows);
+            // SAFETY: chunk i of projection p writes its own rows.
+            let out = unsafe { targets[p].range(first, last - first) };
+            for (g, out) in groups.zip(out.chunks_mut(GROUP)) {
+                let y = w.dot_group(kernel, g, a);
+                out.copy_from_slice(&y[..out.len()]);
+            }
+        });
+    }
+    for (out, p) in outs.iter_mut().zip(projections) {
+        if let Some(b) = &p.bias {
+            add(out, b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::llama::Path;
+    use crate::model::llama::tests::random_weights;
+    use crate::model::lora::{LoraConfig, attach};
+    use crate::model::team::with_team;
+    use crate::model::weights::build_llama;
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, IndexOp};
+    use std::sync::Arc;
+
+    /// A small model whose projections are Q4_1 and Q4_0 blocks and whose embedding (the tied
+    /// head) is Q8_0, as in a GGUF file; with q/k/v biases when `bias`.
+    fn quantized_model(bias: bool) -> Llama {
+        let cfg: crate::model::config::LlamaConfig = serde_json::from_str(&format!(
+            r#"{{"vocab_size":96,"hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,
+                "num_attention_heads":4,"num_key_value_heads":2,"rope_theta":10000.0,
+                "tie_word_embeddings":true,"attention_bias":{bias}}}"#
+        ))
+        .expect("config");
+        let mut weights = random_weights(&cfg, 11);
+        if bias {
+            for i in 0..cfg.num_hidden_layers {
+                for (name, n) in [("q", 64), ("k", 32), ("v", 32)] {
+                    let values: Vec<f32> =
+                        (0..n).map(|j| ((i + j) % 7) as f32 * 0.1 - 0.3).collect();
+                    let t = Tensor::from_vec(values, n, &Device::Cpu).expect("bias");
+                    weights
+                        .tensors
+                        .insert(format!("model.layers.{i}.self_attn.{name}_proj.bias"), t);
+                }
+            }
+        }
+        let mut m = build_llama(&mut weights, &cfg, 64, &Device::Cpu).expect("build");
+        let blocks = |w: &BaseWeight, kind: GgmlDType| -> BaseWeight {
+            let dense = w.to_dense(&Device::Cpu).expect("dense");
+            let q = QTensor::quantize(&dense, kind).expect("quantize");
+            let b = BlockMatrix::from_qtensor(&q)
+                .expect("blocks")
+                .expect("a block type");
+            BaseWeight::Blocks(Arc::new(b))
+        };
+        for (i, (_, l)) in m.linears_mut().into_iter().enumerate() {
+            let kind = if i % 2 == 0 {
+                GgmlDType::Q4_1
+            } else {
+                GgmlDType::Q4_0
+            };
+            l.base = blocks(&l.base, kind);
+            assert_eq!(
+                l.bias.is_some(),
+                bias && i % 7 < 3,
+                "bias of projection {i}"
+            );
+        }
+        m.embed = blocks(&m.embed, GgmlDType::Q8_0);
+        m.lm_head = m.embed.clone();
+        m
+    }
+
+    /// Logits per step.
+    type Steps = Vec<Vec<f32>>;
+
+    /// The general path's logits for each of `tokens` after `prompt`, and the decoder's.
+    fn both_paths(m: &Llama, prompt: &[u32], tokens: &[u32]) -> Result<(Steps, Steps)> {
+        let ids = |v: &[u32]| Tensor::new(v, &Device::Cpu)?.unsqueeze(0);
+        let mut cache = KvCache::new();
+        m.hidden(&ids(prompt)?, 0, Some(&mut cache), Path::Infer)?;
+        let mut decoder = Decoder::new(m, &cache)?.expect("the decoder applies");
+        let mut general = Vec::new();
+        let mut fast = Vec::new();
+        for (i, &t) in tokens.iter().enumerate() {
+            let h = m.hidden(&ids(&[t])?, prompt.len() + i, Some(&mut cache), Path::Infer)?;
+            general.push(m.logits(&h, Path::Infer)?.i((0, 0))?.to_vec1::<f32>()?);
+            fast.push(with_team(|team| decoder.step(team, t))?);
+        }
+        Ok((general, fast))
+    }
+
+    fn argmax(v: &[f32]) -> usize {
+        v.iter()
+            .enumerate()
+            .fold((0, f32::NEG_INFINITY), |best, (i, x)| {
+                if *x > best.1 { (i, *x) } else { best }
+            })
+            .0
+    }
+
+    #[test]
+    fn decoding_agrees_with_the_general_path() -> Result<()> {
+        for bias in [false, true] {
+            let m = quantized_model(bias);
+            let tokens: Vec<u32> = (0..20).map(|i| (i * 37 + 5) % 96).collect();
+            for threads in [1, 2, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                let (general, fast) = pool.install(|| both_paths(&m, &[3, 1, 4, 1, 5], &tokens))?;
+                for (step, (g, f)) in general.iter().zip(&fast).enumerate() {
+                    let diff = g
+                        .iter()
+                        .zip(f)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0f32, f32::max);
+                    assert!(
+                        diff < 1e-4,
+                        "bias {bias}, {threads} threads, step {step}: {diff}"
+                    );
+                    assert_eq!(argmax(g), argmax(f), "bias {bias}, step {step}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn models_it_does_not_run_keep_the_general_path() -> Result<()> {
+        let ids = Tensor::new(&[[1u32, 2, 3]], &Device::Cpu)?;
+        let prefill = |m: &Llama| -> Result<KvCache> {
+            let mut cache = KvCache::new();
+            m.hidden(&ids, 0, Some(&mut cache), Path::Infer)?;
+            Ok(cache)
+        };
+        // Dense weights.
+        let dense = crate::model::llama::tests::tiny_model(3);
+        assert!(Decoder::new(&dense, &prefill(&dense)?)?.is_none());
+        // An active adapter; switched off, the decoder applies again.
+        let mut m = quantized_model(false);
+        attach(&mut m, &LoraConfig::default(), 1)?;
+        assert!(Decoder::new(&m, &prefill(&m)?)?.is_none());
+        for (_, l) in m.linears_mut() {
+            l.lora_enabled = false;
+        }
+        assert!(Decoder::new(&m, &prefill(&m)?)?.is_some());
+        // bf16 activations.
+        let m = quantized_model(false).to_dtype(DType::BF16)?;
+        assert!(Decoder::new(&m, &prefill(&m)?)?.is_none());
+        // A padded batch.
+        let m = quantized_model(false);
+        let mut cache = KvCache::with_left_padding(vec![1]);
+        m.hidden(&ids, 0, Some(&mut cache), Path::Infer)?;
+        assert!(Decoder::new(&m, &cache)?.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn a_step_past_the_context_is_refused() -> Result<()> {
+        let m = quantized_model(false);
+        let prompt: Vec<u32> = (0..63).collect();
+        let mut cache = KvCache::new();
+        let ids = Tensor::new(prompt.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+        m.hidden(&ids, 0, Some(&mut cache), Path::Infer)?;
+        let mut decoder = Decoder::new(&m, &cache)?.expect("applies");
+        with_team(|team| decoder.step(team, 1))?;
+        let err = with_team(|team| decoder.step(team, 1))
+            .err()
+            .map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("longer than the model's context of 64")));
+        Ok(())
+    }
+}

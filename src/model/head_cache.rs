@@ -1,0 +1,316 @@
+//! The keys and values of one key/value head for decoding, laid out for the CPU's vector units,
+//! and attention of that head's group of queries over them.
+//!
+//! Keys are kept transposed in blocks of [`KEYS`] positions (`[block][head_dim][KEYS]`): the
+//! scores of a block are `head_dim` multiply-adds of whole vectors, with no sum across lanes
+//! per key. Values stay one row per position; a query's output is a vector multiply-add per
+//! position. The softmax's exponentials are a polynomial that vectorizes too. The queries of a
+//! group read the same blocks one after the other while they are in the core's first-level cache.
+
+/// Positions per block of transposed keys.
+const KEYS: usize = 64;
+
+#[derive(Debug, Clone, Default)]
+pub struct HeadCache {
+    head_dim: usize,
+    len: usize,
+    /// `[blocks, head_dim, KEYS]`; positions past `len` in the last block are zero.
+    keys: Vec<f32>,
+    /// `[len, head_dim]`.
+    values: Vec<f32>,
+}
+
+impl HeadCache {
+    pub fn new(head_dim: usize) -> HeadCache {
+        HeadCache {
+            head_dim,
+            ..HeadCache::default()
+        }
+    }
+
+    /// Appends one position's key and value (`head_dim` each).
+    pub fn push(&mut self, key: &[f32], value: &[f32]) {
+        let d = self.head_dim;
+        let slot = self.len % KEYS;
+        if slot == 0 {
+            self.keys.resize(self.keys.len() + d * KEYS, 0.0);
+        }
+        let block = self.keys.len() - d * KEYS;
+        for (i, k) in key.iter().enumerate() {
+            self.keys[block + i * KEYS + slot] = *k;
+        }
+        self.values.extend_from_slice(value);
+        self.len += 1;
+    }
+
+    /// Blocks of [`KEYS`] positions cached (the last one may be partial).
+    pub fn blocks(&self) -> usize {
+        self.len.div_ceil(KEYS)
+    }
+
+    /// The queries' attention over the positions of key blocks `blocks`, unnormalized, for
+    /// [`combine`]: per query `[max score, Σ e^(s - max), Σ e^(s - max) v]` (`head_dim + 2`
+    /// values) into `part`. Splitting the positions lets several cores share one head's work.
+    pub fn attend_part(
+        &self,
+        queries: &[f32],
+        scale: f32,
+        blocks: std::ops::Range<usize>,
+        part: &mut [f32],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                // SAFETY: AVX-512F was detected at run time.
+                return unsafe { self.part_avx512(queries, scale, blocks, part) };
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                // SAFETY: AVX2 and FMA were detected at run time.
+                return unsafe { self.part_avx2(queries, scale, blocks, part) };
+            }
+        }
+        self.part(queries, scale, blocks, part);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn part_avx512(&self, q: &[f32], scale: f32, b: std::ops::Range<usize>, part: &mut [f32]) {
+        self.part(q, scale, b, part);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn part_avx2(&self, q: &[f32], scale: f32, b: std::ops::Range<usize>, part: &mut [f32]) {
+        self.part(q, scale, b, part);
+    }
+
+    /// The code of every variant, inlined into each so that it compiles for its features:
+    /// for the common head sizes with the size known, so that a query's output stays in
+    /// registers over the positions.
+    #[inline(always)]
+    fn part(&self, queries: &[f32], scale: f32, blocks: std::ops::Range<usize>, part: &mut [f32]) {
+        match self.head_dim {
+            64 => self.part_with::<64>(queries, scale, blocks, part),
+            128 => self.part_with::<128>(queries, scale, blocks, part),
+            _ => self.part_with::<0>(queries, scale, blocks, part),
+        }
+    }
+
+    /// [`Self::part`] for heads of `D` dimensions, or any when `D` is 0. Plain loops over
+    /// fixed-size arrays, which the compiler turns into vector code.
+    #[inline(always)]
+    fn part_with<const D: usize>(
+        &self,
+        queries: &[f32],
+        scale: f32,
+        blocks: std::ops::Range<usize>,
+        part: &mut [f32],
+    ) {
+        let d = self.head_dim;
+        let first = blocks.start * KEYS;
+        let n = (blocks.end * KEYS).min(self.len).saturating_sub(first);
+        let mut scores = vec![0f32; blocks.len() * KEYS];
+        let keys = &self.keys[blocks.start * d * KEYS..blocks.end * d * KEYS];
+        let values = &self.values[first * d..(first + n) * d];
+        for (query, part) in queries.chunks_exact(d).zip(part.chunks_exact_mut(d + 2)) {
+            for (s, block) in scores
+                .chunks_exact_mut(KEYS)
+                .zip(keys.chunks_exact(d * KEYS))
+            {
+                let mut acc = [0f32; KEYS];
+                for (q, keys) in query.iter().zip(block.chunks_exact(KEYS)) {
+                    for (a, k) in acc.iter_mut().zip(keys) {
+                        *a = q.mul_add(*k, *a);
+                    }
+                }
+                for (s, a) in s.iter_mut().zip(acc) {
+                    *s = a * scale;
+                }
+            }
+            let scores = &mut scores[..n];
+            // Sixteen lanes of maxima and sums, so that the loops vectorize.
+            let mut lanes = [f32::NEG_INFINITY; 16];
+            for chunk in scores.chunks(16) {
+                for (m, s) in lanes.iter_mut().zip(chunk) {
+                    *m = if *s > *m { *s } else { *m };
+                }
+            }
+            let max = lanes.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b));
+            for s in scores.iter_mut() {
+                *s = exp(*s - max);
+            }
+            let mut sums = [0f32; 16];
+            for chunk in scores.chunks(16) {
+                for (t, s) in sums.iter_mut().zip(chunk) {
+                    *t += s;
+                }
+            }
+            let (head, out) = part.split_at_mut(2);
+            head[0] = max;
+            head[1] = sums.iter().sum();
+            if D == 0 {
+                out.fill(0.0);
+                for (p, v) in scores.iter().zip(values.chunks_exact(d)) {
+                    for (o, v) in out.iter_mut().zip(v) {
+                        *o = p.mul_add(*v, *o);
+                    }
+                }
+                continue;
+            }
+            // Even and odd positions in two sets of registers: two chains of multiply-adds.
+            let (mut even, mut odd) = ([0f32; D], [0f32; D]);
+            let pairs = scores.chunks_exact(2).zip(values.chunks_exact(2 * D));
+            for (p, v) in pairs {
+                let (v0, v1) = v.split_at(D);
+                let (Ok(v0), Ok(v1)) = (<&[f32; D]>::try_from(v0), <&[f32; D]>::try_from(v1))
+                else {
+                    continue;
+                };
+                for t in 0..D {
+                    even[t] = p[0].mul_add(v0[t], even[t]);
+                    odd[t] = p[1].mul_add(v1[t], odd[t]);
+                }
+            }
+            if n % 2 == 1 {
+                let p = scores[n - 1];
+                for (o, v) in even.iter_mut().zip(&values[(n - 1) * D..n * D]) {
+                    *o = p.mul_add(*v, *o);
+                }
+            }
+            for (o, (a, b)) in out.iter_mut().zip(even.iter().zip(&odd)) {
+                *o = a + b;
+            }
+        }
+    }
+}
+
+/// Outputs `[n, d]` from partial attentions of the same queries over disjoint positions (each
+/// `[n, d + 2]`, from [`HeadCache::attend_part`]): the sums rescaled to the overall maximum.
+pub fn combine(parts: &[&[f32]], d: usize, out: &mut [f32]) {
+    for (r, out) in out.chunks_exact_mut(d).enumerate() {
+        let at = r * (d + 2);
+        let max = parts
+            .iter()
+            .map(|p| p[at])
+            .fold(f32::NEG_INFINITY, f32::max);
+        out.fill(0.0);
+        let mut sum = 0f32;
+        for p in parts {
+            if p[at] == f32::NEG_INFINITY {
+                continue; // a part without positions
+            }
+            let w = (p[at] - max).exp();
+            sum += w * p[at + 1];
+            for (o, v) in out.iter_mut().zip(&p[at + 2..at + 2 + d]) {
+                *o += w * v;
+            }
+        }
+        let inv = 1.0 / sum;
+        for o in out.iter_mut() {
+            *o *= inv;
+        }
+    }
+}
+
+/// `e^x` for `x ≤ 0`, within four units in the last place: `2^n · p(r)` with `x = n ln 2 + r`,
+/// `|r| ≤ ln 2 / 2`, `p` the degree-6 Taylor polynomial. Arithmetic and bit moves only, so
+/// that a loop of it vectorizes.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // Below this, e^x is under f32's smallest normal number; 2^-126 · p stays normal.
+    let x = x.max(-87.0);
+    // Round to the nearest integer by adding and removing 1.5 · 2^23.
+    let n = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    f32::from_bits(((n as i32 + 127) as u32) << 23) * p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::rng::SeededRng;
+
+    #[test]
+    fn the_polynomial_exponential_is_within_four_ulp() {
+        for i in 0..=200_000 {
+            let x = -87.0 * i as f32 / 200_000.0;
+            let (got, want) = (exp(x), x.exp());
+            let ulp = (want.to_bits() as i64 - got.to_bits() as i64).abs();
+            assert!(ulp <= 4, "e^{x}: {got} vs {want} ({ulp} ulp)");
+        }
+        assert_eq!(exp(0.0), 1.0);
+        assert!(exp(-1e4) > 0.0 && exp(-1e4) < 1e-37);
+    }
+
+    /// Softmax attention the textbook way, in f64.
+    fn reference(keys: &[Vec<f32>], values: &[Vec<f32>], q: &[f32], scale: f32) -> Vec<f64> {
+        let scores: Vec<f64> = keys
+            .iter()
+            .map(|k| k.iter().zip(q).map(|(a, b)| f64::from(a * b)).sum::<f64>() * f64::from(scale))
+            .collect();
+        let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let p: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+        let sum: f64 = p.iter().sum();
+        (0..q.len())
+            .map(|t| {
+                p.iter()
+                    .zip(values)
+                    .map(|(p, v)| p * f64::from(v[t]))
+                    .sum::<f64>()
+                    / sum
+            })
+            .collect()
+    }
+
+    #[test]
+    fn attention_matches_softmax_over_every_position() {
+        let mut rng = SeededRng::new(7);
+        let mut random =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| (4.0 * rng.f64() - 2.0) as f32).collect() };
+        // A size the code knows and one it does not; lengths around the block size (a partial
+        // last block is zero-padded).
+        for (d, len) in [64usize, 24]
+            .into_iter()
+            .flat_map(|d| [1usize, 5, 63, 64, 65, 150].map(|len| (d, len)))
+        {
+            let keys: Vec<Vec<f32>> = (0..len).map(|_| random(d)).collect();
+            let values: Vec<Vec<f32>> = (0..len).map(|_| random(d)).collect();
+            let mut cache = HeadCache::new(d);
+            for (k, v) in keys.iter().zip(&values) {
+                cache.push(k, v);
+            }
+            assert_eq!(cache.blocks(), len.div_ceil(KEYS));
+            let queries = random(3 * d);
+            // In one part, with the vector features...
+            let mut part = vec![f32::NAN; 3 * (d + 2)];
+            cache.attend_part(&queries, 0.4, 0..cache.blocks(), &mut part);
+            let mut out = vec![f32::NAN; 3 * d];
+            combine(&[&part], d, &mut out);
+            // ...and in two parts, one of them without the vector features.
+            let split = cache.blocks() / 2;
+            let mut parts = [vec![f32::NAN; 3 * (d + 2)], vec![f32::NAN; 3 * (d + 2)]];
+            cache.part(&queries, 0.4, 0..split, &mut parts[0]);
+            cache.attend_part(&queries, 0.4, split..cache.blocks(), &mut parts[1]);
+            let mut portable = vec![f32::NAN; 3 * d];
+            combine(&[&parts[0], &parts[1]], d, &mut portable);
+            for (r, q) in queries.chunks_exact(d).enumerate() {
+                let want = reference(&keys, &values, q, 0.4);
+                for t in 0..d {
+                    for got in [out[r * d + t], portable[r * d + t]] {
+                        assert!(
+                            (f64::from(got) - want[t]).abs() < 1e-5,
+                            "len {len}, query {r}, dim {t}: {got} vs {}",
+                            want[t]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
