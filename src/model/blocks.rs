@@ -198,9 +198,39 @@ impl BlockMatrix {
 
     /// The weight as f32, row-major.
     pub fn dequantize(&self) -> Vec<f32> {
-        let mut out = Vec::with_capacity(self.rows * self.cols);
-        (0..self.rows).for_each(|r| self.dequantize_row(r, &mut out));
+        let mut out = vec![0f32; self.rows * self.cols];
+        // A group's rows at a time, reading its values in the order they are stored; groups
+        // in parallel (prefill dequantizes every weight it multiplies).
+        out.par_chunks_mut(GROUP * self.cols)
+            .enumerate()
+            .for_each(|(g, rows)| self.dequantize_group(g, rows));
         out
+    }
+
+    /// Group `g`'s rows (`out` holds the real ones, row-major).
+    fn dequantize_group(&self, g: usize, out: &mut [f32]) {
+        let group = self.group(g);
+        let (vb, cols) = (self.kind.value_bytes(), self.cols);
+        for b in 0..group.blocks {
+            let block = &group.values[b * GROUP * vb..(b + 1) * GROUP * vb];
+            for (lane, row) in out.chunks_exact_mut(cols).enumerate() {
+                let (d, m) = (group.d(b, lane), group.m(b, lane));
+                let row = &mut row[b * BLOCK..(b + 1) * BLOCK];
+                for (k, step) in block.chunks_exact(GROUP * LANE_BYTES).enumerate() {
+                    let bytes = &step[lane * LANE_BYTES..(lane + 1) * LANE_BYTES];
+                    for (t, q) in bytes.iter().enumerate() {
+                        let j = k * LANE_BYTES + t;
+                        match self.kind {
+                            BlockKind::Q8_0 => row[j] = d * f32::from(*q as i8),
+                            BlockKind::Q4_0 | BlockKind::Q4_1 => {
+                                row[j] = d * f32::from(q & 0x0f) + m;
+                                row[j + BLOCK / 2] = d * f32::from(q >> 4) + m;
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Rows `ids` as f32 (an embedding lookup), `[ids.len(), cols]` row-major.
@@ -772,6 +802,85 @@ mod tests {
             }
             // One row alone gives the same values as within the batch.
             assert_eq!(m.matmul(&x[cols..2 * cols], 1), y[rows..2 * rows]);
+        }
+        Ok(())
+    }
+
+    /// `x · row r` from the file's bytes in f64: the blocks' integer sums with the rounded
+    /// activations, scaled, plus the offsets.
+    fn from_file(kind: BlockKind, raw: &[u8], cols: usize, r: usize, a: &QuantizedRow) -> f64 {
+        let blocks = cols / BLOCK;
+        let fb = kind.file_bytes();
+        let half = |b: &[u8]| f64::from(half::f16::from_le_bytes([b[0], b[1]]).to_f32());
+        (0..blocks)
+            .map(|b| {
+                let block = &raw[(r * blocks + b) * fb..(r * blocks + b + 1) * fb];
+                let q = &a.q[b * BLOCK..(b + 1) * BLOCK];
+                let (d, values) = (half(block), &block[fb - kind.value_bytes()..]);
+                let sum: i64 = match kind {
+                    BlockKind::Q8_0 => values
+                        .iter()
+                        .zip(q)
+                        .map(|(w, q)| i64::from(*w as i8) * i64::from(*q))
+                        .sum(),
+                    _ => values
+                        .iter()
+                        .enumerate()
+                        .map(|(j, w)| {
+                            i64::from(w & 0x0f) * i64::from(q[j])
+                                + i64::from(w >> 4) * i64::from(q[j + 16])
+                        })
+                        .sum(),
+                };
+                let offset = match kind {
+                    BlockKind::Q4_1 => half(&block[2..4]) * f64::from(a.s[b]),
+                    BlockKind::Q4_0 => -8.0 * d * f64::from(a.s[b]),
+                    BlockKind::Q8_0 => 0.0,
+                };
+                d * f64::from(a.d[b]) * sum as f64 + offset
+            })
+            .sum()
+    }
+
+    #[test]
+    fn products_are_the_file_s_blocks_times_the_rounded_activations() -> Result<()> {
+        let (rows, cols) = (13, 160);
+        let mut rng = SeededRng::new(8);
+        let x: Vec<f32> = (0..cols).map(|_| (4.0 * rng.f64() - 2.0) as f32).collect();
+        let a = QuantizedRow::new(&x);
+        for kind in [BlockKind::Q4_0, BlockKind::Q4_1, BlockKind::Q8_0] {
+            let raw = random_blocks(kind, rows, cols, 4);
+            let m = BlockMatrix::from_bytes(kind, rows, cols, &raw)?;
+            // The dequantized weights as the file's formulas give them, value by value.
+            let half = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+            let fb = kind.file_bytes();
+            let want: Vec<f32> = raw
+                .chunks_exact(fb)
+                .flat_map(|block| {
+                    let (d, values) = (half(block), &block[fb - kind.value_bytes()..]);
+                    let m = match kind {
+                        BlockKind::Q4_1 => half(&block[2..4]),
+                        _ => -8.0 * d,
+                    };
+                    match kind {
+                        BlockKind::Q8_0 => values.iter().map(|q| d * f32::from(*q as i8)).collect(),
+                        _ => values
+                            .iter()
+                            .map(|q| d * f32::from(q & 0x0f) + m)
+                            .chain(values.iter().map(|q| d * f32::from(q >> 4) + m))
+                            .collect::<Vec<f32>>(),
+                    }
+                })
+                .collect();
+            assert_eq!(m.dequantize(), want, "{kind:?}");
+            let y = m.matmul(&x, 1);
+            for (r, got) in y.iter().enumerate() {
+                let want = from_file(kind, &raw, cols, r, &a);
+                assert!(
+                    (f64::from(*got) - want).abs() <= 1e-5 * want.abs().max(1.0),
+                    "{kind:?} row {r}: {got} vs {want}"
+                );
+            }
         }
         Ok(())
     }

@@ -67,7 +67,6 @@ struct Scratch {
     parts: Vec<f32>,
     projected: Vec<f32>,
     gate: Vec<f32>,
-    up: Vec<f32>,
 }
 
 /// A single sequence's decoder, continuing from a cache that the general path filled (the
@@ -241,12 +240,7 @@ impl<'m> Decoder<'m> {
             product(team, kernel, &[&layer.o], &a, [&mut s.projected]);
             add(&mut x, &s.projected);
             let a = QuantizedRow::new(&rms_norm(&x, &layer.post_norm, eps));
-            let [gate, up] = &layer.gate_up;
-            product(team, kernel, &[gate, up], &a, [&mut s.gate, &mut s.up]);
-            for (g, u) in s.gate.iter_mut().zip(&s.up) {
-                // As the fused SwiGLU op computes it.
-                *g = *g / (1.0 + (-*g).exp()) * u;
-            }
+            swiglu(team, kernel, &layer.gate_up, &a, &mut s.gate);
             let a = QuantizedRow::new(&s.gate);
             product(team, kernel, &[&layer.down], &a, [&mut s.projected]);
             add(&mut x, &s.projected);
@@ -332,6 +326,39 @@ fn product<const N: usize>(
             add(out, b);
         }
     }
+}
+
+/// `silu(x G^T + b_g) · (x U^T + b_u)` into `out`: each chunk takes the same rows of the gate
+/// and up projections and combines them, so that the activation runs on every core.
+fn swiglu(
+    team: &Team,
+    kernel: Kernel,
+    [gate, up]: &[Projection; 2],
+    a: &QuantizedRow,
+    out: &mut Vec<f32>,
+) {
+    let rows = gate.rows();
+    let groups = gate.w.groups();
+    let chunk = (2 * groups / (CHUNKS_PER_THREAD * team.size())).max(MIN_CHUNK_GROUPS);
+    out.clear();
+    out.resize(rows, 0.0);
+    let target = Disjoint::new(out);
+    team.run(groups.div_ceil(chunk), &|i| {
+        let range = i * chunk..((i + 1) * chunk).min(groups);
+        let (first, last) = (range.start * GROUP, (range.end * GROUP).min(rows));
+        // SAFETY: chunk i writes its own rows.
+        let out = unsafe { target.range(first, last - first) };
+        for (g, out) in range.zip(out.chunks_mut(GROUP)) {
+            let (x, u) = (gate.w.dot_group(kernel, g, a), up.w.dot_group(kernel, g, a));
+            for (l, (o, (x, u))) in out.iter_mut().zip(x.iter().zip(u)).enumerate() {
+                let biased =
+                    |v: f32, p: &Projection| p.bias.as_ref().map_or(v, |b| v + b[g * GROUP + l]);
+                let (x, u) = (biased(*x, gate), biased(u, up));
+                // As the fused SwiGLU op computes it.
+                *o = x / (1.0 + (-x).exp()) * u;
+            }
+        }
+    });
 }
 
 #[cfg(test)]
