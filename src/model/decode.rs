@@ -7,7 +7,7 @@
 //! float precision.
 //!
 //! It applies to a model on the CPU in f32 whose seven projections and output head are
-//! block-quantized (Q4_0, Q4_1, Q8_0, as GGUF files hold them) and carry no active adapter;
+//! block-quantized (Q4_0, Q4_1, Q8_0, as GGUF files hold them), with or without LoRA adapters;
 //! [`Decoder::new`] says `None` otherwise and generation keeps the general path.
 
 use super::blocks::{BlockMatrix, GROUP, Kernel, QuantizedRow};
@@ -22,27 +22,65 @@ use candle_core::{DType, Result, Tensor, bail};
 const CHUNKS_PER_THREAD: usize = 4;
 const MIN_CHUNK_GROUPS: usize = 4;
 
-/// A frozen block-quantized projection and its bias.
+/// A frozen block-quantized projection, its active LoRA adapter and its bias.
 struct Projection<'m> {
     w: &'m BlockMatrix,
+    lora: Option<Adapter>,
     bias: Option<Vec<f32>>,
 }
 
 impl<'m> Projection<'m> {
     fn new(l: &'m LoraLinear) -> Result<Option<Projection<'m>>> {
-        if l.lora.is_some() && l.lora_enabled {
-            return Ok(None);
-        }
         let BaseWeight::Blocks(w) = &l.base else {
             return Ok(None);
         };
+        let lora = match l.lora.as_ref().filter(|_| l.lora_enabled) {
+            Some(lora) => Some(Adapter {
+                rank: lora.a.as_tensor().dim(0)?,
+                a: lora.a.as_tensor().flatten_all()?.to_vec1::<f32>()?,
+                b: lora.b.as_tensor().flatten_all()?.to_vec1::<f32>()?,
+                scale: lora.scale as f32,
+            }),
+            None => None,
+        };
         let bias = l.bias.as_ref().map(|b| b.to_vec1::<f32>()).transpose()?;
-        Ok(Some(Projection { w, bias }))
+        Ok(Some(Projection { w, lora, bias }))
     }
 
     fn rows(&self) -> usize {
         self.w.dims().0
     }
+
+    /// The adapter's rank-r product of the input, if there is an adapter.
+    fn low(&self, x: &[f32]) -> Option<Vec<f32>> {
+        let l = self.lora.as_ref()?;
+        Some(
+            l.a.chunks_exact(x.len())
+                .map(|a| a.iter().zip(x).map(|(a, x)| a * x).sum::<f32>() * l.scale)
+                .collect(),
+        )
+    }
+
+    /// Output `row` of the layer from its base value: `+ B low`, then the bias.
+    fn finish(&self, row: usize, base: f32, low: Option<&[f32]>) -> f32 {
+        let mut y = base;
+        if let (Some(l), Some(low)) = (&self.lora, low) {
+            let b = &l.b[row * l.rank..(row + 1) * l.rank];
+            y += b.iter().zip(low).map(|(b, x)| b * x).sum::<f32>();
+        }
+        match &self.bias {
+            Some(bias) => y + bias[row],
+            None => y,
+        }
+    }
+}
+
+/// A LoRA adapter's matrices: A `[rank, in]`, B `[out, rank]`, and its scale alpha / r.
+struct Adapter {
+    rank: usize,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    scale: f32,
 }
 
 struct Layer<'m> {
@@ -196,9 +234,9 @@ impl<'m> Decoder<'m> {
         let s = &mut self.scratch;
         let (kernel, eps) = (self.kernel, self.eps);
         for layer in &mut self.layers {
-            let a = QuantizedRow::new(&rms_norm(&x, &layer.input_norm, eps));
+            let h = rms_norm(&x, &layer.input_norm, eps);
             let [q, k, v] = &layer.qkv;
-            product(team, kernel, &[q, k, v], &a, [&mut s.q, &mut s.k, &mut s.v]);
+            product(team, kernel, &[q, k, v], &h, [&mut s.q, &mut s.k, &mut s.v]);
             rope(&mut s.q, d, cos, sin);
             rope(&mut s.k, d, cos, sin);
             for (head, (k, v)) in layer
@@ -236,23 +274,22 @@ impl<'m> Decoder<'m> {
                     .collect();
                 combine(&group, d, out);
             }
-            let a = QuantizedRow::new(&s.attention);
-            product(team, kernel, &[&layer.o], &a, [&mut s.projected]);
+            product(team, kernel, &[&layer.o], &s.attention, [&mut s.projected]);
             add(&mut x, &s.projected);
-            let a = QuantizedRow::new(&rms_norm(&x, &layer.post_norm, eps));
-            swiglu(team, kernel, &layer.gate_up, &a, &mut s.gate);
-            let a = QuantizedRow::new(&s.gate);
-            product(team, kernel, &[&layer.down], &a, [&mut s.projected]);
+            let h = rms_norm(&x, &layer.post_norm, eps);
+            swiglu(team, kernel, &layer.gate_up, &h, &mut s.gate);
+            product(team, kernel, &[&layer.down], &s.gate, [&mut s.projected]);
             add(&mut x, &s.projected);
         }
         self.position += 1;
-        let a = QuantizedRow::new(&rms_norm(&x, &self.norm, eps));
+        let h = rms_norm(&x, &self.norm, eps);
         let head = Projection {
             w: self.head,
+            lora: None,
             bias: None,
         };
         let mut logits = Vec::new();
-        product(team, kernel, &[&head], &a, [&mut logits]);
+        product(team, kernel, &[&head], &h, [&mut logits]);
         Ok(logits)
     }
 }
@@ -284,15 +321,17 @@ fn rope(x: &mut [f32], d: usize, cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// `outs[i] = x W_i^T + b_i` for each projection, the row groups of all of them split into
+/// `outs[i] = x W_i^T + adapter_i(x) + b_i` for each projection, the row groups of all of them split into
 /// chunks that the team shares.
 fn product<const N: usize>(
     team: &Team,
     kernel: Kernel,
     projections: &[&Projection; N],
-    a: &QuantizedRow,
+    x: &[f32],
     outs: [&mut Vec<f32>; N],
 ) {
+    let a = QuantizedRow::new(x);
+    let lows: [Option<Vec<f32>>; N] = std::array::from_fn(|i| projections[i].low(x));
     let total: usize = projections.iter().map(|p| p.w.groups()).sum();
     let chunk = (total / (CHUNKS_PER_THREAD * team.size())).max(MIN_CHUNK_GROUPS);
     let counts: [usize; N] = std::array::from_fn(|i| projections[i].w.groups().div_ceil(chunk));
@@ -316,27 +355,26 @@ fn product<const N: usize>(
             // SAFETY: chunk i of projection p writes its own rows.
             let out = unsafe { targets[p].range(first, last - first) };
             for (g, out) in groups.zip(out.chunks_mut(GROUP)) {
-                let y = w.dot_group(kernel, g, a);
-                out.copy_from_slice(&y[..out.len()]);
+                let y = w.dot_group(kernel, g, &a);
+                for (l, (o, y)) in out.iter_mut().zip(y).enumerate() {
+                    *o = projections[p].finish(g * GROUP + l, y, lows[p].as_deref());
+                }
             }
         });
     }
-    for (out, p) in outs.iter_mut().zip(projections) {
-        if let Some(b) = &p.bias {
-            add(out, b);
-        }
-    }
 }
 
-/// `silu(x G^T + b_g) · (x U^T + b_u)` into `out`: each chunk takes the same rows of the gate
+/// `silu(gate(x)) · up(x)` into `out` (each with its adapter and bias): each chunk takes the same rows of the gate
 /// and up projections and combines them, so that the activation runs on every core.
 fn swiglu(
     team: &Team,
     kernel: Kernel,
     [gate, up]: &[Projection; 2],
-    a: &QuantizedRow,
+    x: &[f32],
     out: &mut Vec<f32>,
 ) {
+    let a = QuantizedRow::new(x);
+    let (gate_low, up_low) = (gate.low(x), up.low(x));
     let rows = gate.rows();
     let groups = gate.w.groups();
     let chunk = (2 * groups / (CHUNKS_PER_THREAD * team.size())).max(MIN_CHUNK_GROUPS);
@@ -349,11 +387,14 @@ fn swiglu(
         // SAFETY: chunk i writes its own rows.
         let out = unsafe { target.range(first, last - first) };
         for (g, out) in range.zip(out.chunks_mut(GROUP)) {
-            let (x, u) = (gate.w.dot_group(kernel, g, a), up.w.dot_group(kernel, g, a));
+            let (x, u) = (
+                gate.w.dot_group(kernel, g, &a),
+                up.w.dot_group(kernel, g, &a),
+            );
             for (l, (o, (x, u))) in out.iter_mut().zip(x.iter().zip(u)).enumerate() {
-                let biased =
-                    |v: f32, p: &Projection| p.bias.as_ref().map_or(v, |b| v + b[g * GROUP + l]);
-                let (x, u) = (biased(*x, gate), biased(u, up));
+                let row = g * GROUP + l;
+                let x = gate.finish(row, *x, gate_low.as_deref());
+                let u = up.finish(row, u, up_low.as_deref());
                 // As the fused SwiGLU op computes it.
                 *o = x / (1.0 + (-x).exp()) * u;
             }
@@ -452,8 +493,17 @@ mod tests {
 
     #[test]
     fn decoding_agrees_with_the_general_path() -> Result<()> {
-        for bias in [false, true] {
-            let m = quantized_model(bias);
+        for (bias, adapter) in [(false, false), (true, false), (false, true)] {
+            let mut m = quantized_model(bias);
+            if adapter {
+                // On every projection, with B non-zero (attached, it starts at zero).
+                for (_, var) in attach(&mut m, &LoraConfig::default(), 1)? {
+                    if var.dims()[1] == 16 {
+                        let t = var.as_tensor();
+                        var.set(&((t.ones_like()? * 0.05)? + t.sin()?)?)?;
+                    }
+                }
+            }
             let tokens: Vec<u32> = (0..20).map(|i| (i * 37 + 5) % 96).collect();
             for threads in [1, 2, 3] {
                 let pool = rayon::ThreadPoolBuilder::new()
@@ -469,9 +519,13 @@ mod tests {
                         .fold(0f32, f32::max);
                     assert!(
                         diff < 1e-4,
-                        "bias {bias}, {threads} threads, step {step}: {diff}"
+                        "bias {bias}, adapter {adapter}, {threads} threads, step {step}: {diff}"
                     );
-                    assert_eq!(argmax(g), argmax(f), "bias {bias}, step {step}");
+                    assert_eq!(
+                        argmax(g),
+                        argmax(f),
+                        "bias {bias}, adapter {adapter}, step {step}"
+                    );
                 }
             }
         }
@@ -489,14 +543,6 @@ mod tests {
         // Dense weights.
         let dense = crate::model::llama::tests::tiny_model(3);
         assert!(Decoder::new(&dense, &prefill(&dense)?)?.is_none());
-        // An active adapter; switched off, the decoder applies again.
-        let mut m = quantized_model(false);
-        attach(&mut m, &LoraConfig::default(), 1)?;
-        assert!(Decoder::new(&m, &prefill(&m)?)?.is_none());
-        for (_, l) in m.linears_mut() {
-            l.lora_enabled = false;
-        }
-        assert!(Decoder::new(&m, &prefill(&m)?)?.is_some());
         // bf16 activations.
         let m = quantized_model(false).to_dtype(DType::BF16)?;
         assert!(Decoder::new(&m, &prefill(&m)?)?.is_none());
