@@ -321,21 +321,20 @@ fn rope(x: &mut [f32], d: usize, cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// `outs[i] = x W_i^T + adapter_i(x) + b_i` for each projection, the row groups of all of them split into
-/// chunks that the team shares.
+/// `outs[i] = x W_i^T + adapter_i(x) + b_i` for each projection, the row groups of all of them
+/// split into chunks that the team shares.
 fn product<const N: usize>(
     team: &Team,
     kernel: Kernel,
     projections: &[&Projection; N],
     x: &[f32],
-    outs: [&mut Vec<f32>; N],
+    mut outs: [&mut Vec<f32>; N],
 ) {
     let a = QuantizedRow::new(x);
     let lows: [Option<Vec<f32>>; N] = std::array::from_fn(|i| projections[i].low(x));
     let total: usize = projections.iter().map(|p| p.w.groups()).sum();
     let chunk = (total / (CHUNKS_PER_THREAD * team.size())).max(MIN_CHUNK_GROUPS);
     let counts: [usize; N] = std::array::from_fn(|i| projections[i].w.groups().div_ceil(chunk));
-    let mut outs = outs;
     for (out, p) in outs.iter_mut().zip(projections) {
         out.clear();
         out.resize(p.rows(), 0.0);
@@ -364,8 +363,9 @@ fn product<const N: usize>(
     }
 }
 
-/// `silu(gate(x)) · up(x)` into `out` (each with its adapter and bias): each chunk takes the same rows of the gate
-/// and up projections and combines them, so that the activation runs on every core.
+/// `silu(gate(x)) · up(x)` into `out` (each with its adapter and bias): each chunk takes the same
+/// rows of the gate and up projections and combines them, so that the activation runs on every
+/// core.
 fn swiglu(
     team: &Team,
     kernel: Kernel,

@@ -201,6 +201,8 @@ pub fn generate_batch(
     let mut prefill = None;
     // After the prefill, a single sequence on the CPU decodes on slices where the model allows.
     let mut decoder: Option<Decoder> = None;
+    // The ids fed at the last step, one per row.
+    let mut fed: Vec<u32> = Vec::new();
     while rows.iter().any(|r| r.stop.is_none()) {
         let t = input.dim(1)?;
         if offset + t > model.rope.max_len() {
@@ -211,8 +213,7 @@ pub fn generate_batch(
         }
         let logits = match decoder.as_mut() {
             Some(d) => {
-                let token = input.flatten_all()?.to_vec1::<u32>()?[0];
-                vec![with_team(|team| d.step(team, token))?]
+                vec![with_team(|team| d.step(team, fed[0]))?]
             }
             // On a pool thread: the step's many parallel products then start from inside the
             // pool instead of each waking it from outside, which costs more than a small product.
@@ -231,13 +232,13 @@ pub fn generate_batch(
             }
         }
         offset += t;
-        let next: Vec<u32> = rows
+        fed = rows
             .iter_mut()
             .zip(&logits)
             .enumerate()
             .map(|(i, (row, l))| row.step(l, eos, params.max_new_tokens, &mut |g| on_token(i, g)))
             .collect();
-        input = Tensor::from_vec(next, (b, 1), model.device())?;
+        input = Tensor::from_vec(fed.clone(), (b, 1), model.device())?;
     }
     let prefill = prefill.unwrap_or_default();
     let outputs: Vec<Generated> = rows
