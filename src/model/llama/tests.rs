@@ -71,24 +71,28 @@ fn train_and_inference_paths_agree() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn kv_cache_decoding_matches_the_full_forward() -> Result<()> {
-    let m = tiny_model(2);
-    let seq = [4u32, 8, 15, 16, 23, 42 % 40, 7];
-    let full = m.logits(&m.hidden(&ids(&seq), 0, None, Path::Infer)?, Path::Infer)?;
+/// Logits of `seq` through the KV cache: its first `prefix` ids in one step, then one at a time.
+fn incremental_logits(m: &Llama, seq: &[u32], prefix: usize) -> Result<Tensor> {
     let mut cache = KvCache::new();
-    let prefix = m.logits(
-        &m.hidden(&ids(&seq[..4]), 0, Some(&mut cache), Path::Infer)?,
+    let mut steps = vec![m.logits(
+        &m.hidden(&ids(&seq[..prefix]), 0, Some(&mut cache), Path::Infer)?,
         Path::Infer,
-    )?;
-    let mut steps = vec![prefix];
-    for (k, &tok) in seq.iter().enumerate().skip(4) {
+    )?];
+    for (k, &tok) in seq.iter().enumerate().skip(prefix) {
         steps.push(m.logits(
             &m.hidden(&ids(&[tok]), k, Some(&mut cache), Path::Infer)?,
             Path::Infer,
         )?);
     }
-    let incremental = Tensor::cat(&steps, 1)?;
+    Tensor::cat(&steps, 1)
+}
+
+#[test]
+fn kv_cache_decoding_matches_the_full_forward() -> Result<()> {
+    let m = tiny_model(2);
+    let seq = [4u32, 8, 15, 16, 23, 42 % 40, 7];
+    let full = m.logits(&m.hidden(&ids(&seq), 0, None, Path::Infer)?, Path::Infer)?;
+    let incremental = incremental_logits(&m, &seq, 4)?;
     assert!(max_abs_diff(&full, &incremental) < 1e-4);
     Ok(())
 }
@@ -185,18 +189,7 @@ fn bf16_kv_cache_decoding_matches_its_full_forward() -> Result<()> {
     let m = tiny_bf16(2);
     let seq = [4u32, 8, 15, 16, 23, 2, 7];
     let full = m.logits(&m.hidden(&ids(&seq), 0, None, Path::Infer)?, Path::Infer)?;
-    let mut cache = KvCache::new();
-    let mut steps = vec![m.logits(
-        &m.hidden(&ids(&seq[..4]), 0, Some(&mut cache), Path::Infer)?,
-        Path::Infer,
-    )?];
-    for (k, &tok) in seq.iter().enumerate().skip(4) {
-        steps.push(m.logits(
-            &m.hidden(&ids(&[tok]), k, Some(&mut cache), Path::Infer)?,
-            Path::Infer,
-        )?);
-    }
-    let incremental = Tensor::cat(&steps, 1)?;
+    let incremental = incremental_logits(&m, &seq, 4)?;
     let scale = full.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
     let diff = max_abs_diff(&full, &incremental);
     assert!(diff < 0.05 * scale.max(1.0), "{diff} of {scale}");
