@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# lablens against transformers (+ PEFT) on one NVIDIA GPU, bf16, side by side in one run (issue 8):
+# lablens against transformers (+ PEFT) on one NVIDIA GPU, bf16, side by side in one run:
 #   training: LoRA on SmolLM2-135M-Instruct (GGUF dequantized), sequence length 512, micro-batch 16, r=16 on all
 #             seven targets, the same batches for both (lablens records them, PyTorch replays them): tokens/s,
-#             peak GPU memory, the ratio against the 0.8x bar and the 1.2x goal, loss agreement;
+#             peak GPU memory, their ratios, loss agreement;
 #   generation: greedy decode tokens/s at batch 1 and batch 16.
 #
-#   scripts/bench-gpu.sh [--quick] [--device cuda:N] [--dtype bf16|f32] [LABLENS]
+#   scripts/bench-gpu.sh [--quick] [--device cuda:N] [--dtype bf16|f32] [--train-model DIR] [--seq N]
+#                        [--micro-batch N] [--steps N] [--train-only] [LABLENS]
+#
+# --train-model trains a Hugging Face folder instead (scripts/make-random-llama.py writes Llama-3.2-1B/3B-shaped
+# ones), --seq/--micro-batch/--steps change the training shape, --train-only skips the generation timing.
 #
 # LABLENS is a binary built with scripts/build-cuda.sh (default target/release/lablens). The machine needs the
 # NVIDIA driver, the CUDA 13.0 libraries (found under /usr/local/cuda-13.0 and added to LD_LIBRARY_PATH here),
@@ -19,8 +23,8 @@ ARGS=()
 LABLENS=target/release/lablens
 while [ $# -gt 0 ]; do
     case "$1" in
-        --quick) ARGS+=("$1") ;;
-        --device | --dtype)
+        --quick | --train-only) ARGS+=("$1") ;;
+        --device | --dtype | --train-model | --seq | --micro-batch | --steps)
             ARGS+=("$1" "${2:?$1 needs a value}")
             shift
             ;;

@@ -201,7 +201,8 @@ def torch_placement(fields):
 
 
 def load_peft(run_dir, fields):
-    """The run's base model in transformers (the GGUF dequantized to f32) with its step-0 adapter, trainable."""
+    """The run's base model in transformers (a GGUF dequantized, or a Hugging Face folder) with its step-0 adapter,
+    trainable."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -209,16 +210,20 @@ def load_peft(run_dir, fields):
     model = pathlib.Path(fields["model"])
     if not model.is_absolute():
         model = REPO / model
-    if model.suffix != ".gguf" or not fields["dequantize"]:
-        sys.exit(f"{run_dir}: the replay needs a GGUF model trained with dequantize: true (got {model}, "
-                 f"dequantize: {fields['dequantize']})")
+    gguf = model.suffix == ".gguf"
+    if (gguf and not fields["dequantize"]) or not (gguf or (model / "config.json").is_file()):
+        sys.exit(f"{run_dir}: the replay needs a GGUF model trained with dequantize: true, or a Hugging Face "
+                 f"folder (got {model}, dequantize: {fields['dequantize']})")
     if fields["dropout"] != 0.0:
         sys.exit(f"{run_dir}: the replay needs lora dropout 0 (got {fields['dropout']})")
     step0 = pathlib.Path(run_dir) / "checkpoints" / "step-0"
     if not (step0 / "adapter_model.safetensors").is_file():
         sys.exit(f"{step0} is missing: make the run with lablens train --record-batches")
     device, dtype = torch_placement(fields)
-    base = AutoModelForCausalLM.from_pretrained(model.parent, gguf_file=model.name, dtype=dtype).to(device)
+    if gguf:
+        base = AutoModelForCausalLM.from_pretrained(model.parent, gguf_file=model.name, dtype=dtype).to(device)
+    else:
+        base = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(device)
     # PEFT keeps the adapter in f32 under a bf16 base (autocast_adapter_dtype), as lablens does.
     return PeftModel.from_pretrained(base, step0, is_trainable=True).to(device)
 

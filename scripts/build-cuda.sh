@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds lablens with the `cuda` feature on a machine that has no CUDA toolkit and no GPU.
 #
-#   scripts/build-cuda.sh [COMPUTE_CAP]      COMPUTE_CAP: 90 (H100/H200, the default), 80 (A100),
-#                                            86 (RTX 30xx), 89 (RTX 40xx/L40)
+#   scripts/build-cuda.sh [COMPUTE_CAP] [--tests]
+#                          COMPUTE_CAP: 90 (H100/H200, the default), 80 (A100), 86 (RTX 30xx), 89 (RTX 40xx/L40)
+#                          --tests: also the test binaries that follow LABLENS_TEST_DEVICE (the library's unit
+#                          tests and tests/smollm2_parity.rs), their paths printed last
 #
 # 1. nvcc, headers and the cuBLAS/cuRAND/NVRTC libraries come from PyPI, pinned to the CUDA 13.0
 #    line, into .cuda/ (git-ignored, about 1.2 GB). PTX from a newer nvcc than the driver's CUDA
@@ -18,7 +20,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CAP="${1:-90}"
+CAP=90
+TESTS=false
+for arg in "$@"; do
+    case "$arg" in
+        --tests) TESTS=true ;;
+        *) CAP="$arg" ;;
+    esac
+done
 case "$CAP" in
     80 | 86 | 89 | 90) ;;
     *)
@@ -67,9 +76,19 @@ if [ "$STUBS" -lt 100 ]; then
     exit 1
 fi
 gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$CU/lib/stubs/libcuda.so" "$CU/lib/stubs/libcuda-stub.c"
+# The name the binary asks for, so that it also runs on the CPU here with the stub on LD_LIBRARY_PATH.
+ln -sf libcuda.so "$CU/lib/stubs/libcuda.so.1"
 echo "driver stub: $STUBS entry points" >&2
 
 export PATH="$CU/bin:$PATH" CUDA_HOME="$CU" CUDA_PATH="$CU" CUDA_ROOT="$CU" CUDA_COMPUTE_CAP="$CAP"
 export LIBRARY_PATH="$CU/lib:$CU/lib/stubs${LIBRARY_PATH:+:$LIBRARY_PATH}"
 cargo build --release --features cuda --bin lablens
 echo "built ${CARGO_TARGET_DIR:-target}/release/lablens with CUDA for compute capability $CAP" >&2
+if $TESTS; then
+    cargo test --release --features cuda --no-run --lib --test smollm2_parity --message-format json |
+        python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        print(m["executable"])'
+fi

@@ -3,6 +3,7 @@
 
 use super::browser::Action;
 use crate::engine::{JobId, ModelInfo, device_choices, is_gguf};
+use crate::model::gpu::thousands;
 use crate::model::load::{DeviceChoice, Precision};
 use crate::project::{ModelEntry, ModelSource};
 use std::path::{Path, PathBuf};
@@ -285,6 +286,31 @@ fn info_grid(ui: &mut egui::Ui, info: &ModelInfo) {
             format!("{:.2} s", info.load_time.as_secs_f64()),
         ),
     ];
+    let gpu_rows = info.gpu.iter().flat_map(|g| {
+        let f = &g.facts;
+        [
+            ("GPU", f.name.clone()),
+            (
+                "GPU memory",
+                format!(
+                    "{} MiB ({} free at load)",
+                    thousands(f.memory_total_mib),
+                    thousands(f.memory_free_mib)
+                ),
+            ),
+            (
+                "Compute capability",
+                format!(
+                    "{}.{}{}",
+                    f.compute_capability.0,
+                    f.compute_capability.1,
+                    if f.has_bf16() { " (bf16)" } else { " (no bf16)" }
+                ),
+            ),
+            ("Driver", g.driver.clone()),
+        ]
+    });
+    let rows: Vec<(&str, String)> = rows.into_iter().chain(gpu_rows).collect();
     egui::Grid::new("model_info")
         .num_columns(2)
         .striped(true)

@@ -2,8 +2,9 @@
 //! far along it is, and the last message or error in words a person can act on.
 
 use crate::engine::{Engine, Event, ModelInfo};
+use crate::model::gpu::{self, thousands};
 use crate::train::{TrainEvent, TrainSummary};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Notice {
@@ -24,7 +25,12 @@ pub struct StatusLine {
     /// The running training job is paused (the Train panel knows; the engine does not say).
     pub paused: bool,
     pub notice: Option<Notice>,
+    /// GPU memory in use `(used, total)` MiB, and when it was read (at most once a second).
+    gpu_memory: Option<(Instant, (f64, f64))>,
 }
+
+/// How often the status line asks the driver for the GPU's memory while a job runs.
+const GPU_MEMORY_EVERY: Duration = Duration::from_secs(1);
 
 impl StatusLine {
     pub fn info(&mut self, text: String) {
@@ -37,6 +43,19 @@ impl StatusLine {
 
     pub fn is_running(&self) -> bool {
         self.running.is_some()
+    }
+
+    /// GPU memory in use on the model's GPU, read again when the last reading is a second old.
+    fn gpu_memory(&mut self, model: Option<&ModelInfo>) -> Option<(f64, f64)> {
+        let index = model?.gpu.as_ref()?.facts.index;
+        match self.gpu_memory {
+            Some((at, reading)) if at.elapsed() < GPU_MEMORY_EVERY => Some(reading),
+            _ => {
+                let reading = gpu::memory_in_use(index)?;
+                self.gpu_memory = Some((Instant::now(), reading));
+                Some(reading)
+            }
+        }
     }
 
     pub fn on_event(&mut self, event: &Event) {
@@ -175,6 +194,11 @@ pub fn show(
                     ui.add(bar);
                     if let Some(rate) = status.tokens_per_s {
                         ui.label(format!("{rate:.0} tokens/s"));
+                    }
+                    if let Some((used, total)) = status.gpu_memory(model) {
+                        ui.label(format!("GPU {} / {} MiB", thousands(used), thousands(total)))
+                            .on_hover_text("Memory in use on the GPU, by every process");
+                        ui.ctx().request_repaint_after(GPU_MEMORY_EVERY);
                     }
                     if ui.button("Cancel").clicked() {
                         engine.cancel();

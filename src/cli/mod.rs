@@ -4,6 +4,7 @@
 
 mod bias_command;
 mod commands;
+mod doctor_command;
 mod eval_command;
 mod explain_command;
 mod metrics_command;
@@ -220,6 +221,22 @@ pub enum CliCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Whether this build and machine can run models on a GPU: the GPUs, their memory, the driver,
+    /// bf16, and a short forward and backward pass of a model on the device against the CPU;
+    /// says what to do when a check fails (exit 1).
+    Doctor {
+        /// auto (the first GPU, else the CPU), cpu or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// The model the pass runs: a Hugging Face folder, a .gguf file, or `tiny`.
+        #[arg(long, default_value = "tiny")]
+        model: PathBuf,
+        /// auto (bf16 on a GPU), f32 or bf16.
+        #[arg(long, default_value = "auto")]
+        dtype: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Render every panel of a project (default: the demo project) to PNG files.
     Screenshots {
         #[arg(long, default_value = "screenshots")]
@@ -404,6 +421,12 @@ pub fn run(command: CliCommand) -> Result<(), CliError> {
             csv,
             json,
         } => reviews_command::reviews_cmd(&project, &run, csv.as_deref(), json),
+        CliCommand::Doctor {
+            device,
+            model,
+            dtype,
+            json,
+        } => doctor_command::doctor_cmd(&device, &model, &dtype, json),
         CliCommand::Screenshots { out, project } => {
             crate::app::screenshots(project, &out).map_err(CliError::failed)
         }

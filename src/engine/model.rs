@@ -2,6 +2,7 @@
 //! so that front ends can show it without touching candle.
 
 use super::{Event, JobContext, JobError};
+use crate::model::gpu::{self, GpuFacts};
 use crate::model::load::{self, DeviceChoice, LoadedModel, ModelSpec};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -58,13 +59,46 @@ pub struct ModelInfo {
     pub load_time: Duration,
     /// The model brought its own chat template (else a built-in one is used).
     pub chat_template_found: bool,
+    /// The GPU the model is on, as the driver described it when the model loaded.
+    pub gpu: Option<LoadedOnGpu>,
 }
 
-/// The devices a model can be loaded on in this build: CUDA only when the build has it.
+/// The GPU a model loaded on, and the driver that runs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedOnGpu {
+    pub facts: GpuFacts,
+    /// `580.159.04 (CUDA 13.0)`.
+    pub driver: String,
+}
+
+impl LoadedOnGpu {
+    /// The GPU `device` names (`cuda:N`), if it is one the driver lists.
+    fn of(device: &str) -> Option<LoadedOnGpu> {
+        let index: usize = device.strip_prefix("cuda:")?.parse().ok()?;
+        let system = gpu::probe();
+        let facts = system.gpus.into_iter().find(|g| g.index == index)?;
+        let unknown = || "unknown".to_string();
+        Some(LoadedOnGpu {
+            facts,
+            driver: format!(
+                "{} (CUDA {})",
+                system.driver_version.unwrap_or_else(unknown),
+                system.driver_cuda.unwrap_or_else(unknown)
+            ),
+        })
+    }
+}
+
+/// The devices a model can be loaded on in this build: every GPU the driver lists when the
+/// build has CUDA (the first one if the driver could not be asked), none otherwise.
 pub fn device_choices() -> Vec<DeviceChoice> {
     let mut choices = vec![DeviceChoice::Auto, DeviceChoice::Cpu];
     if candle_core::utils::cuda_is_available() {
-        choices.push(DeviceChoice::Cuda(0));
+        let gpus = gpu::probe().gpus;
+        if gpus.is_empty() {
+            choices.push(DeviceChoice::Cuda(0));
+        }
+        choices.extend(gpus.iter().map(|g| DeviceChoice::Cuda(g.index)));
     }
     choices
 }
@@ -113,6 +147,7 @@ fn describe(model: &LoadedModel, spec: &ModelSpec, load_time: Duration) -> Model
         dtype: model.info.dtype.clone(),
         load_time,
         chat_template_found: !model.template.is_built_in(),
+        gpu: LoadedOnGpu::of(&model.info.device),
         path,
     }
 }

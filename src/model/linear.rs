@@ -2,6 +2,7 @@
 //! optional LoRA adapter: `y = x W^T + b + scale · (x A^T) B^T`. Only A and B ever train.
 
 use super::blocks::{BlockMatmul, BlockMatrix, matmul_many};
+use super::device_ops;
 use super::dropout::{self, LoraDropout};
 use super::llama::Path;
 use super::ops::{FrozenMatmul, LoraMatmul};
@@ -40,6 +41,7 @@ impl BaseWeight {
             _ if path == Path::Train && self.fused_on(x) => {
                 x.contiguous()?.apply_op1(FrozenMatmul { w: self.clone() })
             }
+            _ if path == Path::Train && !self.is_variable() => device_ops::frozen_matmul(x, self),
             BaseWeight::Dense(w) => x.broadcast_matmul(&w.t()?),
             _ => x.broadcast_matmul(&self.to_dense(x.device())?.to_dtype(x.dtype())?.t()?),
         }
@@ -48,7 +50,12 @@ impl BaseWeight {
     /// Whether the training path can use the fused CPU ops (f32 only), which give no gradient to
     /// the weight (pretraining trains dense weights: those need theirs).
     fn fused_on(&self, x: &Tensor) -> bool {
-        super::llama::fused(x) && !matches!(self, BaseWeight::Dense(w) if w.is_variable())
+        super::llama::fused(x) && !self.is_variable()
+    }
+
+    /// A dense weight that trains (pretraining): it needs its own gradient.
+    fn is_variable(&self) -> bool {
+        matches!(self, BaseWeight::Dense(w) if w.is_variable())
     }
 
     /// Dense weights in `dtype`; quantized ones as they are.

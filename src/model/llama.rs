@@ -5,13 +5,14 @@
 
 use super::attention::DecodeAttention;
 use super::config::LlamaConfig;
+use super::device_ops::{self, AttentionShape};
 use super::linear::{BaseWeight, LoraLinear};
 use super::ops::{CausalSoftmax, RmsNorm, Rotary, SwiGlu};
 use candle_core::{D, DType, Device, Module, Result, Tensor};
 
 /// Whether the project's fused CPU ops (f32 only) run for `x`; elsewhere (a GPU, bf16) the
 /// equivalent candle ops do.
-pub(super) fn fused(x: &Tensor) -> bool {
+pub fn fused(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
 }
 
@@ -87,7 +88,7 @@ impl Rope {
         let sin = self.sin.narrow(0, offset, t)?;
         match path {
             Path::Train if fused(x) => x.apply_op1(Rotary { cos, sin }),
-            Path::Train => candle_nn::rotary_emb::rope_slow(x, &cos, &sin),
+            Path::Train => device_ops::rotary(x, &cos, &sin),
             Path::Infer => candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin),
         }
     }
@@ -116,6 +117,7 @@ fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, path: Path) -> Result<Tensor>
             weight: weight.to_vec1()?,
             eps: eps as f32,
         }),
+        Path::Train if !weight.is_variable() => device_ops::rms_norm(x, weight, eps),
         Path::Train => {
             let wide = widened(x)?;
             let mean_sq = wide.sqr()?.mean_keepdim(D::Minus1)?;
@@ -278,6 +280,16 @@ impl Attention {
             let y = q.apply_op3_no_bwd(&k, &v, &op)?;
             return self.o_proj.forward(&merge_heads(y, b, t)?, path);
         }
+        if path == Path::Train && !fused(&q) {
+            let shape = AttentionShape {
+                n_rep,
+                queries: t,
+                scale,
+                mask: masking.mask,
+            };
+            let y = device_ops::attention(&q, &k, &v, shape)?;
+            return self.o_proj.forward(&merge_heads(y, b, t)?, path);
+        }
         let scores = q.matmul(&k.t()?)?;
         let att = match masking.mask {
             None if fused(&scores) => scores.contiguous()?.apply_op1(CausalSoftmax {
@@ -323,6 +335,8 @@ impl Mlp {
                 .map_err(|_| candle_core::Error::Msg("gate/up: two outputs expected".into()))?;
         let h = if fused(&gate) {
             gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)?
+        } else if path == Path::Train {
+            device_ops::swiglu(&gate, &up)?
         } else {
             (gate.silu()? * up)?
         };

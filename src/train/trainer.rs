@@ -12,12 +12,13 @@ use super::run::{
 };
 use super::session::{Data, adapter_and_optimizer, load_data, load_model, read_config};
 use crate::model::dropout::DropoutRounds;
-use crate::model::llama::{Llama, Path};
+use crate::model::device_ops;
+use crate::model::llama::{Llama, Path, fused};
 use crate::model::load::LoadedModel;
 use crate::model::lora::{safetensors_bytes, save_peft};
 use crate::model::ops::NllAtLabels;
 use crate::project::{OpenProject, write_atomic};
-use candle_core::{D, Tensor};
+use candle_core::Tensor;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -319,7 +320,7 @@ impl<'a> Loop<'a> {
         let started = Instant::now();
         let step = self.state.step + 1;
         let labelled: usize = batches.iter().map(|b| b.labels.len()).sum();
-        let mut grads: Vec<Tensor> = Vec::new();
+        let mut grads: Option<Tensor> = None;
         let mut nll_sum = 0f64;
         for (micro, b) in batches.iter().enumerate() {
             self.dropout.start(self.cfg.seed, step, micro);
@@ -329,7 +330,11 @@ impl<'a> Loop<'a> {
             nll_sum += f64::from(nll.to_scalar::<f32>().map_err(TrainError::compute)?);
             let scaled = (nll / labelled.max(1) as f64).map_err(TrainError::compute)?;
             let store = scaled.backward().map_err(TrainError::compute)?;
-            accumulate(&mut grads, &store, self.opt.params()).map_err(TrainError::compute)?;
+            let micro_grads = self.opt.gradients(&store).map_err(TrainError::compute)?;
+            grads = Some(match grads {
+                Some(sum) => (sum + micro_grads).map_err(TrainError::compute)?,
+                None => micro_grads,
+            });
         }
         let loss = nll_sum / labelled.max(1) as f64;
         if !loss.is_finite() {
@@ -340,6 +345,9 @@ impl<'a> Loop<'a> {
                 .map_or("none yet".to_string(), |s| format!("step {s}"));
             return Err(TrainError::Diverged { step, loss, kept });
         }
+        let Some(mut grads) = grads else {
+            return Err(TrainError::Compute(format!("step {step} has no micro-batches")));
+        };
         let grad_norm =
             clip_gradients(&mut grads, self.cfg.max_grad_norm).map_err(TrainError::compute)?;
         let lr = learning_rate(self.cfg, step, self.total_steps);
@@ -485,35 +493,12 @@ pub fn batch_nll(model: &Llama, b: &MicroBatch) -> candle_core::Result<Tensor> {
     let picked = hidden
         .reshape((b.rows * b.width, model.cfg.hidden_size))?
         .index_select(&positions, 0)?;
-    let logits = model.logits(&picked, Path::Train)?;
-    if device.is_cpu() {
+    if fused(&picked) {
         let labels = b.labels.clone();
+        let logits = model.logits(&picked, Path::Train)?;
         return logits.apply_op1(NllAtLabels { labels })?.sum_all();
     }
-    let labels = Tensor::new(b.labels.as_slice(), device)?.unsqueeze(1)?;
-    let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    log_probs.gather(&labels, 1)?.sum_all()?.neg()
+    let labels = Tensor::new(b.labels.as_slice(), device)?;
+    device_ops::nll_at_labels(&picked, &model.lm_head, &labels)?.sum_all()
 }
 
-/// Adds this micro-batch's gradients to the running sums, in the optimizer's order.
-fn accumulate(
-    sums: &mut Vec<Tensor>,
-    store: &candle_core::backprop::GradStore,
-    params: &[(String, candle_core::Var)],
-) -> candle_core::Result<()> {
-    let grads: Vec<Tensor> = params
-        .iter()
-        .map(|(_, p)| match store.get(p.as_tensor()) {
-            Some(g) => Ok(g.clone()),
-            None => p.as_tensor().zeros_like(),
-        })
-        .collect::<candle_core::Result<_>>()?;
-    if sums.is_empty() {
-        *sums = grads;
-    } else {
-        for (s, g) in sums.iter_mut().zip(grads) {
-            *s = (&*s + g)?;
-        }
-    }
-    Ok(())
-}
