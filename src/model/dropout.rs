@@ -90,6 +90,21 @@ pub fn mask(len: usize, key: u64, p: f32) -> Vec<f32> {
     (0..len).map(|i| factor(key, i, p)).collect()
 }
 
+/// The mask `key` for `x`, as a tensor of `x`'s shape, precision and device. On the CPU it is
+/// [`mask`]; on a GPU it is drawn there from the device's generator seeded with `key` (as
+/// repeatable, without building and copying a mask the size of every adapter input from the
+/// CPU for every layer of every step).
+pub fn mask_like(x: &candle_core::Tensor, key: u64, p: f32) -> candle_core::Result<candle_core::Tensor> {
+    let device = x.device();
+    if device.is_cpu() {
+        let values = mask(x.elem_count(), key, p);
+        return candle_core::Tensor::from_vec(values, x.shape(), device)?.to_dtype(x.dtype());
+    }
+    device.set_seed(key)?;
+    let draws = candle_core::Tensor::rand(0f32, 1f32, x.shape(), device)?;
+    draws.ge(f64::from(p))?.to_dtype(x.dtype())? * (1.0 / (1.0 - f64::from(p)))
+}
+
 /// `x` with the mask `key` applied.
 pub fn apply(x: &[f32], key: u64, p: f32) -> Vec<f32> {
     x.iter()
@@ -113,6 +128,31 @@ mod tests {
         assert_ne!(a, b);
         let mean = a.iter().map(|v| f64::from(*v)).sum::<f64>() / x.len() as f64;
         assert!((mean - 1.0).abs() < 0.01, "mean {mean}");
+    }
+
+    /// On the CPU the tensor mask is the hash mask; on `LABLENS_TEST_DEVICE` (a GPU) it drops
+    /// about `p`, keeps the mean, and repeats for the same key.
+    #[test]
+    fn tensor_masks_repeat_per_key_on_the_test_device() {
+        let choice = std::env::var("LABLENS_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+        let device = crate::model::load::DeviceChoice::parse(&choice)
+            .and_then(|c| c.device())
+            .expect("device");
+        let x = candle_core::Tensor::ones((100, 1000), candle_core::DType::F32, &device).unwrap();
+        let values = |key| {
+            let m = mask_like(&x, key, 0.1).unwrap();
+            m.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
+        let a = values(7);
+        if device.is_cpu() {
+            assert_eq!(a, mask(x.elem_count(), 7, 0.1));
+        }
+        let dropped = a.iter().filter(|v| **v == 0.0).count() as f64 / a.len() as f64;
+        assert!((dropped - 0.1).abs() < 0.005, "dropped {dropped}");
+        let mean = a.iter().map(|v| f64::from(*v)).sum::<f64>() / a.len() as f64;
+        assert!((mean - 1.0).abs() < 0.01, "mean {mean}");
+        assert_eq!(a, values(7));
+        assert_ne!(a, values(8));
     }
 
     #[test]

@@ -217,9 +217,7 @@ impl LoraLinear {
                 let dropped;
                 let x = match l.dropout_now().filter(|_| path == Path::Train) {
                     Some((p, key)) => {
-                        let mask = dropout::mask(x.elem_count(), key, p);
-                        let mask = Tensor::from_vec(mask, x.shape(), &candle_core::Device::Cpu)?;
-                        dropped = (x * mask.to_device(x.device())?.to_dtype(x.dtype())?)?;
+                        dropped = (x * dropout::mask_like(x, key, p)?)?;
                         &dropped
                     }
                     None => x,

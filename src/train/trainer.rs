@@ -322,14 +322,18 @@ impl<'a> Loop<'a> {
         let labelled: usize = batches.iter().map(|b| b.labels.len()).sum();
         let mut grads: Option<Tensor> = None;
         let mut nll_sum = 0f64;
+        let mut clock = PhaseClock::new(self.model.llama.device());
         for (micro, b) in batches.iter().enumerate() {
             self.dropout.start(self.cfg.seed, step, micro);
             let nll = batch_nll(&self.model.llama, b);
             self.dropout.stop();
             let nll = nll.map_err(TrainError::compute)?;
-            nll_sum += f64::from(nll.to_scalar::<f32>().map_err(TrainError::compute)?);
-            let scaled = (nll / labelled.max(1) as f64).map_err(TrainError::compute)?;
+            clock.lap("forward");
+            let scaled = (&nll / labelled.max(1) as f64).map_err(TrainError::compute)?;
             let store = scaled.backward().map_err(TrainError::compute)?;
+            clock.lap("backward");
+            // Read after the backward pass is queued: on a GPU, reading waits for the device.
+            nll_sum += f64::from(nll.to_scalar::<f32>().map_err(TrainError::compute)?);
             let micro_grads = self.opt.gradients(&store).map_err(TrainError::compute)?;
             grads = Some(match grads {
                 Some(sum) => (sum + micro_grads).map_err(TrainError::compute)?,
@@ -352,6 +356,8 @@ impl<'a> Loop<'a> {
             clip_gradients(&mut grads, self.cfg.max_grad_norm).map_err(TrainError::compute)?;
         let lr = learning_rate(self.cfg, step, self.total_steps);
         self.opt.step(&grads, lr).map_err(TrainError::compute)?;
+        clock.lap("optimizer");
+        clock.report(step);
         if self.record_batches {
             let json: Vec<serde_json::Value> = batches.iter().map(MicroBatch::to_hf_json).collect();
             self.run.append_line(
@@ -479,6 +485,52 @@ impl<'a> Loop<'a> {
             final_train_loss: self.last_loss,
             final_val_loss: self.last_val,
             best_step: self.state.best_step,
+        }
+    }
+}
+
+/// Where a step's time goes, printed to stderr for each step when `LABLENS_STEP_TIMING` is set:
+/// the device is synchronized at the end of each phase, so that a GPU's queued work counts in
+/// the phase that queued it (which slows the step a little). Off, it does nothing.
+struct PhaseClock {
+    device: Option<candle_core::Device>,
+    last: Instant,
+    phases: Vec<(&'static str, f64)>,
+}
+
+impl PhaseClock {
+    fn new(device: &candle_core::Device) -> PhaseClock {
+        PhaseClock {
+            device: std::env::var_os("LABLENS_STEP_TIMING").map(|_| device.clone()),
+            last: Instant::now(),
+            phases: Vec::new(),
+        }
+    }
+
+    /// Ends the phase `name` (phases of the same name add up).
+    fn lap(&mut self, name: &'static str) {
+        let Some(device) = &self.device else {
+            return;
+        };
+        if let Err(e) = device.synchronize() {
+            eprintln!("step timing: the device did not synchronize: {e}");
+        }
+        let seconds = self.last.elapsed().as_secs_f64();
+        self.last = Instant::now();
+        match self.phases.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, total)) => *total += seconds,
+            None => self.phases.push((name, seconds)),
+        }
+    }
+
+    fn report(&self, step: usize) {
+        if self.device.is_some() {
+            let parts: Vec<String> = self
+                .phases
+                .iter()
+                .map(|(name, s)| format!("{name} {:.1} ms", s * 1e3))
+                .collect();
+            eprintln!("step {step} timing: {}", parts.join(", "));
         }
     }
 }
