@@ -12,7 +12,8 @@
 
 --train-model trains another model instead of MODEL (a Hugging Face folder such as one that
 scripts/make-random-llama.py writes), with --seq and --micro-batch in place of 512 and 16; --train-only skips the
-generation timing. --device cuda:0 and --dtype bf16 are the defaults. `--device cpu --dtype bf16 --quick` runs the same code on
+generation timing. --qlora trains a GGUF --train-model with its weights kept quantized on the GPU (lablens alone:
+the replay has no 4-bit base). --device cuda:0 and --dtype bf16 are the defaults. `--device cpu --dtype bf16 --quick` runs the same code on
 the CPU with short shapes: a smoke test of the script, not a measurement. Peak GPU memory is read for both
 engines alike, from nvidia-smi's memory in use on the device (sampled every 50 ms, less the reading before the
 engine started); transformers' own allocator peak is printed beside it.
@@ -80,37 +81,47 @@ def mib(value):
 def train(lablens, model, settings, device, dtype):
     recipe = dict(RECIPE, max_seq_len=settings["max_seq_len"])
     gguf = model.endswith(".gguf")
+    qlora = settings.get("qlora", False)
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
         project = demo_project(tmp)
-        text = config_ron(model, gguf, settings["micro_batch"], 1, settings["steps"], recipe, device, dtype)
+        text = config_ron(model, gguf and not qlora, settings["micro_batch"], 1, settings["steps"], recipe, device,
+                          dtype)
         print(f"training lablens for {settings['steps']} steps on {device} in {dtype}", file=sys.stderr)
         with GpuMemory(device) as lablens_memory:
             summary, _ = train_lablens(lablens, project, "gpu", text)
         run_dir = summary["run_dir"]
         rows = {"lablens": lablens_steps(run_dir)}
-        print(f"replaying {len(read_batches(run_dir))} steps in transformers + PEFT "
-              f"(batches {batch_sha256(read_batches(run_dir))[:12]})", file=sys.stderr)
-        with GpuMemory(device) as torch_memory:
-            out, _ = run_child("transformers + PEFT replay",
-                               [sys.executable, str(REPO / "scripts" / "bench_train.py"), "--replay", run_dir])
-        doc = json.loads(out)
-        rows["torch"] = doc["steps"]
+        memory = {"lablens": lablens_memory.peak}
+        doc = {}
+        if not qlora:
+            print(f"replaying {len(read_batches(run_dir))} steps in transformers + PEFT "
+                  f"(batches {batch_sha256(read_batches(run_dir))[:12]})", file=sys.stderr)
+            with GpuMemory(device) as torch_memory:
+                out, _ = run_child("transformers + PEFT replay",
+                                   [sys.executable, str(REPO / "scripts" / "bench_train.py"), "--replay", run_dir])
+            doc = json.loads(out)
+            rows["torch"] = doc["steps"]
+            memory["torch"] = torch_memory.peak
     warmup = settings["warmup"]
     rates = {key: rate(steps, warmup) for key, steps in rows.items()}
     labels = {"lablens": f"lablens ({dtype}, adapters f32)", "torch": f"transformers + PEFT ({dtype})"}
-    name = "SmolLM2-135M-Instruct (GGUF dequantized)" if gguf else pathlib.Path(model).name
+    if qlora:
+        labels["lablens"] = f"lablens QLoRA (Q4_0 base, {dtype})"
+    name = pathlib.Path(model).name if not gguf or qlora else "SmolLM2-135M-Instruct (GGUF dequantized)"
     print(f"\nTraining: {name}, LoRA r={RECIPE['r']} on all seven targets, "
           f"sequence length {settings['max_seq_len']}, micro-batch {settings['micro_batch']}, {device}; "
           f"{settings['steps']} steps on the same batches, rates over steps {warmup + 1}-{settings['steps']}\n")
     print(f"{'engine':<40} {'tokens/s':>10} {'peak GPU MiB':>13}")
     print(f"{'-' * 40} {'-' * 10} {'-' * 13}")
-    print(f"{labels['lablens']:<40} {rates['lablens']:>10.0f} {mib(lablens_memory.peak):>13}")
-    print(f"{labels['torch']:<40} {rates['torch']:>10.0f} {mib(torch_memory.peak):>13}")
+    for key in rows:
+        print(f"{labels[key]:<40} {rates[key]:>10.0f} {mib(memory[key]):>13}")
     if doc.get("gpu_train_peak_mib") is not None:
         print(f"(torch's allocator peaks at {doc['gpu_train_peak_mib']:.0f} MiB while training)")
+    if qlora:
+        return
     print(f"\ntokens/s: lablens / transformers + PEFT = {rates['lablens'] / rates['torch']:.2f}x")
-    if lablens_memory.peak and torch_memory.peak:
-        print(f"peak GPU memory: lablens / transformers + PEFT = {lablens_memory.peak / torch_memory.peak:.2f}x")
+    if memory["lablens"] and memory["torch"]:
+        print(f"peak GPU memory: lablens / transformers + PEFT = {memory['lablens'] / memory['torch']:.2f}x")
     diff, step = max_difference(rows["lablens"], rows["torch"], "loss")
     print(f"loss: lablens and transformers + PEFT differ by at most {diff:.2e} (step {step})")
     if diff > BF16_LOSS_AGREEMENT:
@@ -234,6 +245,8 @@ def main(argv):
             overrides[key] = int(next(args, "0"))
         elif arg == "--train-only":
             train_only = True
+        elif arg == "--qlora":
+            overrides["qlora"] = True
         else:
             rest.append(arg)
     if len(rest) != 2 or dtype not in ("bf16", "f32") or not (device == "cpu" or device.startswith("cuda:")):

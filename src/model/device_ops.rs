@@ -187,12 +187,13 @@ impl<B: Backward> candle_core::CustomOp3 for Recorded<B> {
 /// (candle's matmul would also compute, and keep, one for the weight). The rows are multiplied
 /// as one matrix, not one batch row at a time.
 pub fn frozen_matmul(x: &Tensor, w: &BaseWeight) -> Result<Tensor> {
-    let dense = dense_weight(w, x)?;
-    let y = rows_times(&x.detach(), &dense.t()?)?;
-    x.apply_op1(Recorded::new(y, FrozenBackward { w: dense }))
+    let y = rows_times(&x.detach(), &dense_weight(w, x)?.t()?)?;
+    x.apply_op1(Recorded::new(y, FrozenBackward { w: w.clone() }))
 }
 
-/// The weight in `x`'s precision on `x`'s device (quantized ones dequantized).
+/// The weight in `x`'s precision on `x`'s device. A quantized weight is dequantized for each
+/// product, forward and backward, and the dense copy dropped after it: only one layer's weight
+/// is ever dense at a time (the QLoRA setting).
 fn dense_weight(w: &BaseWeight, x: &Tensor) -> Result<Tensor> {
     w.to_dense(x.device())?.to_dtype(x.dtype())
 }
@@ -209,7 +210,7 @@ fn rows_times(x: &Tensor, m: &Tensor) -> Result<Tensor> {
 }
 
 struct FrozenBackward {
-    w: Tensor,
+    w: BaseWeight,
 }
 
 impl Backward for FrozenBackward {
@@ -218,7 +219,7 @@ impl Backward for FrozenBackward {
     }
 
     fn grads(&self, _: &[Tensor], _: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(rows_times(grad, &self.w)?)])
+        Ok(vec![Some(rows_times(grad, &dense_weight(&self.w, grad)?)?)])
     }
 }
 
@@ -439,7 +440,7 @@ pub fn nll_at_labels(hidden: &Tensor, w: &BaseWeight, labels: &Tensor) -> Result
     }
     let nll = Tensor::cat(&nll, 0)?;
     let backward = NllBackward {
-        w: dense,
+        w: w.clone(),
         labels: labels.clone(),
         lse: Tensor::cat(&lse, 0)?,
     };
@@ -452,7 +453,7 @@ fn head_logits(h: &Tensor, w: &Tensor) -> Result<Tensor> {
 }
 
 struct NllBackward {
-    w: Tensor,
+    w: BaseWeight,
     labels: Tensor,
     /// Each row's log-sum-exp, `[n, 1]`.
     lse: Tensor,
@@ -468,11 +469,12 @@ impl Backward for NllBackward {
     fn grads(&self, args: &[Tensor], _: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let h = &args[0];
         let n = h.dim(0)?;
+        let w = dense_weight(&self.w, h)?;
         let grad = grad.to_dtype(DType::F32)?.reshape((n, 1))?;
         let mut parts = Vec::new();
         for start in (0..n).step_by(LOSS_CHUNK_ROWS) {
             let len = LOSS_CHUNK_ROWS.min(n - start);
-            let logits = head_logits(&h.narrow(0, start, len)?, &self.w)?;
+            let logits = head_logits(&h.narrow(0, start, len)?, &w)?;
             let g = grad.narrow(0, start, len)?;
             let probs = logits
                 .broadcast_sub(&self.lse.narrow(0, start, len)?)?
@@ -481,7 +483,7 @@ impl Backward for NllBackward {
             let d_logits = probs
                 .broadcast_mul(&g)?
                 .scatter_add(&labels, &g.neg()?, 1)?;
-            parts.push(d_logits.to_dtype(h.dtype())?.matmul(&self.w)?);
+            parts.push(d_logits.to_dtype(h.dtype())?.matmul(&w)?);
         }
         Ok(vec![Some(Tensor::cat(&parts, 0)?)])
     }
