@@ -304,7 +304,11 @@ fn info_grid(ui: &mut egui::Ui, info: &ModelInfo) {
                     "{}.{}{}",
                     f.compute_capability.0,
                     f.compute_capability.1,
-                    if f.has_bf16() { " (bf16)" } else { " (no bf16)" }
+                    if f.has_bf16() {
+                        " (bf16)"
+                    } else {
+                        " (no bf16)"
+                    }
                 ),
             ),
             ("Driver", g.driver.clone()),

@@ -196,8 +196,12 @@ pub fn show(
                         ui.label(format!("{rate:.0} tokens/s"));
                     }
                     if let Some((used, total)) = status.gpu_memory(model) {
-                        ui.label(format!("GPU {} / {} MiB", thousands(used), thousands(total)))
-                            .on_hover_text("Memory in use on the GPU, by every process");
+                        ui.label(format!(
+                            "GPU {} / {} MiB",
+                            thousands(used),
+                            thousands(total)
+                        ))
+                        .on_hover_text("Memory in use on the GPU, by every process");
                         ui.ctx().request_repaint_after(GPU_MEMORY_EVERY);
                     }
                     if ui.button("Cancel").clicked() {

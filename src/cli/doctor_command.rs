@@ -10,7 +10,8 @@ pub fn doctor_cmd(device: &str, model: &Path, dtype: &str, json: bool) -> Result
     let precision = Precision::parse(dtype).map_err(|e| CliError::usage(e.to_string()))?;
     let report = examine(&choice, model, precision);
     if json {
-        let text = serde_json::to_string_pretty(&report).map_err(|e| CliError::failed(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(&report).map_err(|e| CliError::failed(e.to_string()))?;
         println!("{text}");
     } else {
         eprint!("{}", render(&report));
@@ -34,7 +35,10 @@ pub fn render(report: &Report) -> String {
     out.push_str(&format!(
         "build:   {}\n",
         if f.cuda_build {
-            format!("CUDA, kernels for compute capability {}", f.built_for.clone().unwrap_or_else(unknown))
+            format!(
+                "CUDA, kernels for compute capability {}",
+                f.built_for.clone().unwrap_or_else(unknown)
+            )
         } else {
             "CPU only".into()
         }
@@ -45,14 +49,25 @@ pub fn render(report: &Report) -> String {
         f.driver_cuda.clone().unwrap_or_else(unknown)
     ));
     if f.gpus.is_empty() {
-        out.push_str(&format!("GPUs:    none{}\n", f.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()));
+        out.push_str(&format!(
+            "GPUs:    none{}\n",
+            f.error
+                .as_ref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        ));
     }
     for g in &f.gpus {
         out.push_str(&format!("cuda:{}:  {}\n", g.index, g.summary()));
     }
     out.push_str(&format!("checks on {}:\n", report.device));
     for c in &report.checks {
-        out.push_str(&format!("  [{}] {}: {}\n", if c.ok { "ok" } else { "FAILED" }, c.name, c.detail));
+        out.push_str(&format!(
+            "  [{}] {}: {}\n",
+            if c.ok { "ok" } else { "FAILED" },
+            c.name,
+            c.detail
+        ));
         if let Some(a) = &c.advice {
             out.push_str(&format!("         -> {a}\n"));
         }

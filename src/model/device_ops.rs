@@ -72,9 +72,7 @@ impl<B: Backward> Recorded<B> {
         grad: &Tensor,
     ) -> Result<[Option<Tensor>; N]> {
         let args: Vec<Tensor> = args.iter().map(|a| a.detach()).collect();
-        let grads = self
-            .backward
-            .grads(&args, &out.detach(), &grad.detach())?;
+        let grads = self.backward.grads(&args, &out.detach(), &grad.detach())?;
         grads.try_into().map_err(|g: Vec<Option<Tensor>>| {
             candle_core::Error::Msg(format!(
                 "{}: {} gradients for {N} inputs",
@@ -220,6 +218,72 @@ impl Backward for FrozenBackward {
 
     fn grads(&self, _: &[Tensor], _: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![Some(rows_times(grad, &dense_weight(&self.w, grad)?)?)])
+    }
+}
+
+/// `x W^T + scale · (x' A^T) B^T` for a frozen `W` `[out, in]` and a LoRA pair A `[r, in]`, B
+/// `[out, r]` (f32, trained), with `x' = x · mask` under dropout: one graph node instead of the
+/// half dozen of the composite, no gradient for `W`, and the products in `x`'s precision.
+/// Keeps `x` (and the mask).
+pub fn lora_matmul(
+    x: &Tensor,
+    w: &BaseWeight,
+    a: &Tensor,
+    b: &Tensor,
+    scale: f64,
+    mask: Option<Tensor>,
+) -> Result<Tensor> {
+    let xd = x.detach();
+    let adapter_in = match &mask {
+        Some(m) => (&xd * m)?,
+        None => xd.clone(),
+    };
+    let (a16, b16) = (a.to_dtype(x.dtype())?, b.to_dtype(x.dtype())?);
+    let low = (rows_times(&adapter_in, &a16.t()?)? * scale)?;
+    let y = (rows_times(&xd, &dense_weight(w, x)?.t()?)? + rows_times(&low, &b16.t()?)?)?;
+    let backward = LoraBackward {
+        w: w.clone(),
+        scale,
+        mask,
+    };
+    x.apply_op3(a, b, Recorded::new(y, backward))
+}
+
+struct LoraBackward {
+    w: BaseWeight,
+    scale: f64,
+    mask: Option<Tensor>,
+}
+
+impl Backward for LoraBackward {
+    fn name(&self) -> &'static str {
+        "lora-matmul"
+    }
+
+    /// With `low = scale · x' A^T`: `dB = gᵀ low`, `d_low = scale · g B`, `dA = d_lowᵀ x'`,
+    /// `dx = g W + (d_low A) · mask`.
+    fn grads(&self, args: &[Tensor], _: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let (x, a, b) = (&args[0], &args[1], &args[2]);
+        let dtype = x.dtype();
+        let (a16, b16) = (a.to_dtype(dtype)?, b.to_dtype(dtype)?);
+        let adapter_in = match &self.mask {
+            Some(m) => (x * m)?,
+            None => x.clone(),
+        };
+        let (in_dim, out_dim, rank) = (a.dim(1)?, b.dim(0)?, a.dim(0)?);
+        let rows_in = adapter_in.reshape(((), in_dim))?;
+        let g = grad.reshape(((), out_dim))?;
+        let low = (rows_in.matmul(&a16.t()?)? * self.scale)?;
+        let d_low = (g.matmul(&b16)? * self.scale)?;
+        let db = g.t()?.matmul(&low)?.to_dtype(b.dtype())?;
+        let da = d_low.t()?.matmul(&rows_in)?.to_dtype(a.dtype())?;
+        let mut d_adapter_in = d_low.matmul(&a16)?;
+        if let Some(m) = &self.mask {
+            d_adapter_in = (d_adapter_in * m.reshape(((), in_dim))?)?;
+        }
+        let dx = (g.matmul(&dense_weight(&self.w, grad)?)? + d_adapter_in)?.reshape(x.shape())?;
+        debug_assert_eq!(low.dim(1)?, rank);
+        Ok(vec![Some(dx), Some(da), Some(db)])
     }
 }
 
@@ -405,8 +469,8 @@ impl Backward for AttentionBackward {
         let grad = grad.contiguous()?;
         let dv = probs.to_dtype(dtype)?.t()?.matmul(&grad)?;
         let dp = grad.matmul(&v.t()?)?.to_dtype(DType::F32)?;
-        let along = (grad.to_dtype(DType::F32)? * out.to_dtype(DType::F32)?)?
-            .sum_keepdim(D::Minus1)?;
+        let along =
+            (grad.to_dtype(DType::F32)? * out.to_dtype(DType::F32)?)?.sum_keepdim(D::Minus1)?;
         let ds = (probs * dp.broadcast_sub(&along)?)?;
         let ds = (ds * self.scale)?.to_dtype(dtype)?;
         let dq = ds.matmul(k)?;

@@ -119,7 +119,10 @@ fn driver_checks(facts: &SystemFacts, target: &DeviceChoice) -> Vec<Check> {
     let driver = match (&facts.driver_version, &facts.driver_cuda) {
         (Some(v), Some(c)) => format!("NVIDIA driver {v}, CUDA {c}"),
         (None, Some(c)) => format!("CUDA driver for CUDA {c}"),
-        _ => facts.error.clone().unwrap_or_else(|| "no driver found".into()),
+        _ => facts
+            .error
+            .clone()
+            .unwrap_or_else(|| "no driver found".into()),
     };
     let new_enough = facts
         .driver_cuda
@@ -138,7 +141,10 @@ fn driver_checks(facts: &SystemFacts, target: &DeviceChoice) -> Vec<Check> {
         checks.push(Check {
             name: "GPU".into(),
             ok: false,
-            detail: format!("no cuda:{index}: the driver sees {} GPU(s)", facts.gpus.len()),
+            detail: format!(
+                "no cuda:{index}: the driver sees {} GPU(s)",
+                facts.gpus.len()
+            ),
             advice: Some("run nvidia-smi to list the GPUs, and pass one of their indices".into()),
         });
         return checks;
@@ -201,7 +207,11 @@ fn bf16_check(device: &Device, facts: &SystemFacts) -> Check {
 /// `max |got − want| / max |want|`.
 fn relative(got: &Tensor, want: &Tensor) -> candle_core::Result<f64> {
     let scale = want.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-    let diff = (got - want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+    let diff = (got - want)?
+        .abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_scalar::<f32>()?;
     Ok(f64::from(diff) / f64::from(scale.max(1e-12)))
 }
 
@@ -272,7 +282,11 @@ fn loss_and_grads(
         .iter()
         .map(|(_, v)| match grads.get(v.as_tensor()) {
             Some(g) => Ok(f64::from(
-                g.to_dtype(DType::F32)?.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()?,
+                g.to_dtype(DType::F32)?
+                    .sqr()?
+                    .sum_all()?
+                    .sqrt()?
+                    .to_scalar::<f32>()?,
             )),
             None => Ok(0.0),
         })
@@ -309,7 +323,11 @@ fn model_check(
         .map(|(a, b)| (a - b).abs())
         .fold(0.0, f64::max)
         / cpu.grad_norms.iter().fold(1e-12_f64, |m, v| m.max(*v));
-    let tol = tolerance(if dtype == "f32" { DType::F32 } else { DType::BF16 });
+    let tol = tolerance(if dtype == "f32" {
+        DType::F32
+    } else {
+        DType::BF16
+    });
     let ok = loss_gap <= tol && grad_gap <= tol && ours.loss.is_finite();
     let detail = format!(
         "{choice} in {dtype}: loss {:.4} (CPU f32 {:.4}, {:.1e} apart), adapter gradients {:.1e} apart \
@@ -400,7 +418,10 @@ mod tests {
     fn the_usual_failures_get_plain_advice() {
         let f = facts();
         let ptx = diagnose("DriverError(CUDA_ERROR_UNSUPPORTED_PTX_VERSION, \"x\")", &f);
-        assert!(ptx.contains("newer CUDA than the driver") && ptx.contains("12.6"), "{ptx}");
+        assert!(
+            ptx.contains("newer CUDA than the driver") && ptx.contains("12.6"),
+            "{ptx}"
+        );
         let oom = diagnose("CUDA_ERROR_OUT_OF_MEMORY", &f);
         assert!(oom.contains("ran out of memory"), "{oom}");
         let cpu = diagnose("--device cuda:0: this build has no CUDA support", &f);
@@ -431,7 +452,11 @@ mod tests {
         );
         assert!(report.ok(), "{:#?}", report.checks);
         let model = report.checks.last().unwrap();
-        assert!(model.detail.starts_with("cpu in f32: loss"), "{}", model.detail);
+        assert!(
+            model.detail.starts_with("cpu in f32: loss"),
+            "{}",
+            model.detail
+        );
     }
 
     /// bf16 on the CPU runs the GPU's code path: its loss is near the f32 one, not equal.

@@ -94,7 +94,11 @@ pub fn mask(len: usize, key: u64, p: f32) -> Vec<f32> {
 /// [`mask`]; on a GPU it is drawn there from the device's generator seeded with `key` (as
 /// repeatable, without building and copying a mask the size of every adapter input from the
 /// CPU for every layer of every step).
-pub fn mask_like(x: &candle_core::Tensor, key: u64, p: f32) -> candle_core::Result<candle_core::Tensor> {
+pub fn mask_like(
+    x: &candle_core::Tensor,
+    key: u64,
+    p: f32,
+) -> candle_core::Result<candle_core::Tensor> {
     let device = x.device();
     if device.is_cpu() {
         let values = mask(x.elem_count(), key, p);

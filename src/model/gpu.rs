@@ -70,7 +70,9 @@ pub const BUILT_FOR: Option<&str> = option_env!("CUDA_COMPUTE_CAP");
 pub fn probe() -> SystemFacts {
     let mut facts = SystemFacts {
         cuda_build: cfg!(feature = "cuda"),
-        built_for: BUILT_FOR.filter(|_| cfg!(feature = "cuda")).map(String::from),
+        built_for: BUILT_FOR
+            .filter(|_| cfg!(feature = "cuda"))
+            .map(String::from),
         driver_version: kernel_driver_version(),
         driver_cuda: None,
         gpus: Vec::new(),
@@ -93,6 +95,13 @@ fn parse_driver_version(text: &str) -> Option<String> {
     line.split_whitespace()
         .find(|w| w.split('.').count() >= 2 && w.split('.').all(|p| p.parse::<u32>().is_ok()))
         .map(String::from)
+}
+
+/// Makes a freshly opened GPU cheaper to run ops on: candle queues every op of a thread on one
+/// stream, so the two events cudarc creates with every buffer (for syncing several streams)
+/// are never waited on; they are switched off, which saves driver calls on every tensor.
+pub fn prepare(device: &candle_core::Device) {
+    driver::prepare(device);
 }
 
 /// `(used, total)` MiB of GPU `index` now (all processes), `None` without CUDA or a GPU.
@@ -151,6 +160,15 @@ mod driver {
         let (free, total) = context(index)?.mem_get_info().ok()?;
         Some(((total - free) as f64 / MIB, total as f64 / MIB))
     }
+
+    pub fn prepare(device: &candle_core::Device) {
+        if let Ok(d) = device.as_cuda_device() {
+            // SAFETY: the events only synchronize several streams of one context; candle uses
+            // one stream per thread and creates no other (cudarc counts none), so no event
+            // tracked until now was ever waited on, and none is needed from now on.
+            unsafe { d.cuda_stream().context().disable_event_tracking() };
+        }
+    }
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -164,6 +182,8 @@ mod driver {
     pub fn memory(_: usize) -> Option<(f64, f64)> {
         None
     }
+
+    pub fn prepare(_: &candle_core::Device) {}
 }
 
 #[cfg(test)]
@@ -194,6 +214,19 @@ mod tests {
             "NVIDIA H100 80GB HBM3, 81,559 MiB (80,971 free), compute capability 9.0"
         );
         assert!(gpu.has_bf16());
+    }
+
+    /// With `LABLENS_TEST_DEVICE=cuda:N`, GPU N's memory in use is read (the status line's).
+    #[test]
+    fn memory_in_use_is_read_on_the_test_gpu() {
+        let choice = std::env::var("LABLENS_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+        match choice.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(index) => {
+                let (used, total) = memory_in_use(index).expect("memory of the test GPU");
+                assert!(used > 0.0 && used < total, "{used} of {total} MiB");
+            }
+            None => assert_eq!(memory_in_use(0).is_some(), cfg!(feature = "cuda")),
+        }
     }
 
     #[test]

@@ -174,7 +174,21 @@ impl LoraLinear {
                     dropout: l.dropout_now(),
                 },
             )?,
-            _ => self.add_adapter(x, self.base.forward(x, path)?, path)?,
+            Some(l) if path == Path::Train && !self.base.is_variable() => {
+                let mask = l
+                    .dropout_now()
+                    .map(|(p, key)| dropout::mask_like(x, key, p))
+                    .transpose()?;
+                device_ops::lora_matmul(
+                    x,
+                    &self.base,
+                    l.a.as_tensor(),
+                    l.b.as_tensor(),
+                    l.scale,
+                    mask,
+                )?
+            }
+            _ => self.add_adapter(x, self.base.forward(x, path)?)?,
         };
         self.add_bias(y)
     }
@@ -205,23 +219,16 @@ impl LoraLinear {
             .map(|((layer, b), y)| {
                 let shape: Vec<usize> = lead.iter().copied().chain([b.dims().0]).collect();
                 let base = Tensor::from_vec(y, shape, x.device())?.to_dtype(x.dtype())?;
-                layer.add_bias(layer.add_adapter(x, base, path)?)
+                layer.add_bias(layer.add_adapter(x, base)?)
             })
             .collect()
     }
 
-    /// `base + scale · (x A^T) B^T` when the adapter is on.
-    fn add_adapter(&self, x: &Tensor, base: Tensor, path: Path) -> Result<Tensor> {
+    /// `base + scale · (x A^T) B^T` when the adapter is on (inference: no dropout; training
+    /// runs the fused ops of [`LoraLinear::forward`]).
+    fn add_adapter(&self, x: &Tensor, base: Tensor) -> Result<Tensor> {
         match self.lora.as_ref().filter(|_| self.lora_enabled) {
             Some(l) => {
-                let dropped;
-                let x = match l.dropout_now().filter(|_| path == Path::Train) {
-                    Some((p, key)) => {
-                        dropped = (x * dropout::mask_like(x, key, p)?)?;
-                        &dropped
-                    }
-                    None => x,
-                };
                 // A and B stay f32 (they train); the products run in the model's precision.
                 let (a, b) = (
                     l.a.as_tensor().to_dtype(x.dtype())?,

@@ -40,7 +40,9 @@ impl DeviceChoice {
         match self {
             DeviceChoice::Cpu => Ok(Device::Cpu),
             DeviceChoice::Auto if candle_core::utils::cuda_is_available() => {
-                Ok(Device::new_cuda(0).unwrap_or(Device::Cpu))
+                let device = Device::new_cuda(0).unwrap_or(Device::Cpu);
+                super::gpu::prepare(&device);
+                Ok(device)
             }
             DeviceChoice::Auto => Ok(Device::Cpu),
             DeviceChoice::Cuda(n) if !candle_core::utils::cuda_is_available() => {
@@ -48,11 +50,15 @@ impl DeviceChoice {
                     "--device cuda:{n}: this build has no CUDA support; build one with scripts/build-cuda.sh (cargo feature `cuda`), or use --device cpu"
                 )))
             }
-            DeviceChoice::Cuda(n) => Device::new_cuda(*n).map_err(|e| {
-                ModelError::Usage(format!(
-                    "--device cuda:{n}: the GPU could not be opened ({e}); check that the NVIDIA driver is loaded and the index exists (nvidia-smi), or use --device cpu"
-                ))
-            }),
+            DeviceChoice::Cuda(n) => {
+                let device = Device::new_cuda(*n).map_err(|e| {
+                    ModelError::Usage(format!(
+                        "--device cuda:{n}: the GPU could not be opened ({e}); check that the NVIDIA driver is loaded and the index exists (nvidia-smi), or use --device cpu"
+                    ))
+                })?;
+                super::gpu::prepare(&device);
+                Ok(device)
+            }
         }
     }
 }

@@ -118,7 +118,8 @@ impl AdamW {
     /// The flat vector's part for parameter `i`, in the parameter's shape.
     fn part(&self, flat: &Tensor, i: usize) -> Result<Tensor> {
         let (start, len) = self.spans[i];
-        flat.narrow(0, start, len)?.reshape(self.params[i].1.shape())
+        flat.narrow(0, start, len)?
+            .reshape(self.params[i].1.shape())
     }
 
     /// One update with the flat gradient `grads` (see [`AdamW::gradients`]) at rate `lr`.
@@ -127,7 +128,11 @@ impl AdamW {
         let (b1, b2) = self.betas;
         let c1 = 1.0 - b1.powi(self.steps as i32);
         let c2 = 1.0 - b2.powi(self.steps as i32);
-        let params: Vec<Tensor> = self.params.iter().map(|(_, p)| p.as_tensor().clone()).collect();
+        let params: Vec<Tensor> = self
+            .params
+            .iter()
+            .map(|(_, p)| p.as_tensor().clone())
+            .collect();
         let decayed = (self.flatten(&params)? * (1.0 - lr * self.weight_decay))?;
         self.m = ((&self.m * b1)? + (grads * (1.0 - b1))?)?;
         self.v = ((&self.v * b2)? + (grads.sqr()? * (1.0 - b2))?)?;

@@ -11,8 +11,8 @@ use super::run::{
     STATE_FILE, StatusFile, run_err,
 };
 use super::session::{Data, adapter_and_optimizer, load_data, load_model, read_config};
-use crate::model::dropout::DropoutRounds;
 use crate::model::device_ops;
+use crate::model::dropout::DropoutRounds;
 use crate::model::llama::{Llama, Path, fused};
 use crate::model::load::LoadedModel;
 use crate::model::lora::{safetensors_bytes, save_peft};
@@ -350,7 +350,9 @@ impl<'a> Loop<'a> {
             return Err(TrainError::Diverged { step, loss, kept });
         }
         let Some(mut grads) = grads else {
-            return Err(TrainError::Compute(format!("step {step} has no micro-batches")));
+            return Err(TrainError::Compute(format!(
+                "step {step} has no micro-batches"
+            )));
         };
         let grad_norm =
             clip_gradients(&mut grads, self.cfg.max_grad_norm).map_err(TrainError::compute)?;
@@ -553,4 +555,3 @@ pub fn batch_nll(model: &Llama, b: &MicroBatch) -> candle_core::Result<Tensor> {
     let labels = Tensor::new(b.labels.as_slice(), device)?;
     device_ops::nll_at_labels(&picked, &model.lm_head, &labels)?.sum_all()
 }
-

@@ -173,6 +173,60 @@ fn a_run_streams_its_steps_pauses_stops_at_a_checkpoint_and_resumes() {
     assert!(resumed.steps > stopped_at);
 }
 
+/// The device chosen in the model picker is where the Train panel trains, with live curves as on
+/// the CPU: the CPU here, a GPU with `LABLENS_TEST_DEVICE=cuda:0`, where the picker also shows
+/// the GPU and the status line its memory in use while the run goes.
+#[test]
+fn training_runs_on_the_device_chosen_in_the_model_picker() {
+    let device = std::env::var("LABLENS_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut h = train_panel_over(small_project(dir.path()));
+    h.get_by_label("device").click();
+    h.run();
+    h.get_all_by_label(&device)
+        .find(|n| n.accesskit_node().role() != egui::accesskit::Role::Label)
+        .unwrap_or_else(|| panic!("no {device} entry in the device list"))
+        .click();
+    wait_until(&mut h, "the model on the chosen device", |app| {
+        !app.engine.is_busy() && app.model.loaded().is_some_and(|m| m.device == device)
+    });
+    let gpu = device.starts_with("cuda");
+    h.run();
+    assert_eq!(h.query_by_label("GPU memory").is_some(), gpu);
+    let form = &mut h.state_mut().train.form;
+    for (label, text) in [
+        ("max sequence length", "96"),
+        ("micro-batch", "2"),
+        ("max steps", "100000"),
+        ("validate every", "3"),
+        ("validation records", "4"),
+        ("checkpoint every", "0"),
+    ] {
+        form.set_text(label, text);
+    }
+    h.run();
+    h.get_by_label("Start").click();
+    wait_until(&mut h, "four steps", |app| live_steps(app) >= 4);
+    h.step();
+    let memory_in_use = h.query_all_by_label_contains(" MiB").any(|n| {
+        n.accesskit_node()
+            .label()
+            .is_some_and(|l| l.starts_with("GPU ") && l.contains(" / "))
+    });
+    assert_eq!(memory_in_use, gpu, "the status line's GPU memory");
+    h.get_by_label("Stop").click();
+    wait_until(&mut h, "the run stopped", |app| !app.train.is_training());
+    let summary = h.state().train.summary.clone().expect("summary");
+    assert_eq!(summary.status, RunStatus::Stopped);
+    let live = h.state().train.live.as_ref().expect("live run");
+    assert!(live.curves.loss.len() >= 4 && live.curves.val_loss.len() >= 2);
+    let config = std::fs::read_to_string(summary.run_dir.join("config.ron")).expect("config");
+    assert!(
+        config.contains(&format!("device: \"{device}\"")),
+        "{config}"
+    );
+}
+
 #[test]
 fn a_failed_run_is_explained_in_the_panel_and_the_window_goes_on() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -16,10 +16,14 @@ fn device() -> Device {
 /// Seeded values in [-1, 1), `shape`, as a variable.
 fn var(shape: &[usize], seed: u64, dtype: DType, dev: &Device) -> Var {
     let n: usize = shape.iter().product();
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let values: Vec<f32> = (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect();
@@ -33,7 +37,13 @@ fn var(shape: &[usize], seed: u64, dtype: DType, dev: &Device) -> Var {
 fn rel_diff(got: &Tensor, want: &Tensor) -> f32 {
     let got = got.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
     let want = want.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
-    let scale = want.abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+    let scale = want
+        .abs()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     let diff = (got - want).unwrap().abs().unwrap().max(0).unwrap();
     diff.to_scalar::<f32>().unwrap() / scale.max(1e-12)
 }
@@ -48,7 +58,10 @@ fn run(f: &dyn Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Var]) -> (Tensor, Vec<
         .sum_all()
         .unwrap();
     let grads = loss.backward().expect("backward");
-    let g = xs.iter().map(|x| grads.get(x).expect("grad").clone()).collect();
+    let g = xs
+        .iter()
+        .map(|x| grads.get(x).expect("grad").clone())
+        .collect();
     (y, g)
 }
 
@@ -60,11 +73,24 @@ fn agree(
     dtype: DType,
     tol: f32,
 ) {
+    agree_mixed(ours, reference, shapes, &vec![dtype; shapes.len()], tol);
+}
+
+/// [`agree`] with each input in its own precision.
+fn agree_mixed(
+    ours: &dyn Fn(&[Tensor]) -> Result<Tensor>,
+    reference: &dyn Fn(&[Tensor]) -> Result<Tensor>,
+    shapes: &[&[usize]],
+    dtypes: &[DType],
+    tol: f32,
+) {
     let dev = device();
+    let dtype = dtypes[0];
     let inputs: Vec<Var> = shapes
         .iter()
+        .zip(dtypes)
         .enumerate()
-        .map(|(i, s)| var(s, i as u64 + 1, dtype, &dev))
+        .map(|(i, (s, d))| var(s, i as u64 + 1, *d, &dev))
         .collect();
     let (y1, g1) = run(ours, &inputs);
     let (y2, g2) = run(reference, &inputs);
@@ -93,6 +119,39 @@ fn frozen_matmul_matches_matmul_and_gives_the_weight_no_gradient() {
             dtype,
             tol,
         );
+    }
+}
+
+#[test]
+fn lora_matmul_matches_the_composite_with_and_without_dropout() {
+    for (dtype, tol) in CASES {
+        let dev = device();
+        let w = var(&[24, 16], 7, dtype, &dev).as_tensor().detach();
+        let base = BaseWeight::Dense(w.clone());
+        let like = Tensor::ones((3, 5, 16), dtype, &dev).unwrap();
+        let mask = crate::model::dropout::mask_like(&like, 9, 0.3).unwrap();
+        for mask in [None, Some(mask)] {
+            let composite = |x: &[Tensor]| -> Result<Tensor> {
+                let adapter_in = match &mask {
+                    Some(m) => (&x[0] * m)?,
+                    None => x[0].clone(),
+                };
+                let (a, b) = (x[1].to_dtype(dtype)?, x[2].to_dtype(dtype)?);
+                let low = (adapter_in.broadcast_matmul(&a.t()?)? * 0.5)?;
+                x[0].broadcast_matmul(&w.t()?)? + low.broadcast_matmul(&b.t()?)?
+            };
+            // A and B train in f32, whatever the model's precision.
+            let ours = |x: &[Tensor]| -> Result<Tensor> {
+                lora_matmul(&x[0], &base, &x[1], &x[2], 0.5, mask.clone())
+            };
+            agree_mixed(
+                &ours,
+                &composite,
+                &[&[3, 5, 16], &[4, 16], &[24, 4]],
+                &[dtype, DType::F32, DType::F32],
+                tol,
+            );
+        }
     }
 }
 
