@@ -25,6 +25,7 @@ import pathlib
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SMOLLM2 = REPO / "models" / "smollm2-135m-instruct" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
+ROPE_THETA = 500000.0
 SHAPES = {
     "llama-3.2-1b": {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
                      "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64},
@@ -53,7 +54,7 @@ def main():
         vocab_size=len(tokenizer),
         max_position_embeddings=131072,
         rms_norm_eps=1e-5,
-        rope_theta=500000.0,
+        rope_theta=ROPE_THETA,
         rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                       "original_max_position_embeddings": 8192},
         tie_word_embeddings=True,
@@ -114,7 +115,7 @@ def write_q4_0_gguf(model, config, smollm2, path):
     writer.add_head_count(config.num_attention_heads)
     writer.add_head_count_kv(config.num_key_value_heads)
     writer.add_rope_dimension_count(config.head_dim)
-    writer.add_rope_freq_base(config.rope_theta)
+    writer.add_rope_freq_base(ROPE_THETA)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_0)
     reader = gguf.GGUFReader(str(smollm2))
