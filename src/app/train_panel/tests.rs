@@ -217,7 +217,10 @@ fn training_runs_on_the_device_chosen_in_the_model_picker() {
         .query_all_by_label_contains("MiB")
         .filter_map(|n| n.accesskit_node().label())
         .collect();
-    assert_eq!(memory_in_use, gpu, "the status line's GPU memory: {labels:?}");
+    assert_eq!(
+        memory_in_use, gpu,
+        "the status line's GPU memory: {labels:?}"
+    );
     h.get_by_label("Stop").click();
     wait_until(&mut h, "the run stopped", |app| !app.train.is_training());
     let summary = h.state().train.summary.clone().expect("summary");
