@@ -2,11 +2,16 @@
 //! the autograd graph with candle's ops and keeps only what its own backward needs. Built from
 //! candle's composite ops instead, the graph would keep every intermediate until the backward
 //! pass: the attention matrix several times over in f32, the f32 copies of each norm, the whole
-//! vocabulary's log-softmax, and a gradient for every frozen weight.
+//! vocabulary's log-softmax, and a gradient for every frozen weight. On a GPU the elementwise
+//! chains (the attention softmax, the norm's, SwiGLU's and the loss's) are fused kernels
+//! (`cuda`); the CPU keeps candle's composites.
 
 use super::linear::BaseWeight;
 use candle_core::{CpuStorage, CudaStorage, D, DType, Layout, Result, Shape, Storage, Tensor};
 use std::sync::Mutex;
+
+#[cfg(feature = "cuda")]
+mod cuda;
 
 /// How an op's inputs get their gradients, from the inputs, the output and its gradient
 /// (all detached: nothing computed here joins the graph).
@@ -313,6 +318,11 @@ impl Backward for RmsNormBackward {
 
     /// With `r = 1 / rms(x)`, `x̂ = x · r` and `h = grad · w`: `dx = r · (h − x̂ · mean(h · x̂))`.
     fn grads(&self, args: &[Tensor], _: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        #[cfg(feature = "cuda")]
+        if grad.device().is_cuda() {
+            let dx = cuda::rms_norm_backward(&args[0], grad, &self.weight, self.eps)?;
+            return Ok(vec![Some(dx)]);
+        }
         let x = args[0].to_dtype(DType::F32)?;
         let r = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?
             .sqrt()?
@@ -359,8 +369,16 @@ impl Backward for RotaryBackward {
 
 /// SwiGLU's `silu(gate) · up`; keeps `gate` and `up` only.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    let y = (gate.detach().silu()? * up.detach())?;
+    let y = silu_times(&gate.detach(), &up.detach())?;
     gate.apply_op2(up, Recorded::new(y, SwiGluBackward))
+}
+
+fn silu_times(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if gate.device().is_cuda() {
+        return cuda::swiglu(gate, up);
+    }
+    gate.silu()? * up
 }
 
 struct SwiGluBackward;
@@ -372,6 +390,11 @@ impl Backward for SwiGluBackward {
 
     /// `d silu / d gate = σ · (1 + gate · (1 − σ))`, computed in f32.
     fn grads(&self, args: &[Tensor], _: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        #[cfg(feature = "cuda")]
+        if grad.device().is_cuda() {
+            let (d_gate, d_up) = cuda::swiglu_backward(&args[0], &args[1], grad)?;
+            return Ok(vec![Some(d_gate), Some(d_up)]);
+        }
         let dtype = args[0].dtype();
         let (g, u) = (args[0].to_dtype(DType::F32)?, args[1].to_dtype(DType::F32)?);
         let c = grad.to_dtype(DType::F32)?;
@@ -421,13 +444,18 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, shape: AttentionShape) -> R
     )
 }
 
-/// The attention matrix `softmax(scale · q kᵀ + mask)`, f32.
+/// The attention matrix `softmax(scale · q kᵀ + mask)`: f32 on the CPU, `q`'s dtype from the
+/// GPU's fused kernel (which computes it in f32).
 fn attention_probs(
     q: &Tensor,
     k: &Tensor,
     mask: Option<&Tensor>,
     shape: AttentionShape,
 ) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if q.device().is_cuda() {
+        return cuda::attention_softmax(&q.matmul(&k.t()?)?, mask, shape.scale, shape.queries);
+    }
     let scores = (q.matmul(&k.t()?)?.to_dtype(DType::F32)? * shape.scale)?;
     let scores = match mask {
         Some(m) => {
@@ -468,15 +496,30 @@ impl Backward for AttentionBackward {
         let probs = attention_probs(q, k, self.mask.as_ref(), shape)?;
         let grad = grad.contiguous()?;
         let dv = probs.to_dtype(dtype)?.t()?.matmul(&grad)?;
-        let dp = grad.matmul(&v.t()?)?.to_dtype(DType::F32)?;
-        let along =
-            (grad.to_dtype(DType::F32)? * out.to_dtype(DType::F32)?)?.sum_keepdim(D::Minus1)?;
-        let ds = (probs * dp.broadcast_sub(&along)?)?;
-        let ds = (ds * self.scale)?.to_dtype(dtype)?;
+        let dp = grad.matmul(&v.t()?)?;
+        let ds = scores_grad(&probs, &dp, &grad, out, self.scale)?.to_dtype(dtype)?;
         let dq = ds.matmul(k)?;
         let dk = ds.t()?.matmul(q)?;
         Ok(vec![Some(dq), Some(dk), Some(dv)])
     }
+}
+
+/// The attention scores' gradient `scale · P ∘ (dP − rowsum(dO ∘ O))` from the attention matrix
+/// `P`, its gradient `dP = dO vᵀ`, and the output `O` with its gradient `dO` (on a GPU the row
+/// sum is taken as `rowsum(P ∘ dP)`, the same quantity).
+fn scores_grad(
+    probs: &Tensor,
+    dp: &Tensor,
+    grad: &Tensor,
+    out: &Tensor,
+    scale: f64,
+) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if probs.device().is_cuda() {
+        return cuda::attention_softmax_backward(probs, dp, scale);
+    }
+    let along = (grad.to_dtype(DType::F32)? * out.to_dtype(DType::F32)?)?.sum_keepdim(D::Minus1)?;
+    (probs * dp.to_dtype(DType::F32)?.broadcast_sub(&along)?)? * scale
 }
 
 /// Rows of the loss's logits computed at once: `rows × vocabulary` f32 values, a few copies of
@@ -494,12 +537,9 @@ pub fn nll_at_labels(hidden: &Tensor, w: &BaseWeight, labels: &Tensor) -> Result
     let (mut nll, mut lse) = (Vec::new(), Vec::new());
     for start in (0..n).step_by(LOSS_CHUNK_ROWS) {
         let len = LOSS_CHUNK_ROWS.min(n - start);
-        let logits = head_logits(&h.narrow(0, start, len)?, &dense)?;
-        let max = logits.max_keepdim(D::Minus1)?;
-        let sum = logits.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?;
-        let row_lse = (max + sum.log()?)?;
-        let picked = logits.gather(&labels.narrow(0, start, len)?.unsqueeze(1)?, 1)?;
-        nll.push((&row_lse - picked)?.squeeze(1)?);
+        let logits = h.narrow(0, start, len)?.matmul(&dense.t()?)?;
+        let (row_nll, row_lse) = rows_nll(&logits, &labels.narrow(0, start, len)?)?;
+        nll.push(row_nll);
         lse.push(row_lse);
     }
     let nll = Tensor::cat(&nll, 0)?;
@@ -511,15 +551,42 @@ pub fn nll_at_labels(hidden: &Tensor, w: &BaseWeight, labels: &Tensor) -> Result
     hidden.apply_op1(Recorded::new(nll, backward))
 }
 
-/// f32 logits `[rows, vocab]` of hidden states `[rows, hidden]`.
-fn head_logits(h: &Tensor, w: &Tensor) -> Result<Tensor> {
-    h.matmul(&w.t()?)?.to_dtype(DType::F32)
+/// Per row of `logits` `[rows, vocab]`: the negative log-likelihood of its label (`[rows]`,
+/// u32) and its log-sum-exp, both `[rows]` f32.
+fn rows_nll(logits: &Tensor, labels: &Tensor) -> Result<(Tensor, Tensor)> {
+    #[cfg(feature = "cuda")]
+    if logits.device().is_cuda() {
+        return cuda::nll_rows(logits, labels);
+    }
+    let logits = logits.to_dtype(DType::F32)?;
+    let max = logits.max_keepdim(D::Minus1)?;
+    let sum = logits.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?;
+    let lse = (max + sum.log()?)?;
+    let picked = logits.gather(&labels.unsqueeze(1)?, 1)?;
+    Ok(((&lse - picked)?.squeeze(1)?, lse.squeeze(1)?))
+}
+
+/// `d nll / d logits = grad · (softmax(logits) − onehot(label))` for each row's log-sum-exp and
+/// incoming gradient (`[rows]` f32), in the logits' dtype.
+fn rows_nll_grad(logits: &Tensor, labels: &Tensor, lse: &Tensor, grad: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if logits.device().is_cuda() {
+        return cuda::nll_rows_backward(logits, labels, lse, grad);
+    }
+    let g = grad.unsqueeze(1)?;
+    logits
+        .to_dtype(DType::F32)?
+        .broadcast_sub(&lse.unsqueeze(1)?)?
+        .exp()?
+        .broadcast_mul(&g)?
+        .scatter_add(&labels.unsqueeze(1)?, &g.neg()?, 1)?
+        .to_dtype(logits.dtype())
 }
 
 struct NllBackward {
     w: BaseWeight,
     labels: Tensor,
-    /// Each row's log-sum-exp, `[n, 1]`.
+    /// Each row's log-sum-exp, `[n]`.
     lse: Tensor,
 }
 
@@ -534,20 +601,18 @@ impl Backward for NllBackward {
         let h = &args[0];
         let n = h.dim(0)?;
         let w = dense_weight(&self.w, h)?;
-        let grad = grad.to_dtype(DType::F32)?.reshape((n, 1))?;
+        let grad = grad.to_dtype(DType::F32)?.reshape(n)?;
         let mut parts = Vec::new();
         for start in (0..n).step_by(LOSS_CHUNK_ROWS) {
             let len = LOSS_CHUNK_ROWS.min(n - start);
-            let logits = head_logits(&h.narrow(0, start, len)?, &w)?;
-            let g = grad.narrow(0, start, len)?;
-            let probs = logits
-                .broadcast_sub(&self.lse.narrow(0, start, len)?)?
-                .exp()?;
-            let labels = self.labels.narrow(0, start, len)?.unsqueeze(1)?;
-            let d_logits = probs
-                .broadcast_mul(&g)?
-                .scatter_add(&labels, &g.neg()?, 1)?;
-            parts.push(d_logits.to_dtype(h.dtype())?.matmul(&w)?);
+            let logits = h.narrow(0, start, len)?.matmul(&w.t()?)?;
+            let d_logits = rows_nll_grad(
+                &logits,
+                &self.labels.narrow(0, start, len)?,
+                &self.lse.narrow(0, start, len)?,
+                &grad.narrow(0, start, len)?,
+            )?;
+            parts.push(d_logits.matmul(&w)?);
         }
         Ok(vec![Some(Tensor::cat(&parts, 0)?)])
     }

@@ -1,0 +1,229 @@
+// The training path's fused kernels on an NVIDIA GPU (see device_ops/cuda.rs): each replaces a
+// chain of candle's elementwise ops, every one of which reads and writes the whole tensor, by one
+// pass that computes in f32 and rounds once. Built to PTX by build.rs with the `cuda` feature.
+//
+// Row kernels run one warp per row (blockDim (32, ROWS_PER_BLOCK)); elementwise kernels loop over
+// the elements with a grid stride.
+
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+__device__ __forceinline__ float widen(float x) { return x; }
+__device__ __forceinline__ float widen(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <typename T> __device__ __forceinline__ T narrow(float x);
+template <> __device__ __forceinline__ float narrow<float>(float x) { return x; }
+template <> __device__ __forceinline__ __nv_bfloat16 narrow<__nv_bfloat16>(float x) {
+    return __float2bfloat16(x);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
+    return v;
+}
+
+// Block-wide sum and max for blocks of BLOCK threads (a multiple of 32, at most 1024).
+template <int BLOCK> __device__ float block_sum(float v, float* scratch) {
+    v = warp_sum(v);
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < BLOCK / 32 ? scratch[lane] : 0.f;
+    v = warp_sum(v);
+    __syncthreads();
+    return v;
+}
+
+template <int BLOCK> __device__ float block_max(float v, float* scratch) {
+    v = warp_max(v);
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < BLOCK / 32 ? scratch[lane] : -INFINITY;
+    v = warp_max(v);
+    __syncthreads();
+    return v;
+}
+
+// softmax(scale · s + mask) of each row of `scores` [rows, keys]. The rows are [b, kv, n_rep ·
+// queries] flattened, so row r is query r % queries of batch row r / rows_per_batch; the mask is
+// f32 [b | 1, queries, keys] (mask_batch_stride 0 when one mask serves every batch row), or null.
+// A row whose every position is masked gets zeros.
+template <typename T>
+__device__ void attn_softmax(const T* scores, const float* mask, T* probs, uint32_t rows,
+                             uint32_t keys, float scale, uint32_t queries,
+                             uint32_t rows_per_batch, uint32_t mask_batch_stride) {
+    const uint32_t row = blockIdx.x * blockDim.y + threadIdx.y;
+    if (row >= rows) return;
+    const T* s = scores + (size_t)row * keys;
+    T* p = probs + (size_t)row * keys;
+    const float* m = mask == nullptr
+                         ? nullptr
+                         : mask + (size_t)(row / rows_per_batch) * mask_batch_stride +
+                               (size_t)(row % queries) * keys;
+    float mx = -INFINITY;
+    for (uint32_t j = threadIdx.x; j < keys; j += 32) {
+        const float v = widen(s[j]) * scale + (m == nullptr ? 0.f : m[j]);
+        mx = fmaxf(mx, v);
+    }
+    mx = warp_max(mx);
+    if (mx == -INFINITY) {
+        for (uint32_t j = threadIdx.x; j < keys; j += 32) p[j] = narrow<T>(0.f);
+        return;
+    }
+    float sum = 0.f;
+    for (uint32_t j = threadIdx.x; j < keys; j += 32) {
+        sum += expf(widen(s[j]) * scale + (m == nullptr ? 0.f : m[j]) - mx);
+    }
+    const float inv = 1.f / warp_sum(sum);
+    for (uint32_t j = threadIdx.x; j < keys; j += 32) {
+        p[j] = narrow<T>(expf(widen(s[j]) * scale + (m == nullptr ? 0.f : m[j]) - mx) * inv);
+    }
+}
+
+// The scores' gradient from the softmax's output P and its gradient dP, rows of `keys`:
+// dS = scale · P ∘ (dP − Σ P ∘ dP).
+template <typename T>
+__device__ void attn_softmax_bwd(const T* probs, const T* dprobs, T* dscores, uint32_t rows,
+                                 uint32_t keys, float scale) {
+    const uint32_t row = blockIdx.x * blockDim.y + threadIdx.y;
+    if (row >= rows) return;
+    const size_t base = (size_t)row * keys;
+    float dot = 0.f;
+    for (uint32_t j = threadIdx.x; j < keys; j += 32) {
+        dot += widen(probs[base + j]) * widen(dprobs[base + j]);
+    }
+    dot = warp_sum(dot);
+    for (uint32_t j = threadIdx.x; j < keys; j += 32) {
+        const float p = widen(probs[base + j]);
+        dscores[base + j] = narrow<T>(scale * p * (widen(dprobs[base + j]) - dot));
+    }
+}
+
+// RMSNorm's input gradient for rows of `h`: with r = 1 / sqrt(mean(x²) + eps) and g' = g ∘ w,
+// dx = r · (g' − x · r² · mean(g' ∘ x)).
+template <typename T>
+__device__ void rms_norm_bwd(const T* x, const T* grad, const float* w, T* dx, uint32_t rows,
+                             uint32_t h, float eps) {
+    const uint32_t row = blockIdx.x * blockDim.y + threadIdx.y;
+    if (row >= rows) return;
+    const size_t base = (size_t)row * h;
+    float sq = 0.f, along = 0.f;
+    for (uint32_t j = threadIdx.x; j < h; j += 32) {
+        const float xj = widen(x[base + j]);
+        sq += xj * xj;
+        along += widen(grad[base + j]) * w[j] * xj;
+    }
+    sq = warp_sum(sq);
+    along = warp_sum(along);
+    const float r = 1.f / sqrtf(sq / h + eps);
+    const float c = r * r * along / h;
+    for (uint32_t j = threadIdx.x; j < h; j += 32) {
+        dx[base + j] = narrow<T>(r * (widen(grad[base + j]) * w[j] - widen(x[base + j]) * c));
+    }
+}
+
+// silu(gate) ∘ up, n elements.
+template <typename T>
+__device__ void swiglu(const T* gate, const T* up, T* out, uint32_t n) {
+    for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        const float g = widen(gate[i]);
+        out[i] = narrow<T>(g / (1.f + expf(-g)) * widen(up[i]));
+    }
+}
+
+// SwiGLU's gradients into `out` [2, n]: d gate = c ∘ up ∘ σ(gate) (1 + gate (1 − σ(gate))),
+// then d up = c ∘ silu(gate).
+template <typename T>
+__device__ void swiglu_bwd(const T* gate, const T* up, const T* grad, T* out, uint32_t n) {
+    for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        const float g = widen(gate[i]), u = widen(up[i]), c = widen(grad[i]);
+        const float sig = 1.f / (1.f + expf(-g));
+        out[i] = narrow<T>(c * u * sig * (1.f + g * (1.f - sig)));
+        out[(size_t)n + i] = narrow<T>(c * g * sig);
+    }
+}
+
+constexpr int LOSS_BLOCK = 256;
+
+// Per row of logits [rows, vocab], one block each: out[row] = lse − logits[label] (the negative
+// log-likelihood), out[rows + row] = lse (the log-sum-exp). A label outside the vocabulary
+// yields NaN.
+template <typename T>
+__device__ void nll_rows(const T* logits, const uint32_t* labels, float* out, uint32_t rows,
+                         uint32_t vocab) {
+    __shared__ float scratch[LOSS_BLOCK / 32];
+    const uint32_t row = blockIdx.x;
+    const T* l = logits + (size_t)row * vocab;
+    float mx = -INFINITY;
+    for (uint32_t j = threadIdx.x; j < vocab; j += LOSS_BLOCK) mx = fmaxf(mx, widen(l[j]));
+    mx = block_max<LOSS_BLOCK>(mx, scratch);
+    float sum = 0.f;
+    for (uint32_t j = threadIdx.x; j < vocab; j += LOSS_BLOCK) sum += expf(widen(l[j]) - mx);
+    sum = block_sum<LOSS_BLOCK>(sum, scratch);
+    if (threadIdx.x == 0) {
+        const float lse = mx + logf(sum);
+        const uint32_t label = labels[row];
+        out[row] = label < vocab ? lse - widen(l[label]) : nanf("");
+        out[rows + row] = lse;
+    }
+}
+
+// d nll / d logits = g · (exp(logits − lse) − onehot(label)) for rows of `vocab`, with each
+// row's log-sum-exp and incoming gradient g (f32, `lse_grad` [2, rows]); grid (_, rows).
+template <typename T>
+__device__ void nll_rows_bwd(const T* logits, const uint32_t* labels, const float* lse_grad,
+                             T* dlogits, uint32_t rows, uint32_t vocab) {
+    const uint32_t row = blockIdx.y;
+    const size_t base = (size_t)row * vocab;
+    const float lse = lse_grad[row], g = lse_grad[rows + row];
+    const uint32_t label = labels[row];
+    for (uint32_t j = blockIdx.x * blockDim.x + threadIdx.x; j < vocab;
+         j += gridDim.x * blockDim.x) {
+        const float onehot = label == j ? 1.f : 0.f;
+        dlogits[base + j] = narrow<T>(g * (expf(widen(logits[base + j]) - lse) - onehot));
+    }
+}
+
+#define FOR_TYPES(X) X(float, f32) X(__nv_bfloat16, bf16)
+
+#define ENTRY_POINTS(T, NAME)                                                                   \
+    extern "C" __global__ void attn_softmax_##NAME(                                             \
+        const T* scores, const float* mask, T* probs, uint32_t rows, uint32_t keys, float scale, \
+        uint32_t queries, uint32_t rows_per_batch, uint32_t mask_batch_stride) {                \
+        attn_softmax<T>(scores, mask, probs, rows, keys, scale, queries, rows_per_batch,        \
+                        mask_batch_stride);                                                     \
+    }                                                                                           \
+    extern "C" __global__ void attn_softmax_bwd_##NAME(const T* probs, const T* dprobs,         \
+                                                       T* dscores, uint32_t rows, uint32_t keys, \
+                                                       float scale) {                           \
+        attn_softmax_bwd<T>(probs, dprobs, dscores, rows, keys, scale);                         \
+    }                                                                                           \
+    extern "C" __global__ void rms_norm_bwd_##NAME(const T* x, const T* grad, const float* w,   \
+                                                   T* dx, uint32_t rows, uint32_t h,            \
+                                                   float eps) {                                 \
+        rms_norm_bwd<T>(x, grad, w, dx, rows, h, eps);                                          \
+    }                                                                                           \
+    extern "C" __global__ void swiglu_##NAME(const T* gate, const T* up, T* out, uint32_t n) {  \
+        swiglu<T>(gate, up, out, n);                                                            \
+    }                                                                                           \
+    extern "C" __global__ void swiglu_bwd_##NAME(const T* gate, const T* up, const T* grad,     \
+                                                 T* out, uint32_t n) {                          \
+        swiglu_bwd<T>(gate, up, grad, out, n);                                                  \
+    }                                                                                           \
+    extern "C" __global__ void nll_rows_##NAME(const T* logits, const uint32_t* labels,         \
+                                               float* out, uint32_t rows, uint32_t vocab) {     \
+        nll_rows<T>(logits, labels, out, rows, vocab);                                          \
+    }                                                                                           \
+    extern "C" __global__ void nll_rows_bwd_##NAME(const T* logits, const uint32_t* labels,     \
+                                                   const float* lse_grad, T* dlogits,           \
+                                                   uint32_t rows, uint32_t vocab) {             \
+        nll_rows_bwd<T>(logits, labels, lse_grad, dlogits, rows, vocab);                        \
+    }
+
+FOR_TYPES(ENTRY_POINTS)
