@@ -11,7 +11,7 @@ use candle_core::{CpuStorage, CudaStorage, D, DType, Layout, Result, Shape, Stor
 use std::sync::Mutex;
 
 #[cfg(feature = "cuda")]
-mod cuda;
+pub mod cuda;
 
 /// How an op's inputs get their gradients, from the inputs, the output and its gradient
 /// (all detached: nothing computed here joins the graph).

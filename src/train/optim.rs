@@ -6,6 +6,9 @@ use super::config::{ScheduleKind, TrainConfig};
 use candle_core::{Result, Tensor, Var};
 use std::collections::HashMap;
 
+#[cfg(feature = "cuda")]
+use crate::model::device_ops;
+
 /// The learning rate of step `step` (1-based) out of `total`: linear warm-up from zero, then
 /// constant, linear decay or cosine decay towards zero.
 pub fn learning_rate(cfg: &TrainConfig, step: usize, total: usize) -> f64 {
@@ -42,7 +45,8 @@ pub fn clip_gradients(grads: &mut Tensor, max_norm: f64) -> Result<f64> {
 /// AdamW over every adapter matrix at once: the moments, the gradients and the update live in one
 /// flat vector (the parameters in order, each flattened), so that a step is a dozen whole-vector
 /// ops instead of a dozen per matrix (on a GPU each op is a kernel launch, and an adapter on
-/// every layer has hundreds of matrices).
+/// every layer has hundreds of matrices). On a GPU the flattening and the step are one kernel
+/// each, which read and write the matrices through a table of their addresses.
 pub struct AdamW {
     params: Vec<(String, Var)>,
     /// Where each parameter sits in the flat vectors: `(start, len)`.
@@ -104,6 +108,15 @@ impl AdamW {
 
     /// The flat gradient of every parameter from a backward pass (zeros where one got none).
     pub fn gradients(&self, store: &candle_core::backprop::GradStore) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if self.m.device().is_cuda() {
+            let grads: Vec<Option<&Tensor>> = self
+                .params
+                .iter()
+                .map(|(_, p)| store.get(p.as_tensor()))
+                .collect();
+            return device_ops::cuda::flatten_parts(&grads, &self.spans, &self.m);
+        }
         let grads: Vec<Tensor> = self
             .params
             .iter()
@@ -128,6 +141,22 @@ impl AdamW {
         let (b1, b2) = self.betas;
         let c1 = 1.0 - b1.powi(self.steps as i32);
         let c2 = 1.0 - b2.powi(self.steps as i32);
+        #[cfg(feature = "cuda")]
+        if self.m.device().is_cuda() {
+            let params: Vec<&Tensor> = self.params.iter().map(|(_, p)| p.as_tensor()).collect();
+            let step = device_ops::cuda::AdamStep {
+                b1: b1 as f32,
+                b2: b2 as f32,
+                eps: self.eps as f32,
+                decay: (1.0 - lr * self.weight_decay) as f32,
+                step_size: (lr / c1) as f32,
+                sqrt_c2: c2.sqrt() as f32,
+            };
+            let moments = (&self.m, &self.v);
+            (self.m, self.v) =
+                device_ops::cuda::adamw_parts(&params, &self.spans, grads, moments, step)?;
+            return Ok(());
+        }
         let params: Vec<Tensor> = self
             .params
             .iter()
@@ -247,6 +276,74 @@ mod tests {
             p.as_tensor().to_vec1::<f32>()?,
             q.as_tensor().to_vec1::<f32>()?
         );
+        Ok(())
+    }
+
+    /// `LABLENS_TEST_DEVICE` (a GPU there: its one-launch flatten and step), the CPU when unset.
+    fn test_device() -> Device {
+        let choice = std::env::var("LABLENS_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+        crate::model::load::DeviceChoice::parse(&choice)
+            .and_then(|c| c.device())
+            .unwrap_or_else(|e| panic!("LABLENS_TEST_DEVICE={choice}: {e}"))
+    }
+
+    /// Two steps over matrices of several shapes, one of which gets no gradient, agree with the
+    /// CPU's: parameters and moments.
+    #[test]
+    fn steps_on_the_test_device_match_the_cpu() -> Result<()> {
+        let cfg = TrainConfig {
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.01,
+            ..TrainConfig::default()
+        };
+        let shapes: [&[usize]; 4] = [&[3, 5], &[7], &[2, 2, 2], &[300, 17]];
+        let run = |device: &Device| -> Result<Vec<Vec<f32>>> {
+            let params: Vec<(String, Var)> = shapes
+                .iter()
+                .enumerate()
+                .map(|(i, shape)| {
+                    let n: usize = shape.iter().product();
+                    let values: Vec<f32> = (0..n)
+                        .map(|j| ((i * 31 + j * 7) % 23) as f32 / 23.0 - 0.5)
+                        .collect();
+                    Ok((
+                        format!("p{i}"),
+                        Var::from_tensor(&Tensor::from_vec(values, *shape, device)?)?,
+                    ))
+                })
+                .collect::<Result<_>>()?;
+            let mut opt = AdamW::new(params.clone(), &cfg)?;
+            for step in 1..=2 {
+                // No gradient for p1: it only decays.
+                let loss = ((params[0].1.as_tensor().sqr()?.sum_all()? * step as f64)?
+                    + params[2].1.as_tensor().powf(3.0)?.sum_all()?
+                    + params[3].1.as_tensor().sin()?.sum_all()?)?;
+                let grads = opt.gradients(&loss.backward()?)?;
+                opt.step(&grads, 0.05)?;
+            }
+            let mut out: Vec<Vec<f32>> = params
+                .iter()
+                .map(|(_, p)| p.as_tensor().flatten_all()?.to_vec1::<f32>())
+                .collect::<Result<_>>()?;
+            for (_, t) in opt.state()? {
+                if t.dtype() == candle_core::DType::F32 {
+                    out.push(t.flatten_all()?.to_vec1::<f32>()?);
+                }
+            }
+            Ok(out)
+        };
+        let (got, want) = (run(&test_device())?, run(&Device::Cpu)?);
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            let worst = g
+                .iter()
+                .zip(w)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-6, "differs by {worst}");
+        }
+        assert!(got[1].iter().zip(&want[1]).all(|(a, b)| a == b));
         Ok(())
     }
 

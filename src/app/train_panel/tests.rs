@@ -217,9 +217,15 @@ fn training_runs_on_the_device_chosen_in_the_model_picker() {
         .query_all_by_label_contains("MiB")
         .filter_map(|n| n.accesskit_node().label())
         .collect();
+    let app = h.state();
     assert_eq!(
-        memory_in_use, gpu,
-        "the status line's GPU memory: {labels:?}"
+        memory_in_use,
+        gpu,
+        "the status line's GPU memory: {labels:?}; a job running: {}; training error: {:?}; \
+         memory read here: {:?}",
+        app.status.is_running(),
+        app.train.error,
+        crate::model::gpu::memory_in_use(0)
     );
     h.get_by_label("Stop").click();
     wait_until(&mut h, "the run stopped", |app| !app.train.is_training());

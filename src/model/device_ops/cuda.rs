@@ -1,13 +1,13 @@
 //! The training path's fused GPU kernels (train_kernels.cu, compiled to PTX by build.rs): the
-//! attention softmax and its backward, RMSNorm's backward, SwiGLU and its backward, and the
-//! loss's per-row log-sum-exp and its backward. Each replaces a chain of candle's elementwise
-//! ops over the same tensor (casts, broadcasts, reductions) by one pass that computes in f32
-//! and rounds once. bf16 and f32, contiguous inputs; the caller keeps the candle composite for
-//! the CPU.
+//! attention softmax and its backward, RMSNorm's backward, SwiGLU and its backward, the loss's
+//! per-row log-sum-exp and its backward, and the optimizer's flatten and AdamW step over every
+//! adapter matrix at once. Each replaces a chain of candle's ops (casts, broadcasts, reductions,
+//! or one copy per matrix) by one pass that computes in f32 and rounds once. bf16 and f32,
+//! contiguous inputs; the callers keep candle's composites for the CPU.
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
-    CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
+    CudaView, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
 };
 use candle_core::cuda_backend::{CudaDType, WrapErr, kernel_name};
 use candle_core::{
@@ -684,5 +684,225 @@ impl CustomOp3 for NllRowsBackward {
             l.dtype(),
             nll_rows_backward_run((l, ll), (y, yl), (s, sl))
         )
+    }
+}
+
+/// The device pointer of an f32 tensor's first element.
+fn f32_pointer(t: &Tensor, op: &str) -> Result<u64> {
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cuda(cs) = &*storage else {
+        bail!("{op}: a tensor is not on the GPU");
+    };
+    if !layout.is_contiguous() {
+        bail!("{op}: a tensor is not contiguous");
+    }
+    let slice = cs.as_cuda_slice::<f32>()?;
+    let stream = cs.device.cuda_stream();
+    let (ptr, _sync) = slice.device_ptr(&stream);
+    Ok(ptr + (layout.start_offset() * std::mem::size_of::<f32>()) as u64)
+}
+
+/// The table the flat kernels read: each part's pointer (0 for none), then the parts' starts in
+/// the flat vector and its total length (`spans` are `(start, len)` in order, contiguous).
+fn parts_table(parts: &[Option<&Tensor>], spans: &[(usize, usize)], op: &str) -> Result<Vec<u64>> {
+    if parts.len() != spans.len() {
+        bail!("{op}: {} tensors for {} spans", parts.len(), spans.len());
+    }
+    let mut table = Vec::with_capacity(2 * parts.len() + 1);
+    for (part, &(_, len)) in parts.iter().zip(spans) {
+        match part {
+            Some(t) if t.dtype() != DType::F32 || t.elem_count() != len => {
+                bail!(
+                    "{op}: a tensor is {:?} {:?}, f32 of {len} expected",
+                    t.dtype(),
+                    t.dims()
+                )
+            }
+            Some(t) => table.push(f32_pointer(t, op)?),
+            None => table.push(0),
+        }
+    }
+    table.extend(spans.iter().map(|&(start, _)| start as u64));
+    table.push(spans.last().map_or(0, |&(start, len)| (start + len) as u64));
+    Ok(table)
+}
+
+/// Blocks for a grid-stride loop over `total` elements (the kernels loop over the rest).
+fn flat_config(total: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (total.div_ceil(256).clamp(1, 4096) as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// The f32 tensors `parts` (zeros for `None`) one after another as one flat vector laid out by
+/// `spans`, in one launch (candle's `cat` launches a copy per tensor). `like` is any tensor on
+/// the GPU they live on.
+pub fn flatten_parts(
+    parts: &[Option<&Tensor>],
+    spans: &[(usize, usize)],
+    like: &Tensor,
+) -> Result<Tensor> {
+    let contiguous: Vec<Option<Tensor>> = parts
+        .iter()
+        .map(|p| p.map(Tensor::contiguous).transpose())
+        .collect::<Result<_>>()?;
+    let refs: Vec<Option<&Tensor>> = contiguous.iter().map(Option::as_ref).collect();
+    let table = parts_table(&refs, spans, FlattenParts::NAME)?;
+    let out = like.apply_op1_no_bwd(&FlattenParts { table })?;
+    // The table's pointers are read by the launch queued above; the parts outlive it here.
+    drop(contiguous);
+    Ok(out)
+}
+
+struct FlattenParts {
+    table: Vec<u64>,
+}
+
+impl FlattenParts {
+    const NAME: &'static str = "flatten-parts";
+
+    fn parts(&self) -> usize {
+        (self.table.len() - 1) / 2
+    }
+
+    fn total(&self) -> usize {
+        self.table.last().copied().unwrap_or(0) as usize
+    }
+}
+
+impl CustomOp1 for FlattenParts {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        gpu_only(Self::NAME)
+    }
+
+    fn cuda_fwd(&self, like: &CudaStorage, _: &Layout) -> Result<(CudaStorage, Shape)> {
+        let dev = &like.device;
+        let total = self.total();
+        let table = dev.cuda_stream().clone_htod(&self.table).w()?;
+        let out = unsafe { dev.alloc::<f32>(total.max(1)) }?;
+        let func = dev.get_or_load_custom_func("flatten_parts_f32", MODULE, PTX)?;
+        let parts = count(self.parts(), Self::NAME)?;
+        let mut builder = func.builder();
+        builder.arg(&table);
+        builder.arg(&parts);
+        builder.arg(&out);
+        unsafe { builder.launch(flat_config(total)) }.w()?;
+        Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), total.into()))
+    }
+}
+
+/// AdamW's constants for one step (see train_kernels.cu's `adamw_parts_f32`).
+pub struct AdamStep {
+    pub b1: f32,
+    pub b2: f32,
+    pub eps: f32,
+    /// `1 − lr · weight decay`.
+    pub decay: f32,
+    /// `lr / (1 − β1^t)`.
+    pub step_size: f32,
+    /// `sqrt(1 − β2^t)`.
+    pub sqrt_c2: f32,
+}
+
+/// One AdamW step in one launch: each f32 parameter of `params` (laid out in the flat vectors
+/// by `spans`) is updated in place from the flat gradient and moments; returns the new moments
+/// `(m, v)`.
+pub fn adamw_parts(
+    params: &[&Tensor],
+    spans: &[(usize, usize)],
+    grads: &Tensor,
+    (m, v): (&Tensor, &Tensor),
+    step: AdamStep,
+) -> Result<(Tensor, Tensor)> {
+    let parts: Vec<Option<&Tensor>> = params.iter().map(|p| Some(*p)).collect();
+    let table = parts_table(&parts, spans, AdamParts::NAME)?;
+    let op = AdamParts { table, step };
+    let moments = grads
+        .contiguous()?
+        .apply_op3_no_bwd(&m.contiguous()?, &v.contiguous()?, &op)?;
+    Ok((moments.get(0)?, moments.get(1)?))
+}
+
+struct AdamParts {
+    table: Vec<u64>,
+    step: AdamStep,
+}
+
+impl AdamParts {
+    const NAME: &'static str = "adamw-parts";
+}
+
+impl CustomOp3 for AdamParts {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        gpu_only(Self::NAME)
+    }
+
+    fn cuda_fwd(
+        &self,
+        g: &CudaStorage,
+        gl: &Layout,
+        m: &CudaStorage,
+        ml: &Layout,
+        v: &CudaStorage,
+        vl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let dev = &g.device;
+        let (grads, ms, vs) = (
+            view::<f32>(g, gl, Self::NAME)?,
+            view::<f32>(m, ml, Self::NAME)?,
+            view::<f32>(v, vl, Self::NAME)?,
+        );
+        let parts = (self.table.len() - 1) / 2;
+        let total = self.table.last().copied().unwrap_or(0) as usize;
+        if grads.len() != total || ms.len() != total || vs.len() != total {
+            bail!(
+                "{}: gradient {}, moments {} and {} for {total} parameters",
+                Self::NAME,
+                grads.len(),
+                ms.len(),
+                vs.len()
+            );
+        }
+        let table = dev.cuda_stream().clone_htod(&self.table).w()?;
+        let out = unsafe { dev.alloc::<f32>(2 * total) }?;
+        let func = dev.get_or_load_custom_func("adamw_parts_f32", MODULE, PTX)?;
+        let parts = count(parts, Self::NAME)?;
+        let s = &self.step;
+        let mut builder = func.builder();
+        builder.arg(&table);
+        builder.arg(&parts);
+        builder.arg(&grads);
+        builder.arg(&ms);
+        builder.arg(&vs);
+        builder.arg(&out);
+        builder.arg(&s.b1);
+        builder.arg(&s.b2);
+        builder.arg(&s.eps);
+        builder.arg(&s.decay);
+        builder.arg(&s.step_size);
+        builder.arg(&s.sqrt_c2);
+        unsafe { builder.launch(flat_config(total)) }.w()?;
+        Ok((
+            CudaStorage::wrap_cuda_slice(out, dev.clone()),
+            (2, total).into(),
+        ))
     }
 }

@@ -227,3 +227,51 @@ __device__ void nll_rows_bwd(const T* logits, const uint32_t* labels, const floa
     }
 
 FOR_TYPES(ENTRY_POINTS)
+
+// The optimizer's flat kernels. `table` holds `parts` device pointers to f32 tensors (0 for none),
+// then `parts` + 1 offsets: where each tensor starts in the flat vector, and its total length.
+
+// The part that flat element i belongs to: the last p with starts[p] <= i.
+__device__ __forceinline__ uint32_t part_of(const uint64_t* starts, uint32_t parts, uint64_t i) {
+    uint32_t lo = 0, hi = parts;
+    while (hi - lo > 1) {
+        const uint32_t mid = (lo + hi) / 2;
+        if (starts[mid] <= i) lo = mid; else hi = mid;
+    }
+    return lo;
+}
+
+// Every part copied into the flat vector `out` (zeros for a missing one).
+extern "C" __global__ void flatten_parts_f32(const uint64_t* table, uint32_t parts, float* out) {
+    const uint64_t* starts = table + parts;
+    const uint64_t total = starts[parts];
+    for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += (uint64_t)gridDim.x * blockDim.x) {
+        const uint32_t p = part_of(starts, parts, i);
+        const float* src = reinterpret_cast<const float*>(table[p]);
+        out[i] = src == nullptr ? 0.f : src[i - starts[p]];
+    }
+}
+
+// One AdamW step (torch.optim.AdamW's arithmetic) over the flat gradient and moments: the new
+// moments go to `moments` [2, total] (m, then v), each parameter is updated in place:
+// p = p · decay − step_size · m / (sqrt(v) / sqrt_c2 + eps), with decay = 1 − lr · weight decay,
+// step_size = lr / (1 − β1^t) and sqrt_c2 = sqrt(1 − β2^t).
+extern "C" __global__ void adamw_parts_f32(const uint64_t* table, uint32_t parts,
+                                           const float* grads, const float* m, const float* v,
+                                           float* moments, float b1, float b2, float eps,
+                                           float decay, float step_size, float sqrt_c2) {
+    const uint64_t* starts = table + parts;
+    const uint64_t total = starts[parts];
+    for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += (uint64_t)gridDim.x * blockDim.x) {
+        const uint32_t p = part_of(starts, parts, i);
+        float* param = reinterpret_cast<float*>(table[p]) + (i - starts[p]);
+        const float g = grads[i];
+        const float mi = m[i] * b1 + g * (1.f - b1);
+        const float vi = v[i] * b2 + g * g * (1.f - b2);
+        moments[i] = mi;
+        moments[total + i] = vi;
+        *param = *param * decay - mi / (sqrtf(vi) / sqrt_c2 + eps) * step_size;
+    }
+}
