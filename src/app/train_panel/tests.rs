@@ -213,19 +213,26 @@ fn training_runs_on_the_device_chosen_in_the_model_picker() {
             .label()
             .is_some_and(|l| l.starts_with("GPU ") && l.contains(" / "))
     });
-    let labels: Vec<String> = h
-        .query_all_by_label_contains("MiB")
-        .filter_map(|n| n.accesskit_node().label())
+    let labels: Vec<String> = ["MiB", "GPU", "tokens/s", "Cancel", "Training"]
+        .iter()
+        .flat_map(|text| {
+            h.query_all_by_label_contains(text)
+                .filter_map(|n| n.accesskit_node().label())
+                .collect::<Vec<_>>()
+        })
         .collect();
     let app = h.state();
     assert_eq!(
         memory_in_use,
         gpu,
         "the status line's GPU memory: {labels:?}; a job running: {}; training error: {:?}; \
-         memory read here: {:?}",
+         memory read here: {:?}; the model's GPU: {:?}",
         app.status.is_running(),
         app.train.error,
-        crate::model::gpu::memory_in_use(0)
+        crate::model::gpu::memory_in_use(0),
+        app.model
+            .loaded()
+            .map(|m| (m.device.clone(), m.gpu.as_ref().map(|g| g.facts.index)))
     );
     h.get_by_label("Stop").click();
     wait_until(&mut h, "the run stopped", |app| !app.train.is_training());
