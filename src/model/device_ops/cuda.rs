@@ -7,12 +7,12 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
-    CudaView, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
+    CudaSlice, CudaView, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
 };
 use candle_core::cuda_backend::{CudaDType, WrapErr, kernel_name};
 use candle_core::{
-    CpuStorage, CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
-    WithDType, bail,
+    CpuStorage, CudaDevice, CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result,
+    Shape, Tensor, WithDType, bail,
 };
 use half::bf16;
 
@@ -51,34 +51,113 @@ fn rows_config(rows: u32) -> LaunchConfig {
     }
 }
 
-fn elementwise_config(n: u32) -> LaunchConfig {
-    LaunchConfig::for_num_elems(n)
-}
-
-fn same_dtype(op: &str, a: DType, b: DType) -> Result<()> {
-    if a != b {
-        bail!("{op}: inputs are {a:?} and {b:?}");
-    }
-    Ok(())
-}
-
-/// `$run::<T>(..)` for the storage's dtype, bf16 or f32.
-macro_rules! by_dtype {
-    ($op:expr, $dtype:expr, $run:ident($($arg:expr),*)) => {
-        match $dtype {
-            DType::BF16 => $run::<bf16>($($arg),*),
-            DType::F32 => $run::<f32>($($arg),*),
-            other => bail!("{}: {other:?} on a GPU (bf16 or f32 expected)", $op),
-        }
-    };
-}
-
 trait Float: CudaDType + DeviceRepr + WithDType {}
 impl Float for bf16 {}
 impl Float for f32 {}
 
-fn gpu_only(op: &str) -> Result<(CpuStorage, Shape)> {
-    bail!("{op}: a GPU kernel, called on the CPU")
+/// A kernel input: its storage and layout.
+type Arg<'a> = (&'a CudaStorage, &'a Layout);
+
+/// An op run by one of this module's kernels, for the dtype `T` of its first input.
+trait GpuOp {
+    const NAME: &'static str;
+    fn run<T: Float>(&self, args: &[Arg]) -> Result<(CudaStorage, Shape)>;
+}
+
+/// `op.run::<T>` for the first input's dtype, bf16 or f32.
+fn dispatch<O: GpuOp>(op: &O, args: &[Arg]) -> Result<(CudaStorage, Shape)> {
+    match args[0].0.dtype() {
+        DType::BF16 => op.run::<bf16>(args),
+        DType::F32 => op.run::<f32>(args),
+        other => bail!("{}: {other:?} on a GPU (bf16 or f32 expected)", O::NAME),
+    }
+}
+
+/// candle's `CustomOp1`/`2`/`3` for a [`GpuOp`]: the CPU forward refuses, the GPU forward
+/// dispatches on the dtype.
+macro_rules! custom_op {
+    ($op:ty: 1) => {
+        impl CustomOp1 for $op {
+            fn name(&self) -> &'static str {
+                <$op as GpuOp>::NAME
+            }
+
+            fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+                bail!("{}: a GPU kernel, called on the CPU", <$op as GpuOp>::NAME)
+            }
+
+            fn cuda_fwd(&self, a: &CudaStorage, al: &Layout) -> Result<(CudaStorage, Shape)> {
+                dispatch(self, &[(a, al)])
+            }
+        }
+    };
+    ($op:ty: 2) => {
+        impl CustomOp2 for $op {
+            fn name(&self) -> &'static str {
+                <$op as GpuOp>::NAME
+            }
+
+            fn cpu_fwd(
+                &self,
+                _: &CpuStorage,
+                _: &Layout,
+                _: &CpuStorage,
+                _: &Layout,
+            ) -> Result<(CpuStorage, Shape)> {
+                bail!("{}: a GPU kernel, called on the CPU", <$op as GpuOp>::NAME)
+            }
+
+            fn cuda_fwd(
+                &self,
+                a: &CudaStorage,
+                al: &Layout,
+                b: &CudaStorage,
+                bl: &Layout,
+            ) -> Result<(CudaStorage, Shape)> {
+                dispatch(self, &[(a, al), (b, bl)])
+            }
+        }
+    };
+    ($op:ty: 3) => {
+        impl CustomOp3 for $op {
+            fn name(&self) -> &'static str {
+                <$op as GpuOp>::NAME
+            }
+
+            fn cpu_fwd(
+                &self,
+                _: &CpuStorage,
+                _: &Layout,
+                _: &CpuStorage,
+                _: &Layout,
+                _: &CpuStorage,
+                _: &Layout,
+            ) -> Result<(CpuStorage, Shape)> {
+                bail!("{}: a GPU kernel, called on the CPU", <$op as GpuOp>::NAME)
+            }
+
+            fn cuda_fwd(
+                &self,
+                a: &CudaStorage,
+                al: &Layout,
+                b: &CudaStorage,
+                bl: &Layout,
+                c: &CudaStorage,
+                cl: &Layout,
+            ) -> Result<(CudaStorage, Shape)> {
+                dispatch(self, &[(a, al), (b, bl), (c, cl)])
+            }
+        }
+    };
+}
+
+/// A kernel's output buffer as candle storage of `shape`.
+fn output<T: Float>(
+    out: CudaSlice<T>,
+    dev: &CudaDevice,
+    shape: impl Into<Shape>,
+) -> Result<(CudaStorage, Shape)> {
+    Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), shape.into()))
 }
 
 /// `softmax(scale · scores + mask)` over the last dimension of attention scores `[b, kv, n_rep ·
@@ -92,14 +171,14 @@ pub fn attention_softmax(
 ) -> Result<Tensor> {
     let scores = scores.contiguous()?;
     let (b, _, rows, _) = scores.dims4()?;
+    if queries == 0 || rows % queries != 0 {
+        bail!("attention-softmax: {rows} rows per head group for {queries} queries");
+    }
     let op = AttentionSoftmax {
         scale: scale as f32,
         queries,
         rows_per_batch: scores.elem_count() / scores.dim(3)? / b,
     };
-    if queries == 0 || rows % queries != 0 {
-        bail!("attention-softmax: {rows} rows per head group for {queries} queries");
-    }
     match mask {
         Some(m) => scores.apply_op2_no_bwd(&m.to_dtype(DType::F32)?.contiguous()?, &op),
         None => scores.apply_op1_no_bwd(&op),
@@ -112,106 +191,55 @@ struct AttentionSoftmax {
     rows_per_batch: usize,
 }
 
-impl AttentionSoftmax {
+impl GpuOp for AttentionSoftmax {
     const NAME: &'static str = "attention-softmax";
-}
 
-fn attention_softmax_run<T: Float>(
-    op: &AttentionSoftmax,
-    (s, sl): (&CudaStorage, &Layout),
-    mask: Option<(&CudaStorage, &Layout)>,
-) -> Result<(CudaStorage, Shape)> {
-    const NAME: &str = AttentionSoftmax::NAME;
-    let dev = &s.device;
-    let scores = view::<T>(s, sl, NAME)?;
-    let (rows, keys) = rows_and_last(sl, NAME)?;
-    let mask_batch_stride = match mask {
-        Some((_, ml)) if ml.dims().first().copied().unwrap_or(1) > 1 => {
-            count(op.queries * keys as usize, NAME)?
-        }
-        _ => 0,
-    };
-    if let Some((_, ml)) = mask
-        && ml.dims().last().copied() != Some(keys as usize)
-    {
-        bail!("{NAME}: mask {:?} for {keys} keys", ml.dims());
-    }
-    let out = unsafe { dev.alloc::<T>(scores.len()) }?;
-    let func = dev.get_or_load_custom_func(&kernel_name::<T>("attn_softmax"), MODULE, PTX)?;
-    let (scale, queries, per_batch) = (
-        op.scale,
-        count(op.queries, NAME)?,
-        count(op.rows_per_batch, NAME)?,
-    );
-    let null = 0u64;
-    let mask_view = mask.map(|(ms, ml)| view::<f32>(ms, ml, NAME)).transpose()?;
-    let mut builder = func.builder();
-    builder.arg(&scores);
-    match &mask_view {
-        Some(m) => builder.arg(m),
-        None => builder.arg(&null),
-    };
-    builder.arg(&out);
-    builder.arg(&rows);
-    builder.arg(&keys);
-    builder.arg(&scale);
-    builder.arg(&queries);
-    builder.arg(&per_batch);
-    builder.arg(&mask_batch_stride);
-    unsafe { builder.launch(rows_config(rows)) }.w()?;
-    Ok((
-        CudaStorage::wrap_cuda_slice(out, dev.clone()),
-        sl.shape().clone(),
-    ))
-}
-
-impl CustomOp1 for AttentionSoftmax {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        gpu_only(Self::NAME)
-    }
-
-    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
-        by_dtype!(
-            Self::NAME,
-            s.dtype(),
-            attention_softmax_run(self, (s, l), None)
-        )
+    /// `args`: the scores, then the mask if there is one.
+    fn run<T: Float>(&self, args: &[Arg]) -> Result<(CudaStorage, Shape)> {
+        let (s, sl) = args[0];
+        let dev = &s.device;
+        let scores = view::<T>(s, sl, Self::NAME)?;
+        let (rows, keys) = rows_and_last(sl, Self::NAME)?;
+        let mask = args
+            .get(1)
+            .map(|&(ms, ml)| view::<f32>(ms, ml, Self::NAME))
+            .transpose()?;
+        let mask_batch_stride = match args.get(1) {
+            Some((_, ml)) if ml.dims().last().copied() != Some(keys as usize) => {
+                bail!("{}: mask {:?} for {keys} keys", Self::NAME, ml.dims())
+            }
+            Some((_, ml)) if ml.dims().first().copied().unwrap_or(1) > 1 => {
+                count(self.queries * keys as usize, Self::NAME)?
+            }
+            _ => 0,
+        };
+        let (queries, per_batch) = (
+            count(self.queries, Self::NAME)?,
+            count(self.rows_per_batch, Self::NAME)?,
+        );
+        let null = 0u64;
+        let out = unsafe { dev.alloc::<T>(scores.len()) }?;
+        let func = dev.get_or_load_custom_func(&kernel_name::<T>("attn_softmax"), MODULE, PTX)?;
+        let mut builder = func.builder();
+        builder.arg(&scores);
+        match &mask {
+            Some(m) => builder.arg(m),
+            None => builder.arg(&null),
+        };
+        builder.arg(&out);
+        builder.arg(&rows);
+        builder.arg(&keys);
+        builder.arg(&self.scale);
+        builder.arg(&queries);
+        builder.arg(&per_batch);
+        builder.arg(&mask_batch_stride);
+        unsafe { builder.launch(rows_config(rows)) }.w()?;
+        output(out, dev, sl.shape().clone())
     }
 }
 
-impl CustomOp2 for AttentionSoftmax {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        gpu_only(Self::NAME)
-    }
-
-    fn cuda_fwd(
-        &self,
-        s: &CudaStorage,
-        l: &Layout,
-        m: &CudaStorage,
-        ml: &Layout,
-    ) -> Result<(CudaStorage, Shape)> {
-        by_dtype!(
-            Self::NAME,
-            s.dtype(),
-            attention_softmax_run(self, (s, l), Some((m, ml)))
-        )
-    }
-}
+custom_op!(AttentionSoftmax: 1);
+custom_op!(AttentionSoftmax: 2);
 
 /// The attention scores' gradient `scale · P ∘ (dP − rowsum(P ∘ dP))` from the softmax's
 /// output `P` and its gradient `dP` (same shape and dtype).
@@ -228,66 +256,38 @@ struct AttentionSoftmaxBackward {
     scale: f32,
 }
 
-fn attention_softmax_backward_run<T: Float>(
-    scale: f32,
-    p: &CudaStorage,
-    pl: &Layout,
-    dp: &CudaStorage,
-    dpl: &Layout,
-) -> Result<(CudaStorage, Shape)> {
-    const NAME: &str = "attention-softmax-backward";
-    let dev = &p.device;
-    let (probs, dprobs) = (view::<T>(p, pl, NAME)?, view::<T>(dp, dpl, NAME)?);
-    if pl.dims() != dpl.dims() {
-        bail!("{NAME}: {:?} and {:?}", pl.dims(), dpl.dims());
+impl GpuOp for AttentionSoftmaxBackward {
+    const NAME: &'static str = "attention-softmax-backward";
+
+    fn run<T: Float>(&self, args: &[Arg]) -> Result<(CudaStorage, Shape)> {
+        let [(p, pl), (dp, dpl)] = args else {
+            bail!("{}: two inputs expected", Self::NAME)
+        };
+        let dev = &p.device;
+        let (probs, dprobs) = (
+            view::<T>(p, pl, Self::NAME)?,
+            view::<T>(dp, dpl, Self::NAME)?,
+        );
+        if pl.dims() != dpl.dims() {
+            bail!("{}: {:?} and {:?}", Self::NAME, pl.dims(), dpl.dims());
+        }
+        let (rows, keys) = rows_and_last(pl, Self::NAME)?;
+        let out = unsafe { dev.alloc::<T>(probs.len()) }?;
+        let func =
+            dev.get_or_load_custom_func(&kernel_name::<T>("attn_softmax_bwd"), MODULE, PTX)?;
+        let mut builder = func.builder();
+        builder.arg(&probs);
+        builder.arg(&dprobs);
+        builder.arg(&out);
+        builder.arg(&rows);
+        builder.arg(&keys);
+        builder.arg(&self.scale);
+        unsafe { builder.launch(rows_config(rows)) }.w()?;
+        output(out, dev, pl.shape().clone())
     }
-    let (rows, keys) = rows_and_last(pl, NAME)?;
-    let out = unsafe { dev.alloc::<T>(probs.len()) }?;
-    let func = dev.get_or_load_custom_func(&kernel_name::<T>("attn_softmax_bwd"), MODULE, PTX)?;
-    let mut builder = func.builder();
-    builder.arg(&probs);
-    builder.arg(&dprobs);
-    builder.arg(&out);
-    builder.arg(&rows);
-    builder.arg(&keys);
-    builder.arg(&scale);
-    unsafe { builder.launch(rows_config(rows)) }.w()?;
-    Ok((
-        CudaStorage::wrap_cuda_slice(out, dev.clone()),
-        pl.shape().clone(),
-    ))
 }
 
-impl CustomOp2 for AttentionSoftmaxBackward {
-    fn name(&self) -> &'static str {
-        "attention-softmax-backward"
-    }
-
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        gpu_only(self.name())
-    }
-
-    fn cuda_fwd(
-        &self,
-        p: &CudaStorage,
-        pl: &Layout,
-        dp: &CudaStorage,
-        dpl: &Layout,
-    ) -> Result<(CudaStorage, Shape)> {
-        same_dtype(self.name(), p.dtype(), dp.dtype())?;
-        by_dtype!(
-            self.name(),
-            p.dtype(),
-            attention_softmax_backward_run(self.scale, p, pl, dp, dpl)
-        )
-    }
-}
+custom_op!(AttentionSoftmaxBackward: 2);
 
 /// RMSNorm's input gradient for `x` and `grad` (`[.., h]`, same dtype) under the f32 weight
 /// `[h]`.
@@ -303,138 +303,50 @@ struct RmsNormBackward {
     eps: f32,
 }
 
-fn rms_norm_backward_run<T: Float>(
-    eps: f32,
-    (x, xl): (&CudaStorage, &Layout),
-    (g, gl): (&CudaStorage, &Layout),
-    (w, wl): (&CudaStorage, &Layout),
-) -> Result<(CudaStorage, Shape)> {
-    const NAME: &str = "rms-norm-backward";
-    let dev = &x.device;
-    let (xs, gs, ws) = (
-        view::<T>(x, xl, NAME)?,
-        view::<T>(g, gl, NAME)?,
-        view::<f32>(w, wl, NAME)?,
-    );
-    let (rows, h) = rows_and_last(xl, NAME)?;
-    if xl.dims() != gl.dims() || ws.len() != h as usize {
-        bail!(
-            "{NAME}: x {:?}, grad {:?}, weight {:?}",
-            xl.dims(),
-            gl.dims(),
-            wl.dims()
+impl GpuOp for RmsNormBackward {
+    const NAME: &'static str = "rms-norm-backward";
+
+    fn run<T: Float>(&self, args: &[Arg]) -> Result<(CudaStorage, Shape)> {
+        let [(x, xl), (g, gl), (w, wl)] = args else {
+            bail!("{}: three inputs expected", Self::NAME)
+        };
+        let dev = &x.device;
+        let (xs, gs, ws) = (
+            view::<T>(x, xl, Self::NAME)?,
+            view::<T>(g, gl, Self::NAME)?,
+            view::<f32>(w, wl, Self::NAME)?,
         );
-    }
-    let out = unsafe { dev.alloc::<T>(xs.len()) }?;
-    let func = dev.get_or_load_custom_func(&kernel_name::<T>("rms_norm_bwd"), MODULE, PTX)?;
-    let mut builder = func.builder();
-    builder.arg(&xs);
-    builder.arg(&gs);
-    builder.arg(&ws);
-    builder.arg(&out);
-    builder.arg(&rows);
-    builder.arg(&h);
-    builder.arg(&eps);
-    unsafe { builder.launch(rows_config(rows)) }.w()?;
-    Ok((
-        CudaStorage::wrap_cuda_slice(out, dev.clone()),
-        xl.shape().clone(),
-    ))
-}
-
-impl CustomOp3 for RmsNormBackward {
-    fn name(&self) -> &'static str {
-        "rms-norm-backward"
-    }
-
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        gpu_only(self.name())
-    }
-
-    fn cuda_fwd(
-        &self,
-        x: &CudaStorage,
-        xl: &Layout,
-        g: &CudaStorage,
-        gl: &Layout,
-        w: &CudaStorage,
-        wl: &Layout,
-    ) -> Result<(CudaStorage, Shape)> {
-        same_dtype(self.name(), x.dtype(), g.dtype())?;
-        by_dtype!(
-            self.name(),
-            x.dtype(),
-            rms_norm_backward_run(self.eps, (x, xl), (g, gl), (w, wl))
-        )
+        let (rows, h) = rows_and_last(xl, Self::NAME)?;
+        if xl.dims() != gl.dims() || ws.len() != h as usize {
+            bail!(
+                "{}: x {:?}, grad {:?}, weight {:?}",
+                Self::NAME,
+                xl.dims(),
+                gl.dims(),
+                wl.dims()
+            );
+        }
+        let out = unsafe { dev.alloc::<T>(xs.len()) }?;
+        let func = dev.get_or_load_custom_func(&kernel_name::<T>("rms_norm_bwd"), MODULE, PTX)?;
+        let mut builder = func.builder();
+        builder.arg(&xs);
+        builder.arg(&gs);
+        builder.arg(&ws);
+        builder.arg(&out);
+        builder.arg(&rows);
+        builder.arg(&h);
+        builder.arg(&self.eps);
+        unsafe { builder.launch(rows_config(rows)) }.w()?;
+        output(out, dev, xl.shape().clone())
     }
 }
+
+custom_op!(RmsNormBackward: 3);
 
 /// `silu(gate) ∘ up` (same shape and dtype).
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     gate.contiguous()?
-        .apply_op2_no_bwd(&up.contiguous()?, &SwiGlu)
-}
-
-struct SwiGlu;
-
-fn swiglu_run<T: Float>(
-    (g, gl): (&CudaStorage, &Layout),
-    (u, ul): (&CudaStorage, &Layout),
-) -> Result<(CudaStorage, Shape)> {
-    const NAME: &str = "swiglu";
-    let dev = &g.device;
-    let (gate, up) = (view::<T>(g, gl, NAME)?, view::<T>(u, ul, NAME)?);
-    if gl.dims() != ul.dims() {
-        bail!("{NAME}: gate {:?}, up {:?}", gl.dims(), ul.dims());
-    }
-    let n = count(gate.len(), NAME)?;
-    let out = unsafe { dev.alloc::<T>(gate.len()) }?;
-    let func = dev.get_or_load_custom_func(&kernel_name::<T>("swiglu"), MODULE, PTX)?;
-    let mut builder = func.builder();
-    builder.arg(&gate);
-    builder.arg(&up);
-    builder.arg(&out);
-    builder.arg(&n);
-    unsafe { builder.launch(elementwise_config(n)) }.w()?;
-    Ok((
-        CudaStorage::wrap_cuda_slice(out, dev.clone()),
-        gl.shape().clone(),
-    ))
-}
-
-impl CustomOp2 for SwiGlu {
-    fn name(&self) -> &'static str {
-        "swiglu"
-    }
-
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        gpu_only(self.name())
-    }
-
-    fn cuda_fwd(
-        &self,
-        g: &CudaStorage,
-        gl: &Layout,
-        u: &CudaStorage,
-        ul: &Layout,
-    ) -> Result<(CudaStorage, Shape)> {
-        same_dtype(self.name(), g.dtype(), u.dtype())?;
-        by_dtype!(self.name(), g.dtype(), swiglu_run((g, gl), (u, ul)))
-    }
+        .apply_op2_no_bwd(&up.contiguous()?, &SwiGlu { backward: false })
 }
 
 /// SwiGLU's gradients `(d gate, d up)` for its output's gradient `grad`.
@@ -442,84 +354,59 @@ pub fn swiglu_backward(gate: &Tensor, up: &Tensor, grad: &Tensor) -> Result<(Ten
     let both = gate.contiguous()?.apply_op3_no_bwd(
         &up.contiguous()?,
         &grad.contiguous()?,
-        &SwiGluBackward,
+        &SwiGlu { backward: true },
     )?;
     Ok((both.get(0)?, both.get(1)?))
 }
 
-struct SwiGluBackward;
-
-fn swiglu_backward_run<T: Float>(
-    (g, gl): (&CudaStorage, &Layout),
-    (u, ul): (&CudaStorage, &Layout),
-    (c, cl): (&CudaStorage, &Layout),
-) -> Result<(CudaStorage, Shape)> {
-    const NAME: &str = "swiglu-backward";
-    let dev = &g.device;
-    let (gate, up, grad) = (
-        view::<T>(g, gl, NAME)?,
-        view::<T>(u, ul, NAME)?,
-        view::<T>(c, cl, NAME)?,
-    );
-    if gl.dims() != ul.dims() || gl.dims() != cl.dims() {
-        bail!(
-            "{NAME}: gate {:?}, up {:?}, grad {:?}",
-            gl.dims(),
-            ul.dims(),
-            cl.dims()
-        );
-    }
-    let n = count(gate.len(), NAME)?;
-    count(2 * gate.len(), NAME)?;
-    let out = unsafe { dev.alloc::<T>(2 * gate.len()) }?;
-    let func = dev.get_or_load_custom_func(&kernel_name::<T>("swiglu_bwd"), MODULE, PTX)?;
-    let mut builder = func.builder();
-    builder.arg(&gate);
-    builder.arg(&up);
-    builder.arg(&grad);
-    builder.arg(&out);
-    builder.arg(&n);
-    unsafe { builder.launch(elementwise_config(n)) }.w()?;
-    let mut dims = vec![2];
-    dims.extend_from_slice(gl.dims());
-    Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), dims.into()))
+/// SwiGLU's forward (inputs gate and up) or backward (gate, up and the output's gradient; the
+/// output `[2, ..]` holds d gate, then d up).
+struct SwiGlu {
+    backward: bool,
 }
 
-impl CustomOp3 for SwiGluBackward {
-    fn name(&self) -> &'static str {
-        "swiglu-backward"
-    }
+impl GpuOp for SwiGlu {
+    const NAME: &'static str = "swiglu";
 
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        gpu_only(self.name())
-    }
-
-    fn cuda_fwd(
-        &self,
-        g: &CudaStorage,
-        gl: &Layout,
-        u: &CudaStorage,
-        ul: &Layout,
-        c: &CudaStorage,
-        cl: &Layout,
-    ) -> Result<(CudaStorage, Shape)> {
-        same_dtype(self.name(), g.dtype(), u.dtype())?;
-        same_dtype(self.name(), g.dtype(), c.dtype())?;
-        by_dtype!(
-            self.name(),
-            g.dtype(),
-            swiglu_backward_run((g, gl), (u, ul), (c, cl))
-        )
+    fn run<T: Float>(&self, args: &[Arg]) -> Result<(CudaStorage, Shape)> {
+        let (g, gl) = args[0];
+        let dev = &g.device;
+        let inputs: Vec<CudaView<T>> = args
+            .iter()
+            .map(|&(s, l)| view::<T>(s, l, Self::NAME))
+            .collect::<Result<_>>()?;
+        if args.iter().any(|(_, l)| l.dims() != gl.dims()) {
+            let dims: Vec<&[usize]> = args.iter().map(|(_, l)| l.dims()).collect();
+            bail!("{}: inputs {dims:?}", Self::NAME);
+        }
+        let n = inputs[0].len();
+        let outputs = if self.backward { 2 } else { 1 };
+        count(outputs * n, Self::NAME)?;
+        let out = unsafe { dev.alloc::<T>(outputs * n) }?;
+        let base = if self.backward {
+            "swiglu_bwd"
+        } else {
+            "swiglu"
+        };
+        let func = dev.get_or_load_custom_func(&kernel_name::<T>(base), MODULE, PTX)?;
+        let n = count(n, Self::NAME)?;
+        let mut builder = func.builder();
+        for input in &inputs {
+            builder.arg(input);
+        }
+        builder.arg(&out);
+        builder.arg(&n);
+        unsafe { builder.launch(LaunchConfig::for_num_elems(n)) }.w()?;
+        let mut dims = gl.dims().to_vec();
+        if self.backward {
+            dims.insert(0, 2);
+        }
+        output(out, dev, dims)
     }
 }
+
+custom_op!(SwiGlu: 2);
+custom_op!(SwiGlu: 3);
 
 /// Per row of `logits` `[rows, vocab]` and its u32 label: `(nll, lse)`, both `[rows]` f32, the
 /// negative log-likelihood of the label and the row's log-sum-exp. A label outside the
@@ -533,65 +420,41 @@ pub fn nll_rows(logits: &Tensor, labels: &Tensor) -> Result<(Tensor, Tensor)> {
 
 struct NllRows;
 
-fn nll_rows_run<T: Float>(
-    (l, ll): (&CudaStorage, &Layout),
-    (y, yl): (&CudaStorage, &Layout),
-) -> Result<(CudaStorage, Shape)> {
-    const NAME: &str = "nll-rows";
-    let dev = &l.device;
-    let (logits, labels) = (view::<T>(l, ll, NAME)?, view::<u32>(y, yl, NAME)?);
-    let (rows, vocab) = rows_and_last(ll, NAME)?;
-    if labels.len() != rows as usize {
-        bail!("{NAME}: {} labels for {rows} rows", labels.len());
-    }
-    let out = unsafe { dev.alloc::<f32>(2 * rows as usize) }?;
-    let func = dev.get_or_load_custom_func(&kernel_name::<T>("nll_rows"), MODULE, PTX)?;
-    let mut builder = func.builder();
-    builder.arg(&logits);
-    builder.arg(&labels);
-    builder.arg(&out);
-    builder.arg(&rows);
-    builder.arg(&vocab);
-    let cfg = LaunchConfig {
-        grid_dim: (rows, 1, 1),
-        block_dim: (LOSS_BLOCK, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    unsafe { builder.launch(cfg) }.w()?;
-    Ok((
-        CudaStorage::wrap_cuda_slice(out, dev.clone()),
-        (2, rows as usize).into(),
-    ))
-}
+impl GpuOp for NllRows {
+    const NAME: &'static str = "nll-rows";
 
-impl CustomOp2 for NllRows {
-    fn name(&self) -> &'static str {
-        "nll-rows"
-    }
-
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        gpu_only(self.name())
-    }
-
-    fn cuda_fwd(
-        &self,
-        l: &CudaStorage,
-        ll: &Layout,
-        y: &CudaStorage,
-        yl: &Layout,
-    ) -> Result<(CudaStorage, Shape)> {
-        if y.dtype() != DType::U32 {
-            bail!("{}: labels are {:?}, u32 expected", self.name(), y.dtype());
+    fn run<T: Float>(&self, args: &[Arg]) -> Result<(CudaStorage, Shape)> {
+        let [(l, ll), (y, yl)] = args else {
+            bail!("{}: two inputs expected", Self::NAME)
+        };
+        let dev = &l.device;
+        let (logits, labels) = (
+            view::<T>(l, ll, Self::NAME)?,
+            view::<u32>(y, yl, Self::NAME)?,
+        );
+        let (rows, vocab) = rows_and_last(ll, Self::NAME)?;
+        if labels.len() != rows as usize {
+            bail!("{}: {} labels for {rows} rows", Self::NAME, labels.len());
         }
-        by_dtype!(self.name(), l.dtype(), nll_rows_run((l, ll), (y, yl)))
+        let out = unsafe { dev.alloc::<f32>(2 * rows as usize) }?;
+        let func = dev.get_or_load_custom_func(&kernel_name::<T>("nll_rows"), MODULE, PTX)?;
+        let mut builder = func.builder();
+        builder.arg(&logits);
+        builder.arg(&labels);
+        builder.arg(&out);
+        builder.arg(&rows);
+        builder.arg(&vocab);
+        let cfg = LaunchConfig {
+            grid_dim: (rows, 1, 1),
+            block_dim: (LOSS_BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        unsafe { builder.launch(cfg) }.w()?;
+        output(out, dev, (2, rows as usize))
     }
 }
+
+custom_op!(NllRows: 2);
 
 /// `d nll / d logits = grad · (softmax(logits) − onehot(label))` for the rows' log-sum-exps
 /// `lse` and incoming gradients `grad` (both `[rows]` f32), in the logits' dtype.
@@ -609,83 +472,48 @@ pub fn nll_rows_backward(
 
 struct NllRowsBackward;
 
-fn nll_rows_backward_run<T: Float>(
-    (l, ll): (&CudaStorage, &Layout),
-    (y, yl): (&CudaStorage, &Layout),
-    (s, sl): (&CudaStorage, &Layout),
-) -> Result<(CudaStorage, Shape)> {
-    const NAME: &str = "nll-rows-backward";
-    let dev = &l.device;
-    let (logits, labels, lse_grad) = (
-        view::<T>(l, ll, NAME)?,
-        view::<u32>(y, yl, NAME)?,
-        view::<f32>(s, sl, NAME)?,
-    );
-    let (rows, vocab) = rows_and_last(ll, NAME)?;
-    if labels.len() != rows as usize || lse_grad.len() != 2 * rows as usize {
-        bail!(
-            "{NAME}: {} labels and {} log-sum-exps and gradients for {rows} rows",
-            labels.len(),
-            lse_grad.len()
+impl GpuOp for NllRowsBackward {
+    const NAME: &'static str = "nll-rows-backward";
+
+    fn run<T: Float>(&self, args: &[Arg]) -> Result<(CudaStorage, Shape)> {
+        let [(l, ll), (y, yl), (s, sl)] = args else {
+            bail!("{}: three inputs expected", Self::NAME)
+        };
+        let dev = &l.device;
+        let (logits, labels, lse_grad) = (
+            view::<T>(l, ll, Self::NAME)?,
+            view::<u32>(y, yl, Self::NAME)?,
+            view::<f32>(s, sl, Self::NAME)?,
         );
-    }
-    let out = unsafe { dev.alloc::<T>(logits.len()) }?;
-    let func = dev.get_or_load_custom_func(&kernel_name::<T>("nll_rows_bwd"), MODULE, PTX)?;
-    let mut builder = func.builder();
-    builder.arg(&logits);
-    builder.arg(&labels);
-    builder.arg(&lse_grad);
-    builder.arg(&out);
-    builder.arg(&rows);
-    builder.arg(&vocab);
-    let cfg = LaunchConfig {
-        grid_dim: (vocab.div_ceil(LOSS_BLOCK).min(64), rows, 1),
-        block_dim: (LOSS_BLOCK, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    unsafe { builder.launch(cfg) }.w()?;
-    Ok((
-        CudaStorage::wrap_cuda_slice(out, dev.clone()),
-        ll.shape().clone(),
-    ))
-}
-
-impl CustomOp3 for NllRowsBackward {
-    fn name(&self) -> &'static str {
-        "nll-rows-backward"
-    }
-
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        gpu_only(self.name())
-    }
-
-    fn cuda_fwd(
-        &self,
-        l: &CudaStorage,
-        ll: &Layout,
-        y: &CudaStorage,
-        yl: &Layout,
-        s: &CudaStorage,
-        sl: &Layout,
-    ) -> Result<(CudaStorage, Shape)> {
-        if y.dtype() != DType::U32 {
-            bail!("{}: labels are {:?}, u32 expected", self.name(), y.dtype());
+        let (rows, vocab) = rows_and_last(ll, Self::NAME)?;
+        if labels.len() != rows as usize || lse_grad.len() != 2 * rows as usize {
+            bail!(
+                "{}: {} labels and {} log-sum-exps and gradients for {rows} rows",
+                Self::NAME,
+                labels.len(),
+                lse_grad.len()
+            );
         }
-        by_dtype!(
-            self.name(),
-            l.dtype(),
-            nll_rows_backward_run((l, ll), (y, yl), (s, sl))
-        )
+        let out = unsafe { dev.alloc::<T>(logits.len()) }?;
+        let func = dev.get_or_load_custom_func(&kernel_name::<T>("nll_rows_bwd"), MODULE, PTX)?;
+        let mut builder = func.builder();
+        builder.arg(&logits);
+        builder.arg(&labels);
+        builder.arg(&lse_grad);
+        builder.arg(&out);
+        builder.arg(&rows);
+        builder.arg(&vocab);
+        let cfg = LaunchConfig {
+            grid_dim: (vocab.div_ceil(LOSS_BLOCK).min(64), rows, 1),
+            block_dim: (LOSS_BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        unsafe { builder.launch(cfg) }.w()?;
+        output(out, dev, ll.shape().clone())
     }
 }
+
+custom_op!(NllRowsBackward: 3);
 
 /// The device pointer of an f32 tensor's first element.
 fn f32_pointer(t: &Tensor, op: &str) -> Result<u64> {
@@ -760,41 +588,34 @@ struct FlattenParts {
     table: Vec<u64>,
 }
 
-impl FlattenParts {
+impl GpuOp for FlattenParts {
     const NAME: &'static str = "flatten-parts";
 
-    fn parts(&self) -> usize {
-        (self.table.len() - 1) / 2
-    }
-
-    fn total(&self) -> usize {
-        self.table.last().copied().unwrap_or(0) as usize
-    }
-}
-
-impl CustomOp1 for FlattenParts {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        gpu_only(Self::NAME)
-    }
-
-    fn cuda_fwd(&self, like: &CudaStorage, _: &Layout) -> Result<(CudaStorage, Shape)> {
-        let dev = &like.device;
-        let total = self.total();
+    /// `args`: any f32 tensor on the GPU (for the device).
+    fn run<T: Float>(&self, args: &[Arg]) -> Result<(CudaStorage, Shape)> {
+        let dev = &args[0].0.device;
+        let (parts, total) = table_sizes(&self.table);
         let table = dev.cuda_stream().clone_htod(&self.table).w()?;
         let out = unsafe { dev.alloc::<f32>(total.max(1)) }?;
         let func = dev.get_or_load_custom_func("flatten_parts_f32", MODULE, PTX)?;
-        let parts = count(self.parts(), Self::NAME)?;
+        let parts = count(parts, Self::NAME)?;
         let mut builder = func.builder();
         builder.arg(&table);
         builder.arg(&parts);
         builder.arg(&out);
         unsafe { builder.launch(flat_config(total)) }.w()?;
-        Ok((CudaStorage::wrap_cuda_slice(out, dev.clone()), total.into()))
+        output(out, dev, total)
     }
+}
+
+custom_op!(FlattenParts: 1);
+
+/// `(parts, total length)` of a [`parts_table`].
+fn table_sizes(table: &[u64]) -> (usize, usize) {
+    (
+        (table.len() - 1) / 2,
+        table.last().copied().unwrap_or(0) as usize,
+    )
 }
 
 /// AdamW's constants for one step (see train_kernels.cu's `adamw_parts_f32`).
@@ -834,51 +655,22 @@ struct AdamParts {
     step: AdamStep,
 }
 
-impl AdamParts {
+impl GpuOp for AdamParts {
     const NAME: &'static str = "adamw-parts";
-}
 
-impl CustomOp3 for AdamParts {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        gpu_only(Self::NAME)
-    }
-
-    fn cuda_fwd(
-        &self,
-        g: &CudaStorage,
-        gl: &Layout,
-        m: &CudaStorage,
-        ml: &Layout,
-        v: &CudaStorage,
-        vl: &Layout,
-    ) -> Result<(CudaStorage, Shape)> {
-        let dev = &g.device;
-        let (grads, ms, vs) = (
-            view::<f32>(g, gl, Self::NAME)?,
-            view::<f32>(m, ml, Self::NAME)?,
-            view::<f32>(v, vl, Self::NAME)?,
-        );
-        let parts = (self.table.len() - 1) / 2;
-        let total = self.table.last().copied().unwrap_or(0) as usize;
-        if grads.len() != total || ms.len() != total || vs.len() != total {
+    /// `args`: the flat gradient, m and v (f32).
+    fn run<T: Float>(&self, args: &[Arg]) -> Result<(CudaStorage, Shape)> {
+        let dev = &args[0].0.device;
+        let flat: Vec<CudaView<f32>> = args
+            .iter()
+            .map(|&(s, l)| view::<f32>(s, l, Self::NAME))
+            .collect::<Result<_>>()?;
+        let (parts, total) = table_sizes(&self.table);
+        if flat.len() != 3 || flat.iter().any(|f| f.len() != total) {
+            let lens: Vec<usize> = flat.iter().map(|f| f.len()).collect();
             bail!(
-                "{}: gradient {}, moments {} and {} for {total} parameters",
-                Self::NAME,
-                grads.len(),
-                ms.len(),
-                vs.len()
+                "{}: gradient and moments of {lens:?} for {total} parameters",
+                Self::NAME
             );
         }
         let table = dev.cuda_stream().clone_htod(&self.table).w()?;
@@ -889,20 +681,16 @@ impl CustomOp3 for AdamParts {
         let mut builder = func.builder();
         builder.arg(&table);
         builder.arg(&parts);
-        builder.arg(&grads);
-        builder.arg(&ms);
-        builder.arg(&vs);
+        for f in &flat {
+            builder.arg(f);
+        }
         builder.arg(&out);
-        builder.arg(&s.b1);
-        builder.arg(&s.b2);
-        builder.arg(&s.eps);
-        builder.arg(&s.decay);
-        builder.arg(&s.step_size);
-        builder.arg(&s.sqrt_c2);
+        for constant in [&s.b1, &s.b2, &s.eps, &s.decay, &s.step_size, &s.sqrt_c2] {
+            builder.arg(constant);
+        }
         unsafe { builder.launch(flat_config(total)) }.w()?;
-        Ok((
-            CudaStorage::wrap_cuda_slice(out, dev.clone()),
-            (2, total).into(),
-        ))
+        output(out, dev, (2, total))
     }
 }
+
+custom_op!(AdamParts: 3);
