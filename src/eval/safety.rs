@@ -2,7 +2,7 @@
 //! output puts together (and the source does not), a dose above the bundled maximum, and an
 //! emergency symptom of the source that the output never tells the patient to act on.
 
-use crate::eval::meds::{Prescription, clause_start};
+use crate::eval::meds::{ClauseStarts, Prescription};
 use crate::eval::phrases::PhraseMatcher;
 use serde::Serialize;
 use std::collections::HashSet;
@@ -115,8 +115,12 @@ fn interaction_flags(source_meds: &[Prescription], output_meds: &[Prescription])
     let in_source: HashSet<&str> = source_meds.iter().map(|p| p.generic.as_str()).collect();
     let mut out = Vec::new();
     let mut reported = HashSet::new();
+    // The first mention of each drug so far, in order: a later mention of a drug pairs with the
+    // first mention of each drug before it (the pair is reported once), so repeated mentions
+    // cost one pass, not one per earlier mention.
+    let mut firsts: Vec<&Prescription> = Vec::new();
     for later in output_meds {
-        for earlier in output_meds.iter().take_while(|p| p.start < later.start) {
+        for &earlier in firsts.iter().take_while(|p| p.start < later.start) {
             let (a, b) = (earlier.generic.as_str(), later.generic.as_str());
             let Some(rule) = INTERACTIONS.iter().find(|r| {
                 let has = |side: &[String], g: &str| side.iter().any(|s| s == g);
@@ -134,6 +138,9 @@ fn interaction_flags(source_meds: &[Prescription], output_meds: &[Prescription])
                 start: Some(later.start),
                 end: Some(later.end),
             });
+        }
+        if !firsts.iter().any(|p| p.generic == later.generic) {
+            firsts.push(later);
         }
     }
     out
@@ -214,9 +221,10 @@ fn in_action_paragraph(text: &str, pos: usize) -> bool {
 /// instruction.
 fn emergency_flags(source: &str, output: &str) -> Vec<Flag> {
     let t = &*EMERGENCY;
+    let clauses = ClauseStarts::of(source);
     let negated = |start: usize| {
         !t.negations
-            .find_all(&source[clause_start(source, start)..start])
+            .find_all(&source[clauses.at(start)..start])
             .is_empty()
     };
     let mut in_source: Vec<&str> = Vec::new();
@@ -296,6 +304,20 @@ mod tests {
             "Take sildenafil. Use nitroglycerin.",
         );
         assert!(same.iter().all(|f| f.kind != "interaction"), "{same:?}");
+    }
+
+    /// Two interacting drugs mentioned twenty thousand times each: one flag, at the first
+    /// pairing, in linear time (each mention against every earlier one took seconds).
+    #[test]
+    fn repeated_interacting_drugs_are_flagged_once_in_linear_time() {
+        let output = "warfarin and ibuprofen, ".repeat(20_000);
+        let started = std::time::Instant::now();
+        let f = flags_of("Discharge Medications:\nWarfarin 5 mg PO daily", &output);
+        let seconds = started.elapsed().as_secs_f64();
+        let interactions: Vec<&Flag> = f.iter().filter(|f| f.kind == "interaction").collect();
+        assert_eq!(interactions.len(), 1, "{interactions:?}");
+        assert_eq!(interactions[0].start, output.find("ibuprofen"));
+        assert!(seconds < 2.0, "{seconds:.1} s");
     }
 
     #[test]
