@@ -1,7 +1,7 @@
 //! Bad model input through the CLI: a missing path, a truncated or random GGUF, a corrupt
 //! safetensors file, an unsupported architecture, a config that does not fit the weights, a chat
-//! template that does not compile, a missing tokenizer. Each exits 2 with a message naming the
-//! file and the problem, and none panics.
+//! template that does not compile, a missing tokenizer, sampling settings that cannot sample. Each
+//! exits 2 with a message naming the file (or the option) and the problem, and none panics.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -228,4 +228,23 @@ fn unknown_device_and_precision_are_named() {
         ],
         &["--dtype", "expected auto, f32 or bf16", "\"fp8\""],
     );
+}
+
+/// Sampling settings that cannot sample are refused before the model loads, naming the option.
+#[test]
+fn impossible_sampling_settings_exit_2_naming_the_option() {
+    for (option, value, needle) in [
+        ("--temperature", "NaN", "temperature NaN"),
+        ("--temperature", "-1", "temperature -1"),
+        ("--top-p", "2", "top-p 2"),
+        ("--top-p", "0", "top-p 0"),
+        ("--top-k", "0", "top-k 0"),
+        ("--repetition-penalty", "0", "repetition penalty 0"),
+    ] {
+        let setting = format!("{option}={value}");
+        assert_bad_input(
+            &["generate", "--model", "tiny", "--prompt", "Hi", &setting],
+            &[needle],
+        );
+    }
 }

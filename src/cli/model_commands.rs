@@ -212,6 +212,7 @@ pub fn generate_cmd(args: &ModelArgs, g: &GenerateArgs, json_out: bool) -> Resul
     if g.batch_size == 0 {
         return Err(CliError::usage("--batch-size must be at least 1"));
     }
+    g.params.check().map_err(CliError::usage)?;
     let started = Instant::now();
     let model = open_model(args)?;
     let load_s = started.elapsed().as_secs_f64();

@@ -35,6 +35,37 @@ impl Default for GenerationParams {
     }
 }
 
+impl GenerationParams {
+    /// Why these settings cannot sample, naming the option: a temperature that is not a
+    /// number or is negative, top-k 0, top-p outside (0, 1], a repetition penalty that is not
+    /// a positive number.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            return Err(format!(
+                "temperature {}: expected 0 (greedy) or a positive number",
+                self.temperature
+            ));
+        }
+        if self.top_k == Some(0) {
+            return Err("top-k 0: expected at least 1 (or leave it out)".into());
+        }
+        if let Some(p) = self.top_p
+            && !(p > 0.0 && p <= 1.0)
+        {
+            return Err(format!(
+                "top-p {p}: expected a number above 0 and at most 1"
+            ));
+        }
+        if !self.repetition_penalty.is_finite() || self.repetition_penalty <= 0.0 {
+            return Err(format!(
+                "repetition penalty {}: expected a positive number (1 for none)",
+                self.repetition_penalty
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
