@@ -1,15 +1,23 @@
-//! With the `cuda` feature, compiles the training path's kernels
-//! (src/model/device_ops/train_kernels.cu) to PTX for `CUDA_COMPUTE_CAP` (90 unless set) with
-//! the nvcc of `CUDA_HOME` (or the one on PATH); scripts/build-cuda.sh sets both. The CPU build
-//! compiles nothing.
+//! With the `cuda` feature, compiles the project's CUDA kernels (the training path's
+//! src/model/device_ops/train_kernels.cu and the decoder's src/model/decode/gpu_kernels.cu) to
+//! PTX for `CUDA_COMPUTE_CAP` (90 unless set) with the nvcc of `CUDA_HOME` (or the one on PATH);
+//! scripts/build-cuda.sh sets both. The CPU build compiles nothing.
 
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: &str = "src/model/device_ops/train_kernels.cu";
+/// Each kernel source and the PTX file it becomes in `OUT_DIR`.
+const KERNELS: [(&str, &str); 2] = [
+    ("src/model/device_ops/train_kernels.cu", "train_kernels.ptx"),
+    ("src/model/decode/gpu_kernels.cu", "decode_kernels.ptx"),
+];
+const HEADER: &str = "src/model/device_ops/common.cuh";
 
 fn main() {
-    println!("cargo::rerun-if-changed={KERNELS}");
+    println!("cargo::rerun-if-changed={HEADER}");
+    for (source, _) in KERNELS {
+        println!("cargo::rerun-if-changed={source}");
+    }
     println!("cargo::rerun-if-env-changed=CUDA_COMPUTE_CAP");
     println!("cargo::rerun-if-env-changed=CUDA_HOME");
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
@@ -19,22 +27,23 @@ fn main() {
     let nvcc = std::env::var_os("CUDA_HOME")
         .map(|home| PathBuf::from(home).join("bin").join("nvcc"))
         .unwrap_or_else(|| PathBuf::from("nvcc"));
-    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"))
-        .join("train_kernels.ptx");
-    let status = Command::new(&nvcc)
-        .args(["--ptx", "-O3", &format!("-arch=sm_{cap}"), "-o"])
-        .arg(&out)
-        .arg(KERNELS)
-        .status()
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}: cannot run ({e}); build with scripts/build-cuda.sh",
-                nvcc.display()
-            )
-        });
-    assert!(
-        status.success(),
-        "{} failed on {KERNELS} ({status})",
-        nvcc.display()
-    );
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    for (source, ptx) in KERNELS {
+        let status = Command::new(&nvcc)
+            .args(["--ptx", "-O3", &format!("-arch=sm_{cap}"), "-o"])
+            .arg(out_dir.join(ptx))
+            .arg(source)
+            .status()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{}: cannot run ({e}); build with scripts/build-cuda.sh",
+                    nvcc.display()
+                )
+            });
+        assert!(
+            status.success(),
+            "{} failed on {source} ({status})",
+            nvcc.display()
+        );
+    }
 }

@@ -163,3 +163,73 @@ fn validate_keeps_good_lines_and_names_the_bad_one() {
     assert!(stderr.contains("mixed.jsonl:2"), "{stderr}");
     assert!(stderr.contains("mixed.jsonl:3"), "{stderr}");
 }
+
+/// A repeated id is reported at its line and the record kept out; `--duplicate-ids rename`
+/// keeps it under a new id, and the report's ids check passes.
+#[test]
+fn repeated_ids_are_refused_or_renamed_as_asked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("ids.jsonl");
+    let row = |id: &str, patient: &str| {
+        format!(
+            r#"{{"id":"{id}","patient_id":"{patient}","task":"discharge","input":"Discharge Diagnosis: pneumonia, admitted for patient {patient}.","target":"You had a lung infection."}}"#
+        )
+    };
+    let rows = [row("a", "p1"), row("b", "p2"), row("a", "p3")];
+    std::fs::write(&data, rows.join("\n")).expect("write");
+    let path = data.to_str().expect("utf8");
+
+    let out = lablens(&["validate", path, "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = json_of(&out);
+    assert_eq!(report["records"], 2);
+    let ids = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["name"] == "unique ids")
+        .expect("an ids check")
+        .clone();
+    assert_eq!(ids["passed"], false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr
+            .contains("ids.jsonl:3: field \"id\": id \"a\" is also the id of the record on line 1"),
+        "{stderr}"
+    );
+
+    let renamed = lablens(&["validate", path, "--duplicate-ids", "rename", "--json"]);
+    let report = json_of(&renamed);
+    assert_eq!(report["records"], 3);
+    let stderr = String::from_utf8_lossy(&renamed.stderr);
+    assert!(stderr.contains("renamed \"a~2\""), "{stderr}");
+    let checks = report["checks"].as_array().expect("checks");
+    for name in ["unique ids", "schema valid"] {
+        let check = checks.iter().find(|c| c["name"] == name).expect(name);
+        assert_eq!(check["passed"], true, "{check}");
+    }
+
+    let out_dir = dir.path().join("splits");
+    let split = lablens(&[
+        "split",
+        path,
+        "--out",
+        out_dir.to_str().expect("utf8"),
+        "--duplicate-ids",
+        "rename",
+    ]);
+    assert!(
+        split.status.success(),
+        "{}",
+        String::from_utf8_lossy(&split.stderr)
+    );
+    let mut ids: Vec<String> = ["train", "validation", "test"]
+        .iter()
+        .flat_map(|s| read_jsonl(&out_dir.join(format!("{s}.jsonl"))))
+        .map(|r| r["id"].as_str().expect("id").to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["a", "a~2", "b"]);
+    let bad = lablens(&["validate", path, "--duplicate-ids", "keep"]);
+    assert_eq!(bad.status.code(), Some(2));
+}

@@ -259,6 +259,7 @@ impl LabLensApp {
         let mut options = OpenOptions::default();
         if let Some(p) = &self.project {
             options.split = p.project.split;
+            options.load = p.load_options(&path);
             options.load.default_task = Some(p.project.task);
         }
         self.state.last_dataset = Some(path.clone());

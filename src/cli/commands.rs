@@ -2,7 +2,7 @@
 
 use super::CliError;
 use crate::data::dataset::{OpenOptions, open_dataset, split_file_names, to_jsonl};
-use crate::data::load::LoadOptions;
+use crate::data::load::{DuplicateIds, LoadOptions};
 use crate::data::record::{Split, Task};
 use crate::data::split::{SplitSpec, assign_splits, partition};
 use crate::data::synth::{Disparity, generate};
@@ -92,8 +92,8 @@ fn open_with_progress(
 pub fn validate(
     data: &Path,
     task: Option<&str>,
-    max_input_words: usize,
-    max_target_words: usize,
+    (max_input_words, max_target_words): (usize, usize),
+    duplicate_ids: DuplicateIds,
     json: bool,
 ) -> Result<(), CliError> {
     let default_task = task.map(parse_task).transpose()?;
@@ -104,6 +104,7 @@ pub fn validate(
     let options = OpenOptions {
         load: LoadOptions {
             default_task,
+            duplicate_ids,
             ..LoadOptions::default()
         },
         limits,
@@ -142,13 +143,24 @@ pub fn validate(
     }
 }
 
-pub fn split(data: &Path, ratios: &str, seed: u64, out: &Path, json: bool) -> Result<(), CliError> {
+pub fn split(
+    data: &Path,
+    ratios: &str,
+    seed: u64,
+    out: &Path,
+    duplicate_ids: DuplicateIds,
+    json: bool,
+) -> Result<(), CliError> {
     let ratios = SplitSpec::parse_ratios(ratios).map_err(|e| CliError::usage(e.to_string()))?;
     let spec = SplitSpec { ratios, seed };
-    let loaded = crate::data::load::load_path(data, &LoadOptions::default())
-        .map_err(|e| CliError::usage(e.to_string()))?;
+    let options = LoadOptions {
+        duplicate_ids,
+        ..LoadOptions::default()
+    };
+    let loaded =
+        crate::data::load::load_path(data, &options).map_err(|e| CliError::usage(e.to_string()))?;
     for issue in &loaded.issues {
-        eprintln!("skipped: {issue}");
+        eprintln!("{issue}");
     }
     if loaded.records.is_empty() {
         return Err(CliError::usage(format!(

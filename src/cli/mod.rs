@@ -13,6 +13,7 @@ mod pretrain_command;
 mod reviews_command;
 mod train_command;
 
+use crate::data::load::DuplicateIds;
 use crate::model::generate::GenerationParams;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -64,6 +65,8 @@ pub enum CliCommand {
         max_input_words: usize,
         #[arg(long, default_value_t = 1500)]
         max_target_words: usize,
+        #[command(flatten)]
+        ids: DuplicateIdsArg,
         #[arg(long)]
         json: bool,
     },
@@ -77,6 +80,8 @@ pub enum CliCommand {
         seed: u64,
         #[arg(long)]
         out: PathBuf,
+        #[command(flatten)]
+        ids: DuplicateIdsArg,
         #[arg(long)]
         json: bool,
     },
@@ -283,6 +288,18 @@ impl ModelOpts {
     }
 }
 
+/// What loading does with a record whose id an earlier one has.
+#[derive(clap::Args, Debug)]
+pub struct DuplicateIdsArg {
+    /// refuse (the repeat is skipped and reported) or rename (kept as ID~2, ID~3, reported).
+    #[arg(long = "duplicate-ids", default_value = "refuse", value_parser = parse_duplicate_ids)]
+    pub duplicate_ids: DuplicateIds,
+}
+
+fn parse_duplicate_ids(text: &str) -> Result<DuplicateIds, String> {
+    DuplicateIds::parse(text).ok_or_else(|| format!("{text:?}: expected refuse or rename"))
+}
+
 /// An error with its exit code: 1 for a failed job, 2 for bad input or usage.
 #[derive(Debug)]
 pub struct CliError {
@@ -341,12 +358,13 @@ pub fn run(command: CliCommand) -> Result<(), CliError> {
             task,
             max_input_words,
             max_target_words,
+            ids,
             json,
         } => commands::validate(
             &data,
             task.as_deref(),
-            max_input_words,
-            max_target_words,
+            (max_input_words, max_target_words),
+            ids.duplicate_ids,
             json,
         ),
         CliCommand::Split {
@@ -354,8 +372,9 @@ pub fn run(command: CliCommand) -> Result<(), CliError> {
             ratios,
             seed,
             out,
+            ids,
             json,
-        } => commands::split(&data, &ratios, seed, &out, json),
+        } => commands::split(&data, &ratios, seed, &out, ids.duplicate_ids, json),
         CliCommand::Pretrain {
             corpus,
             out,

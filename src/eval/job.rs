@@ -5,7 +5,7 @@
 //! records already there.
 
 use super::{CorpusMetrics, ExampleInput, ExampleScore, TokenLoss, corpus, score_example};
-use crate::data::load::{LoadOptions, load_path};
+use crate::data::load::load_path;
 use crate::data::record::{Record, Split, Task};
 use crate::data::split::{assign_splits, partition};
 use crate::model::example::encode_example;
@@ -19,6 +19,7 @@ use crate::train::run::{ADAPTER_DIR, CONFIG_FILE, RunDir};
 use crate::train::session::read_config;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -169,19 +170,28 @@ pub fn evaluate(
         limit: opts.limit,
         params: opts.params.clone(),
     };
-    let mut done = resume_state(&plan.out_dir, &settings)?;
+    let (mut done, dropped) = verified(resume_state(&plan.out_dir, &settings)?, &plan.records);
     let total = plan.records.len();
+    let mut notes = plan.notes.clone();
+    if dropped > 0 {
+        notes.push(format!(
+            "{dropped} rows of the partial predictions repeat an id or name no record of the \
+             split; those records are generated again"
+        ));
+    }
     on_event(EvalEvent::Started {
         total,
         already_done: done.len(),
-        notes: plan.notes.clone(),
+        notes,
     });
     let partial = plan.out_dir.join(PARTIAL_FILE);
+    let generated: HashSet<&str> = done.iter().map(|d| d.id.as_str()).collect();
     let todo: Vec<&Record> = plan
         .records
         .iter()
-        .filter(|r| !done.iter().any(|d| d.id == r.id))
+        .filter(|r| !generated.contains(r.id.as_str()))
         .collect();
+    drop(generated);
     let (mut generated_now, mut busy_s) = (0, 0.0);
     for chunk in todo.chunks(opts.batch) {
         if cancelled() {
@@ -309,8 +319,8 @@ pub fn split_records(
     path: &Path,
     split: Split,
 ) -> Result<(Vec<Record>, String, usize), EvalError> {
-    let loaded =
-        load_path(path, &LoadOptions::default()).map_err(|e| EvalError::Usage(e.to_string()))?;
+    let loaded = load_path(path, &project.load_options(path))
+        .map_err(|e| EvalError::Usage(e.to_string()))?;
     let splits = assign_splits(&loaded.records, &project.project.split);
     let [train, val, test] = partition(&loaded.records, &splits);
     let records = match split {
@@ -359,6 +369,20 @@ fn prepare(project: &OpenProject, target: &Target, opts: &EvalOptions) -> Result
         data_sha256,
         notes,
     })
+}
+
+/// The rows of a partial file that belong to the split: each record's first row; returns them
+/// and how many others were dropped (a repeated id, or one no record has).
+fn verified(rows: Vec<Done>, records: &[Record]) -> (Vec<Done>, usize) {
+    let ids: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    let mut seen = HashSet::new();
+    let total = rows.len();
+    let kept: Vec<Done> = rows
+        .into_iter()
+        .filter(|d| ids.contains(d.id.as_str()) && seen.insert(d.id.clone()))
+        .collect();
+    let dropped = total - kept.len();
+    (kept, dropped)
 }
 
 /// The records already generated under the same settings; other settings start over.
@@ -508,8 +532,9 @@ fn finish(
     let mut losses = Vec::new();
     let mut lines = String::new();
     let predictions = plan.out_dir.join(PREDICTIONS_FILE);
+    let by_id: HashMap<&str, &Done> = done.iter().map(|d| (d.id.as_str(), d)).collect();
     for r in &plan.records {
-        let Some(d) = done.iter().find(|d| d.id == r.id) else {
+        let Some(d) = by_id.get(r.id.as_str()) else {
             continue;
         };
         let score = score_example(&ExampleInput {

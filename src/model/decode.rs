@@ -14,13 +14,54 @@ use super::blocks::{BlockMatrix, GROUP, Kernel, QuantizedRow};
 use super::head_cache::{HeadCache, combine};
 use super::linear::{BaseWeight, LoraLinear};
 use super::llama::{KvCache, Llama};
-use super::team::{Disjoint, Team};
+use super::team::{Disjoint, Team, with_team};
 use candle_core::{DType, Result, Tensor, bail};
 
 /// A product is split into about this many chunks per thread, each of at least
 /// `MIN_CHUNK_GROUPS` groups of rows: long runs of rows stream better than short ones.
 const CHUNKS_PER_THREAD: usize = 4;
 const MIN_CHUNK_GROUPS: usize = 4;
+
+#[cfg(feature = "cuda")]
+pub mod gpu;
+
+/// The fast decode path that applies to a model after its prefill, if one does: slices on the
+/// CPU for one sequence of a block-quantized model ([`Decoder`]), launches into preallocated
+/// buffers on a GPU for a whole batch ([`gpu::GpuDecoder`]).
+pub enum FastDecoder<'m> {
+    Cpu(Decoder<'m>),
+    #[cfg(feature = "cuda")]
+    Gpu(gpu::GpuDecoder<'m>),
+}
+
+impl<'m> FastDecoder<'m> {
+    /// For `model` after the steps that filled `cache`, with room for `capacity` positions.
+    pub fn new(
+        model: &'m Llama,
+        cache: &KvCache,
+        capacity: usize,
+    ) -> Result<Option<FastDecoder<'m>>> {
+        #[cfg(feature = "cuda")]
+        if let Some(d) = gpu::GpuDecoder::new(model, cache, capacity)? {
+            return Ok(Some(FastDecoder::Gpu(d)));
+        }
+        Ok(Decoder::new(model, cache, capacity)?.map(FastDecoder::Cpu))
+    }
+
+    /// Feeds one token per row; returns each row's logits.
+    pub fn step(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
+        match self {
+            FastDecoder::Cpu(d) => {
+                let [token] = tokens else {
+                    bail!("decoder: {} tokens for one sequence", tokens.len());
+                };
+                Ok(vec![with_team(|team| d.step(team, *token))?])
+            }
+            #[cfg(feature = "cuda")]
+            FastDecoder::Gpu(d) => d.step(tokens),
+        }
+    }
+}
 
 /// A frozen block-quantized projection, its active LoRA adapter and its bias.
 struct Projection<'m> {
@@ -128,9 +169,10 @@ pub struct Decoder<'m> {
 }
 
 impl<'m> Decoder<'m> {
-    /// The decoder for `model` after the steps that filled `cache` (one sequence, no padding);
-    /// `None` where the model is not one this path runs.
-    pub fn new(model: &'m Llama, cache: &KvCache) -> Result<Option<Decoder<'m>>> {
+    /// The decoder for `model` after the steps that filled `cache` (one sequence, no padding),
+    /// its cache sized for `capacity` positions; `None` where the model is not one this path
+    /// runs.
+    pub fn new(model: &'m Llama, cache: &KvCache, capacity: usize) -> Result<Option<Decoder<'m>>> {
         if !model.device().is_cpu() || model.dtype() != DType::F32 {
             return Ok(None);
         }
@@ -172,7 +214,7 @@ impl<'m> Decoder<'m> {
                 .iter()
                 .zip(&values)
                 .map(|(k, v)| {
-                    let mut head = HeadCache::new(block.attn.head_dim);
+                    let mut head = HeadCache::with_capacity(block.attn.head_dim, capacity);
                     k.iter().zip(v).for_each(|(k, v)| head.push(k, v));
                     head
                 })
@@ -408,7 +450,6 @@ mod tests {
     use crate::model::llama::Path;
     use crate::model::llama::tests::random_weights;
     use crate::model::lora::{LoraConfig, attach};
-    use crate::model::team::with_team;
     use crate::model::weights::build_llama;
     use candle_core::quantized::{GgmlDType, QTensor};
     use candle_core::{Device, IndexOp};
@@ -471,7 +512,7 @@ mod tests {
         let ids = |v: &[u32]| Tensor::new(v, &Device::Cpu)?.unsqueeze(0);
         let mut cache = KvCache::new();
         m.hidden(&ids(prompt)?, 0, Some(&mut cache), Path::Infer)?;
-        let mut decoder = Decoder::new(m, &cache)?.expect("the decoder applies");
+        let mut decoder = Decoder::new(m, &cache, 64)?.expect("the decoder applies");
         let mut general = Vec::new();
         let mut fast = Vec::new();
         for (i, &t) in tokens.iter().enumerate() {
@@ -542,15 +583,15 @@ mod tests {
         };
         // Dense weights.
         let dense = crate::model::llama::tests::tiny_model(3);
-        assert!(Decoder::new(&dense, &prefill(&dense)?)?.is_none());
+        assert!(Decoder::new(&dense, &prefill(&dense)?, 64)?.is_none());
         // bf16 activations.
         let m = quantized_model(false).to_dtype(DType::BF16)?;
-        assert!(Decoder::new(&m, &prefill(&m)?)?.is_none());
+        assert!(Decoder::new(&m, &prefill(&m)?, 64)?.is_none());
         // A padded batch.
         let m = quantized_model(false);
         let mut cache = KvCache::with_left_padding(vec![1]);
         m.hidden(&ids, 0, Some(&mut cache), Path::Infer)?;
-        assert!(Decoder::new(&m, &cache)?.is_none());
+        assert!(Decoder::new(&m, &cache, 64)?.is_none());
         Ok(())
     }
 
@@ -561,7 +602,7 @@ mod tests {
         let mut cache = KvCache::new();
         let ids = Tensor::new(prompt.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
         m.hidden(&ids, 0, Some(&mut cache), Path::Infer)?;
-        let mut decoder = Decoder::new(&m, &cache)?.expect("applies");
+        let mut decoder = Decoder::new(&m, &cache, 64)?.expect("applies");
         with_team(|team| decoder.step(team, 1))?;
         let err = with_team(|team| decoder.step(team, 1))
             .err()

@@ -2,9 +2,8 @@
 //! penalty, stopping on end-of-sequence ids or when the caller says so (stop strings, cancel),
 //! and a callback per token for streaming.
 
-use super::decode::Decoder;
+use super::decode::FastDecoder;
 use super::llama::{KvCache, Llama, Path};
-use super::team::with_team;
 use crate::data::rng::SeededRng;
 use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
@@ -160,7 +159,7 @@ fn argmax(values: &[f32]) -> u32 {
 }
 
 /// Tokens and time of a generation, for tokens/s: prefill is the forward over the prompts up to
-/// the first new token's logits, decode the rest.
+/// the first new token's logits and the decoder's setup from its cache, decode the rest.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Timing {
     pub prompt_tokens: usize,
@@ -230,8 +229,8 @@ pub fn generate_batch(
     let mut input = Tensor::from_vec(padded, (b, longest), model.device())?;
     let mut offset = 0;
     let mut prefill = None;
-    // After the prefill, a single sequence on the CPU decodes on slices where the model allows.
-    let mut decoder: Option<Decoder> = None;
+    // After the prefill, the decode steps take the fast path where the model allows.
+    let mut decoder: Option<FastDecoder> = None;
     // The ids fed at the last step, one per row.
     let mut fed: Vec<u32> = Vec::new();
     while rows.iter().any(|r| r.stop.is_none()) {
@@ -243,9 +242,7 @@ pub fn generate_batch(
             break;
         }
         let logits = match decoder.as_mut() {
-            Some(d) => {
-                vec![with_team(|team| d.step(team, fed[0]))?]
-            }
+            Some(d) => d.step(&fed)?,
             // On a pool thread: the step's many parallel products then start from inside the
             // pool instead of each waking it from outside, which costs more than a small product.
             None => rayon::scope(|_| -> Result<Vec<Vec<f32>>> {
@@ -257,10 +254,9 @@ pub fn generate_batch(
             })?,
         };
         if prefill.is_none() {
+            // Setting the decoder up from the prefill's cache counts as prefill.
+            decoder = FastDecoder::new(model, &cache, longest + params.max_new_tokens)?;
             prefill = Some(started.elapsed());
-            if b == 1 {
-                decoder = Decoder::new(model, &cache)?;
-            }
         }
         offset += t;
         fed = rows

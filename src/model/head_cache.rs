@@ -21,10 +21,13 @@ pub struct HeadCache {
 }
 
 impl HeadCache {
-    pub fn new(head_dim: usize) -> HeadCache {
+    /// An empty cache with room for `positions` positions before it reallocates.
+    pub fn with_capacity(head_dim: usize, positions: usize) -> HeadCache {
         HeadCache {
             head_dim,
-            ..HeadCache::default()
+            len: 0,
+            keys: Vec::with_capacity(positions.div_ceil(KEYS) * KEYS * head_dim),
+            values: Vec::with_capacity(positions * head_dim),
         }
     }
 
@@ -281,7 +284,7 @@ mod tests {
         {
             let keys: Vec<Vec<f32>> = (0..len).map(|_| random(d)).collect();
             let values: Vec<Vec<f32>> = (0..len).map(|_| random(d)).collect();
-            let mut cache = HeadCache::new(d);
+            let mut cache = HeadCache::with_capacity(d, 0);
             for (k, v) in keys.iter().zip(&values) {
                 cache.push(k, v);
             }

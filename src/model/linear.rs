@@ -75,7 +75,10 @@ impl BaseWeight {
                 let rows = b.gather_rows(&ids.to_vec1::<u32>()?)?;
                 Tensor::from_vec(rows, (ids.elem_count(), b.dims().1), ids.device())
             }
-            BaseWeight::Quantized(_) => self.to_dense(ids.device())?.index_select(ids, 0),
+            BaseWeight::Quantized(QMatMul::QTensor(q)) => q.embedding(ids)?.to_dtype(DType::F32),
+            BaseWeight::Quantized(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => {
+                w.index_select(ids, 0)?.to_dtype(DType::F32)
+            }
         }
     }
 
@@ -282,6 +285,37 @@ mod tests {
             [[2.0, 3.0, 5.0]]
         );
         assert_eq!(layer.base.dims()?, (3, 2));
+        Ok(())
+    }
+
+    /// A quantized weight's lookup gives the dequantized matrix's rows (on the GPU too, with
+    /// `LABLENS_TEST_DEVICE=cuda:N`), and a dense one its rows.
+    #[test]
+    fn a_lookup_gives_the_rows_of_the_stored_matrix() -> Result<()> {
+        use candle_core::quantized::{GgmlDType, QTensor};
+        let choice = std::env::var("LABLENS_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+        let dev = crate::model::load::DeviceChoice::parse(&choice)
+            .and_then(|c| c.device())
+            .expect("LABLENS_TEST_DEVICE");
+        let values: Vec<f32> = (0..4 * 256)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        let matrix = Tensor::from_vec(values, (4, 256), &Device::Cpu)?;
+        let ids = Tensor::new(&[3u32, 0, 3, 1], &dev)?;
+        for kind in [GgmlDType::Q4_0, GgmlDType::Q8_0, GgmlDType::Q4K] {
+            let q = QTensor::quantize_onto(&matrix, kind, &dev)?;
+            let weight = BaseWeight::Quantized(QMatMul::from_qtensor(q)?);
+            let want = weight.to_dense(&dev)?.index_select(&ids, 0)?;
+            let got = weight.gather_rows(&ids)?;
+            assert_eq!(got.dtype(), DType::F32, "{kind:?}");
+            assert_eq!(got.to_vec2::<f32>()?, want.to_vec2::<f32>()?, "{kind:?}");
+        }
+        let dense = matrix.to_device(&dev)?;
+        let rows = BaseWeight::Dense(dense.clone()).gather_rows(&ids)?;
+        assert_eq!(
+            rows.to_vec2::<f32>()?,
+            dense.index_select(&ids, 0)?.to_vec2::<f32>()?
+        );
         Ok(())
     }
 }

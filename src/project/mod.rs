@@ -8,6 +8,7 @@ pub mod reviews;
 
 pub use atomic::write_atomic;
 
+use crate::data::load::{DuplicateIds, LoadOptions};
 use crate::data::record::Task;
 use crate::data::split::SplitSpec;
 use crate::data::template::TemplateKind;
@@ -22,6 +23,14 @@ pub const PROJECT_FILE: &str = "project.ron";
 pub struct DatasetEntry {
     pub name: String,
     pub path: PathBuf,
+    /// What loading does with a repeated record id (`refuse` unless the project says
+    /// `duplicate_ids: rename`).
+    #[serde(default, skip_serializing_if = "is_refuse")]
+    pub duplicate_ids: DuplicateIds,
+}
+
+fn is_refuse(d: &DuplicateIds) -> bool {
+    *d == DuplicateIds::Refuse
 }
 
 /// Where a project's model comes from.
@@ -220,6 +229,20 @@ impl OpenProject {
         }
     }
 
+    /// How the project loads the dataset file at `path`: as its entry says, if the project has
+    /// one for that file.
+    pub fn load_options(&self, path: &Path) -> LoadOptions {
+        let entry = self
+            .project
+            .datasets
+            .iter()
+            .find(|e| self.dataset_path(e) == path);
+        LoadOptions {
+            duplicate_ids: entry.map(|e| e.duplicate_ids).unwrap_or_default(),
+            ..LoadOptions::default()
+        }
+    }
+
     /// Adds a dataset by its path, stored relative to the project folder where possible.
     pub fn add_dataset(&mut self, path: &Path) -> &DatasetEntry {
         let stored = relative_to(path, &self.dir);
@@ -235,9 +258,11 @@ impl OpenProject {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "dataset".to_string());
-        self.project
-            .datasets
-            .push(DatasetEntry { name, path: stored });
+        self.project.datasets.push(DatasetEntry {
+            name,
+            path: stored,
+            duplicate_ids: DuplicateIds::Refuse,
+        });
         &self.project.datasets[self.project.datasets.len() - 1]
     }
 }

@@ -7,7 +7,7 @@ use super::batches::{Example, encode_records};
 use super::config::TrainConfig;
 use super::optim::AdamW;
 use super::run::{LoopState, OPTIMIZER_FILE, RunDir, STATE_FILE, run_err};
-use crate::data::load::{LoadOptions, load_path};
+use crate::data::load::load_path;
 use crate::data::record::Split;
 use crate::data::split::{assign_splits, partition};
 use crate::model::load::{DeviceChoice, LoadedModel, ModelSpec, Precision, load};
@@ -58,8 +58,8 @@ pub fn load_data(
             }])
         })?;
     let path = project.dataset_path(entry);
-    let loaded =
-        load_path(&path, &LoadOptions::default()).map_err(|e| TrainError::Data(e.to_string()))?;
+    let loaded = load_path(&path, &project.load_options(&path))
+        .map_err(|e| TrainError::Data(e.to_string()))?;
     let splits = assign_splits(&loaded.records, &project.project.split);
     let [train, val, _test] = partition(&loaded.records, &splits);
     let encode = |records: &[crate::data::record::Record]| {

@@ -8,7 +8,7 @@ use super::{
     ExplainError, ExplainSettings, Explanation, Method, OnProgress, SectionMean, SplitSections,
     Targeted,
 };
-use crate::data::load::{LoadOptions, load_path};
+use crate::data::load::load_path;
 use crate::data::record::{Record, Split};
 use crate::eval::job::{Resolved, Target, load_resolved, resolve, split_records};
 use crate::model::load::LoadedModel;
@@ -150,13 +150,13 @@ pub fn explain_record(
     cancelled: &dyn Fn() -> bool,
     progress: &mut OnProgress,
 ) -> Result<(Explanation, PathBuf), ExplainError> {
-    let (_, resolved) = open(
+    let (project, resolved) = open(
         &request.project_dir,
         &request.target,
         request.dataset.as_deref(),
     )?;
     let path = &resolved.dataset_path;
-    let loaded = load_path(path, &LoadOptions::default()).map_err(usage)?;
+    let loaded = load_path(path, &project.load_options(path)).map_err(usage)?;
     let record = loaded
         .records
         .into_iter()

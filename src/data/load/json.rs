@@ -198,6 +198,7 @@ fn load_json_lines(body: &[u8], ctx: &Context) -> Parsed {
     let mut all = Parsed::default();
     for part in results {
         all.records.extend(part.records);
+        all.lines.extend(part.lines);
         all.issues.extend(part.issues);
     }
     all

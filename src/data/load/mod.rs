@@ -25,6 +25,7 @@ pub struct LoadOptions {
     /// The task of records that name none; when `None` it is inferred from the columns.
     pub default_task: Option<Task>,
     pub max_field_bytes: usize,
+    pub duplicate_ids: DuplicateIds,
 }
 
 impl Default for LoadOptions {
@@ -32,6 +33,37 @@ impl Default for LoadOptions {
         LoadOptions {
             default_task: None,
             max_field_bytes: DEFAULT_MAX_FIELD_BYTES,
+            duplicate_ids: DuplicateIds::Refuse,
+        }
+    }
+}
+
+/// Part of the message of an issue for a record whose id an earlier record has; validation
+/// counts these issues as repeated ids.
+pub const REPEATED_ID: &str = "is also the id of the record on line";
+/// How such a message goes on when the record was kept under a new id.
+pub const RENAMED: &str = "; renamed ";
+
+/// What loading does with a record whose id an earlier record of the file has: ids key
+/// predictions, reviews, explanations and bias slices, so two records never share one. Either
+/// way each repeat is reported at its line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DuplicateIds {
+    /// The repeat is kept out, as a bad line is.
+    #[default]
+    Refuse,
+    /// The repeat is kept under a new id: `ID~2` for the second record of id `ID`, `ID~3` for
+    /// the third (skipping any the file already has).
+    Rename,
+}
+
+impl DuplicateIds {
+    pub fn parse(text: &str) -> Option<DuplicateIds> {
+        match text {
+            "refuse" => Some(DuplicateIds::Refuse),
+            "rename" => Some(DuplicateIds::Rename),
+            _ => None,
         }
     }
 }
@@ -41,6 +73,8 @@ impl Default for LoadOptions {
 pub struct LoadedDataset {
     pub path: PathBuf,
     pub records: Vec<Record>,
+    /// The 1-based line each record starts on, index-aligned with `records`.
+    pub record_lines: Vec<usize>,
     pub issues: Vec<LoadIssue>,
     pub lines_read: usize,
     /// Hex SHA-256 of the file's bytes, so reports can be traced to the exact data.
@@ -97,8 +131,8 @@ pub fn load_path(path: &Path, opts: &LoadOptions) -> Result<LoadedDataset, LoadE
     let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
     let mut parsed = if body.iter().all(u8::is_ascii_whitespace) {
         Parsed {
-            records: Vec::new(),
             issues: vec![ctx.issue(1, None, "file is empty".to_string())],
+            ..Parsed::default()
         }
     } else {
         match format_of(path, body)? {
@@ -106,15 +140,18 @@ pub fn load_path(path: &Path, opts: &LoadOptions) -> Result<LoadedDataset, LoadE
             Format::Csv(delimiter) => csv::load_csv(body, delimiter, &ctx),
         }
     };
+    resolve_duplicate_ids(&mut parsed, &ctx);
     // A header alone or `[]` is no error, but a person should hear that nothing loaded.
     if parsed.records.is_empty() && parsed.issues.is_empty() {
         parsed
             .issues
             .push(ctx.issue(1, None, "no records found".to_string()));
     }
+    parsed.issues.sort_by_key(|i| i.line);
     Ok(LoadedDataset {
         path: path.to_path_buf(),
         records: parsed.records,
+        record_lines: parsed.lines,
         issues: parsed.issues,
         lines_read: count_lines(&bytes),
         sha256: sha256_hex(&bytes),
@@ -231,6 +268,8 @@ impl Context<'_> {
 #[derive(Default)]
 struct Parsed {
     records: Vec<Record>,
+    /// The line each record starts on.
+    lines: Vec<usize>,
     issues: Vec<LoadIssue>,
 }
 
@@ -240,6 +279,7 @@ impl Parsed {
             RawRow::Object(fields) => {
                 if let Some(record) = columns::build_record(fields, line, ctx, &mut self.issues) {
                     self.records.push(record);
+                    self.lines.push(line);
                 }
             }
             RawRow::Other(what) => self.issues.push(ctx.issue(
@@ -248,6 +288,66 @@ impl Parsed {
                 format!("expected a JSON object, got {what}"),
             )),
         }
+    }
+}
+
+/// Refuses or renames each record whose id an earlier record has, as the options say, with an
+/// issue at its line naming the first record's line.
+fn resolve_duplicate_ids(parsed: &mut Parsed, ctx: &Context) {
+    use std::collections::{HashMap, HashSet};
+    let mut first: HashMap<String, usize> = HashMap::with_capacity(parsed.records.len());
+    let mut repeats = Vec::new();
+    for (i, (record, &line)) in parsed.records.iter().zip(&parsed.lines).enumerate() {
+        if let Some(&earlier) = first.get(&record.id) {
+            repeats.push((i, earlier));
+        } else {
+            first.insert(record.id.clone(), line);
+        }
+    }
+    if repeats.is_empty() {
+        return;
+    }
+    let mut taken: HashSet<String> = parsed.records.iter().map(|r| r.id.clone()).collect();
+    let mut next: HashMap<String, usize> = HashMap::new();
+    let mut refused = HashSet::new();
+    for (i, earlier) in repeats {
+        let (id, line) = (parsed.records[i].id.clone(), parsed.lines[i]);
+        let message = match ctx.opts.duplicate_ids {
+            DuplicateIds::Refuse => {
+                refused.insert(i);
+                format!(
+                    "id {id:?} {REPEATED_ID} {earlier}; the record was skipped (ids must be unique: change it, or keep repeats renamed with \
+                     --duplicate-ids rename, or duplicate_ids: rename in project.ron)"
+                )
+            }
+            DuplicateIds::Rename => {
+                let n = next.entry(id.clone()).or_insert(1);
+                let renamed = loop {
+                    *n += 1;
+                    let candidate = format!("{id}~{n}");
+                    if taken.insert(candidate.clone()) {
+                        break candidate;
+                    }
+                };
+                parsed.records[i].id = renamed.clone();
+                format!(
+                    "id {id:?} is also the id of the record on line {earlier}; renamed {renamed:?}"
+                )
+            }
+        };
+        parsed.issues.push(ctx.issue(line, Some("id"), message));
+    }
+    if !refused.is_empty() {
+        let mut i = 0;
+        parsed.records.retain(|_| {
+            i += 1;
+            !refused.contains(&(i - 1))
+        });
+        let mut i = 0;
+        parsed.lines.retain(|_| {
+            i += 1;
+            !refused.contains(&(i - 1))
+        });
     }
 }
 
@@ -371,5 +471,61 @@ mod tests {
         assert_eq!(ds.records, [record]);
         assert_eq!(ds.sha256, sha256_hex(line.as_bytes()));
         assert_eq!(ds.sha256.len(), 64);
+    }
+
+    #[test]
+    fn a_repeated_id_is_refused_or_renamed_at_its_line() {
+        let row = |id: &str, input: &str| {
+            format!(r#"{{"id": "{id}", "input": "{input}", "target": "a target"}}"#)
+        };
+        let content = [
+            row("a", "first"),
+            row("b", "second"),
+            row("a", "third"),
+            row("a~2", "fourth"),
+            row("a", "fifth"),
+        ]
+        .join("\n");
+        let refused = load("d.jsonl", &content);
+        assert_eq!(ids(&refused), ["a", "b", "a~2"]);
+        assert_eq!(refused.record_lines, [1, 2, 4]);
+        let messages: Vec<String> = refused.issues.iter().map(ToString::to_string).collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(
+            messages[0].starts_with(
+                "d.jsonl:3: field \"id\": id \"a\" is also the id of the record on line 1; the \
+                 record was skipped"
+            ),
+            "{}",
+            messages[0]
+        );
+        assert!(messages[1].starts_with("d.jsonl:5: "), "{}", messages[1]);
+        assert!(
+            messages[1].contains("--duplicate-ids rename"),
+            "{}",
+            messages[1]
+        );
+
+        let opts = LoadOptions {
+            duplicate_ids: DuplicateIds::Rename,
+            ..LoadOptions::default()
+        };
+        let renamed = super::test_support::load_bytes("d.jsonl", content.as_bytes(), &opts);
+        // "a~2" is the file's own, so the first repeat of "a" becomes "a~3".
+        assert_eq!(ids(&renamed), ["a", "b", "a~3", "a~2", "a~4"]);
+        assert_eq!(renamed.record_lines, [1, 2, 3, 4, 5]);
+        assert_eq!(
+            renamed.issues[0].to_string(),
+            "d.jsonl:3: field \"id\": id \"a\" is also the id of the record on line 1; renamed \"a~3\""
+        );
+        assert_eq!(renamed.issues.len(), 2);
+        // CSV and a JSON array are checked the same way.
+        let csv = load("d.csv", "id,input,target\nx,one,t\nx,two,t\n");
+        assert_eq!((ids(&csv), csv.issues[0].line), (vec!["x"], 3));
+        let array = load(
+            "d.json",
+            &format!("[\n{},\n{}\n]", row("y", "one"), row("y", "two")),
+        );
+        assert_eq!((ids(&array), array.issues[0].line), (vec!["y"], 3));
     }
 }

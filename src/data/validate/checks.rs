@@ -1,6 +1,7 @@
 //! The pass/fail lines of a report, worded and ordered as the Python pipelines printed them.
 
 use super::{Check, IdList, PhiReport, ValidationReport};
+use crate::data::load::{LoadIssue, RENAMED, REPEATED_ID};
 
 fn check(name: &str, passed: bool, detail: String) -> Check {
     Check {
@@ -10,7 +11,7 @@ fn check(name: &str, passed: bool, detail: String) -> Check {
     }
 }
 
-/// The pass/fail lines, in the order the Python pipelines printed them.
+/// The pass/fail lines, in the order the Python pipelines printed them, then the ids' own.
 pub(super) fn checks(report: &ValidationReport) -> Vec<Check> {
     vec![
         schema_check(report),
@@ -19,18 +20,22 @@ pub(super) fn checks(report: &ValidationReport) -> Vec<Check> {
         lengths_check(report),
         phi_check(&report.phi),
         demographics_check(report),
+        ids_check(report),
     ]
 }
 
 fn schema_check(report: &ValidationReport) -> Check {
-    let detail = match report.issues.first() {
+    // Repeated ids have their own check.
+    let issues: Vec<&LoadIssue> = report.issues.iter().filter(|i| !repeated_id(i)).collect();
+    let detail = match issues.first() {
         None => format!("all {} records parsed", report.records),
-        Some(first) => format!(
-            "{} issues while loading; first: {first}",
-            report.issues.len()
-        ),
+        Some(first) => format!("{} issues while loading; first: {first}", issues.len()),
     };
-    check("schema valid", report.issues.is_empty(), detail)
+    check("schema valid", issues.is_empty(), detail)
+}
+
+fn repeated_id(issue: &LoadIssue) -> bool {
+    issue.field.as_deref() == Some("id") && issue.message.contains(REPEATED_ID)
 }
 
 fn nulls_check(report: &ValidationReport) -> Check {
@@ -38,6 +43,24 @@ fn nulls_check(report: &ValidationReport) -> Check {
     let (input, target) = (missing("input"), missing("target"));
     let detail = format!("{input} missing or empty inputs, {target} missing or empty targets");
     check("no nulls", input + target == 0, detail)
+}
+
+fn ids_check(report: &ValidationReport) -> Check {
+    let repeats: Vec<&LoadIssue> = report.issues.iter().filter(|i| repeated_id(i)).collect();
+    let renamed = repeats
+        .iter()
+        .filter(|i| i.message.contains(RENAMED))
+        .count();
+    let skipped = repeats.len() - renamed;
+    let detail = match repeats.first() {
+        None => "every record's id is its own".to_string(),
+        Some(first) => format!(
+            "{} records repeat an earlier record's id ({skipped} skipped, {renamed} renamed); \
+             first: {first}",
+            repeats.len()
+        ),
+    };
+    check("unique ids", skipped == 0, detail)
 }
 
 fn duplicates_check(report: &ValidationReport) -> Check {

@@ -368,6 +368,7 @@ mod test_support {
     pub(super) fn dataset(records: Vec<Record>, issues: Vec<LoadIssue>) -> LoadedDataset {
         LoadedDataset {
             path: PathBuf::from("d.jsonl"),
+            record_lines: (1..=records.len()).collect(),
             records,
             issues,
             lines_read: 0,
@@ -479,7 +480,7 @@ mod tests {
             "{:?}",
             report.checks
         );
-        assert_eq!(report.checks.len(), 6);
+        assert_eq!(report.checks.len(), 7);
         let json = serde_json::to_string(&report).expect("serialize");
         let back: ValidationReport = serde_json::from_str(&json).expect("deserialize");
         assert_eq!(back, report);

@@ -106,6 +106,58 @@ fn a_cancelled_evaluation_continues_from_its_last_batch_with_the_same_outputs()
     Ok(())
 }
 
+/// Rows of the partial file that repeat an id or name no record of the split are generated
+/// again, said in a note, and the report counts each record once.
+#[test]
+fn a_partial_file_with_repeated_or_unknown_ids_is_not_trusted() -> Result<(), EvalError> {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let p = project(tmp.path(), 24);
+    let whole = evaluate(&p, &Target::Base, &options(4, 2), &|| false, &mut |_| {})?;
+    let dir = whole.out_dir.clone();
+    let expected = lines(&dir.join(PREDICTIONS_FILE));
+    std::fs::remove_dir_all(&dir).expect("clear");
+
+    let batches = Cell::new(0);
+    let cancelled = || batches.get() >= 1;
+    let first = evaluate(&p, &Target::Base, &options(4, 2), &cancelled, &mut |e| {
+        if matches!(e, EvalEvent::Batch { .. }) {
+            batches.set(batches.get() + 1);
+        }
+    });
+    assert!(
+        matches!(first, Err(EvalError::Cancelled { done: 2, .. })),
+        "{first:?}"
+    );
+    let partial = dir.join(PARTIAL_FILE);
+    let text = std::fs::read_to_string(&partial).expect("partial");
+    let first_row: Done = serde_json::from_str(text.lines().next().expect("a row")).expect("row");
+    let stranger = Done {
+        id: "no-such-record".into(),
+        ..first_row.clone()
+    };
+    let wrong = Done {
+        prediction: "a prediction of another record".into(),
+        ..first_row
+    };
+    append_synced(&partial, &[wrong, stranger])?;
+
+    let mut notes = Vec::new();
+    let second = evaluate(&p, &Target::Base, &options(4, 2), &|| false, &mut |e| {
+        if let EvalEvent::Started { notes: n, .. } = e {
+            notes = n;
+        }
+    })?;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("2 rows of the partial predictions")),
+        "{notes:?}"
+    );
+    assert_eq!(second.generated_now, 2);
+    assert_eq!(lines(&dir.join(PREDICTIONS_FILE)), expected);
+    Ok(())
+}
+
 #[test]
 fn bad_requests_are_named() {
     let tmp = tempfile::tempdir().expect("tempdir");

@@ -7,7 +7,7 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
-    CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
+    CudaSlice, CudaView, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
 };
 use candle_core::cuda_backend::{CudaDType, WrapErr, kernel_name};
 use candle_core::{
@@ -16,8 +16,8 @@ use candle_core::{
 };
 use half::bf16;
 
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/train_kernels.ptx"));
-const MODULE: &str = "lablens_train_kernels";
+pub(crate) const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/train_kernels.ptx"));
+pub(crate) const MODULE: &str = "lablens_train_kernels";
 /// Rows (one warp each) per block of the row kernels.
 const ROWS_PER_BLOCK: u32 = 4;
 /// Threads per block of the loss kernels (train_kernels.cu's LOSS_BLOCK).
@@ -29,6 +29,26 @@ fn view<'a, T: CudaDType>(s: &'a CudaStorage, l: &Layout, op: &str) -> Result<Cu
         Some((start, end)) => Ok(s.as_cuda_slice::<T>()?.slice(start..end)),
         None => bail!("{op}: input is not contiguous"),
     }
+}
+
+/// The device address of a tensor's first element (bf16, f32 or u32, contiguous, on a GPU), for
+/// kernels that take raw pointers; valid while the tensor lives.
+pub fn device_pointer(t: &Tensor, op: &str) -> Result<u64> {
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cuda(cs) = &*storage else {
+        bail!("{op}: a tensor is not on the GPU");
+    };
+    if !layout.is_contiguous() {
+        bail!("{op}: a tensor is not contiguous");
+    }
+    let stream = cs.device.cuda_stream();
+    let base = match t.dtype() {
+        DType::BF16 => cs.as_cuda_slice::<bf16>()?.device_ptr(&stream).0,
+        DType::F32 => cs.as_cuda_slice::<f32>()?.device_ptr(&stream).0,
+        DType::U32 => cs.as_cuda_slice::<u32>()?.device_ptr(&stream).0,
+        other => bail!("{op}: a {other:?} tensor (bf16, f32 or u32 expected)"),
+    };
+    Ok(base + (layout.start_offset() * t.dtype().size_in_bytes()) as u64)
 }
 
 /// A count as the kernels' u32.

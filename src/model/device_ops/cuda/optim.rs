@@ -2,27 +2,12 @@
 //! the AdamW step over all of them, each one launch that reads and writes the matrices through a
 //! table of their device addresses (candle would launch a copy per matrix).
 
-use super::{Arg, Float, GpuOp, MODULE, PTX, count, dispatch, output, view};
+use super::{Arg, Float, GpuOp, MODULE, PTX, count, device_pointer, dispatch, output, view};
 use candle_core::cuda_backend::WrapErr;
-use candle_core::cuda_backend::cudarc::driver::{CudaView, DevicePtr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig, PushKernelArg};
 use candle_core::{
     CpuStorage, CudaStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor, bail,
 };
-
-/// The device pointer of an f32 tensor's first element.
-fn f32_pointer(t: &Tensor, op: &str) -> Result<u64> {
-    let (storage, layout) = t.storage_and_layout();
-    let candle_core::Storage::Cuda(cs) = &*storage else {
-        bail!("{op}: a tensor is not on the GPU");
-    };
-    if !layout.is_contiguous() {
-        bail!("{op}: a tensor is not contiguous");
-    }
-    let slice = cs.as_cuda_slice::<f32>()?;
-    let stream = cs.device.cuda_stream();
-    let (ptr, _sync) = slice.device_ptr(&stream);
-    Ok(ptr + (layout.start_offset() * std::mem::size_of::<f32>()) as u64)
-}
 
 /// The table the flat kernels read: each part's pointer (0 for none), then the parts' starts in
 /// the flat vector and its total length (`spans` are `(start, len)` in order, contiguous).
@@ -40,7 +25,7 @@ fn parts_table(parts: &[Option<&Tensor>], spans: &[(usize, usize)], op: &str) ->
                     t.dims()
                 )
             }
-            Some(t) => table.push(f32_pointer(t, op)?),
+            Some(t) => table.push(device_pointer(t, op)?),
             None => table.push(0),
         }
     }

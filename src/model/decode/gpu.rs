@@ -1,0 +1,802 @@
+//! Decoding on an NVIDIA GPU a token at a time, for a whole batch. A decode step of a model the
+//! size of the ones tuned here is bound by kernel launches, not by the GPU: through candle every
+//! step of every layer is some thirty ops, each allocating its output, checking layouts and
+//! launching one or more kernels. Here a layer's step is twelve launches into buffers allocated
+//! once: RMSNorm, the q, k and v products, one kernel that rotates q and k and stores k and v in
+//! a preallocated cache, one attention kernel over every head and row, the output product adding
+//! into the residual stream, RMSNorm, the gate and up products, SwiGLU and the down product adding
+//! into the residual stream (gpu_kernels.cu; the products of batches above 16 rows are cuBLAS's).
+//! A LoRA adapter adds two small products per projection.
+//!
+//! It applies to a model on a GPU in bf16 or f32 with dense projections and output head (the
+//! embedding lookup is the model's own, so a quantized embedding works), after the general path's
+//! prefill; [`GpuDecoder::new`] says `None` otherwise and generation keeps the general path.
+
+use super::super::device_ops::cuda::device_pointer;
+use super::super::linear::{BaseWeight, LoraLinear};
+use super::super::llama::{KvCache, Llama};
+use candle_core::cuda_backend::WrapErr;
+use candle_core::cuda_backend::cudarc::cublas::{result as cublas, sys as blas};
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaFunction, CudaModule, CudaStream, LaunchArgs, LaunchConfig, PushKernelArg, result as driver,
+};
+use candle_core::{CudaDevice, DType, Device, Result, Tensor, bail};
+use std::sync::{Arc, Mutex};
+
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/decode_kernels.ptx"));
+/// gpu_kernels.cu's NORM_BLOCK and ATTENTION_WARPS, and the head dimensions its attention holds.
+const NORM_BLOCK: u32 = 256;
+const ATTENTION_WARPS: u32 = 4;
+/// gpu_kernels.cu's MATVEC_WARPS and MATVEC_MAX_ROWS: up to this many rows the products are the
+/// decoder's own kernel, above it cuBLAS's.
+const MATVEC_WARPS: u32 = 4;
+const MATVEC_MAX_ROWS: usize = 16;
+const MAX_HEAD_DIM: usize = 256;
+
+/// A frozen dense projection `[out, in]`, its active adapter (in the model's dtype) and its bias.
+struct Projection {
+    w: u64,
+    out: usize,
+    inp: usize,
+    lora: Option<Adapter>,
+    bias: Option<Tensor>,
+}
+
+struct Adapter {
+    /// `[rank, in]` and `[out, rank]`, owned (converted from the f32 variables).
+    a: Tensor,
+    b: Tensor,
+    rank: usize,
+    scale: f32,
+}
+
+impl Projection {
+    fn new(l: &LoraLinear, dtype: DType) -> Result<Option<Projection>> {
+        let BaseWeight::Dense(w) = &l.base else {
+            return Ok(None);
+        };
+        if w.dtype() != dtype || !w.is_contiguous() {
+            return Ok(None);
+        }
+        let (out, inp) = w.dims2()?;
+        let lora = match l.lora.as_ref().filter(|_| l.lora_enabled) {
+            Some(lora) => Some(Adapter {
+                a: lora.a.as_tensor().to_dtype(dtype)?.contiguous()?,
+                b: lora.b.as_tensor().to_dtype(dtype)?.contiguous()?,
+                rank: lora.a.as_tensor().dim(0)?,
+                scale: lora.scale as f32,
+            }),
+            None => None,
+        };
+        let bias = l
+            .bias
+            .as_ref()
+            .map(|b| b.to_dtype(dtype)?.contiguous())
+            .transpose()?;
+        Ok(Some(Projection {
+            w: device_pointer(w, "decode")?,
+            out,
+            inp,
+            lora,
+            bias,
+        }))
+    }
+}
+
+struct Layer {
+    /// q, k, v, o, gate, up, down.
+    proj: [Projection; 7],
+    input_norm: u64,
+    post_norm: u64,
+    /// `[rows, kv heads, capacity, head_dim]` each.
+    k_cache: Tensor,
+    v_cache: Tensor,
+}
+
+/// The kernels of one dtype.
+struct Kernels {
+    matvec: CudaFunction,
+    matvec_logits: CudaFunction,
+    rms_norm: CudaFunction,
+    rope_store: CudaFunction,
+    attention: CudaFunction,
+    add_bias: CudaFunction,
+    swiglu: CudaFunction,
+}
+
+/// The kernels' module per GPU (by ordinal), loaded on the GPU's first decoder (the driver
+/// compiles the PTX then, or takes it from its cache). A module keeps its context alive.
+static MODULES: Mutex<Vec<(usize, Arc<CudaModule>)>> = Mutex::new(Vec::new());
+
+impl Kernels {
+    fn load(dev: &CudaDevice, dtype: DType) -> Result<Kernels> {
+        let module = {
+            let mut modules = MODULES.lock().unwrap_or_else(|e| e.into_inner());
+            let context = dev.cuda_stream().context().clone();
+            match modules.iter().find(|(gpu, _)| *gpu == context.ordinal()) {
+                Some((_, m)) => m.clone(),
+                None => {
+                    let m = context.load_module(PTX.into()).w()?;
+                    modules.push((context.ordinal(), m.clone()));
+                    m
+                }
+            }
+        };
+        let suffix = if dtype == DType::BF16 { "bf16" } else { "f32" };
+        let load = |base: &str| module.load_function(&format!("decode_{base}_{suffix}")).w();
+        Ok(Kernels {
+            matvec: load("matvec")?,
+            matvec_logits: load("matvec_logits")?,
+            rms_norm: load("rms_norm")?,
+            rope_store: load("rope_store")?,
+            attention: load("attention")?,
+            add_bias: load("add_bias")?,
+            swiglu: load("swiglu")?,
+        })
+    }
+}
+
+/// The activations of a step, `[rows, ..]` each, allocated once.
+struct Buffers {
+    x: Tensor,
+    h: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    attention: Tensor,
+    gate: Tensor,
+    up: Tensor,
+    act: Tensor,
+    /// An adapter's rank-r product.
+    low: Tensor,
+    /// f32 `[rows, vocab]`.
+    logits: Tensor,
+    /// Each row's left padding, u32.
+    pads: Tensor,
+}
+
+/// A batch's decoder on a GPU, continuing from a cache that the general path filled.
+pub struct GpuDecoder<'m> {
+    model: &'m Llama,
+    dev: CudaDevice,
+    /// candle's stream for the device (its products and copies run on it too).
+    stream: Arc<CudaStream>,
+    data_type: blas::cudaDataType,
+    elem: usize,
+    rows: usize,
+    layers: Vec<Layer>,
+    head: Projection,
+    norm: u64,
+    cos: u64,
+    sin: u64,
+    eps: f32,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    intermediate: usize,
+    /// Positions in the cache, and how many it holds.
+    position: usize,
+    capacity: usize,
+    kernels: Kernels,
+    buffers: Buffers,
+}
+
+impl<'m> GpuDecoder<'m> {
+    /// The decoder for `model` after the steps that filled `cache`, with room for `capacity`
+    /// positions in all (at most the model's context); `None` where the model is not one this
+    /// path runs.
+    pub fn new(model: &'m Llama, cache: &KvCache, capacity: usize) -> Result<Option<Self>> {
+        let Device::Cuda(dev) = model.device() else {
+            return Ok(None);
+        };
+        let dtype = model.dtype();
+        let (data_type, elem) = match dtype {
+            DType::BF16 => (blas::cudaDataType::CUDA_R_16BF, 2),
+            DType::F32 => (blas::cudaDataType::CUDA_R_32F, 4),
+            _ => return Ok(None),
+        };
+        let cfg = &model.cfg;
+        let Some(attn) = model.layers.first().map(|l| &l.attn) else {
+            return Ok(None);
+        };
+        let (heads, kv_heads, head_dim) = (attn.n_heads, attn.n_kv_heads, attn.head_dim);
+        if head_dim > MAX_HEAD_DIM || head_dim % 2 != 0 || heads % kv_heads != 0 {
+            return Ok(None);
+        }
+        let Some((first_k, _)) = cache.layer(0)? else {
+            return Ok(None);
+        };
+        let (rows, _, position, _) = first_k.dims4()?;
+        let capacity = capacity.min(model.rope.max_len());
+        if capacity <= position {
+            return Ok(None);
+        }
+        let Some(head) =
+            Projection::new(&LoraLinear::new(model.lm_head.clone(), None), model.dtype())?
+        else {
+            return Ok(None);
+        };
+        let mut layers = Vec::with_capacity(model.layers.len());
+        for (i, block) in model.layers.iter().enumerate() {
+            let mut proj = Vec::with_capacity(7);
+            for l in block.projections() {
+                match Projection::new(l, dtype)? {
+                    Some(p) => proj.push(p),
+                    None => return Ok(None),
+                }
+            }
+            let Some((k, v)) = cache.layer(i)? else {
+                bail!("decode: layer {i} has no cached keys");
+            };
+            let zeros =
+                || Tensor::zeros((rows, kv_heads, capacity, head_dim), dtype, model.device());
+            let (k_cache, v_cache) = (zeros()?, zeros()?);
+            k_cache.slice_set(&k.contiguous()?, 2, 0)?;
+            v_cache.slice_set(&v.contiguous()?, 2, 0)?;
+            layers.push(Layer {
+                proj: proj
+                    .try_into()
+                    .map_err(|_| candle_core::Error::Msg("seven projections expected".into()))?,
+                input_norm: device_pointer(&block.input_norm, "decode")?,
+                post_norm: device_pointer(&block.post_attention_norm, "decode")?,
+                k_cache,
+                v_cache,
+            });
+        }
+        let intermediate = layers.first().map_or(0, |l| l.proj[4].out);
+        let rank = layers
+            .iter()
+            .flat_map(|l| &l.proj)
+            .filter_map(|p| p.lora.as_ref().map(|a| a.rank))
+            .max()
+            .unwrap_or(1);
+        let d = model.device();
+        let buffer = |n: usize| Tensor::zeros((rows, n), dtype, d);
+        let hidden = cfg.hidden_size;
+        let pads: Vec<u32> = match cache.pads() {
+            [] => vec![0; rows],
+            p => p.iter().map(|&p| p as u32).collect(),
+        };
+        let buffers = Buffers {
+            x: buffer(hidden)?,
+            h: buffer(hidden)?,
+            q: buffer(heads * head_dim)?,
+            k: buffer(kv_heads * head_dim)?,
+            v: buffer(kv_heads * head_dim)?,
+            attention: buffer(heads * head_dim)?,
+            gate: buffer(intermediate)?,
+            up: buffer(intermediate)?,
+            act: buffer(intermediate)?,
+            low: buffer(rank)?,
+            logits: Tensor::zeros((rows, head.out), DType::F32, d)?,
+            pads: Tensor::from_vec(pads, rows, d)?,
+        };
+        let kernels = Kernels::load(dev, dtype)?;
+        let (cos, sin) = model.rope.tables();
+        Ok(Some(GpuDecoder {
+            model,
+            dev: dev.clone(),
+            stream: dev.cuda_stream(),
+            data_type,
+            elem,
+            rows,
+            layers,
+            head,
+            norm: device_pointer(&model.norm, "decode")?,
+            cos: device_pointer(cos, "decode")?,
+            sin: device_pointer(sin, "decode")?,
+            eps: cfg.rms_norm_eps as f32,
+            heads,
+            kv_heads,
+            head_dim,
+            intermediate,
+            position,
+            capacity,
+            kernels,
+            buffers,
+        }))
+    }
+
+    /// Feeds one token per row; returns each row's logits over the vocabulary.
+    pub fn step(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
+        let pos = self.position;
+        if pos >= self.model.rope.max_len() {
+            bail!(
+                "sequence of {} tokens is longer than the model's context of {}",
+                pos + 1,
+                self.model.rope.max_len()
+            );
+        }
+        if pos >= self.capacity {
+            bail!(
+                "decode: position {pos} is past the cache's {}",
+                self.capacity
+            );
+        }
+        if tokens.len() != self.rows {
+            bail!("decode: {} tokens for {} rows", tokens.len(), self.rows);
+        }
+        let ids = Tensor::from_vec(tokens.to_vec(), (self.rows, 1), self.model.device())?;
+        let embedded = self.model.embed_ids(&ids)?.contiguous()?;
+        let b = &self.buffers;
+        let p = |t: &Tensor| device_pointer(t, "decode");
+        let (x, h, q, k, v) = (p(&b.x)?, p(&b.h)?, p(&b.q)?, p(&b.k)?, p(&b.v)?);
+        let (attention, gate, up, act) = (p(&b.attention)?, p(&b.gate)?, p(&b.up)?, p(&b.act)?);
+        let hidden = self.model.cfg.hidden_size;
+        // SAFETY: both buffers hold rows · hidden elements of the model's dtype.
+        unsafe {
+            driver::memcpy_dtod_async(
+                x,
+                p(&embedded)?,
+                self.rows * hidden * self.elem,
+                self.stream.cu_stream(),
+            )
+        }
+        .w()?;
+        for layer in &self.layers {
+            let [qp, kp, vp, op, gp, upp, dp] = &layer.proj;
+            self.rms_norm(x, layer.input_norm, h, hidden)?;
+            self.project(qp, h, q, false)?;
+            self.project(kp, h, k, false)?;
+            self.project(vp, h, v, false)?;
+            let (kc, vc) = (p(&layer.k_cache)?, p(&layer.v_cache)?);
+            self.rope_store(q, k, v, kc, vc)?;
+            self.attention(q, kc, vc, attention)?;
+            self.project(op, attention, x, true)?;
+            self.rms_norm(x, layer.post_norm, h, hidden)?;
+            self.project(gp, h, gate, false)?;
+            self.project(upp, h, up, false)?;
+            self.swiglu(gate, up, act)?;
+            self.project(dp, act, x, true)?;
+        }
+        self.rms_norm(x, self.norm, h, hidden)?;
+        let logits = p(&self.buffers.logits)?;
+        self.product(
+            &Product {
+                w: self.head.w,
+                x: h,
+                y: logits,
+                out: self.head.out,
+                inp: self.head.inp,
+                alpha: 1.0,
+                accumulate: false,
+                bias: None,
+            },
+            true,
+        )?;
+        drop(embedded);
+        self.position += 1;
+        self.buffers.logits.to_vec2::<f32>()
+    }
+
+    fn launch<'a>(&'a self, f: &'a CudaFunction) -> LaunchArgs<'a> {
+        self.stream.launch_builder(f)
+    }
+
+    /// `y (+)= x W^T + bias`, then the adapter's `scale · (x A^T) B^T`.
+    fn project(&self, l: &Projection, x: u64, y: u64, accumulate: bool) -> Result<()> {
+        let bias = l
+            .bias
+            .as_ref()
+            .map(|b| device_pointer(b, "decode"))
+            .transpose()?;
+        self.product(
+            &Product {
+                w: l.w,
+                x,
+                y,
+                out: l.out,
+                inp: l.inp,
+                alpha: 1.0,
+                accumulate,
+                bias,
+            },
+            false,
+        )?;
+        if let Some(a) = &l.lora {
+            let low = device_pointer(&self.buffers.low, "decode")?;
+            self.product(
+                &Product {
+                    w: device_pointer(&a.a, "decode")?,
+                    x,
+                    y: low,
+                    out: a.rank,
+                    inp: l.inp,
+                    alpha: a.scale,
+                    accumulate: false,
+                    bias: None,
+                },
+                false,
+            )?;
+            self.product(
+                &Product {
+                    w: device_pointer(&a.b, "decode")?,
+                    x: low,
+                    y,
+                    out: l.out,
+                    inp: a.rank,
+                    alpha: 1.0,
+                    accumulate: true,
+                    bias: None,
+                },
+                false,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// `y [rows, out] = alpha · x [rows, in] · W [out, in]^T (+ bias) (+ y)`, row-major, f32
+    /// arithmetic; `y` f32 when `logits`, else of the model's dtype. Up to MATVEC_MAX_ROWS rows
+    /// one launch of the decoder's kernel (a decode step is bound by launches, and cuBLAS's
+    /// heuristics cost more than such a product), above it cuBLAS and the bias kernel.
+    fn product(&self, g: &Product, logits: bool) -> Result<()> {
+        if self.rows <= MATVEC_MAX_ROWS {
+            let f = if logits {
+                &self.kernels.matvec_logits
+            } else {
+                &self.kernels.matvec
+            };
+            let (out, inp, rows) = (count(g.out)?, count(g.inp)?, count(self.rows)?);
+            let (bias, accumulate) = (g.bias.unwrap_or(0), u32::from(g.accumulate));
+            let mut builder = self.launch(f);
+            builder.arg(&g.w).arg(&g.x).arg(&g.y).arg(&bias);
+            builder
+                .arg(&out)
+                .arg(&inp)
+                .arg(&rows)
+                .arg(&g.alpha)
+                .arg(&accumulate);
+            let cfg = LaunchConfig {
+                grid_dim: (out.div_ceil(MATVEC_WARPS), 1, 1),
+                block_dim: (32 * MATVEC_WARPS, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: W holds out · in elements, x rows · in, y rows · out and the bias out.
+            unsafe { builder.launch(cfg) }.w()?;
+            return Ok(());
+        }
+        let blas = self.dev.cublas_handle();
+        let (m, n, k) = (int(g.out)?, int(self.rows)?, int(g.inp)?);
+        let (alpha, beta) = (g.alpha, if g.accumulate { 1f32 } else { 0f32 });
+        let y_type = if logits {
+            blas::cudaDataType::CUDA_R_32F
+        } else {
+            self.data_type
+        };
+        // cuBLAS is column-major: y^T [out, rows] = W [out, in] · x^T [in, rows].
+        // SAFETY: as above; alpha and beta outlive the call, which only queues the product.
+        unsafe {
+            cublas::gemm_ex(
+                *blas.handle(),
+                blas::cublasOperation_t::CUBLAS_OP_T,
+                blas::cublasOperation_t::CUBLAS_OP_N,
+                m,
+                n,
+                k,
+                (&alpha as *const f32).cast(),
+                g.w as *const _,
+                self.data_type,
+                k,
+                g.x as *const _,
+                self.data_type,
+                k,
+                (&beta as *const f32).cast(),
+                g.y as *mut _,
+                y_type,
+                m,
+                blas::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                blas::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .w()?;
+        if let Some(bias) = g.bias {
+            let (n, total) = (count(g.out)?, count(g.out * self.rows)?);
+            let mut builder = self.launch(&self.kernels.add_bias);
+            builder.arg(&g.y).arg(&bias).arg(&n).arg(&total);
+            // SAFETY: y holds rows · out elements and the bias out, of the model's dtype.
+            unsafe { builder.launch(LaunchConfig::for_num_elems(total)) }.w()?;
+        }
+        Ok(())
+    }
+
+    fn rms_norm(&self, x: u64, w: u64, out: u64, h: usize) -> Result<()> {
+        let h = count(h)?;
+        let mut builder = self.launch(&self.kernels.rms_norm);
+        builder.arg(&x).arg(&w).arg(&out).arg(&h).arg(&self.eps);
+        let cfg = LaunchConfig {
+            grid_dim: (count(self.rows)?, 1, 1),
+            block_dim: (NORM_BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: x and out hold rows · h elements, w h.
+        unsafe { builder.launch(cfg) }.w()?;
+        Ok(())
+    }
+
+    fn rope_store(&self, q: u64, k: u64, v: u64, kc: u64, vc: u64) -> Result<()> {
+        let (heads, kv, d) = (
+            count(self.heads)?,
+            count(self.kv_heads)?,
+            count(self.head_dim)?,
+        );
+        let (pos, cap) = (count(self.position)?, count(self.capacity)?);
+        let mut builder = self.launch(&self.kernels.rope_store);
+        builder
+            .arg(&q)
+            .arg(&k)
+            .arg(&v)
+            .arg(&self.cos)
+            .arg(&self.sin);
+        builder
+            .arg(&kc)
+            .arg(&vc)
+            .arg(&heads)
+            .arg(&kv)
+            .arg(&d)
+            .arg(&pos)
+            .arg(&cap);
+        let cfg = LaunchConfig {
+            grid_dim: (count(self.rows)?, 1, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the buffers and caches have the shapes the kernel reads, pos < capacity and the
+        // RoPE tables cover it (checked in step).
+        unsafe { builder.launch(cfg) }.w()?;
+        Ok(())
+    }
+
+    fn attention(&self, q: u64, kc: u64, vc: u64, out: u64) -> Result<()> {
+        let (heads, kv, d) = (
+            count(self.heads)?,
+            count(self.kv_heads)?,
+            count(self.head_dim)?,
+        );
+        let (pos, cap) = (count(self.position)?, count(self.capacity)?);
+        let scale = 1.0 / (self.head_dim as f32).sqrt();
+        let pads = device_pointer(&self.buffers.pads, "decode")?;
+        let mut builder = self.launch(&self.kernels.attention);
+        builder.arg(&q).arg(&kc).arg(&vc).arg(&pads).arg(&out);
+        builder
+            .arg(&heads)
+            .arg(&kv)
+            .arg(&d)
+            .arg(&pos)
+            .arg(&cap)
+            .arg(&scale);
+        let cfg = LaunchConfig {
+            grid_dim: (heads, count(self.rows)?, 1),
+            block_dim: (32 * ATTENTION_WARPS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: as rope_store; head_dim is at most MAX_HEAD_DIM (checked in new).
+        unsafe { builder.launch(cfg) }.w()?;
+        Ok(())
+    }
+
+    fn swiglu(&self, gate: u64, up: u64, out: u64) -> Result<()> {
+        let n = count(self.rows * self.intermediate)?;
+        let mut builder = self.launch(&self.kernels.swiglu);
+        builder.arg(&gate).arg(&up).arg(&out).arg(&n);
+        // SAFETY: the three buffers hold rows · intermediate elements.
+        unsafe { builder.launch(LaunchConfig::for_num_elems(n)) }.w()?;
+        Ok(())
+    }
+}
+
+/// One product of [`GpuDecoder::product`]: device addresses, sizes and coefficients.
+struct Product {
+    w: u64,
+    x: u64,
+    y: u64,
+    out: usize,
+    inp: usize,
+    alpha: f32,
+    accumulate: bool,
+    bias: Option<u64>,
+}
+
+fn int(n: usize) -> Result<i32> {
+    i32::try_from(n).map_err(|_| candle_core::Error::Msg(format!("decode: {n} is too large")))
+}
+
+fn count(n: usize) -> Result<u32> {
+    u32::try_from(n).map_err(|_| candle_core::Error::Msg(format!("decode: {n} is too large")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::llama::Path;
+    use crate::model::llama::tests::random_weights;
+    use crate::model::load::DeviceChoice;
+    use crate::model::lora::{LoraConfig, attach};
+    use crate::model::weights::build_llama;
+
+    fn device() -> Device {
+        let choice = std::env::var("LABLENS_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+        DeviceChoice::parse(&choice)
+            .and_then(|c| c.device())
+            .expect("LABLENS_TEST_DEVICE")
+    }
+
+    /// A small model on `dev`: head dimension `hidden / 4`, q/k/v biases when `bias`, and an
+    /// adapter with non-zero B on every projection when `adapter`.
+    fn model(hidden: usize, bias: bool, adapter: bool, dtype: DType, dev: &Device) -> Llama {
+        let cfg: crate::model::config::LlamaConfig = serde_json::from_str(&format!(
+            r#"{{"vocab_size":96,"hidden_size":{hidden},"intermediate_size":{},"num_hidden_layers":2,
+                "num_attention_heads":4,"num_key_value_heads":2,"rope_theta":10000.0,
+                "tie_word_embeddings":true,"attention_bias":{bias}}}"#,
+            2 * hidden
+        ))
+        .expect("config");
+        let mut weights = random_weights(&cfg, 5);
+        if bias {
+            for i in 0..cfg.num_hidden_layers {
+                for (name, n) in [("q", hidden), ("k", hidden / 2), ("v", hidden / 2)] {
+                    let values: Vec<f32> =
+                        (0..n).map(|j| ((i + j) % 7) as f32 * 0.1 - 0.3).collect();
+                    let t = Tensor::from_vec(values, n, &Device::Cpu).expect("bias");
+                    weights
+                        .tensors
+                        .insert(format!("model.layers.{i}.self_attn.{name}_proj.bias"), t);
+                }
+            }
+        }
+        let mut m = build_llama(&mut weights, &cfg, 64, dev).expect("build");
+        if adapter {
+            for (_, var) in attach(&mut m, &LoraConfig::default(), 1).expect("attach") {
+                if var.dims()[1] == 16 {
+                    let t = var.as_tensor();
+                    let b = ((t.ones_like().expect("ones") * 0.05).expect("scaled")
+                        + t.sin().expect("sin"))
+                    .expect("sum");
+                    var.set(&b).expect("set");
+                }
+            }
+        }
+        m.to_dtype(dtype).expect("dtype")
+    }
+
+    /// Logits per step, per row.
+    type Steps = Vec<Vec<Vec<f32>>>;
+
+    /// The general path's logits for each step of `tokens` (one id per row) after the
+    /// left-padded `prompts`, and the decoder's.
+    fn both_paths(m: &Llama, prompts: &[Vec<u32>], tokens: &[Vec<u32>]) -> Result<(Steps, Steps)> {
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let pads: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
+        let padded: Vec<u32> = prompts
+            .iter()
+            .zip(&pads)
+            .flat_map(|(p, &pad)| std::iter::repeat_n(p[0], pad).chain(p.iter().copied()))
+            .collect();
+        let b = prompts.len();
+        let mut cache = KvCache::with_left_padding(pads);
+        let ids = Tensor::from_vec(padded, (b, longest), m.device())?;
+        m.hidden(&ids, 0, Some(&mut cache), Path::Infer)?;
+        let mut decoder =
+            GpuDecoder::new(m, &cache, longest + tokens.len())?.expect("the decoder applies");
+        let (mut general, mut fast) = (Vec::new(), Vec::new());
+        for (i, step) in tokens.iter().enumerate() {
+            let ids = Tensor::from_vec(step.clone(), (b, 1), m.device())?;
+            let h = m.hidden(&ids, longest + i, Some(&mut cache), Path::Infer)?;
+            general.push(m.logits(&h, Path::Infer)?.squeeze(1)?.to_vec2::<f32>()?);
+            fast.push(decoder.step(step)?);
+        }
+        Ok((general, fast))
+    }
+
+    fn argmax(v: &[f32]) -> usize {
+        v.iter()
+            .enumerate()
+            .fold((0, f32::NEG_INFINITY), |best, (i, x)| {
+                if *x > best.1 { (i, *x) } else { best }
+            })
+            .0
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max)
+    }
+
+    /// With `LABLENS_TEST_DEVICE=cuda:N`: head dimensions 16 and 64, with biases, with an
+    /// adapter; one row, a left-padded batch of three (the decoder's products) and of eighteen
+    /// (cuBLAS's). In f32 the decoder gives the general path's logits to rounding and the same
+    /// argmax; in bf16 it is no further from the f32 logits than twice the general path's bf16
+    /// is. On the CPU the decoder does not apply.
+    #[test]
+    fn decoding_on_the_test_gpu_agrees_with_the_general_path() -> Result<()> {
+        let dev = device();
+        if dev.is_cpu() {
+            let m = model(64, false, false, DType::F32, &dev);
+            let mut cache = KvCache::new();
+            let ids = Tensor::new(&[[1u32, 2]], &dev)?;
+            m.hidden(&ids, 0, Some(&mut cache), Path::Infer)?;
+            assert!(GpuDecoder::new(&m, &cache, 8)?.is_none());
+            return Ok(());
+        }
+        let one = vec![vec![3u32, 1, 4, 1, 5]];
+        let three = vec![vec![3u32, 1, 4, 1, 5], vec![9, 2], vec![6, 5, 3, 5]];
+        let eighteen: Vec<Vec<u32>> = (0..18)
+            .map(|r| {
+                (0..2 + r % 5)
+                    .map(|i| ((r * 7 + i * 3) % 96) as u32)
+                    .collect()
+            })
+            .collect();
+        for (hidden, bias, adapter) in [(64, false, false), (64, true, false), (256, false, true)] {
+            let m32 = model(hidden, bias, adapter, DType::F32, &dev);
+            let m16 = model(hidden, bias, adapter, DType::BF16, &dev);
+            for prompts in [&one, &three, &eighteen] {
+                let tokens: Vec<Vec<u32>> = (0..12)
+                    .map(|i| {
+                        (0..prompts.len())
+                            .map(|r| ((i * 37 + r * 11 + 5) % 96) as u32)
+                            .collect()
+                    })
+                    .collect();
+                let (general32, fast32) = both_paths(&m32, prompts, &tokens)?;
+                let (general16, fast16) = both_paths(&m16, prompts, &tokens)?;
+                let what = format!(
+                    "hidden {hidden}, bias {bias}, adapter {adapter}, {} rows",
+                    prompts.len()
+                );
+                // bf16's error, the mean over steps and rows of the largest difference from
+                // the f32 logits (one step's largest is noise: bf16 rounds 1 in 256).
+                let (mut ours, mut general, mut scale) = (0f32, 0f32, 0f32);
+                for step in 0..tokens.len() {
+                    for row in 0..prompts.len() {
+                        let want = &general32[step][row];
+                        let at = format!("{what}, step {step}, row {row}");
+                        let row_scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+                        let f32_diff = max_diff(want, &fast32[step][row]);
+                        assert!(
+                            f32_diff <= 1e-4 * row_scale,
+                            "{at}: f32 {f32_diff} of {row_scale}"
+                        );
+                        assert_eq!(argmax(want), argmax(&fast32[step][row]), "{at}");
+                        ours += max_diff(want, &fast16[step][row]);
+                        general += max_diff(want, &general16[step][row]);
+                        scale = scale.max(row_scale);
+                    }
+                }
+                let n = (tokens.len() * prompts.len()) as f32;
+                let (ours, general) = (ours / n, general / n);
+                assert!(
+                    ours <= 2.0 * general + 1e-2 * scale,
+                    "{what}: bf16 {ours} from f32 on average, the general path's bf16 {general}"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_step_past_the_cache_is_refused() -> Result<()> {
+        let dev = device();
+        if dev.is_cpu() {
+            return Ok(());
+        }
+        let m = model(64, false, false, DType::F32, &dev);
+        let mut cache = KvCache::new();
+        m.hidden(
+            &Tensor::new(&[[1u32, 2]], &dev)?,
+            0,
+            Some(&mut cache),
+            Path::Infer,
+        )?;
+        let mut decoder = GpuDecoder::new(&m, &cache, 3)?.expect("applies");
+        decoder.step(&[1])?;
+        let err = decoder.step(&[1]).err().map(|e| e.to_string());
+        assert!(
+            err.as_ref()
+                .is_some_and(|e| e.contains("past the cache's 3")),
+            "{err:?}"
+        );
+        Ok(())
+    }
+}
