@@ -6,11 +6,12 @@
 #   generation: greedy decode tokens/s at batch 1 and batch 16.
 #
 #   scripts/bench-gpu.sh [--quick] [--device cuda:N] [--dtype bf16|f32] [--train-model DIR] [--seq N]
-#                        [--micro-batch N] [--steps N] [--train-only] [--qlora] [LABLENS]
+#                        [--micro-batch N] [--steps N] [--train-only | --generate-only] [--qlora] [LABLENS]
 #
 # --train-model trains a Hugging Face folder instead (scripts/make-random-llama.py writes Llama-3.2-1B/3B-shaped
 # ones), --seq/--micro-batch/--steps change the training shape, --train-only skips the generation timing,
-# --qlora trains a GGUF --train-model with its weights kept quantized (lablens alone).
+# --generate-only the training, --qlora trains a GGUF --train-model with its weights kept quantized (lablens
+# alone).
 #
 # LABLENS is a binary built with scripts/build-cuda.sh (default target/release/lablens). The machine needs the
 # NVIDIA driver, the CUDA 13.0 libraries (found under /usr/local/cuda-13.0 and added to LD_LIBRARY_PATH here),
@@ -24,7 +25,7 @@ ARGS=()
 LABLENS=target/release/lablens
 while [ $# -gt 0 ]; do
     case "$1" in
-        --quick | --train-only | --qlora) ARGS+=("$1") ;;
+        --quick | --train-only | --generate-only | --qlora) ARGS+=("$1") ;;
         --device | --dtype | --train-model | --seq | --micro-batch | --steps)
             ARGS+=("$1" "${2:?$1 needs a value}")
             shift

@@ -2,7 +2,7 @@
 """The measuring side of scripts/bench-gpu.sh: lablens against transformers (+ PEFT) on one GPU, in bf16.
 
   bench_gpu.py [--quick] [--device D] [--dtype T] [--train-model M] [--seq N] [--micro-batch N] [--steps N]
-              [--train-only] LABLENS MODEL
+              [--train-only | --generate-only] LABLENS MODEL
         training: LoRA on SmolLM2-135M (GGUF dequantized), sequence length 512, micro-batch 16, r=16 on all
         seven targets; lablens trains with --record-batches and transformers + PEFT replays the same batches
         (scripts/bench_train.py's replay); training tokens/s and peak GPU memory side by side, the ratio
@@ -12,7 +12,7 @@
 
 --train-model trains another model instead of MODEL (a Hugging Face folder such as one that
 scripts/make-random-llama.py writes), with --seq and --micro-batch in place of 512 and 16; --train-only skips the
-generation timing. --qlora trains a GGUF --train-model with its weights kept quantized on the GPU (lablens alone:
+generation timing, --generate-only the training. --qlora trains a GGUF --train-model with its weights kept quantized on the GPU (lablens alone:
 the replay has no 4-bit base). --device cuda:0 and --dtype bf16 are the defaults. `--device cpu --dtype bf16 --quick` runs the same code on
 the CPU with short shapes: a smoke test of the script, not a measurement. Peak GPU memory is read for both
 engines alike, from nvidia-smi's memory in use on the device (sampled every 50 ms, less the reading before the
@@ -229,7 +229,7 @@ def main(argv):
         generate_engine(argv[1])
         return
     settings, device, dtype, rest = dict(FULL), "cuda:0", "bf16", []
-    train_model, overrides, train_only = None, {}, False
+    train_model, overrides, train_only, generate_only = None, {}, False, False
     args = iter(argv)
     for arg in args:
         if arg == "--quick":
@@ -245,6 +245,8 @@ def main(argv):
             overrides[key] = int(next(args, "0"))
         elif arg == "--train-only":
             train_only = True
+        elif arg == "--generate-only":
+            generate_only = True
         elif arg == "--qlora":
             overrides["qlora"] = True
         else:
@@ -254,7 +256,8 @@ def main(argv):
     settings.update(overrides)
     lablens, model = rest[0], str(pathlib.Path(rest[1]).resolve())
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    train(lablens, train_model or model, settings, device, dtype)
+    if not generate_only:
+        train(lablens, train_model or model, settings, device, dtype)
     if not train_only:
         generation(lablens, model, settings, device, dtype)
 

@@ -13,6 +13,7 @@ use crate::model::generate::{Batch, Flow, GenerationParams, generate_batch};
 use crate::model::load::{DeviceChoice, LoadedModel, ModelSpec, load};
 use crate::model::lora::load_peft;
 use crate::model::score::token_nll;
+use crate::project::lock::{FolderLock, LockError};
 use crate::project::{OpenProject, write_atomic};
 use crate::train::batches::{encode_records, fit};
 use crate::train::run::{ADAPTER_DIR, CONFIG_FILE, RunDir};
@@ -74,6 +75,9 @@ pub enum EvalError {
     Model(String),
     #[error("cancelled after {done} of {total} records; run again to continue from there")]
     Cancelled { done: usize, total: usize },
+    /// The output folder is locked by a live process (another evaluation, or the run training).
+    #[error("{0}")]
+    Busy(String),
 }
 
 fn file_err(path: &Path, e: impl std::fmt::Display) -> EvalError {
@@ -158,6 +162,11 @@ pub fn evaluate(
     let started = Instant::now();
     let plan = prepare(project, target, opts)?;
     std::fs::create_dir_all(&plan.out_dir).map_err(|e| file_err(&plan.out_dir, e))?;
+    // Two evaluations of one folder would race on its partial and final files.
+    let lock = FolderLock::acquire(&plan.out_dir, "eval").map_err(|e| match e {
+        LockError::Busy { .. } => EvalError::Busy(e.to_string()),
+        LockError::Io { .. } => file_err(&plan.out_dir, e),
+    })?;
     let settings = Settings {
         target: match target {
             Target::Base => BASE_DIR.into(),
@@ -173,6 +182,7 @@ pub fn evaluate(
     let (mut done, dropped) = verified(resume_state(&plan.out_dir, &settings)?, &plan.records);
     let total = plan.records.len();
     let mut notes = plan.notes.clone();
+    notes.extend(lock.took_over.clone());
     if dropped > 0 {
         notes.push(format!(
             "{dropped} rows of the partial predictions repeat an id or name no record of the \

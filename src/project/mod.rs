@@ -3,6 +3,7 @@
 //! evaluated outputs of its runs (`predictions`) and the clinicians' reviews of them (`reviews`).
 
 mod atomic;
+pub mod lock;
 pub mod predictions;
 pub mod reviews;
 

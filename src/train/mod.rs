@@ -31,6 +31,9 @@ pub enum TrainError {
     },
     #[error("computation failed: {0}")]
     Compute(String),
+    /// The run is locked by a live process (training or resuming it).
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl TrainError {

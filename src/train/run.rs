@@ -290,7 +290,7 @@ fn process_alive(pid: u32) -> bool {
 }
 
 /// `YYYYMMDD-HHMMSS` in UTC.
-fn utc_stamp(t: std::time::SystemTime) -> String {
+pub(crate) fn utc_stamp(t: std::time::SystemTime) -> String {
     let secs = t
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

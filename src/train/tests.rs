@@ -259,3 +259,40 @@ fn bf16_training_lowers_the_validation_loss_of_the_embedded_model() -> Result<()
     );
     Ok(())
 }
+
+/// A run that a live process holds is not resumed beside it (the rows of the two would
+/// interleave in metrics.jsonl), and nothing of the run changes; once free it resumes.
+#[test]
+fn a_run_in_use_is_not_resumed_beside_itself() -> Result<(), TrainError> {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let p = project(tmp.path(), 40);
+    let cfg = small_config(8);
+    let control = Control::default();
+    let first = train(
+        &p,
+        &cfg,
+        &RunOptions::default(),
+        &control,
+        &mut stop_at(&control, 4),
+    )?;
+    let before = std::fs::read(first.run_dir.join(METRICS_FILE)).expect("metrics");
+    let held = crate::project::lock::FolderLock::acquire(&first.run_dir, "train").expect("lock");
+    let resume = RunOptions {
+        resume: Some(first.run_id.clone()),
+        ..RunOptions::default()
+    };
+    let refused = train(&p, &cfg, &resume, &Control::default(), &mut |_| {});
+    let Err(TrainError::Busy(message)) = &refused else {
+        panic!("{refused:?}");
+    };
+    assert!(message.contains("is in use by process"), "{message}");
+    assert!(message.contains("(train, since"), "{message}");
+    assert_eq!(
+        std::fs::read(first.run_dir.join(METRICS_FILE)).expect("metrics"),
+        before
+    );
+    drop(held);
+    let resumed = train(&p, &cfg, &resume, &Control::default(), &mut |_| {})?;
+    assert_eq!((resumed.status, resumed.steps), (RunStatus::Finished, 8));
+    Ok(())
+}

@@ -17,6 +17,7 @@ use crate::model::llama::{Llama, Path, fused};
 use crate::model::load::LoadedModel;
 use crate::model::lora::{safetensors_bytes, save_peft};
 use crate::model::ops::NllAtLabels;
+use crate::project::lock::{FolderLock, LockError};
 use crate::project::{OpenProject, write_atomic};
 use candle_core::Tensor;
 use serde::Serialize;
@@ -119,8 +120,10 @@ pub fn train(
     let (resumed, cfg) = match &opts.resume {
         Some(id) => {
             let run = RunDir::open(&project.dir, id)?;
+            // Before anything is read: a run still training is not resumed beside itself.
+            let lock = lock_run(&run)?;
             let cfg = read_config(&run.dir.join(CONFIG_FILE))?;
-            (Some(run), cfg)
+            (Some((run, lock)), cfg)
         }
         None => {
             let errors = cfg.check();
@@ -133,18 +136,32 @@ pub fn train(
     // The model and the data load before a new run folder exists, so bad input leaves none.
     let model = load_model(&cfg)?;
     let data = load_data(project, &cfg, &model)?;
-    let run = match resumed {
-        Some(run) => run,
-        None => RunDir::create(&project.dir, &cfg.to_ron())?,
+    let (run, lock) = match resumed {
+        Some(held) => held,
+        None => {
+            let run = RunDir::create(&project.dir, &cfg.to_ron())?;
+            let lock = lock_run(&run)?;
+            (run, lock)
+        }
     };
     let mut looped = Loop::prepare(&cfg, &run, opts, model, data)?;
+    looped.data.notes.extend(lock.took_over.clone());
     let result = looped.run(control, on_event);
     let (status, message) = match &result {
         Ok(s) => (*s, String::new()),
         Err(e) => (RunStatus::Failed, e.to_string()),
     };
     looped.write_status(status, &message)?;
+    drop(lock);
     result.map(|status| looped.summary(status))
+}
+
+/// The run's lock for training, held until the run's last file is written.
+fn lock_run(run: &RunDir) -> Result<FolderLock, TrainError> {
+    FolderLock::acquire(&run.dir, "train").map_err(|e| match e {
+        LockError::Busy { .. } => TrainError::Busy(e.to_string()),
+        LockError::Io { .. } => TrainError::Run(run_err(&run.dir, e)),
+    })
 }
 
 /// A run in progress.

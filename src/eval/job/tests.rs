@@ -158,6 +158,23 @@ fn a_partial_file_with_repeated_or_unknown_ids_is_not_trusted() -> Result<(), Ev
     Ok(())
 }
 
+/// A second evaluation of the same folder is refused while the first holds it.
+#[test]
+fn an_evaluation_in_progress_is_not_run_twice() -> Result<(), EvalError> {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let p = project(tmp.path(), 12);
+    let whole = evaluate(&p, &Target::Base, &options(2, 2), &|| false, &mut |_| {})?;
+    let held = crate::project::lock::FolderLock::acquire(&whole.out_dir, "eval").expect("lock");
+    let second = evaluate(&p, &Target::Base, &options(2, 2), &|| false, &mut |_| {});
+    let Err(EvalError::Busy(message)) = &second else {
+        panic!("{second:?}");
+    };
+    assert!(message.contains("(eval, since"), "{message}");
+    drop(held);
+    evaluate(&p, &Target::Base, &options(2, 2), &|| false, &mut |_| {})?;
+    Ok(())
+}
+
 #[test]
 fn bad_requests_are_named() {
     let tmp = tempfile::tempdir().expect("tempdir");
