@@ -5,7 +5,7 @@
 //! once: RMSNorm, the q, k and v products, one kernel that rotates q and k and stores k and v in
 //! a preallocated cache, one attention kernel over every head and row, the output product adding
 //! into the residual stream, RMSNorm, the gate and up products, SwiGLU and the down product adding
-//! into the residual stream (gpu_kernels.cu; the products of batches above 16 rows are cuBLAS's).
+//! into the residual stream (gpu_kernels.cu; the products of batches above 4 rows are cuBLAS's).
 //! A LoRA adapter adds two small products per projection.
 //!
 //! It applies to a model on a GPU in bf16 or f32 with dense projections and output head (the
@@ -28,9 +28,10 @@ const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/decode_kernels.ptx"));
 const NORM_BLOCK: u32 = 256;
 const ATTENTION_WARPS: u32 = 4;
 /// gpu_kernels.cu's MATVEC_WARPS and MATVEC_MAX_ROWS: up to this many rows the products are the
-/// decoder's own kernel, above it cuBLAS's.
+/// decoder's own kernel (one launch, the bias and the residual added in it), above it cuBLAS's
+/// (faster at 16 rows: see docs/gpu.md).
 const MATVEC_WARPS: u32 = 4;
-const MATVEC_MAX_ROWS: usize = 16;
+const MATVEC_MAX_ROWS: usize = 4;
 const MAX_HEAD_DIM: usize = 256;
 
 /// A frozen dense projection `[out, in]`, its active adapter (in the model's dtype) and its bias.

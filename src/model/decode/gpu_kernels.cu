@@ -141,7 +141,7 @@ __device__ void decode_add_bias(T* y, const T* bias, uint32_t n, uint32_t total)
 }
 
 constexpr int MATVEC_WARPS = 4;
-constexpr int MATVEC_MAX_ROWS = 16;
+constexpr int MATVEC_MAX_ROWS = 4;
 
 // The 16 bytes at p as floats: 8 bf16 or 4 f32 (p 16-byte aligned).
 __device__ __forceinline__ void load16(const __nv_bfloat16* p, float* out) {
