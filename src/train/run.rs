@@ -186,24 +186,48 @@ impl RunDir {
         fill: impl FnOnce(&Path) -> Result<(), RunError>,
     ) -> Result<PathBuf, RunError> {
         let target = self.checkpoint_dir(step);
-        let parent = self.dir.join(CHECKPOINTS_DIR);
-        let tmp = parent.join(format!(".step-{step}.partial"));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(|e| run_err(&tmp, e))?;
-        fill(&tmp)?;
-        let _ = std::fs::remove_dir_all(&target);
-        std::fs::rename(&tmp, &target).map_err(|e| run_err(&target, e))?;
+        self.write_dir_whole(&target, fill)?;
         Ok(target)
     }
 
-    /// Removes checkpoint folders a killed process left half written.
+    /// Makes the folder `target` appear whole: `fill` writes into a fresh `.NAME.partial` beside
+    /// it, which then replaces it (the old one is moved aside first and removed after).
+    pub fn write_dir_whole(
+        &self,
+        target: &Path,
+        fill: impl FnOnce(&Path) -> Result<(), RunError>,
+    ) -> Result<(), RunError> {
+        let parent = target.parent().unwrap_or(&self.dir);
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = parent.join(format!(".{name}.partial"));
+        let old = parent.join(format!(".{name}.old"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|e| run_err(&tmp, e))?;
+        fill(&tmp)?;
+        let _ = std::fs::remove_dir_all(&old);
+        if target.exists() {
+            std::fs::rename(target, &old).map_err(|e| run_err(target, e))?;
+        }
+        std::fs::rename(&tmp, target).map_err(|e| run_err(target, e))?;
+        let _ = std::fs::remove_dir_all(&old);
+        Ok(())
+    }
+
+    /// Removes the folders a killed process left half written or moved aside (checkpoints and
+    /// the final adapter).
     pub fn remove_partial_checkpoints(&self) {
-        let Ok(entries) = std::fs::read_dir(self.dir.join(CHECKPOINTS_DIR)) else {
-            return;
-        };
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().ends_with(".partial") {
-                let _ = std::fs::remove_dir_all(e.path());
+        for dir in [self.dir.join(CHECKPOINTS_DIR), self.dir.clone()] {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') && (name.ends_with(".partial") || name.ends_with(".old")) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
             }
         }
     }

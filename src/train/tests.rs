@@ -296,3 +296,70 @@ fn a_run_in_use_is_not_resumed_beside_itself() -> Result<(), TrainError> {
     assert_eq!((resumed.status, resumed.steps), (RunStatus::Finished, 8));
     Ok(())
 }
+
+/// A best step that no regular checkpoint falls on is checkpointed when validation picks it, so
+/// the final adapter is its copy and status.json never names a checkpoint that is not there.
+#[test]
+fn the_best_step_has_its_checkpoint_and_the_final_adapter_is_it() -> Result<(), TrainError> {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let p = project(tmp.path(), 40);
+    let cfg = TrainConfig {
+        eval_every: 2,
+        checkpoint_every: 100,
+        ..small_config(10)
+    };
+    let mut events = Vec::new();
+    let run = train(
+        &p,
+        &cfg,
+        &RunOptions::default(),
+        &Control::default(),
+        &mut |e| events.push(e),
+    )?;
+    assert_eq!(run.status, RunStatus::Finished);
+    let checkpointed: Vec<usize> = events
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Checkpoint { step } => Some(*step),
+            _ => None,
+        })
+        .collect();
+    let bests: Vec<usize> = events
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Eval {
+                step, best: true, ..
+            } if *step > 0 => Some(*step),
+            _ => None,
+        })
+        .collect();
+    assert!(!bests.is_empty());
+    for step in &bests {
+        assert!(
+            checkpointed.contains(step),
+            "best step {step}: {checkpointed:?}"
+        );
+    }
+    let best = run.best_step.expect("a best step");
+    let checkpoint = run
+        .run_dir
+        .join("checkpoints")
+        .join(format!("step-{best}"))
+        .join(crate::model::lora::ADAPTER_WEIGHTS);
+    let final_weights = run
+        .run_dir
+        .join(super::run::ADAPTER_DIR)
+        .join(crate::model::lora::ADAPTER_WEIGHTS);
+    assert_eq!(
+        std::fs::read(&checkpoint).expect("the best checkpoint"),
+        std::fs::read(&final_weights).expect("the final adapter")
+    );
+    let leftovers: Vec<String> = std::fs::read_dir(&run.run_dir)
+        .expect("run dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".partial") || n.ends_with(".old"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    Ok(())
+}

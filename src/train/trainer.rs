@@ -283,8 +283,10 @@ impl<'a> Loop<'a> {
             let step = self.state.step;
             let every = |n: usize| n > 0 && step.is_multiple_of(n);
             let last = step == self.total_steps;
+            let mut new_best = false;
             if every(self.cfg.eval_every) || (last && !self.data.val.is_empty()) {
                 let (val_loss, best) = self.evaluate()?;
+                new_best = best;
                 on_event(TrainEvent::Eval {
                     step,
                     val_loss,
@@ -295,7 +297,8 @@ impl<'a> Loop<'a> {
                 .cfg
                 .early_stopping_patience
                 .is_some_and(|p| self.state.evals_since_best >= p);
-            if every(self.cfg.checkpoint_every) || last || patience_out {
+            // A new best step is checkpointed at once: the final adapter is its copy.
+            if every(self.cfg.checkpoint_every) || last || patience_out || new_best {
                 self.checkpoint()?;
                 on_event(TrainEvent::Checkpoint { step });
             }
@@ -460,10 +463,13 @@ impl<'a> Loop<'a> {
     }
 
     /// The final adapter: the best checkpoint's when validation picked one, else the last.
+    /// Written whole: a process killed meanwhile leaves the previous adapter/ or none, never a
+    /// part of one (evaluation then takes the last checkpoint).
     fn save_final_adapter(&mut self) -> Result<(), TrainError> {
-        let dir = self.run.dir.join(ADAPTER_DIR);
-        std::fs::create_dir_all(&dir).map_err(|e| run_err(&dir, e))?;
-        match self.state.best_step.filter(|s| *s != self.state.step) {
+        let target = self.run.dir.join(ADAPTER_DIR);
+        let best = self.state.best_step.filter(|s| *s != self.state.step);
+        let (llama, lora, base) = (&self.model.llama, &self.cfg.lora, self.cfg.model.as_str());
+        self.run.write_dir_whole(&target, |dir| match best {
             Some(best) => {
                 let from = self.run.checkpoint_dir(best);
                 for name in [
@@ -471,13 +477,13 @@ impl<'a> Loop<'a> {
                     crate::model::lora::ADAPTER_WEIGHTS,
                 ] {
                     let bytes = std::fs::read(from.join(name)).map_err(|e| run_err(&from, e))?;
-                    write_atomic(&dir.join(name), &bytes).map_err(|e| run_err(&dir, e))?;
+                    write_atomic(&dir.join(name), &bytes).map_err(|e| run_err(dir, e))?;
                 }
                 Ok(())
             }
-            None => save_peft(&self.model.llama, &self.cfg.lora, &self.cfg.model, &dir)
-                .map_err(|e| TrainError::Run(run_err(&dir, e))),
-        }
+            None => save_peft(llama, lora, base, dir).map_err(|e| run_err(dir, e)),
+        })?;
+        Ok(())
     }
 
     fn write_status(&self, status: RunStatus, message: &str) -> Result<(), TrainError> {
