@@ -43,10 +43,15 @@ impl SplitSpec {
                 .parse::<f64>()
                 .map_err(|_| SplitError::Format(text.to_string()))?;
         }
-        if out.iter().any(|r| !r.is_finite() || *r < 0.0) || out.iter().sum::<f64>() <= 0.0 {
+        if !Self::ratios_valid(&out) {
             return Err(SplitError::Values(text.to_string()));
         }
         Ok(out)
+    }
+
+    /// Ratios are finite, non-negative and sum to more than zero.
+    pub fn ratios_valid(ratios: &[f64; 3]) -> bool {
+        ratios.iter().all(|r| r.is_finite() && *r >= 0.0) && ratios.iter().sum::<f64>() > 0.0
     }
 }
 

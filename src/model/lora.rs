@@ -18,7 +18,9 @@ pub const ALL_TARGETS: [&str; 7] = [
     "down_proj",
 ];
 
+/// A partial block in a config file takes the defaults for the fields it leaves out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LoraConfig {
     pub r: usize,
     pub alpha: f64,

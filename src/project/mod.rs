@@ -156,6 +156,12 @@ pub enum ProjectError {
     },
     #[error("{path}: could not serialise the project: {message}")]
     Serialise { path: PathBuf, message: String },
+    #[error("{path}: field \"{field}\": {message}")]
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        message: String,
+    },
 }
 
 /// A project together with the folder it lives in.
@@ -183,6 +189,17 @@ impl OpenProject {
             col: e.span.start.col,
             message: e.code.to_string(),
         })?;
+        let ratios = project.split.ratios;
+        if !SplitSpec::ratios_valid(&ratios) {
+            return Err(ProjectError::Invalid {
+                path: file,
+                field: "split.ratios",
+                message: format!(
+                    "{ratios:?}: the train, validation and test ratios must be non-negative and \
+                     sum to more than zero"
+                ),
+            });
+        }
         let dir = file
             .parent()
             .map(Path::to_path_buf)
@@ -326,6 +343,21 @@ mod tests {
         let err = OpenProject::open(&file).expect_err("bad task");
         let msg = err.to_string();
         assert!(msg.contains("project.ron:3:"), "{msg}");
+    }
+
+    #[test]
+    fn split_ratios_that_cannot_split_are_refused_naming_the_field() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for ratios in ["(-10.0, 60.0, 50.0)", "(0.0, 0.0, 0.0)"] {
+            std::fs::write(
+                dir.path().join(PROJECT_FILE),
+                format!("(name: \"p\", task: discharge, split: (ratios: {ratios}, seed: 1))"),
+            )
+            .expect("write");
+            let err = OpenProject::open(dir.path()).expect_err(ratios).to_string();
+            assert!(err.contains("project.ron: field \"split.ratios\""), "{err}");
+            assert!(err.contains("non-negative"), "{err}");
+        }
     }
 
     #[test]

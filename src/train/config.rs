@@ -278,5 +278,10 @@ mod tests {
         let partial: TrainConfig = ron::from_str("(lr: 0.01, micro_batch: 2)").expect("parse");
         assert_eq!((partial.lr, partial.micro_batch), (0.01, 2));
         assert_eq!(partial.seed, TrainConfig::default().seed);
+        // A partial lora block, too.
+        let lora: TrainConfig = ron::from_str("(lora: (r: 8))").expect("parse");
+        assert_eq!(lora.lora.r, 8);
+        assert_eq!(lora.lora.alpha, LoraConfig::default().alpha);
+        assert_eq!(lora.lora.target_modules, LoraConfig::default().target_modules);
     }
 }
