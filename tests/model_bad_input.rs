@@ -1,6 +1,7 @@
 //! Bad model input through the CLI: a missing path, a truncated or random GGUF, a corrupt
 //! safetensors file, an unsupported architecture, a config that does not fit the weights, a chat
-//! template that does not compile, a missing tokenizer, sampling settings that cannot sample. Each
+//! template that does not compile, a missing tokenizer, sampling settings that cannot sample, a data
+//! file with nothing usable. Each
 //! exits 2 with a message naming the file (or the option) and the problem, and none panics.
 
 use std::path::{Path, PathBuf};
@@ -247,4 +248,42 @@ fn impossible_sampling_settings_exit_2_naming_the_option() {
             &[needle],
         );
     }
+}
+
+/// `generate --data` says which lines it skipped, and a file with nothing usable (here UTF-16,
+/// which reads as no record) exits 2 instead of generating nothing.
+#[test]
+fn generate_reports_skipped_lines_and_refuses_a_file_with_none_usable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("mixed.jsonl");
+    std::fs::write(
+        &data,
+        "{\"id\": \"a\", \"input\": \"Take one tablet daily.\", \"target\": \"ok\"}\n{\"id\": \"b\"}\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_lablens"))
+        .args(["generate", "--model", "tiny", "--max-new-tokens", "2"])
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .expect("run lablens");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("mixed.jsonl:2: field \"input\""),
+        "{stderr}"
+    );
+
+    let utf16 = dir.path().join("utf16.jsonl");
+    let text = "{\"id\": \"a\", \"input\": \"x\", \"target\": \"y\"}\n";
+    let bytes: Vec<u8> = [0xFF, 0xFE]
+        .into_iter()
+        .chain(text.encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
+    std::fs::write(&utf16, bytes).expect("write");
+    let path = utf16.to_str().expect("utf8 path");
+    assert_bad_input(
+        &["generate", "--model", "tiny", "--data", path],
+        &["utf16.jsonl", "no usable records"],
+    );
 }

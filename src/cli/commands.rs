@@ -74,6 +74,33 @@ pub fn gen_data(
     Ok(())
 }
 
+/// How many of a file's load issues a command prints before it only counts the rest.
+const ISSUES_SHOWN: usize = 20;
+
+/// Loads a data file for a command, printing each line it skipped (or renamed) to stderr; no
+/// usable record is bad input (exit 2).
+pub(super) fn load_reported(
+    path: &Path,
+    options: &LoadOptions,
+) -> Result<crate::data::load::LoadedDataset, CliError> {
+    let loaded =
+        crate::data::load::load_path(path, options).map_err(|e| CliError::usage(e.to_string()))?;
+    for issue in loaded.issues.iter().take(ISSUES_SHOWN) {
+        eprintln!("{issue}");
+    }
+    if loaded.issues.len() > ISSUES_SHOWN {
+        eprintln!("... and {} more issues", loaded.issues.len() - ISSUES_SHOWN);
+    }
+    if loaded.records.is_empty() {
+        return Err(CliError::usage(format!(
+            "{}: no usable records ({} issues)",
+            path.display(),
+            loaded.issues.len()
+        )));
+    }
+    Ok(loaded)
+}
+
 fn open_with_progress(
     path: &Path,
     options: &OpenOptions,
@@ -157,17 +184,7 @@ pub fn split(
         duplicate_ids,
         ..LoadOptions::default()
     };
-    let loaded =
-        crate::data::load::load_path(data, &options).map_err(|e| CliError::usage(e.to_string()))?;
-    for issue in &loaded.issues {
-        eprintln!("{issue}");
-    }
-    if loaded.records.is_empty() {
-        return Err(CliError::usage(format!(
-            "{}: no valid records to split",
-            data.display()
-        )));
-    }
+    let loaded = load_reported(data, &options)?;
     let splits = assign_splits(&loaded.records, &spec);
     let parts = partition(&loaded.records, &splits);
     let files = split_file_names(out);

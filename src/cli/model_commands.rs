@@ -1,7 +1,8 @@
 //! `lablens tokenize`, `score` and `generate`: the model engine from the command line.
 
 use super::CliError;
-use crate::data::load::{LoadOptions, load_path};
+use super::commands::load_reported;
+use crate::data::load::LoadOptions;
 use crate::data::record::Task;
 use crate::model::example::encode_example;
 use crate::model::generate::{Flow, GenerationParams, Timing, generate_batch};
@@ -124,12 +125,7 @@ pub fn score(args: &ModelArgs, data: &Path, raw: bool, json_out: bool) -> Result
             })
             .collect::<Result<_, CliError>>()?
     } else {
-        let loaded =
-            load_path(data, &LoadOptions::default()).map_err(|e| CliError::usage(e.to_string()))?;
-        for issue in &loaded.issues {
-            eprintln!("skipped: {issue}");
-        }
-        loaded
+        load_reported(data, &LoadOptions::default())?
             .records
             .iter()
             .map(|r| {
@@ -198,8 +194,7 @@ fn generation_inputs(g: &GenerateArgs) -> Result<Vec<(String, Option<Task>, Stri
             .into_iter()
             .map(|(id, t)| (id, None, t))
             .collect(),
-        (None, Some(path)) => load_path(path, &LoadOptions::default())
-            .map_err(|e| CliError::usage(e.to_string()))?
+        (None, Some(path)) => load_reported(path, &LoadOptions::default())?
             .records
             .into_iter()
             .map(|r| (r.id, Some(r.task), r.input))

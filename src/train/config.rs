@@ -282,6 +282,9 @@ mod tests {
         let lora: TrainConfig = ron::from_str("(lora: (r: 8))").expect("parse");
         assert_eq!(lora.lora.r, 8);
         assert_eq!(lora.lora.alpha, LoraConfig::default().alpha);
-        assert_eq!(lora.lora.target_modules, LoraConfig::default().target_modules);
+        assert_eq!(
+            lora.lora.target_modules,
+            LoraConfig::default().target_modules
+        );
     }
 }

@@ -95,6 +95,9 @@ pub fn load_data(
             cfg.max_seq_len
         ));
     }
+    for issue in loaded.issues.iter().take(5) {
+        notes.push(format!("load issue: {issue}"));
+    }
     for (id, why) in train_enc.skipped.iter().chain(&val_enc.skipped).take(5) {
         notes.push(format!("skipped record {id}: {why}"));
     }
