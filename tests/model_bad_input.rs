@@ -1,8 +1,8 @@
 //! Bad model input through the CLI: a missing path, a truncated or random GGUF, a corrupt
 //! safetensors file, an unsupported architecture, a config that does not fit the weights, a chat
 //! template that does not compile, a missing tokenizer, sampling settings that cannot sample, a data
-//! file with nothing usable. Each
-//! exits 2 with a message naming the file (or the option) and the problem, and none panics.
+//! file with nothing usable. Each exits 2 with a message naming the file (or the option) and the
+//! problem, and none panics.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
