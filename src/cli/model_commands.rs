@@ -2,7 +2,7 @@
 
 use super::CliError;
 use super::commands::load_reported;
-use crate::data::load::LoadOptions;
+use crate::data::load::{DEFAULT_MAX_FILE_BYTES, LoadOptions, read_bounded};
 use crate::data::record::Task;
 use crate::model::example::encode_example;
 use crate::model::generate::{Flow, GenerationParams, Timing, generate_batch};
@@ -86,7 +86,9 @@ pub fn tokenize(args: &ModelArgs, text: &str, json_out: bool) -> Result<(), CliE
 
 /// `{"id", "text"}` lines for `--raw`.
 fn raw_records(path: &Path) -> Result<Vec<(String, String)>, CliError> {
-    let text = std::fs::read_to_string(path)
+    let bytes =
+        read_bounded(path, DEFAULT_MAX_FILE_BYTES).map_err(|e| CliError::usage(e.to_string()))?;
+    let text = String::from_utf8(bytes)
         .map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
     let mut out = Vec::new();
     for (n, line) in text

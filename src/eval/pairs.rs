@@ -4,7 +4,7 @@
 //! source. A bad line (not UTF-8, not JSON, a field missing or not a string) is reported with
 //! file, line and field and left out; the rest is kept.
 
-use crate::data::load::{LoadError, LoadIssue};
+use crate::data::load::{DEFAULT_MAX_FILE_BYTES, LoadError, LoadIssue, read_bounded};
 use crate::data::record::Task;
 use serde_json::{Map, Value};
 use std::path::Path;
@@ -47,10 +47,7 @@ fn field<'a>(
 
 /// Reads `path`; fails only when the file cannot be read.
 pub fn read_pairs(path: &Path) -> Result<PairsFile, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = read_bounded(path, DEFAULT_MAX_FILE_BYTES)?;
     let mut out = PairsFile::default();
     for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
         let line = i + 1;

@@ -16,6 +16,10 @@ use self::json::RawRow;
 /// The largest text field a record may carry unless the caller says otherwise.
 pub const DEFAULT_MAX_FIELD_BYTES: usize = 16 * 1024 * 1024;
 
+/// The largest data file read unless the caller says otherwise (the file is held whole while it
+/// parses).
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+
 /// The message of an issue for a record dropped because its input or target is absent or null;
 /// validation counts these issues as missing values.
 pub const MISSING_FIELD: &str = "is missing or null; the record was skipped";
@@ -25,6 +29,7 @@ pub struct LoadOptions {
     /// The task of records that name none; when `None` it is inferred from the columns.
     pub default_task: Option<Task>,
     pub max_field_bytes: usize,
+    pub max_file_bytes: u64,
     pub duplicate_ids: DuplicateIds,
 }
 
@@ -33,6 +38,7 @@ impl Default for LoadOptions {
         LoadOptions {
             default_task: None,
             max_field_bytes: DEFAULT_MAX_FIELD_BYTES,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
             duplicate_ids: DuplicateIds::Refuse,
         }
     }
@@ -114,12 +120,50 @@ pub enum LoadError {
     NotADataset { path: PathBuf, reason: String },
 }
 
-/// Loads a dataset, choosing the format by extension and falling back on the content.
-pub fn load_path(path: &Path, opts: &LoadOptions) -> Result<LoadedDataset, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+/// The bytes of the regular file at `path`, at most `limit` of them: a FIFO, a device (such as
+/// /dev/zero) or a folder is refused before anything is read, and so is a file over the limit
+/// (also one that grows past it while it is read).
+pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, LoadError> {
+    use std::io::Read;
+    let refuse = |reason: String| LoadError::NotADataset {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let read_err = |source| LoadError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let meta = std::fs::metadata(path).map_err(read_err)?;
+    if !meta.is_file() {
+        let kind = if meta.is_dir() {
+            "a folder"
+        } else {
+            "not a regular file (a pipe, a device or a socket)"
+        };
+        return Err(refuse(format!("it is {kind}")));
+    }
+    let too_big = |n: u64| {
+        refuse(format!(
+            "it is {n} bytes or more, over the limit of {limit} bytes"
+        ))
+    };
+    if meta.len() > limit {
+        return Err(too_big(meta.len()));
+    }
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// Loads a dataset, choosing the format by extension and falling back on the content.
+pub fn load_path(path: &Path, opts: &LoadOptions) -> Result<LoadedDataset, LoadError> {
+    let bytes = read_bounded(path, opts.max_file_bytes)?;
     let ctx = Context {
         file: path,
         stem: path
@@ -471,6 +515,40 @@ mod tests {
         assert_eq!(ds.records, [record]);
         assert_eq!(ds.sha256, sha256_hex(line.as_bytes()));
         assert_eq!(ds.sha256.len(), 64);
+    }
+
+    #[test]
+    fn a_pipe_a_device_a_folder_and_a_file_over_the_limit_are_refused_unread() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("fifo.jsonl");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .is_ok_and(|s| s.success());
+        let mut refused = vec![
+            (PathBuf::from("/dev/zero"), "not a regular file"),
+            (dir.path().to_path_buf(), "a folder"),
+        ];
+        if made {
+            // Opening a FIFO with no writer would block forever; it is refused before that.
+            refused.push((fifo, "not a regular file"));
+        }
+        for (path, why) in refused {
+            let err = load_path(&path, &LoadOptions::default()).expect_err("refused");
+            let text = err.to_string();
+            assert!(
+                text.contains(&path.display().to_string()) && text.contains(why),
+                "{text}"
+            );
+        }
+        let big = dir.path().join("big.jsonl");
+        std::fs::write(&big, GOOD_A.repeat(10)).expect("write");
+        let small = LoadOptions {
+            max_file_bytes: 100,
+            ..LoadOptions::default()
+        };
+        let text = load_path(&big, &small).expect_err("too big").to_string();
+        assert!(text.contains("over the limit of 100 bytes"), "{text}");
     }
 
     #[test]
