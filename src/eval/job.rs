@@ -276,7 +276,7 @@ pub fn resolve(
             let mut spec = ModelSpec::new(&cfg.model);
             spec.dequantize = cfg.dequantize;
             spec.device =
-                DeviceChoice::parse(&cfg.device).map_err(|e| EvalError::Model(e.to_string()))?;
+                DeviceChoice::parse(&cfg.device).map_err(|e| EvalError::Usage(e.to_string()))?;
             spec.max_len = cfg.max_seq_len + extra_len;
             let adapter = match run.dir.join(ADAPTER_DIR) {
                 final_dir if final_dir.is_dir() => final_dir,
@@ -315,9 +315,9 @@ pub fn resolve(
 
 /// The resolved model with its adapter loaded.
 pub fn load_resolved(resolved: &Resolved) -> Result<LoadedModel, EvalError> {
-    let mut model = load(&resolved.spec).map_err(|e| EvalError::Model(e.to_string()))?;
+    let mut model = load(&resolved.spec).map_err(|e| EvalError::Usage(e.to_string()))?;
     if let Some(dir) = &resolved.adapter {
-        load_peft(&mut model.llama, dir).map_err(|e| EvalError::Model(e.to_string()))?;
+        load_peft(&mut model.llama, dir).map_err(|e| EvalError::Usage(e.to_string()))?;
     }
     Ok(model)
 }

@@ -241,5 +241,21 @@ fn a_runs_adapter_is_evaluated_into_the_run_folder() -> Result<(), EvalError> {
             .as_str()
             .is_some_and(|h| h.len() == 64)
     );
+    // A corrupt adapter is bad input (exit 2 in the CLI), as it is for `score`.
+    std::fs::write(
+        run.run_dir
+            .join("adapter")
+            .join(crate::model::lora::ADAPTER_WEIGHTS),
+        b"not safetensors",
+    )
+    .expect("corrupt");
+    let corrupt = evaluate(
+        &p,
+        &Target::Run(run.run_id.clone()),
+        &options(2, 2),
+        &|| false,
+        &mut |_| {},
+    );
+    assert!(matches!(corrupt, Err(EvalError::Usage(_))), "{corrupt:?}");
     Ok(())
 }
