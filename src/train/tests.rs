@@ -363,3 +363,51 @@ fn the_best_step_has_its_checkpoint_and_the_final_adapter_is_it() -> Result<(), 
     assert!(leftovers.is_empty(), "{leftovers:?}");
     Ok(())
 }
+
+/// A newest checkpoint that cannot be read gives way to the one before it, and the run says so.
+#[test]
+fn a_corrupt_newest_checkpoint_resumes_from_the_one_before() -> Result<(), TrainError> {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let p = project(tmp.path(), 40);
+    let cfg = TrainConfig {
+        checkpoint_every: 4,
+        ..small_config(12)
+    };
+    let control = Control::default();
+    let first = train(
+        &p,
+        &cfg,
+        &RunOptions::default(),
+        &control,
+        &mut stop_at(&control, 6),
+    )?;
+    let newest = first.run_dir.join("checkpoints").join("step-6");
+    assert!(newest.is_dir(), "a checkpoint at the stop");
+    std::fs::write(newest.join(super::run::OPTIMIZER_FILE), b"torn").expect("corrupt");
+    let resume = RunOptions {
+        resume: Some(first.run_id.clone()),
+        ..RunOptions::default()
+    };
+    let mut notes = Vec::new();
+    let mut from = None;
+    let resumed = train(&p, &cfg, &resume, &Control::default(), &mut |e| {
+        if let TrainEvent::Started {
+            notes: n,
+            resumed_from,
+            ..
+        } = e
+        {
+            notes = n;
+            from = resumed_from;
+        }
+    })?;
+    assert_eq!(from, Some(4));
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("checkpoint step-6 could not be read")),
+        "{notes:?}"
+    );
+    assert_eq!((resumed.status, resumed.steps), (RunStatus::Finished, 12));
+    Ok(())
+}

@@ -188,14 +188,38 @@ impl<'a> Loop<'a> {
         run: &'a RunDir,
         opts: &RunOptions,
         mut model: LoadedModel,
-        data: Data,
+        mut data: Data,
     ) -> Result<Loop<'a>, TrainError> {
-        // A run killed before its first checkpoint starts again from step 0.
-        let resume_step = opts
-            .resume
-            .as_ref()
-            .and_then(|_| run.checkpoints().last().copied());
-        let (opt, state) = adapter_and_optimizer(&mut model, cfg, resume_step.map(|s| (run, s)))?;
+        // A run killed before its first checkpoint starts again from step 0; a checkpoint that
+        // cannot be read gives way to the one before it, said in the notes.
+        let mut resume_step = None;
+        let mut loaded = None;
+        if opts.resume.is_some() {
+            for step in run.checkpoints().into_iter().rev() {
+                match adapter_and_optimizer(&mut model, cfg, Some((run, step))) {
+                    Ok(l) => {
+                        resume_step = Some(step);
+                        loaded = Some(l);
+                        break;
+                    }
+                    Err(e) => data.notes.push(format!(
+                        "checkpoint step-{step} could not be read ({e}); resuming from an \
+                         earlier one"
+                    )),
+                }
+            }
+            if loaded.is_none() && !run.checkpoints().is_empty() {
+                return Err(TrainError::Data(format!(
+                    "{}: no checkpoint of the run could be read: {}",
+                    run.dir.display(),
+                    data.notes.last().map_or("", String::as_str)
+                )));
+            }
+        }
+        let (opt, state) = match loaded {
+            Some(l) => l,
+            None => adapter_and_optimizer(&mut model, cfg, None)?,
+        };
         let dropout = crate::model::dropout::enable(&mut model.llama, cfg.lora.dropout);
         if opts.resume.is_some() {
             run.truncate_metrics(resume_step)?;
