@@ -447,6 +447,7 @@ fn swiglu(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::generate::argmax;
     use crate::model::llama::Path;
     use crate::model::llama::tests::random_weights;
     use crate::model::lora::{LoraConfig, attach};
@@ -521,15 +522,6 @@ mod tests {
             fast.push(with_team(|team| decoder.step(team, t))?);
         }
         Ok((general, fast))
-    }
-
-    fn argmax(v: &[f32]) -> usize {
-        v.iter()
-            .enumerate()
-            .fold((0, f32::NEG_INFINITY), |best, (i, x)| {
-                if *x > best.1 { (i, *x) } else { best }
-            })
-            .0
     }
 
     #[test]

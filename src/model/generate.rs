@@ -148,7 +148,8 @@ impl Sampler {
     }
 }
 
-fn argmax(values: &[f32]) -> u32 {
+/// The index of the largest value (the first of equal ones).
+pub(crate) fn argmax(values: &[f32]) -> u32 {
     values
         .iter()
         .enumerate()
@@ -219,12 +220,7 @@ pub fn generate_batch(
             sampler: Sampler::new(params),
         })
         .collect();
-    let pads: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
-    let padded: Vec<u32> = prompts
-        .iter()
-        .zip(&pads)
-        .flat_map(|(p, &pad)| std::iter::repeat_n(p[0], pad).chain(p.iter().copied()))
-        .collect();
+    let (pads, padded) = left_padded(prompts);
     let mut cache = KvCache::with_left_padding(pads);
     let mut input = Tensor::from_vec(padded, (b, longest), model.device())?;
     let mut offset = 0;
@@ -284,6 +280,19 @@ pub fn generate_batch(
         },
         outputs,
     })
+}
+
+/// Each prompt's left padding to the longest one's length, and the prompts so padded, one after
+/// another (the padding repeats a prompt's first id; the mask hides it).
+pub(crate) fn left_padded(prompts: &[Vec<u32>]) -> (Vec<usize>, Vec<u32>) {
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let pads: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
+    let padded = prompts
+        .iter()
+        .zip(&pads)
+        .flat_map(|(p, &pad)| std::iter::repeat_n(p[0], pad).chain(p.iter().copied()))
+        .collect();
+    (pads, padded)
 }
 
 /// One prompt of a batch.
