@@ -233,3 +233,47 @@ fn repeated_ids_are_refused_or_renamed_as_asked() {
     let bad = lablens(&["validate", path, "--duplicate-ids", "keep"]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// A micro-batch beyond any machine is refused by its bound, and one beyond this machine's
+/// memory (every sample record at the embedded model's full context) by the estimate, naming
+/// the largest that fits; both exit 2 before a run folder exists.
+#[test]
+fn micro_batches_that_cannot_fit_are_refused_before_a_run_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_data/discharge.jsonl");
+    std::fs::write(
+        dir.path().join("project.ron"),
+        format!(
+            r#"(name: "m", task: discharge, template: ChatMl,
+                datasets: [(name: "discharge", path: {:?})],
+                split: (ratios: (80.0, 20.0, 0.0), seed: 1))"#,
+            sample.to_str().expect("utf8")
+        ),
+    )
+    .expect("write project");
+    let project = dir.path().to_str().expect("utf8");
+    for (config, says) in [
+        (
+            "(micro_batch: 100000)",
+            "micro_batch: must be between 1 and 4096",
+        ),
+        (
+            "(micro_batch: 4096, max_seq_len: 1024)",
+            "GiB available: at most",
+        ),
+    ] {
+        let path = dir.path().join("c.ron");
+        std::fs::write(&path, config).expect("write config");
+        let out = lablens(&[
+            "train",
+            "--project",
+            project,
+            "--config",
+            path.to_str().expect("utf8"),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{config}: {stderr}");
+        assert!(stderr.contains(says), "{config}: {stderr}");
+        assert!(!dir.path().join("runs").exists(), "{config}: a run folder");
+    }
+}

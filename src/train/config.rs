@@ -59,6 +59,14 @@ impl Default for TrainConfig {
     }
 }
 
+/// Bounds on the size fields beyond any model or machine: longer sequences than the longest
+/// context of the models trained here, more examples a micro-batch (or micro-batches a step)
+/// than a GPU of today holds, more passes than any recipe makes. Within them the trainer checks
+/// the model's context and, on the CPU, the memory a micro-batch needs (`train::memory`).
+pub const MAX_SEQ_LEN: usize = 131_072;
+pub const MAX_BATCH: usize = 4096;
+pub const MAX_EPOCHS: usize = 1000;
+
 /// The presets' names, for the CLI and the GUI.
 pub const PRESETS: [&str; 2] = ["discharge", "quick-demo"];
 
@@ -131,16 +139,25 @@ impl TrainConfig {
         need(!self.model.trim().is_empty(), "model", "name a model");
         need(!self.dataset.trim().is_empty(), "dataset", "name a dataset");
         need(
-            self.max_seq_len >= 16,
+            (16..=MAX_SEQ_LEN).contains(&self.max_seq_len),
             "max_seq_len",
-            "must be at least 16 tokens",
+            &format!("must be between 16 and {MAX_SEQ_LEN} tokens"),
         );
-        need(self.micro_batch >= 1, "micro_batch", "must be at least 1");
-        need(self.grad_accum >= 1, "grad_accum", "must be at least 1");
         need(
-            self.epochs >= 1 || self.max_steps.is_some_and(|s| s > 0),
+            (1..=MAX_BATCH).contains(&self.micro_batch),
+            "micro_batch",
+            &format!("must be between 1 and {MAX_BATCH}"),
+        );
+        need(
+            (1..=MAX_BATCH).contains(&self.grad_accum),
+            "grad_accum",
+            &format!("must be between 1 and {MAX_BATCH}"),
+        );
+        need(
+            (self.epochs >= 1 || self.max_steps.is_some_and(|s| s > 0))
+                && self.epochs <= MAX_EPOCHS,
             "epochs",
-            "must be at least 1 (or set max_steps)",
+            &format!("must be between 1 and {MAX_EPOCHS} (or 0 with max_steps set)"),
         );
         need(
             self.max_steps != Some(0),
@@ -267,6 +284,27 @@ mod tests {
                 "lora.dropout",
                 "lora.target_modules"
             ]
+        );
+    }
+
+    #[test]
+    fn sizes_beyond_any_machine_are_refused_with_the_bound() {
+        let cfg = TrainConfig {
+            micro_batch: 100_000,
+            grad_accum: 5000,
+            max_seq_len: 1 << 20,
+            epochs: 1_000_000,
+            ..TrainConfig::default()
+        };
+        let errors = cfg.check();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            ["max_seq_len", "micro_batch", "grad_accum", "epochs"]
+        );
+        assert!(
+            errors[1].message.contains("between 1 and 4096"),
+            "{errors:?}"
         );
     }
 

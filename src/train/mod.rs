@@ -3,6 +3,7 @@
 
 pub mod batches;
 pub mod config;
+pub mod memory;
 pub mod optim;
 pub mod run;
 pub mod session;

@@ -109,6 +109,21 @@ pub fn load_data(
     })
 }
 
+/// On the CPU, refuses a micro-batch whose activations outgrow the memory available now (the
+/// longest examples padded to the longest of them), naming the largest that fits.
+pub fn check_memory(cfg: &TrainConfig, model: &LoadedModel, data: &Data) -> Result<(), TrainError> {
+    if !model.llama.device().is_cpu() {
+        return Ok(());
+    }
+    let Some(available) = super::memory::available_bytes() else {
+        return Ok(());
+    };
+    let rows = cfg.micro_batch.min(data.train.len());
+    let seq = data.train.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+    super::memory::check_fits(&model.llama.cfg, rows, seq, available)
+        .map_err(|e| TrainError::Config(vec![e]))
+}
+
 /// A fresh adapter and optimizer, or those of the checkpoint `step` of `run`, with its loop state.
 pub fn adapter_and_optimizer(
     model: &mut LoadedModel,

@@ -10,7 +10,9 @@ use super::run::{
     ADAPTER_DIR, CONFIG_FILE, LoopState, METRICS_FILE, OPTIMIZER_FILE, RunDir, RunStatus,
     STATE_FILE, StatusFile, run_err,
 };
-use super::session::{Data, adapter_and_optimizer, load_data, load_model, read_config};
+use super::session::{
+    Data, adapter_and_optimizer, check_memory, load_data, load_model, read_config,
+};
 use crate::model::device_ops;
 use crate::model::dropout::DropoutRounds;
 use crate::model::llama::{Llama, Path, fused};
@@ -136,6 +138,7 @@ pub fn train(
     // The model and the data load before a new run folder exists, so bad input leaves none.
     let model = load_model(&cfg)?;
     let data = load_data(project, &cfg, &model)?;
+    check_memory(&cfg, &model, &data)?;
     let (run, lock) = match resumed {
         Some(held) => held,
         None => {

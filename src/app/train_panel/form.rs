@@ -359,7 +359,7 @@ mod tests {
             named,
             [
                 ("lr", "must be a number (like 0.001 or 1e-3)"),
-                ("micro_batch", "must be at least 1"),
+                ("micro_batch", "must be between 1 and 4096"),
             ]
         );
         assert_eq!(cfg.max_steps, None);
