@@ -277,3 +277,42 @@ fn micro_batches_that_cannot_fit_are_refused_before_a_run_starts() {
         assert!(!dir.path().join("runs").exists(), "{config}: a run folder");
     }
 }
+
+/// Fields `train` does not know, in `project.ron` and in a `--config` file, are named on
+/// stderr (a misspelt setting would otherwise change nothing, silently).
+#[test]
+fn unknown_fields_of_a_project_and_a_config_are_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_data/discharge.jsonl");
+    std::fs::write(
+        dir.path().join("project.ron"),
+        format!(
+            r#"(name: "u", task: discharge, template: ChatMl, modle: (source: Tiny),
+                datasets: [(name: "discharge", path: {:?})], split: (ratios: (80.0, 20.0, 0.0), seed: 1))"#,
+            sample.to_str().expect("utf8")
+        ),
+    )
+    .expect("write project");
+    let config = dir.path().join("t.ron");
+    std::fs::write(
+        &config,
+        "(max_steps: Some(1), max_seq_len: 64, eval_records: 2, micro_batchh: 3, lora: (rank: 4))",
+    )
+    .expect("write config");
+    let out = lablens(&[
+        "train",
+        "--project",
+        dir.path().to_str().expect("utf8"),
+        "--config",
+        config.to_str().expect("utf8"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for field in [
+        "project.ron: unknown field modle",
+        "t.ron: unknown field micro_batchh",
+        "t.ron: unknown field lora.rank",
+    ] {
+        assert!(stderr.contains(field), "{field}: {stderr}");
+    }
+}

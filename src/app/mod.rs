@@ -242,6 +242,9 @@ impl LabLensApp {
                 self.compare.set_project(p.dir.clone());
                 self.bias.set_project(p.dir.clone());
                 self.explain.set_project(p.dir.clone());
+                if !p.warnings.is_empty() {
+                    self.status.error(p.warnings.join("; "));
+                }
                 self.project = Some(p);
                 self.unsaved = false;
                 if let Some(path) = remembered.or(first) {

@@ -7,10 +7,20 @@ use crate::data::record::{Split, Task};
 use crate::data::split::{SplitSpec, assign_splits, partition};
 use crate::data::synth::{Disparity, generate};
 use crate::data::validate::Limits;
-use crate::project::write_atomic;
+use crate::project::{OpenProject, write_atomic};
 use serde_json::json;
 use std::path::Path;
 use std::time::Instant;
+
+/// Opens the project of `--project`, saying on stderr what of `project.ron` it ignored.
+pub fn open_project(path: &Path) -> Result<OpenProject, CliError> {
+    let project =
+        OpenProject::open(path).map_err(|e| CliError::usage(format!("--project: {e}")))?;
+    for w in &project.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(project)
+}
 
 fn parse_task(name: &str) -> Result<Task, CliError> {
     Task::parse(name).ok_or_else(|| {

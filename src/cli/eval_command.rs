@@ -5,7 +5,6 @@ use super::CliError;
 use crate::data::record::Split;
 use crate::eval::job::{EvalError, EvalEvent, EvalOptions, Target, evaluate};
 use crate::model::generate::GenerationParams;
-use crate::project::OpenProject;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
@@ -64,8 +63,7 @@ fn split_of(name: &str) -> Result<Split, CliError> {
 }
 
 pub fn eval_cmd(args: &EvalArgs, json_out: bool) -> Result<(), CliError> {
-    let project = OpenProject::open(&args.target.project)
-        .map_err(|e| CliError::usage(format!("--project: {e}")))?;
+    let project = super::commands::open_project(&args.target.project)?;
     let target = args.target.target();
     let opts = EvalOptions {
         split: split_of(&args.split)?,

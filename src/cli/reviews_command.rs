@@ -2,7 +2,6 @@
 //! rates per model, agreement between reviewers (Cohen's kappa), optionally as CSV.
 
 use super::CliError;
-use crate::project::OpenProject;
 use crate::project::predictions::run_dir;
 use crate::project::reviews::{REVIEWS_FILE, ReviewFlag, read_reviews, summarize, write_csv};
 use serde_json::json;
@@ -18,8 +17,7 @@ pub fn reviews_cmd(
     csv: Option<&Path>,
     json_out: bool,
 ) -> Result<(), CliError> {
-    let project =
-        OpenProject::open(project).map_err(|e| CliError::usage(format!("--project: {e}")))?;
+    let project = super::commands::open_project(project)?;
     let dir = run_dir(&project.dir, run);
     if !dir.is_dir() {
         return Err(CliError::usage(format!(

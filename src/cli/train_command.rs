@@ -30,7 +30,7 @@ pub struct TrainArgs {
 }
 
 fn open_project(path: &Path) -> Result<OpenProject, CliError> {
-    OpenProject::open(path).map_err(|e| CliError::usage(format!("--project: {e}")))
+    crate::cli::commands::open_project(path)
 }
 
 /// The configuration: a preset (default quick-demo), then a RON file over it, then flags.
@@ -45,8 +45,12 @@ fn config(args: &TrainArgs) -> Result<TrainConfig, CliError> {
         None => TrainConfig::default(),
     };
     if let Some(path) = &args.config {
-        cfg = crate::train::session::read_config(path)
+        let (read, warnings) = crate::train::session::read_config_noting(path)
             .map_err(|e| CliError::usage(format!("--config: {e}")))?;
+        for w in warnings {
+            eprintln!("warning: {w}");
+        }
+        cfg = read;
     }
     if args.max_steps.is_some() {
         cfg.max_steps = args.max_steps;

@@ -169,6 +169,27 @@ pub enum ProjectError {
 pub struct OpenProject {
     pub dir: PathBuf,
     pub project: Project,
+    /// What `project.ron` holds that Lab Lens does not know (ignored, perhaps misspelt):
+    /// `project.ron: unknown field model.devcie (ignored)`.
+    pub warnings: Vec<String>,
+}
+
+/// Parses RON text as `T`, with the path of each field `T` has no place for (`model.devcie`),
+/// which would otherwise be dropped without a word.
+pub fn from_ron<'a, T: serde::Deserialize<'a>>(
+    text: &'a str,
+) -> Result<(T, Vec<String>), ron::error::SpannedError> {
+    struct Noting<'n, T>(&'n mut Vec<String>, std::marker::PhantomData<T>);
+    impl<'de, T: serde::Deserialize<'de>> serde::de::DeserializeSeed<'de> for Noting<'_, T> {
+        type Value = T;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+            serde_ignored::deserialize(d, |path| self.0.push(path.to_string()))
+        }
+    }
+    let mut unknown = Vec::new();
+    let value = ron::Options::default()
+        .from_str_seed(text, Noting(&mut unknown, std::marker::PhantomData))?;
+    Ok((value, unknown))
 }
 
 impl OpenProject {
@@ -183,12 +204,13 @@ impl OpenProject {
             path: file.clone(),
             source,
         })?;
-        let project: Project = ron::from_str(&text).map_err(|e| ProjectError::Parse {
-            path: file.clone(),
-            line: e.span.start.line,
-            col: e.span.start.col,
-            message: e.code.to_string(),
-        })?;
+        let (project, unknown): (Project, _) =
+            from_ron(&text).map_err(|e| ProjectError::Parse {
+                path: file.clone(),
+                line: e.span.start.line,
+                col: e.span.start.col,
+                message: e.code.to_string(),
+            })?;
         let ratios = project.split.ratios;
         if !SplitSpec::ratios_valid(&ratios) {
             return Err(ProjectError::Invalid {
@@ -204,7 +226,16 @@ impl OpenProject {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        Ok(OpenProject { dir, project })
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        let warnings = unknown
+            .iter()
+            .map(|field| format!("{name}: unknown field {field} (ignored)"))
+            .collect();
+        Ok(OpenProject {
+            dir,
+            project,
+            warnings,
+        })
     }
 
     /// Writes `project.ron` atomically.
@@ -318,6 +349,7 @@ mod tests {
                 split: SplitSpec::default(),
                 model: ModelEntry::default(),
             },
+            warnings: Vec::new(),
         }
     }
 
@@ -416,6 +448,28 @@ mod tests {
             .to_string();
         assert!(msg.contains("project.ron:4:"), "{msg}");
         assert!(msg.contains("\"gpu\""), "{msg}");
+    }
+
+    #[test]
+    fn unknown_fields_are_named_and_the_rest_is_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join(PROJECT_FILE),
+            "(name: \"x\", task: qa, split: (ratios: (1.0, 1.0, 0.0), seed: 3, sead: 4), modle: (source: Tiny),\n\
+             datasets: [(name: \"d\", path: \"d.jsonl\", duplicate_idz: rename)])",
+        )
+        .expect("write");
+        let p = OpenProject::open(dir.path()).expect("open");
+        assert_eq!((p.project.task, p.project.split.seed), (Task::Qa, 3));
+        assert_eq!(
+            p.warnings,
+            [
+                "project.ron: unknown field split.sead (ignored)",
+                "project.ron: unknown field modle (ignored)",
+                "project.ron: unknown field datasets.0.duplicate_idz (ignored)",
+            ]
+        );
+        assert!(sample(dir.path()).warnings.is_empty());
     }
 
     #[test]

@@ -153,8 +153,14 @@ pub fn adapter_and_optimizer(
 
 /// Reads a run's `config.ron`, naming the line of a parse error.
 pub fn read_config(path: &Path) -> Result<TrainConfig, TrainError> {
+    read_config_noting(path).map(|(cfg, _)| cfg)
+}
+
+/// [`read_config`], with the fields the file has that a configuration does not (ignored,
+/// perhaps misspelt): `train.ron: unknown field lora.rank (ignored)`.
+pub fn read_config_noting(path: &Path) -> Result<(TrainConfig, Vec<String>), TrainError> {
     let text = std::fs::read_to_string(path).map_err(|e| TrainError::Run(run_err(path, e)))?;
-    ron::from_str(&text).map_err(|e| {
+    let (cfg, unknown) = crate::project::from_ron(&text).map_err(|e| {
         TrainError::Run(run_err(
             path,
             format!(
@@ -162,5 +168,11 @@ pub fn read_config(path: &Path) -> Result<TrainConfig, TrainError> {
                 e.span.start.line, e.span.start.col, e.code
             ),
         ))
-    })
+    })?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let warnings = unknown
+        .iter()
+        .map(|field| format!("{name}: unknown field {field} (ignored)"))
+        .collect();
+    Ok((cfg, warnings))
 }
