@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts the workbench on the demo project in a real window under Xvfb and checks that it draws:
 # the window must appear, stay up for a few seconds, and `lablens screenshots` must render
-# non-blank frames of every panel.
+# non-blank, legible frames of every panel at two window sizes.
 set -euo pipefail
 bin=${1:-target/release/lablens}
 # The first display number no other X server holds (stale locks from killed servers included).
@@ -30,14 +30,22 @@ echo "window 'Lab Lens' is up and running"
 kill $app; wait $app 2>/dev/null || true
 app=""
 
-out=$(mktemp -d)
-DISPLAY=$display HOME=$home "$bin" screenshots --out "$out"
-for name in dataset-records model-sidebar dataset-validation dataset-distributions dataset-filtered-light \
-    train-live train-runs-overlay train-playground compare compare-review bias explain; do
-  [ -f "$out/$name.png" ] || { echo "lablens screenshots did not render $name.png"; exit 1; }
-done
-for f in "$out"/*.png; do
-  size=$(stat -c %s "$f")
-  [ "$size" -gt 20000 ] || { echo "$f is too small to be a rendered panel ($size bytes)"; exit 1; }
-  echo "rendered $(basename "$f") ($size bytes)"
+# Every panel at the default window size and at 1024x768: rendered, and legible (no text over
+# other text, cut, or drawn as empty boxes; lablens screenshots lists what it finds).
+for window in 1400x880 1024x768; do
+  out=$(mktemp -d)
+  DISPLAY=$display HOME=$home "$bin" screenshots --out "$out" --size $window
+  for name in dataset-records model-sidebar dataset-validation dataset-distributions dataset-filtered-light \
+      train-live train-runs-overlay train-playground compare compare-review bias explain; do
+    [ -f "$out/$name.png" ] || { echo "lablens screenshots did not render $name.png at $window"; exit 1; }
+  done
+  for f in "$out"/*.png; do
+    size=$(stat -c %s "$f")
+    [ "$size" -gt 20000 ] || { echo "$f is too small to be a rendered panel ($size bytes)"; exit 1; }
+    echo "rendered $(basename "$f") at $window ($size bytes)"
+  done
+  if [ -s "$out/layout-problems.txt" ]; then
+    echo "layout problems at $window:"; cat "$out/layout-problems.txt"; exit 1
+  fi
+  echo "no layout problem at $window"
 done

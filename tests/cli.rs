@@ -234,23 +234,28 @@ fn repeated_ids_are_refused_or_renamed_as_asked() {
     assert_eq!(bad.status.code(), Some(2));
 }
 
-/// A micro-batch beyond any machine is refused by its bound, and one beyond this machine's
-/// memory (every sample record at the embedded model's full context) by the estimate, naming
-/// the largest that fits; both exit 2 before a run folder exists.
-#[test]
-fn micro_batches_that_cannot_fit_are_refused_before_a_run_starts() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// A project in `dir` over the 2,000 sample discharge records, with `extra` fields.
+fn sample_project(dir: &Path, extra: &str) {
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_data/discharge.jsonl");
     std::fs::write(
-        dir.path().join("project.ron"),
+        dir.join("project.ron"),
         format!(
-            r#"(name: "m", task: discharge, template: ChatMl,
+            r#"(name: "s", task: discharge, template: ChatMl, {extra}
                 datasets: [(name: "discharge", path: {:?})],
                 split: (ratios: (80.0, 20.0, 0.0), seed: 1))"#,
             sample.to_str().expect("utf8")
         ),
     )
     .expect("write project");
+}
+
+/// A micro-batch beyond any machine is refused by its bound, and one beyond this machine's
+/// memory (every sample record at the embedded model's full context) by the estimate, naming
+/// the largest that fits; both exit 2 before a run folder exists.
+#[test]
+fn micro_batches_that_cannot_fit_are_refused_before_a_run_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    sample_project(dir.path(), "");
     let project = dir.path().to_str().expect("utf8");
     for (config, says) in [
         (
@@ -283,16 +288,7 @@ fn micro_batches_that_cannot_fit_are_refused_before_a_run_starts() {
 #[test]
 fn unknown_fields_of_a_project_and_a_config_are_named() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_data/discharge.jsonl");
-    std::fs::write(
-        dir.path().join("project.ron"),
-        format!(
-            r#"(name: "u", task: discharge, template: ChatMl, modle: (source: Tiny),
-                datasets: [(name: "discharge", path: {:?})], split: (ratios: (80.0, 20.0, 0.0), seed: 1))"#,
-            sample.to_str().expect("utf8")
-        ),
-    )
-    .expect("write project");
+    sample_project(dir.path(), "modle: (source: Tiny),");
     let config = dir.path().join("t.ron");
     std::fs::write(
         &config,

@@ -2,7 +2,7 @@
 
 use crate::data::dataset::DatasetView;
 use crate::data::record::{AgeGroup, Demographic, Split};
-use egui_plot::{Bar, BarChart, GridMark, Plot};
+use egui_plot::{Bar, BarChart, Plot};
 use std::collections::BTreeMap;
 
 /// Bars of a length histogram: bin centre, count, and the shared bin width.
@@ -119,39 +119,39 @@ fn length_plot(ui: &mut egui::Ui, title: &str, h: &Histogram, color: egui::Color
         .show(ui, |p| p.bar_chart(BarChart::new(title, bars).color(color)));
 }
 
-fn category_plot(ui: &mut egui::Ui, title: &'static str, counts: &Counts) {
+/// One bar per category, its name before it and its count after: names stay readable however
+/// narrow the column (a plot's axis drops labels that would collide).
+fn category_bars(ui: &mut egui::Ui, title: &'static str, counts: &Counts) {
     ui.strong(title);
-    let labels: Vec<String> = counts.iter().map(|(k, _)| k.clone()).collect();
-    let n = labels.len();
-    let bars: Vec<Bar> = counts
+    let font = egui::TextStyle::Body.resolve(ui.style());
+    let width = |text: &str| {
+        ui.fonts_mut(|f| {
+            f.layout_no_wrap(text.into(), font.clone(), egui::Color32::WHITE)
+                .size()
+                .x
+        })
+    };
+    let name_width = counts.iter().map(|(k, _)| width(k)).fold(0.0, f32::max);
+    let count_width = counts
         .iter()
-        .enumerate()
-        .map(|(i, (k, c))| Bar::new(i as f64, *c as f64).width(0.7).name(k))
-        .collect();
-    Plot::new(title)
-        .height(190.0)
-        .allow_scroll(false)
-        .allow_drag(false)
-        .allow_zoom(false)
-        .show_grid([false, true])
-        // One mark per category, labelled with its name.
-        .x_grid_spacer(move |_| {
-            (0..n)
-                .map(|i| GridMark {
-                    value: i as f64,
-                    step_size: 1.0,
-                })
-                .collect()
-        })
-        .x_axis_formatter(move |mark, _| {
-            labels
-                .get(mark.value.round().max(0.0) as usize)
-                .cloned()
-                .unwrap_or_default()
-        })
-        .show(ui, |p| {
-            p.bar_chart(BarChart::new(title, bars).color(CATEGORY_COLOR))
+        .map(|(_, c)| width(&c.to_string()))
+        .fold(0.0, f32::max);
+    let spacing = ui.spacing().item_spacing.x;
+    let bar_room = (ui.available_width() - name_width - count_width - 2.0 * spacing).max(20.0);
+    let most = counts.iter().map(|(_, c)| *c).max().unwrap_or(0).max(1);
+    for (name, count) in counts {
+        ui.horizontal(|ui| {
+            ui.add_sized([name_width, 16.0], egui::Label::new(name));
+            let (rect, response) =
+                ui.allocate_exact_size(egui::vec2(bar_room, 14.0), egui::Sense::hover());
+            let filled = rect.width() * *count as f32 / most as f32;
+            let bar = egui::Rect::from_min_size(rect.min, egui::vec2(filled, rect.height()));
+            ui.painter().rect_filled(bar, 2.0, CATEGORY_COLOR);
+            response.on_hover_text(format!("{name}: {count} records"));
+            ui.label(count.to_string());
         });
+    }
+    ui.add_space(8.0);
 }
 
 pub fn show(ui: &mut egui::Ui, data: &ChartData) {
@@ -174,7 +174,7 @@ pub fn show(ui: &mut egui::Ui, data: &ChartData) {
         let n = data.fields.len().max(1);
         ui.columns(n.min(2), |cols| {
             for (i, (title, counts)) in data.fields.iter().enumerate() {
-                category_plot(&mut cols[i % cols.len()], title, counts);
+                category_bars(&mut cols[i % cols.len()], title, counts);
             }
         });
     });

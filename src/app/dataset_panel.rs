@@ -220,7 +220,7 @@ impl DatasetPanel {
         ui.separator();
         egui::Panel::right("record_view")
             .resizable(true)
-            .default_size(ui.available_width() * 0.45)
+            .default_size(ui.available_width() * 0.4)
             .show(ui, |ui| self.record_side(ui, &view));
         ui.horizontal(|ui| {
             for tab in DatasetTab::ALL {
@@ -360,9 +360,17 @@ impl DatasetPanel {
             })
             .flatten();
         self.scroll_to_selected = false;
-        let mut clicked = None;
         // Selectable labels would take the click that selects the row.
         ui.style_mut().interaction.selectable_labels = false;
+        // Scrolled sideways where the pane is narrower than the columns, never under the
+        // record view beside it.
+        egui::ScrollArea::horizontal()
+            .id_salt("records_table")
+            .show(ui, |ui| self.records_table(ui, view, scroll_row));
+    }
+
+    fn records_table(&mut self, ui: &mut egui::Ui, view: &DatasetView, scroll_row: Option<usize>) {
+        let mut clicked = None;
         let mut table = TableBuilder::new(ui)
             .striped(true)
             .sense(egui::Sense::click())
@@ -383,12 +391,18 @@ impl DatasetPanel {
                     "Sex",
                     "Age",
                     "Ethnicity",
-                    "Words in",
-                    "Words out",
+                    "In",
+                    "Out",
                     "Diagnosis / first line",
                 ] {
                     h.col(|ui| {
-                        ui.strong(title);
+                        let header = ui.strong(title);
+                        if matches!(title, "In" | "Out") {
+                            header.on_hover_text(format!(
+                                "words of the {}",
+                                if title == "In" { "input" } else { "target" }
+                            ));
+                        }
                     });
                 }
             })

@@ -10,6 +10,7 @@ mod dataset_panel;
 mod diff;
 mod explain_panel;
 mod frame_time;
+mod legibility;
 mod model_picker;
 mod record_view;
 mod screenshot;
@@ -222,6 +223,8 @@ impl LabLensApp {
         } else {
             egui::Theme::Light
         });
+        // Scroll bars beside the text they scroll, never over its last characters.
+        ctx.all_styles_mut(|style| style.spacing.scroll = egui::style::ScrollStyle::solid());
     }
 
     pub fn open_project(&mut self, path: &Path) {
@@ -626,6 +629,9 @@ impl eframe::App for LabLensApp {
         });
         self.frame_times.record(started.elapsed());
         self.frame_times.show(ui.ctx());
+        if let Some(script) = &mut self.screenshot {
+            script.after_frame(ui.ctx());
+        }
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
@@ -639,6 +645,9 @@ impl eframe::App for LabLensApp {
         eframe::set_value(storage, eframe::APP_KEY, &self.state);
     }
 }
+
+/// The window's size on a first start, in points: legible at it and down to 1024 × 768.
+pub const DEFAULT_SIZE: [f32; 2] = [1400.0, 880.0];
 
 fn native_options(title: &str, size: [f32; 2], persist: bool) -> eframe::NativeOptions {
     eframe::NativeOptions {
@@ -656,7 +665,7 @@ fn native_options(title: &str, size: [f32; 2], persist: bool) -> eframe::NativeO
 pub fn run(project: Option<PathBuf>) -> Result<(), String> {
     eframe::run_native(
         "lablens",
-        native_options("Lab Lens", [1400.0, 880.0], true),
+        native_options("Lab Lens", DEFAULT_SIZE, true),
         Box::new(move |cc| {
             let state = cc
                 .storage

@@ -230,9 +230,10 @@ fn choice_combo(
 /// reloads it with the new setting (dequantize applies to GGUF files only).
 fn settings(ui: &mut egui::Ui, picker: &mut ModelPicker, action: &mut Option<Action>) {
     let (dequantize, device, dtype) = (picker.dequantize, picker.device.clone(), picker.dtype);
-    ui.horizontal(|ui| {
-        ui.checkbox(&mut picker.dequantize, "dequantize")
-            .on_hover_text("Load GGUF weights as f32 instead of keeping them quantized and frozen");
+    ui.checkbox(&mut picker.dequantize, "dequantize")
+        .on_hover_text("Load GGUF weights as f32 instead of keeping them quantized and frozen");
+    // One setting a row: the sidebar stays narrow enough for the panels beside it.
+    egui::Grid::new("model_settings").show(ui, |ui| {
         let label = ui.label("device").id;
         egui::ComboBox::from_id_salt("model_device")
             .selected_text(picker.device.to_string())
@@ -244,6 +245,7 @@ fn settings(ui: &mut egui::Ui, picker: &mut ModelPicker, action: &mut Option<Act
             })
             .response
             .labelled_by(label);
+        ui.end_row();
         let label = ui.label("precision").id;
         egui::ComboBox::from_id_salt("model_dtype")
             .selected_text(picker.dtype.to_string())
@@ -256,6 +258,7 @@ fn settings(ui: &mut egui::Ui, picker: &mut ModelPicker, action: &mut Option<Act
             .response
             .on_hover_text("auto: bf16 on a GPU, f32 on the CPU. Adapters train in f32 either way.")
             .labelled_by(label);
+        ui.end_row();
     });
     let Some(source) = picker.current().cloned() else {
         return;

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The file of `out` that lists the shots' layout problems, one a line (empty when none).
+pub const LAYOUT_REPORT: &str = "layout-problems.txt";
+
 /// Frames to let layout, fonts and plots settle before a shot.
 const SETTLE_FRAMES: u32 = 12;
 
@@ -46,6 +49,10 @@ pub struct Script {
     close_when_done: bool,
     started: Instant,
     results: Arc<Mutex<Vec<Result<PathBuf, String>>>>,
+    /// The shot whose frame is being drawn, for its legibility check at the frame's end.
+    checking: Option<String>,
+    /// `shot: problem` for each of [`super::legibility::problems`]' findings.
+    layout: Arc<Mutex<Vec<String>>>,
 }
 
 fn noop(_: &mut LabLensApp) {}
@@ -319,7 +326,25 @@ impl Script {
             close_when_done,
             started: Instant::now(),
             results: Arc::new(Mutex::new(Vec::new())),
+            checking: None,
+            layout: Arc::new(Mutex::new(Vec::new())),
         }
+    }
+
+    /// At the end of a frame's drawing: the legibility problems of the frame a shot was just
+    /// asked for (what its picture shows).
+    pub fn after_frame(&mut self, ctx: &egui::Context) {
+        if let Some(shot) = self.checking.take() {
+            let found = super::legibility::frame_problems(ctx);
+            if let Ok(mut layout) = self.layout.lock() {
+                layout.extend(found.into_iter().map(|p| format!("{shot}: {p}")));
+            }
+        }
+    }
+
+    /// The legibility problems of the shots taken so far.
+    pub fn layout_problems(&self) -> Arc<Mutex<Vec<String>>> {
+        Arc::clone(&self.layout)
     }
 
     /// One shot of the window as it is now.
@@ -432,6 +457,7 @@ impl Script {
             None if self.frames >= SETTLE_FRAMES => {
                 self.requested = Some(taken);
                 let crop = (region == Region::Sidebar).then_some(app.sidebar);
+                self.checking = path.file_name().map(|n| n.to_string_lossy().into_owned());
                 self.request_png(ctx, path, crop);
             }
             Some(before) if taken > before => self.next_shot(),
@@ -508,20 +534,30 @@ fn save_png(path: &Path, image: &egui::ColorImage) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Renders every panel of `project` (default: the demo project) into `out`.
-pub fn screenshots(project: Option<PathBuf>, out: &Path) -> Result<(), String> {
+/// Renders every panel of `project` (default: the demo project) into `out`, in a window of
+/// `size` points (the workbench's default window is [`super::DEFAULT_SIZE`]).
+pub fn screenshots(project: Option<PathBuf>, out: &Path, size: [f32; 2]) -> Result<(), String> {
     let has_display = std::env::var_os("DISPLAY").is_some_and(|d| !d.is_empty())
         || std::env::var_os("WAYLAND_DISPLAY").is_some_and(|d| !d.is_empty());
     if !has_display {
-        return with_virtual_display(project, out);
+        return with_virtual_display(project, out, size);
     }
     let project = project.unwrap_or_else(super::default_project_dir);
+    let fresh_store =
+        std::env::temp_dir().join(format!("lablens-screenshots-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&fresh_store);
     let script = Script::all_panels(out);
     let results = script.results();
+    let layout = script.layout_problems();
     let mut script = Some(script);
     eframe::run_native(
         "lablens-screenshots",
-        super::native_options("Lab Lens", [1600.0, 1000.0], false),
+        eframe::NativeOptions {
+            // A fresh store each time: panel widths and the like from an earlier run would
+            // make the pictures (and their layout check) depend on it.
+            persistence_path: Some(fresh_store.clone()),
+            ..super::native_options("Lab Lens", size, false)
+        },
         Box::new(move |cc| {
             let mut app = LabLensApp::new(
                 &cc.egui_ctx,
@@ -534,6 +570,7 @@ pub fn screenshots(project: Option<PathBuf>, out: &Path) -> Result<(), String> {
         }),
     )
     .map_err(|e| format!("could not open the window: {e}"))?;
+    let _ = std::fs::remove_dir_all(&fresh_store);
     let results = results.lock().map(|v| v.clone()).unwrap_or_default();
     let mut saved = 0;
     for r in &results {
@@ -548,11 +585,31 @@ pub fn screenshots(project: Option<PathBuf>, out: &Path) -> Result<(), String> {
     if saved == 0 {
         return Err("no screenshot was taken".into());
     }
+    // What a reader could not read in them: said, and kept beside them for scripts.
+    let layout = layout.lock().map(|v| v.clone()).unwrap_or_default();
+    let report = out.join(LAYOUT_REPORT);
+    let text: String = layout.iter().map(|p| format!("{p}\n")).collect();
+    crate::project::write_atomic(&report, text.as_bytes())
+        .map_err(|e| format!("{}: {e}", report.display()))?;
+    for p in &layout {
+        eprintln!("layout: {p}");
+    }
+    eprintln!(
+        "{} layout problem(s) at {}x{} (listed in {})",
+        layout.len(),
+        size[0],
+        size[1],
+        report.display()
+    );
     Ok(())
 }
 
 /// Starts Xvfb on a free display and runs this command again inside it.
-fn with_virtual_display(project: Option<PathBuf>, out: &Path) -> Result<(), String> {
+fn with_virtual_display(
+    project: Option<PathBuf>,
+    out: &Path,
+    size: [f32; 2],
+) -> Result<(), String> {
     let display = (90..120)
         .find(|n| !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists())
         .ok_or("no free X display number between :90 and :119")?;
@@ -572,6 +629,7 @@ fn with_virtual_display(project: Option<PathBuf>, out: &Path) -> Result<(), Stri
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("screenshots").arg("--out").arg(out);
+    cmd.arg("--size").arg(format!("{}x{}", size[0], size[1]));
     if let Some(p) = project {
         cmd.arg("--project").arg(p);
     }

@@ -219,13 +219,15 @@ pub fn show(
             };
             ui.separator();
             let mut dismiss = false;
+            // A notice longer than the line ends in an ellipsis; the whole of it on hover.
             match &status.notice {
                 Some(Notice::Info(text)) => {
-                    ui.label(text);
+                    ui.add(egui::Label::new(text).truncate());
                 }
                 Some(Notice::Error(text)) => {
-                    ui.colored_label(ui.visuals().error_fg_color, text);
                     dismiss = ui.small_button("Dismiss").clicked();
+                    let error = egui::RichText::new(text).color(ui.visuals().error_fg_color);
+                    ui.add(egui::Label::new(error).truncate());
                 }
                 None => {}
             }

@@ -251,3 +251,45 @@ fn a_precision_change_reloads_the_model_in_bf16_and_the_project_keeps_it() {
     // The precision list's choice and the model's Precision row.
     assert_eq!(h.query_all_by_label("bf16").count(), 2);
 }
+
+/// The Dataset panel's three tabs on the demo project, at the default window size and at
+/// 1024 × 768: no two rows of text over each other, none cut, no glyph the fonts lack
+/// (`legibility::problems`; the other panels are checked on every `lablens screenshots`).
+#[test]
+fn the_dataset_panel_is_legible_at_the_default_size_and_at_1024_by_768() {
+    for size in [DEFAULT_SIZE, [1024.0, 768.0]] {
+        let mut h = Harness::builder()
+            .with_size(egui::vec2(size[0], size[1]))
+            .build_eframe(|cc| {
+                LabLensApp::new(
+                    &cc.egui_ctx,
+                    AppState::default(),
+                    Some(default_project_dir()),
+                    default_models_dir(),
+                )
+            });
+        wait_until(&mut h, |app| {
+            app.dataset.view().is_some() && app.model.loaded().is_some()
+        });
+        for tab in [
+            DatasetTab::Records,
+            DatasetTab::Validation,
+            DatasetTab::Distributions,
+        ] {
+            h.state_mut().dataset.state.tab = tab;
+            h.run_steps(8);
+            let screen = egui::Rect::from_min_size(egui::Pos2::ZERO, egui::vec2(size[0], size[1]));
+            let shapes = h.output().shapes.clone();
+            let ctx = h.ctx.clone();
+            let found = ctx.fonts_mut(|fonts| {
+                legibility::problems(&shapes, screen, |font, c| fonts.has_glyph(font, c))
+            });
+            assert!(
+                found.is_empty(),
+                "{tab:?} at {size:?}: {} problems, first: {:#?}",
+                found.len(),
+                &found[..found.len().min(12)]
+            );
+        }
+    }
+}

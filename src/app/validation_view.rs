@@ -14,18 +14,31 @@ pub fn show(ui: &mut egui::Ui, view: &DatasetView) -> Option<usize> {
         .id_salt("validation")
         .show(ui, |ui| {
             ui.heading("Checks");
-            egui::Grid::new("checks").striped(true).show(ui, |ui| {
-                for c in &report.checks {
-                    if c.passed {
-                        ui.colored_label(GOOD, "✔");
+            // Rows rather than a grid: a long detail wraps within the pane instead of running
+            // under the record view beside it.
+            let name_width = report
+                .checks
+                .iter()
+                .map(|c| text_width(ui, &c.name))
+                .fold(0.0, f32::max);
+            for c in &report.checks {
+                ui.horizontal(|ui| {
+                    let (mark, color) = if c.passed {
+                        ("pass", GOOD)
                     } else {
-                        ui.colored_label(ui.visuals().error_fg_color, "✘");
-                    }
-                    ui.strong(&c.name);
-                    ui.label(&c.detail);
-                    ui.end_row();
-                }
-            });
+                        ("fail", ui.visuals().error_fg_color)
+                    };
+                    ui.add_sized(
+                        [text_width(ui, "pass").max(text_width(ui, "fail")), 0.0],
+                        egui::Label::new(egui::RichText::new(mark).color(color).strong()),
+                    );
+                    ui.add_sized(
+                        [name_width, 0.0],
+                        egui::Label::new(egui::RichText::new(&c.name).strong()),
+                    );
+                    ui.add(egui::Label::new(&c.detail).wrap());
+                });
+            }
             ui.add_space(6.0);
             ui.label(format!(
                 "{} records from {} lines · {} schema errors · sha256 {}",
@@ -72,6 +85,16 @@ pub fn show(ui: &mut egui::Ui, view: &DatasetView) -> Option<usize> {
             phi(ui, report, &mut clicked);
         });
     clicked.and_then(|id| view.records().iter().position(|r| r.id == id))
+}
+
+/// The width `text` takes in the body font.
+fn text_width(ui: &egui::Ui, text: &str) -> f32 {
+    let font = egui::TextStyle::Body.resolve(ui.style());
+    ui.fonts_mut(|f| {
+        f.layout_no_wrap(text.into(), font, egui::Color32::WHITE)
+            .size()
+            .x
+    })
 }
 
 fn section(ui: &mut egui::Ui, title: &str, count: usize, body: impl FnOnce(&mut egui::Ui)) {
@@ -192,19 +215,19 @@ fn phi(
                     ui.label(format!("{kind} {n}"));
                 }
             });
-            egui::Grid::new("phi_findings")
-                .striped(true)
-                .show(ui, |ui| {
-                    for f in &p.findings {
-                        if ui.link(&f.id).clicked() {
-                            *clicked = Some(f.id.clone());
-                        }
-                        ui.label(&f.field);
-                        ui.label(f.kind.name());
-                        ui.label(egui::RichText::new(&f.snippet).monospace());
-                        ui.end_row();
+            for f in &p.findings {
+                ui.horizontal(|ui| {
+                    if ui.link(&f.id).clicked() {
+                        *clicked = Some(f.id.clone());
                     }
+                    ui.label(&f.field);
+                    ui.label(f.kind.name());
+                    // Cut to the pane with an ellipsis, whole on hover.
+                    ui.add(
+                        egui::Label::new(egui::RichText::new(&f.snippet).monospace()).truncate(),
+                    );
                 });
+            }
         },
     );
 }

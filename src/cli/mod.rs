@@ -248,7 +248,21 @@ pub enum CliCommand {
         out: PathBuf,
         #[arg(long)]
         project: Option<PathBuf>,
+        /// The window's size in points, WIDTHxHEIGHT (default: the workbench's, 1400x880).
+        #[arg(long, default_value = "1400x880", value_parser = window_size)]
+        size: [f32; 2],
     },
+}
+
+/// `1024x768` → `[1024.0, 768.0]`.
+fn window_size(text: &str) -> Result<[f32; 2], String> {
+    let parsed = text.split_once('x').and_then(|(w, h)| {
+        let (w, h) = (w.trim().parse::<f32>().ok()?, h.trim().parse::<f32>().ok()?);
+        (w >= 800.0 && h >= 500.0 && w <= 8192.0 && h <= 8192.0).then_some([w, h])
+    });
+    parsed.ok_or_else(|| {
+        format!("{text:?}: expected WIDTHxHEIGHT in points, at least 800x500 (like 1024x768)")
+    })
 }
 
 /// The model options shared by tokenize, score and generate.
@@ -446,8 +460,8 @@ pub fn run(command: CliCommand) -> Result<(), CliError> {
             dtype,
             json,
         } => doctor_command::doctor_cmd(&device, &model, &dtype, json),
-        CliCommand::Screenshots { out, project } => {
-            crate::app::screenshots(project, &out).map_err(CliError::failed)
+        CliCommand::Screenshots { out, project, size } => {
+            crate::app::screenshots(project, &out, size).map_err(CliError::failed)
         }
     }
 }

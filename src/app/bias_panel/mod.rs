@@ -315,10 +315,18 @@ impl BiasPanel {
             ui.add_space(6.0);
             if grid.rows.is_empty() {
                 ui.label("No record of this set has this demographic field.");
-            } else if let Some(key) =
-                heatmap::show(ui, &grid, self.state.threshold, self.state.min_size)
-            {
-                self.open_slice(&key);
+            } else {
+                // Scrolled sideways where the metrics do not fit, so that what follows keeps
+                // the pane's width.
+                let clicked = egui::ScrollArea::horizontal()
+                    .id_salt("bias_heatmap")
+                    .show(ui, |ui| {
+                        heatmap::show(ui, &grid, self.state.threshold, self.state.min_size)
+                    })
+                    .inner;
+                if let Some(key) = clicked {
+                    self.open_slice(&key);
+                }
             }
             ui.add_space(6.0);
             heatmap::legend(ui, self.state.threshold, self.state.min_size);

@@ -145,12 +145,12 @@ fn legend(ui: &mut egui::Ui) {
 fn text_column(ui: &mut egui::Ui, title: &str, salt: &str, body: impl FnOnce(&mut egui::Ui)) {
     ui.strong(title);
     // Badges and long words must wrap inside the column, not widen it over the next one.
-    let width = ui.available_width();
     egui::ScrollArea::vertical()
         .id_salt(("compare_column", salt))
         .auto_shrink([false, false])
         .show(ui, |ui| {
-            ui.set_max_width(width);
+            // The width inside the scroll bar, not the column's.
+            ui.set_max_width(ui.available_width());
             body(ui);
         });
 }

@@ -48,8 +48,13 @@ pub fn legend(ui: &mut egui::Ui, scale: f64) {
             egui::StrokeKind::Inside,
         );
         ui.label(format!("{scale:+.3}"));
-        ui.weak("red: lowers the target's likelihood · blue: raises it");
     });
+    ui.add(
+        egui::Label::new(
+            RichText::new("red: lowers the target's likelihood · blue: raises it").weak(),
+        )
+        .wrap(),
+    );
 }
 
 /// `text` with each word of `words` (byte spans, in order) on its weight's colour; line breaks
@@ -66,9 +71,16 @@ pub fn highlighted_text(ui: &mut egui::Ui, text: &str, words: &[FeatureWeight], 
                 ui.end_row();
             }
             let word = &text[w.start..w.end];
-            ui.label(RichText::new(word).background_color(weight_color(w.weight, scale)))
-                .on_hover_text(format!("{word}: {:+.4}", w.weight));
-            ui.label(" ");
+            // Sized before placing (no wrapping inside a word), so that a word that does not
+            // fit the row starts the next one instead of running past the column.
+            ui.add(
+                egui::Label::new(
+                    RichText::new(word).background_color(weight_color(w.weight, scale)),
+                )
+                .wrap_mode(egui::TextWrapMode::Extend),
+            )
+            .on_hover_text(format!("{word}: {:+.4}", w.weight));
+            ui.add(egui::Label::new(" ").wrap_mode(egui::TextWrapMode::Extend));
             at = w.end;
         }
     });

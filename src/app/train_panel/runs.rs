@@ -370,6 +370,16 @@ fn compare(ui: &mut egui::Ui, view: &mut RunsView) {
     };
     let differing = rows.iter().filter(|r| r.differs()).count();
     ui.label(format!("{differing} of {} fields differ", rows.len()));
+    // The two value columns share what the field names leave, in characters of the body font.
+    let char_width = ui.fonts_mut(|f| {
+        let font = egui::TextStyle::Body.resolve(ui.style());
+        f.layout_no_wrap("0".repeat(10), font, egui::Color32::WHITE)
+            .size()
+            .x
+            / 10.0
+    });
+    let cell_chars =
+        (((ui.available_width() - 24.0 * char_width) / 2.0 / char_width) as usize).clamp(8, 60);
     egui::ScrollArea::vertical().id_salt("diff").show(ui, |ui| {
         egui::Grid::new("diff_grid")
             .num_columns(3)
@@ -383,21 +393,19 @@ fn compare(ui: &mut egui::Ui, view: &mut RunsView) {
                     } else {
                         ui.weak(&r.field);
                     }
-                    value_cell(ui, &r.a, color);
-                    value_cell(ui, &r.b, color);
+                    value_cell(ui, &r.a, color, cell_chars);
+                    value_cell(ui, &r.b, color, cell_chars);
                     ui.end_row();
                 }
             });
     });
 }
 
-/// Values longer than a cell shows are cut, whole on hover.
-const CELL_CHARS: usize = 28;
-
-fn value_cell(ui: &mut egui::Ui, value: &str, color: Option<egui::Color32>) {
-    let long = value.chars().count() > CELL_CHARS;
+/// A value of at most `chars` characters; a longer one is cut, whole on hover.
+fn value_cell(ui: &mut egui::Ui, value: &str, color: Option<egui::Color32>, chars: usize) {
+    let long = value.chars().count() > chars;
     let shown: String = if long {
-        value.chars().take(CELL_CHARS - 1).chain(['…']).collect()
+        value.chars().take(chars - 1).chain(['…']).collect()
     } else {
         value.to_string()
     };
