@@ -128,3 +128,69 @@ fn bad_input_is_named() {
     ]);
     assert!(err.contains("aspirin9"), "{err}");
 }
+
+/// Section importance of a record: its ROUGE-L is the explained output's (the evaluated one
+/// where base/predictions.jsonl has it, as the Compare panel shows), and when the whole input's
+/// output generated again for the method differs from that one, both numbers are given and said
+/// apart; with no evaluation the two are one output and one number.
+#[test]
+fn section_importance_says_which_output_its_rouge_l_is_of() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = project(dir.path());
+    let args = [
+        "explain",
+        "--project",
+        &p,
+        "--base",
+        "--record",
+        RECORD,
+        "--method",
+        "sections",
+        "--max-new-tokens",
+        "12",
+        "--json",
+    ];
+    let out = lablens(&args);
+    let generated = json_of(&out);
+    let s = &generated["sections"];
+    assert_eq!(generated["output_source"], "generated");
+    assert_eq!(s["regenerated_differs"], false);
+    assert_eq!(s["output_rouge_l"], s["full_rouge_l"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("(the output above)"));
+
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_data/discharge.jsonl");
+    let text = std::fs::read_to_string(data).expect("sample data");
+    let record: Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+        .find(|r| r["id"] == RECORD)
+        .expect("the record");
+    let evaluated = serde_json::json!({
+        "id": RECORD,
+        "input": record["input"],
+        "reference": record["target"],
+        "prediction": record["target"],
+    });
+    std::fs::create_dir_all(dir.path().join("base")).expect("base");
+    std::fs::write(
+        dir.path().join("base/predictions.jsonl"),
+        format!("{evaluated}\n"),
+    )
+    .expect("predictions");
+    let out = lablens(&args);
+    let explained = json_of(&out);
+    let s = &explained["sections"];
+    assert_eq!(explained["output_source"], "predictions.jsonl");
+    assert_eq!(
+        s["output_rouge_l"], 1.0,
+        "the reference scored against itself"
+    );
+    assert_eq!(s["regenerated_differs"], true);
+    assert!(s["full_rouge_l"].as_f64().is_some_and(|r| r < 1.0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ROUGE-L 1.000 of the output above"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("generated again here"), "{stderr}");
+}

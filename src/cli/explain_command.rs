@@ -226,10 +226,7 @@ fn summarize(e: &Explanation, method: Method) {
         }
         Method::Sections => {
             if let Some(s) = &e.sections {
-                eprintln!(
-                    "full input: log-likelihood {:.3}, ROUGE-L {:.4}",
-                    s.result.full_loglik, s.result.full_rouge_l
-                );
+                eprintln!("{}", s.result.summary());
                 for i in &s.result.sections {
                     eprintln!(
                         "  without {:28} log-likelihood {:+9.3}  ROUGE-L {:+.4}",

@@ -314,7 +314,7 @@ impl Explainer<'_> {
             inputs.push(features::remove(self.input, &sections, &keep));
         }
         let scores = self.score(&inputs, &answer, "scoring without each section", progress)?;
-        let (full_rouge, _) = self.rouge_after(self.input)?;
+        let (full_rouge, full_output) = self.rouge_after(self.input)?;
         let mut impacts = Vec::new();
         for (k, s) in sections.iter().enumerate() {
             if !progress("generating without each section", k, sections.len()) {
@@ -333,6 +333,8 @@ impl Explainer<'_> {
         let result = SectionsResult {
             full_loglik: scores.loglik[0],
             full_rouge_l: full_rouge,
+            output_rouge_l: rouge(self.reference, self.output).rouge_l.fmeasure,
+            regenerated_differs: full_output.trim() != self.output.trim(),
             sections: impacts,
         };
         Ok((result, target_text))

@@ -198,8 +198,41 @@ pub struct SectionImpact {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SectionsResult {
     pub full_loglik: f64,
+    /// ROUGE-L of the output generated here for the whole input, which each section's change
+    /// is measured from (like with like: every output of the method generated the same way).
     pub full_rouge_l: f64,
+    /// ROUGE-L of the explained output (the evaluated one where the run has it), the number
+    /// the Compare panel shows for the record.
+    #[serde(default)]
+    pub output_rouge_l: f64,
+    /// Whether the whole input's output generated here differs from the explained one (an
+    /// evaluation's other settings, its batch's padding or its device), so that the two
+    /// ROUGE-L values differ and the text says which is which.
+    #[serde(default)]
+    pub regenerated_differs: bool,
     pub sections: Vec<SectionImpact>,
+}
+
+impl SectionsResult {
+    /// What the section bars start from, in a sentence: the whole input's log-likelihood and
+    /// ROUGE-L, and which output that ROUGE-L is of when the one generated again here differs from
+    /// the explained (evaluated) one.
+    pub fn summary(&self) -> String {
+        if self.regenerated_differs {
+            format!(
+                "Whole input: log-likelihood {:.2}. ROUGE-L {:.3} of the output above; the sections \
+                 are measured on outputs generated again here, and the whole input's one differs \
+                 from it (ROUGE-L {:.3}). Bars: the change from that {:.3} without each section.",
+                self.full_loglik, self.output_rouge_l, self.full_rouge_l, self.full_rouge_l
+            )
+        } else {
+            format!(
+                "Whole input: log-likelihood {:.2}, ROUGE-L {:.3} (the output above). Bars: the \
+                 change without each section.",
+                self.full_loglik, self.full_rouge_l
+            )
+        }
+    }
 }
 
 /// The target's likelihood and the regenerated output's ROUGE-L at one input length.

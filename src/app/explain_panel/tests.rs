@@ -64,6 +64,8 @@ fn saved_explanation(project: &Path) -> Explanation {
         sections: Some(targeted(SectionsResult {
             full_loglik: -20.0,
             full_rouge_l: 0.9,
+            output_rouge_l: 0.9,
+            regenerated_differs: false,
             sections: vec![SectionImpact {
                 section: "Medications".into(),
                 start: 28,

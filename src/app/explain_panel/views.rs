@@ -143,10 +143,7 @@ fn bar_rows(ui: &mut egui::Ui, rows: &[(String, f64)], scale: f64, decimals: usi
 /// Each section's effect when removed: the target's log-likelihood change and the change of
 /// the regenerated output's ROUGE-L.
 pub fn section_bars(ui: &mut egui::Ui, result: &SectionsResult) {
-    ui.label(format!(
-        "Whole input: log-likelihood {:.2}, ROUGE-L {:.3}. Bars: the change without each section.",
-        result.full_loglik, result.full_rouge_l
-    ));
+    ui.add(egui::Label::new(result.summary()).wrap());
     let loglik: Vec<(String, f64)> = result
         .sections
         .iter()
