@@ -25,6 +25,21 @@ fn project(dir: &Path) -> String {
     dir.display().to_string()
 }
 
+/// `explain` of RECORD under the project's base model with `extra`, printing JSON.
+fn record_args<'a>(project: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "explain",
+        "--project",
+        project,
+        "--base",
+        "--record",
+        RECORD,
+    ];
+    args.extend_from_slice(extra);
+    args.push("--json");
+    args
+}
+
 fn json_of(out: &Output) -> Value {
     assert!(
         out.status.success(),
@@ -38,17 +53,7 @@ fn json_of(out: &Output) -> Value {
 fn lime_and_saliency_of_one_record_are_kept_together() {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = project(dir.path());
-    let common = [
-        "explain",
-        "--project",
-        &p,
-        "--base",
-        "--record",
-        RECORD,
-        "--max-new-tokens",
-        "24",
-        "--json",
-    ];
+    let common = record_args(&p, &["--max-new-tokens", "24"]);
     let lime = json_of(&lablens(
         &[&common[..], &["--samples", "24", "--seed", "3"]].concat(),
     ));
@@ -137,19 +142,7 @@ fn bad_input_is_named() {
 fn section_importance_says_which_output_its_rouge_l_is_of() {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = project(dir.path());
-    let args = [
-        "explain",
-        "--project",
-        &p,
-        "--base",
-        "--record",
-        RECORD,
-        "--method",
-        "sections",
-        "--max-new-tokens",
-        "12",
-        "--json",
-    ];
+    let args = record_args(&p, &["--method", "sections", "--max-new-tokens", "12"]);
     let out = lablens(&args);
     let generated = json_of(&out);
     let s = &generated["sections"];
