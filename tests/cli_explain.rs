@@ -182,7 +182,7 @@ fn section_importance_says_which_output_its_rouge_l_is_of() {
     assert!(s["full_rouge_l"].as_f64().is_some_and(|r| r < 1.0));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("ROUGE-L 1.000 of the output above"),
+        stderr.contains("ROUGE-L F1 1.000 of the output above"),
         "{stderr}"
     );
     assert!(stderr.contains("generated again here"), "{stderr}");

@@ -8,7 +8,8 @@ use crate::analysis::bias::counterfactual::CounterfactualReport;
 use crate::analysis::bias::job::{
     BiasJobError, BiasRequest, CounterfactualOptions, report_json, run,
 };
-use crate::analysis::bias::{BiasOptions, BiasReport, metric_label, parse_dims};
+use crate::analysis::bias::{BiasOptions, BiasReport, parse_dims};
+use crate::eval::names::metric_label;
 use crate::model::generate::GenerationParams;
 use std::path::PathBuf;
 
@@ -139,13 +140,16 @@ fn print_report(r: &BiasReport, cf: Option<&CounterfactualReport>) {
             (false, true) => "small",
             _ => "",
         };
+        let interval = if s.n < crate::analysis::bias::MIN_INTERVAL_N {
+            format!("{:^20}", "not estimable")
+        } else {
+            format!("[{:>8.4}, {:>8.4}]", s.ci[0], s.ci[1])
+        };
         println!(
-            "{:<40} {:>5} {:>8.4} [{:>8.4}, {:>8.4}] {:>+8.4} {:>7} {:>8} {:>8}  {flag}",
+            "{:<40} {:>5} {:>8.4} {interval} {:>+8.4} {:>7} {:>8} {:>8}  {flag}",
             s.dims.describe(),
             s.n,
             s.mean,
-            s.ci[0],
-            s.ci[1],
             s.diff_to_overall,
             s.relative_gap
                 .map_or("-".into(), |g| format!("{:+.1}%", g * 100.0)),

@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod hyphenation;
 pub mod job;
 pub mod meds;
+pub mod names;
 pub mod pairs;
 pub mod phrases;
 pub mod porter;

@@ -9,7 +9,7 @@ pub mod job;
 mod report;
 pub mod stats;
 
-pub use report::{findings, metric_label, metric_short_label, mitigations};
+pub use report::{findings, mitigations};
 pub use stats::Disparity;
 
 use crate::data::record::{AgeGroup, Demographic};
@@ -317,10 +317,27 @@ fn slice_rng(seed: u64, key: &SliceKey) -> SeededRng {
     SeededRng::new(seed).fork(hash)
 }
 
+/// Fewer values than this give no interval worth a number: a bootstrap of four values
+/// resamples a handful of distinct means.
+pub const MIN_INTERVAL_N: usize = 5;
+
+/// `95% interval 0.265 to 0.347`, or `not estimable (n < 5)` where the slice is too small to
+/// estimate one (its bounds are not numbers then: null in JSON).
+pub fn interval_text(n: usize, ci: [f64; 2], value: impl Fn(f64) -> String) -> String {
+    if n < MIN_INTERVAL_N || !ci[0].is_finite() || !ci[1].is_finite() {
+        format!("not estimable (n < {MIN_INTERVAL_N})")
+    } else {
+        format!("95% interval {} to {}", value(ci[0]), value(ci[1]))
+    }
+}
+
 fn summary(values: &[f64], seed: u64) -> Summary {
     let defined: Vec<Option<f64>> = values.iter().copied().map(Some).collect();
     let iv = interval_with_seed(values.len(), seed, |ix| mean_of(&defined, ix));
-    let (mean, ci) = iv.map_or((f64::NAN, [f64::NAN; 2]), |i| (i.value, [i.low, i.high]));
+    let (mean, mut ci) = iv.map_or((f64::NAN, [f64::NAN; 2]), |i| (i.value, [i.low, i.high]));
+    if values.len() < MIN_INTERVAL_N {
+        ci = [f64::NAN; 2];
+    }
     Summary {
         n: values.len(),
         mean,

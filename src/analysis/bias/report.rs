@@ -3,38 +3,7 @@
 //! the group's references).
 
 use super::{BiasReport, SliceReport};
-
-/// A metric's name for people: `rougeL.fmeasure` → `ROUGE-L`, `fkgl` → `reading grade`.
-pub fn metric_label(metric: &str) -> String {
-    let rouge = |v: &str| format!("ROUGE-{v}");
-    match metric {
-        "rouge1.fmeasure" => rouge("1"),
-        "rouge2.fmeasure" => rouge("2"),
-        "rougeL.fmeasure" => rouge("L"),
-        "rougeLsum.fmeasure" => rouge("Lsum"),
-        "bleu" => "BLEU".into(),
-        "fkgl" => "reading grade".into(),
-        "fre" => "reading ease".into(),
-        "smog" => "SMOG grade".into(),
-        "meds.hallucinated" => "hallucinated medications per output".into(),
-        "meds.omitted" => "omitted medications per output".into(),
-        "meds.mismatched" => "dose mismatches per output".into(),
-        "safety" => "safety flags per output".into(),
-        "loss" => "loss".into(),
-        other => other.to_string(),
-    }
-}
-
-/// A metric's name short enough for a column heading.
-pub fn metric_short_label(metric: &str) -> String {
-    match metric {
-        "meds.hallucinated" => "hallucinated meds".into(),
-        "meds.omitted" => "omitted meds".into(),
-        "meds.mismatched" => "dose mismatches".into(),
-        "safety" => "safety flags".into(),
-        other => metric_label(other),
-    }
-}
+use crate::eval::names::metric_label;
 
 fn value(x: f64) -> String {
     if x.abs() >= 100.0 {
@@ -71,11 +40,10 @@ pub fn findings(r: &BiasReport) -> Vec<String> {
     let label = metric_label(&r.metric);
     let direction = if r.higher_is_worse { "higher" } else { "lower" };
     let mut out = vec![format!(
-        "Overall {label}: {} over {} records (95% interval {} to {}).",
+        "Overall {label}: {} over {} records ({}).",
         value(r.overall.mean),
         r.overall.n,
-        value(r.overall.ci[0]),
-        value(r.overall.ci[1])
+        super::interval_text(r.overall.n, r.overall.ci, value)
     )];
     let (primary, following): (Vec<&SliceReport>, Vec<&SliceReport>) = r
         .flagged()

@@ -315,3 +315,43 @@ fn difference_and_ratio_equal_fairlearns_on_the_committed_fixture() {
         }
     }
 }
+
+/// A group of fewer than five records has no interval (null in JSON, "not estimable" in
+/// words); a group of five or more has one.
+#[test]
+fn intervals_of_groups_under_five_records_are_not_estimable() {
+    let items: Vec<Item> = (0..40)
+        .map(|i| {
+            let gender = if i < 3 {
+                "X"
+            } else if i % 2 == 0 {
+                "F"
+            } else {
+                "M"
+            };
+            (
+                Some(gender),
+                Some(40),
+                Some("White"),
+                Some((i % 7) as f64 / 7.0),
+            )
+        })
+        .collect();
+    let report = audit(&rows_of(&items), &options("score")).expect("audit");
+    let tiny = report
+        .slice(&key(&[(Demographic::Gender, "X")]))
+        .expect("the three-record group");
+    assert_eq!(tiny.n, 3);
+    assert!(tiny.ci.iter().all(|b| b.is_nan()), "{:?}", tiny.ci);
+    assert_eq!(
+        interval_text(tiny.n, tiny.ci, |x| format!("{x:.2}")),
+        "not estimable (n < 5)"
+    );
+    let json = serde_json::to_value(tiny).expect("json");
+    assert_eq!(json["ci"], json!([null, null]));
+    let big = report
+        .slice(&key(&[(Demographic::Gender, "F")]))
+        .expect("F");
+    assert!(big.ci.iter().all(|b| b.is_finite()));
+    assert!(interval_text(big.n, big.ci, |x| format!("{x:.2}")).starts_with("95% interval "));
+}

@@ -220,14 +220,14 @@ impl SectionsResult {
     pub fn summary(&self) -> String {
         if self.regenerated_differs {
             format!(
-                "Whole input: log-likelihood {:.2}. ROUGE-L {:.3} of the output above; the sections \
+                "Whole input: log-likelihood {:.2}. ROUGE-L F1 {:.3} of the output above; the sections \
                  are measured on outputs generated again here, and the whole input's one differs \
-                 from it (ROUGE-L {:.3}). Bars: the change from that {:.3} without each section.",
+                 from it (ROUGE-L F1 {:.3}). Bars: the change from that {:.3} without each section.",
                 self.full_loglik, self.output_rouge_l, self.full_rouge_l, self.full_rouge_l
             )
         } else {
             format!(
-                "Whole input: log-likelihood {:.2}, ROUGE-L {:.3} (the output above). Bars: the \
+                "Whole input: log-likelihood {:.2}, ROUGE-L F1 {:.3} (the output above). Bars: the \
                  change without each section.",
                 self.full_loglik, self.full_rouge_l
             )

@@ -3,7 +3,8 @@
 //! better), shows its value and n, explains itself on hover, is greyed when small and outlined
 //! when flagged; and the legend that says so.
 
-use crate::analysis::bias::{SliceKey, SliceReport, metric_label};
+use crate::analysis::bias::{SliceKey, SliceReport};
+use crate::eval::names::metric_label;
 use egui::{Color32, Rect, Sense, Stroke, StrokeKind, vec2};
 
 /// One cell: a slice of one metric.
@@ -29,12 +30,11 @@ impl Cell {
     fn hover(&self, min_size: usize) -> String {
         let s = &self.slice;
         let mut text = format!(
-            "{}\n{} {:.3} (95% interval {:.3} to {:.3}), overall {:.3}\nn = {}",
+            "{}\n{} {:.3} ({}), overall {:.3}\nn = {}",
             s.dims.describe(),
             metric_label(&self.metric),
             s.mean,
-            s.ci[0],
-            s.ci[1],
+            crate::analysis::bias::interval_text(s.n, s.ci, |x| format!("{x:.3}")),
             self.overall,
             s.n
         );

@@ -12,12 +12,11 @@ pub use heatmap::{Cell, Grid};
 use super::compare_panel::{ComparePanel, RowFilters, option_combo as combo};
 use crate::analysis::bias::counterfactual::CounterfactualReport;
 use crate::analysis::bias::job::{BiasOutcome, BiasRequest, CounterfactualOptions};
-use crate::analysis::bias::{
-    BiasOptions, BiasReport, COMMON_METRICS, SliceKey, audit, metric_label, metric_short_label,
-};
+use crate::analysis::bias::{BiasOptions, BiasReport, COMMON_METRICS, SliceKey, audit};
 use crate::data::record::{AgeGroup, Demographic};
 use crate::engine::Event;
 use crate::eval::job::Target;
+use crate::eval::names::{metric_label, metric_short_label};
 use crate::project::predictions::{
     BASE, PredictionSet, PredictionSource, keep_or_newest, modified, prediction_sources,
 };

@@ -58,8 +58,8 @@ fn the_worse_group_is_outlined_small_cells_greyed_and_a_click_opens_compare() {
     assert_eq!(
         grid.columns,
         [
-            "ROUGE-L",
-            "ROUGE-1",
+            "ROUGE-L F1",
+            "ROUGE-1 F1",
             "BLEU",
             "reading grade",
             "hallucinated meds"
@@ -83,7 +83,7 @@ fn the_worse_group_is_outlined_small_cells_greyed_and_a_click_opens_compare() {
     );
     assert!(h.query_by_label_contains("check the references").is_some());
 
-    h.get_by_label("M × ROUGE-L").click();
+    h.get_by_label("M × ROUGE-L F1").click();
     h.run();
     let (source, filters) = h.state_mut().requested_compare.take().expect("requested");
     assert_eq!(source, RUN);
@@ -207,7 +207,7 @@ fn ctrl_4_shows_bias_and_a_cell_opens_compare_on_its_slice() {
         app.bias.grid().is_some() && !app.bias.is_computing()
     });
     h.step();
-    h.get_by_label("M × ROUGE-L").click();
+    h.get_by_label("M × ROUGE-L F1").click();
     h.step();
     h.step();
     let app = h.state();

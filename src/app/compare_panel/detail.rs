@@ -5,6 +5,7 @@
 use super::super::diff::WordDiff;
 use super::marks::{self, ADDED, HALLUCINATED, MISMATCHED, OMITTED, Piece, SAFETY};
 use super::rows::{Compared, Side};
+use crate::eval::names::{metric_label, metric_short_label};
 use crate::project::predictions::{PredictionRow, higher_is_worse};
 use egui::text::LayoutJob;
 use egui::{Color32, RichText, Stroke, TextFormat};
@@ -15,14 +16,14 @@ pub struct Detail {
     diffs: Vec<(Side, WordDiff)>,
 }
 
-/// Badges shown first when an output has them, in this order.
-const BADGES: [(&str, &str); 6] = [
-    ("rougeL.fmeasure", "ROUGE-L"),
-    ("rouge1.fmeasure", "ROUGE-1"),
-    ("bleu", "BLEU"),
-    ("fkgl", "Reading grade"),
-    ("fre", "Reading ease"),
-    ("correct", "Correct"),
+/// The metrics shown as badges first when an output has them, in this order.
+const BADGES: [&str; 6] = [
+    "rougeL.fmeasure",
+    "rouge1.fmeasure",
+    "bleu",
+    "fkgl",
+    "fre",
+    "correct",
 ];
 
 pub fn format_metric(x: f64) -> String {
@@ -163,9 +164,10 @@ fn output(
     column: usize,
 ) {
     ui.horizontal_wrapped(|ui| {
-        for (name, short) in BADGES {
+        for name in BADGES {
             if let Some(x) = row.metric(name) {
-                badge(ui, format!("{short} {}", format_metric(x)), BLUE, name);
+                let text = format!("{} {}", metric_short_label(name), format_metric(x));
+                badge(ui, text, BLUE, &metric_label(name));
             }
         }
         if let Some(kept) = diff.kept_share() {
@@ -188,7 +190,7 @@ fn output(
                 .striped(true)
                 .show(ui, |ui| {
                     for (name, value) in &row.metrics {
-                        ui.label(name);
+                        ui.label(metric_label(name)).on_hover_text(name);
                         let worse = if higher_is_worse(name) {
                             "higher is worse"
                         } else {

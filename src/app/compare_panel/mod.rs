@@ -14,6 +14,7 @@ pub use rows::{Compared, ProblemFilter, RowFilters, Side, SortKey, visible_rows}
 
 use crate::data::record::AgeGroup;
 use crate::eval::job::Target;
+use crate::eval::names::{metric_label, metric_short_label};
 use crate::project::predictions::{PredictionSet, PredictionSource, modified, prediction_sources};
 use crate::train::run::list_runs;
 use crossbeam_channel::{Receiver, Sender, unbounded};
@@ -449,11 +450,15 @@ impl ComparePanel {
         ui.horizontal_wrapped(|ui| {
             let label = ui.label("Sort by").id;
             egui::ComboBox::from_id_salt("compare_sort")
-                .selected_text(sort.metric.clone().unwrap_or_else(|| "file order".into()))
+                .selected_text(
+                    sort.metric
+                        .as_deref()
+                        .map_or_else(|| "file order".into(), metric_label),
+                )
                 .show_ui(ui, |ui| {
                     ui.selectable_value(&mut sort.metric, None, "file order");
                     for m in &metrics {
-                        ui.selectable_value(&mut sort.metric, Some(m.clone()), m);
+                        ui.selectable_value(&mut sort.metric, Some(m.clone()), metric_label(m));
                     }
                 })
                 .response
@@ -557,7 +562,8 @@ impl ComparePanel {
                     "Age".into(),
                     "Ethnicity".into(),
                 ];
-                titles.extend(sides.iter().map(|s| format!("{shown_metric} {s:?}")));
+                let shown = metric_short_label(&shown_metric);
+                titles.extend(sides.iter().map(|s| format!("{shown} {s:?}")));
                 titles.extend(sides.iter().map(|s| format!("Problems {s:?}")));
                 titles.push("Output A".into());
                 for t in titles {
