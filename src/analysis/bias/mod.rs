@@ -206,6 +206,9 @@ pub struct SliceReport {
     pub small: bool,
     /// The gap is beyond the threshold, against the group, and q < alpha.
     pub flagged: bool,
+    /// The record without which a gap beyond the threshold would be within it: one record
+    /// makes the group's difference, and a reader should look at it before at the group.
+    pub driven_by: Option<String>,
 }
 
 impl SliceReport {
@@ -434,6 +437,11 @@ fn measure(
         stats::permutation_p(values, &members, opts.permutations, &mut rng)
     };
     let diff = s.mean - overall;
+    let relative_gap = (overall != 0.0).then(|| diff / overall.abs());
+    let driven_by = relative_gap
+        .filter(|g| g.abs() > opts.threshold && own.len() >= 2)
+        .and_then(|_| one_record_gap(&own, overall, values.len(), opts.threshold))
+        .map(|k| rows[members[k]].id.clone());
     SliceReport {
         dims: key.clone(),
         n: s.n,
@@ -441,12 +449,34 @@ fn measure(
         ci: s.ci,
         diff_to_overall: diff,
         ratio_to_overall: (overall != 0.0).then(|| s.mean / overall),
-        relative_gap: (overall != 0.0).then(|| diff / overall.abs()),
+        relative_gap,
         p,
         q: None,
         small,
         flagged: false,
+        driven_by,
     }
+}
+
+/// The index of the one value of `own` whose removal from the data (the slice and the
+/// `total` values whose mean is `overall`) brings the slice's gap within `threshold`, if
+/// there is one.
+fn one_record_gap(own: &[f64], overall: f64, total: usize, threshold: f64) -> Option<usize> {
+    if total < 3 {
+        return None;
+    }
+    let (n, all) = (own.len() as f64, total as f64);
+    let sum: f64 = own.iter().sum();
+    let gap_without = |v: f64| {
+        let rest = (overall * all - v) / (all - 1.0);
+        (((sum - v) / (n - 1.0) - rest) / rest.abs()).abs()
+    };
+    let (k, gap) = own
+        .iter()
+        .map(|&v| gap_without(v))
+        .enumerate()
+        .min_by(|a, b| a.1.total_cmp(&b.1))?;
+    (gap <= threshold).then_some(k)
 }
 
 type Disparities = (BTreeMap<String, Disparity>, BTreeMap<String, Disparity>);

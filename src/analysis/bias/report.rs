@@ -75,6 +75,17 @@ pub fn findings(r: &BiasReport) -> Vec<String> {
             names.join(", ")
         ));
     }
+    // A group's difference that one record makes, flagged or not (the heatmap colours it).
+    for s in r.slices.iter().filter(|s| s.dims.0.len() == 1 && !s.small) {
+        if let Some(id) = &s.driven_by {
+            out.push(format!(
+                "One record makes the {label} gap of {} ({}): without {id} it is within {:.0}%.",
+                s.dims.describe(),
+                percent(s.relative_gap),
+                r.threshold * 100.0
+            ));
+        }
+    }
     let small = r.slices.iter().filter(|s| s.small).count();
     if small > 0 {
         out.push(format!(

@@ -355,3 +355,38 @@ fn intervals_of_groups_under_five_records_are_not_estimable() {
     assert!(big.ci.iter().all(|b| b.is_finite()));
     assert!(interval_text(big.n, big.ci, |x| format!("{x:.2}")).starts_with("95% interval "));
 }
+
+/// A group whose gap comes from one record says so, naming the record: without it (in the
+/// group and overall) the gap is within the threshold.
+#[test]
+fn a_gap_made_by_one_record_says_so() {
+    let items: Vec<Item> = (0..200)
+        .map(|i| {
+            let gender = if i % 2 == 0 { "F" } else { "M" };
+            // Everyone scores about 0.5; one F record scores -40 (a broken reference, say).
+            let v = if i == 0 {
+                -40.0
+            } else {
+                0.5 + (i % 5) as f64 * 0.01
+            };
+            (Some(gender), Some(40), Some("White"), Some(v))
+        })
+        .collect();
+    let rows = rows_of(&items);
+    let report = audit(&rows, &options("score")).expect("audit");
+    let f = report
+        .slice(&key(&[(Demographic::Gender, "F")]))
+        .expect("F");
+    assert_eq!(f.driven_by.as_deref(), Some("r0"));
+    let m = report
+        .slice(&key(&[(Demographic::Gender, "M")]))
+        .expect("M");
+    assert_eq!(m.driven_by, None);
+    let said: Vec<&String> = report
+        .findings
+        .iter()
+        .filter(|l| l.starts_with("One record makes"))
+        .collect();
+    assert_eq!(said.len(), 1, "{:?}", report.findings);
+    assert!(said[0].contains("without r0 it is within 10%"), "{said:?}");
+}

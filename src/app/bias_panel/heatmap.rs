@@ -41,6 +41,11 @@ impl Cell {
         if let Some(g) = s.relative_gap {
             text.push_str(&format!("\ngap to overall {:+.1}%", g * 100.0));
         }
+        if let Some(id) = &s.driven_by {
+            text.push_str(&format!(
+                "\none record makes this gap: without {id} it is within the threshold"
+            ));
+        }
         match (s.q, s.small) {
             (_, true) => text.push_str(&format!(
                 "\nfewer than {min_size} records: not tested, never flagged"
