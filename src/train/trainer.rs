@@ -52,7 +52,8 @@ impl Control {
     pub fn is_paused(&self) -> bool {
         self.0.load(Ordering::SeqCst) == PAUSE
     }
-    fn stopped(&self) -> bool {
+    /// A stop was asked for (the loop may still be finishing its step and checkpoint).
+    pub fn is_stopping(&self) -> bool {
         self.0.load(Ordering::SeqCst) == STOP
     }
 }
@@ -297,7 +298,7 @@ impl<'a> Loop<'a> {
             while control.is_paused() {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            if control.stopped() {
+            if control.is_stopping() {
                 self.checkpoint()?;
                 on_event(TrainEvent::Checkpoint {
                     step: self.state.step,

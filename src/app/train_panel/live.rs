@@ -166,7 +166,7 @@ fn controls(ui: &mut egui::Ui, panel: &mut TrainPanel, ctx: &TrainContext<'_>, i
         if start.clicked() {
             panel.start(ctx);
         }
-        let training = panel.is_training();
+        let training = panel.is_training() && !panel.is_stopping();
         if panel.is_paused() {
             if ui.button("Resume").clicked() {
                 panel.resume();
@@ -177,7 +177,12 @@ fn controls(ui: &mut egui::Ui, panel: &mut TrainPanel, ctx: &TrainContext<'_>, i
         {
             panel.pause();
         }
-        if ui
+        if panel.is_stopping() {
+            // Until the run ends: its step and checkpoint take a moment, and a button that
+            // looks unpressed would be pressed again.
+            ui.add_enabled(false, egui::Button::new("Stopping…"))
+                .on_disabled_hover_text("Finishing the current step and writing a checkpoint");
+        } else if ui
             .add_enabled(training, egui::Button::new("Stop"))
             .on_hover_text("Stops after the current step and keeps a checkpoint to resume from")
             .clicked()

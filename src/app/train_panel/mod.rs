@@ -155,6 +155,11 @@ impl TrainPanel {
         self.is_training() && self.control.is_paused()
     }
 
+    /// Stop was pressed and the run has not ended yet (it finishes its step and checkpoint).
+    pub fn is_stopping(&self) -> bool {
+        self.is_training() && self.control.is_stopping()
+    }
+
     /// Adds a training event to the Live tab, whichever job sent it.
     pub fn record(&mut self, event: &TrainEvent) {
         match event {
@@ -176,6 +181,11 @@ impl TrainPanel {
             other => {
                 if let Some(live) = &mut self.live {
                     live.record(other);
+                    // The Runs table follows the run step by step, not only at checkpoints.
+                    if let TrainEvent::Step(m) = other {
+                        let best = live.best_val.map(|(_, v)| v);
+                        self.runs.follow(&live.run_id, m.step, best, m.elapsed_s);
+                    }
                 }
             }
         }

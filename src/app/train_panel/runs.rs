@@ -113,6 +113,18 @@ impl RunsView {
         self.diff = None;
     }
 
+    /// The row of run `id`, running in this window, at `step` of its total with its best
+    /// validation loss so far and `elapsed_s`.
+    pub fn follow(&mut self, id: &str, step: usize, best_val_loss: Option<f64>, elapsed_s: f64) {
+        if let Some(row) = self.rows.iter_mut().find(|r| r.summary.id == id) {
+            let s = &mut row.summary;
+            s.status = RunStatus::Running;
+            s.step = step;
+            s.best_val_loss = best_val_loss.or(s.best_val_loss);
+            s.elapsed_s = elapsed_s;
+        }
+    }
+
     /// Takes the curves that finished loading; starts loading those ticked and missing.
     fn load_curves(&mut self, ctx: &egui::Context) {
         for (id, curves) in self.loaded_rx.try_iter() {

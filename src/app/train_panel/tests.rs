@@ -143,10 +143,23 @@ fn a_run_streams_its_steps_pauses_stops_at_a_checkpoint_and_resumes() {
     wait_until(&mut h, "a step after resuming", |app| {
         live_steps(app) > paused_at
     });
+    let row = &h.state().train.runs.rows[0].summary;
+    assert_eq!(
+        (row.status, row.step),
+        (RunStatus::Running, live_steps(h.state())),
+        "the Runs table follows the run step by step"
+    );
 
     h.get_by_label("Stop").click();
+    // The frame that takes the click, then the next, before the run has written its
+    // checkpoint: the button says so.
+    h.run_steps(2);
+    assert!(h.state().train.is_training(), "still finishing its step");
+    assert!(h.query_by_label("Stopping…").is_some());
+    assert!(h.query_by_label("Stop").is_none());
     wait_until(&mut h, "the job ended", |app| !app.train.is_training());
     h.run();
+    assert!(h.query_by_label("Stopping…").is_none());
     let summary = h.state().train.summary.clone().expect("summary");
     assert_eq!(summary.status, RunStatus::Stopped);
     let run = RunDir::open(dir.path(), &summary.run_id).expect("run folder");
