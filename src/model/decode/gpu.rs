@@ -6,7 +6,9 @@
 //! a preallocated cache, one attention kernel over every head and row, the output product adding
 //! into the residual stream, RMSNorm, the gate and up products, SwiGLU and the down product adding
 //! into the residual stream (gpu_kernels.cu; the products of batches above 4 rows are cuBLAS's).
-//! A LoRA adapter adds two small products per projection.
+//! A LoRA adapter adds two small products per projection. The first step's launches are captured
+//! as a CUDA graph, and every later step replays it: one launch where a 30-layer model has some
+//! 360 (the position the kernels read lives on the GPU and the step's last kernel advances it).
 //!
 //! It applies to a model on a GPU in bf16 or f32 with dense projections and output head (the
 //! embedding lookup is the model's own, so a quantized embedding works), after the general path's
@@ -18,7 +20,8 @@ use super::super::llama::{KvCache, Llama};
 use candle_core::cuda_backend::WrapErr;
 use candle_core::cuda_backend::cudarc::cublas::{result as cublas, sys as blas};
 use candle_core::cuda_backend::cudarc::driver::{
-    CudaFunction, CudaModule, CudaStream, LaunchArgs, LaunchConfig, PushKernelArg, result as driver,
+    CudaFunction, CudaGraph, CudaModule, CudaStream, LaunchArgs, LaunchConfig, PushKernelArg,
+    result as driver, sys,
 };
 use candle_core::{CudaDevice, DType, Device, Result, Tensor, bail};
 use std::sync::{Arc, Mutex};
@@ -103,6 +106,7 @@ struct Kernels {
     attention: CudaFunction,
     add_bias: CudaFunction,
     swiglu: CudaFunction,
+    advance: CudaFunction,
 }
 
 /// The kernels' module per GPU (by ordinal), loaded on the GPU's first decoder (the driver
@@ -133,6 +137,7 @@ impl Kernels {
             attention: load("attention")?,
             add_bias: load("add_bias")?,
             swiglu: load("swiglu")?,
+            advance: module.load_function("decode_advance").w()?,
         })
     }
 }
@@ -154,6 +159,17 @@ struct Buffers {
     logits: Tensor,
     /// Each row's left padding, u32.
     pads: Tensor,
+    /// The position this step writes and attends to, u32 `[1]`.
+    position: Tensor,
+}
+
+/// How a step's launches after the embedding run.
+enum Replay {
+    /// The first step captures them.
+    NotCaptured,
+    Graph(CudaGraph),
+    /// Launched one by one: the driver refused to capture them.
+    Eager,
 }
 
 /// A batch's decoder on a GPU, continuing from a cache that the general path filled.
@@ -180,6 +196,7 @@ pub struct GpuDecoder<'m> {
     capacity: usize,
     kernels: Kernels,
     buffers: Buffers,
+    replay: Replay,
 }
 
 impl<'m> GpuDecoder<'m> {
@@ -271,6 +288,7 @@ impl<'m> GpuDecoder<'m> {
             low: buffer(rank)?,
             logits: Tensor::zeros((rows, head.out), DType::F32, d)?,
             pads: Tensor::from_vec(pads, rows, d)?,
+            position: Tensor::from_vec(vec![count(position)?], 1, d)?,
         };
         let kernels = Kernels::load(dev, dtype)?;
         let (cos, sin) = model.rope.tables();
@@ -295,6 +313,7 @@ impl<'m> GpuDecoder<'m> {
             capacity,
             kernels,
             buffers,
+            replay: Replay::NotCaptured,
         }))
     }
 
@@ -319,21 +338,70 @@ impl<'m> GpuDecoder<'m> {
         }
         let ids = Tensor::from_vec(tokens.to_vec(), (self.rows, 1), self.model.device())?;
         let embedded = self.model.embed_ids(&ids)?.contiguous()?;
-        let b = &self.buffers;
-        let p = |t: &Tensor| device_pointer(t, "decode");
-        let (x, h, q, k, v) = (p(&b.x)?, p(&b.h)?, p(&b.q)?, p(&b.k)?, p(&b.v)?);
-        let (attention, gate, up, act) = (p(&b.attention)?, p(&b.gate)?, p(&b.up)?, p(&b.act)?);
         let hidden = self.model.cfg.hidden_size;
         // SAFETY: both buffers hold rows · hidden elements of the model's dtype.
         unsafe {
             driver::memcpy_dtod_async(
-                x,
-                p(&embedded)?,
+                device_pointer(&self.buffers.x, "decode")?,
+                device_pointer(&embedded, "decode")?,
                 self.rows * hidden * self.elem,
                 self.stream.cu_stream(),
             )
         }
         .w()?;
+        self.replay()?;
+        drop(embedded);
+        self.position += 1;
+        self.buffers.logits.to_vec2::<f32>()
+    }
+
+    /// Whether the steps replay a captured graph.
+    #[cfg(test)]
+    fn replays_a_graph(&self) -> bool {
+        matches!(self.replay, Replay::Graph(_))
+    }
+
+    /// Runs the step's launches after the embedding: replays the graph, captured on the first
+    /// step; where capture fails, launches them one by one from then on.
+    fn replay(&mut self) -> Result<()> {
+        match &self.replay {
+            Replay::Graph(graph) => return graph.launch().w(),
+            Replay::Eager => return self.launches(),
+            Replay::NotCaptured => {}
+        }
+        self.replay = match self.capture() {
+            Ok(Some(graph)) => Replay::Graph(graph),
+            Ok(None) | Err(_) => Replay::Eager,
+        };
+        self.replay()
+    }
+
+    /// The step's launches as a graph (none run yet).
+    fn capture(&self) -> Result<Option<CudaGraph>> {
+        self.stream
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .w()?;
+        let launched = self.launches();
+        let graph = self
+            .stream
+            .end_capture(sys::CUgraphInstantiate_flags(0))
+            .w();
+        launched?;
+        let graph = graph?;
+        if let Some(g) = &graph {
+            g.upload().w()?;
+        }
+        Ok(graph)
+    }
+
+    /// Every layer, the final norm, the output head and the position's advance, from the
+    /// embedded tokens in `x` to the logits.
+    fn launches(&self) -> Result<()> {
+        let b = &self.buffers;
+        let p = |t: &Tensor| device_pointer(t, "decode");
+        let (x, h, q, k, v) = (p(&b.x)?, p(&b.h)?, p(&b.q)?, p(&b.k)?, p(&b.v)?);
+        let (attention, gate, up, act) = (p(&b.attention)?, p(&b.gate)?, p(&b.up)?, p(&b.act)?);
+        let hidden = self.model.cfg.hidden_size;
         for layer in &self.layers {
             let [qp, kp, vp, op, gp, upp, dp] = &layer.proj;
             self.rms_norm(x, layer.input_norm, h, hidden)?;
@@ -365,9 +433,12 @@ impl<'m> GpuDecoder<'m> {
             },
             true,
         )?;
-        drop(embedded);
-        self.position += 1;
-        self.buffers.logits.to_vec2::<f32>()
+        let position = p(&self.buffers.position)?;
+        let mut builder = self.launch(&self.kernels.advance);
+        builder.arg(&position);
+        // SAFETY: the position is one u32.
+        unsafe { builder.launch(LaunchConfig::for_num_elems(1)) }.w()?;
+        Ok(())
     }
 
     fn launch<'a>(&'a self, f: &'a CudaFunction) -> LaunchArgs<'a> {
@@ -520,7 +591,10 @@ impl<'m> GpuDecoder<'m> {
             count(self.kv_heads)?,
             count(self.head_dim)?,
         );
-        let (pos, cap) = (count(self.position)?, count(self.capacity)?);
+        let (pos, cap) = (
+            device_pointer(&self.buffers.position, "decode")?,
+            count(self.capacity)?,
+        );
         let mut builder = self.launch(&self.kernels.rope_store);
         builder
             .arg(&q)
@@ -553,7 +627,10 @@ impl<'m> GpuDecoder<'m> {
             count(self.kv_heads)?,
             count(self.head_dim)?,
         );
-        let (pos, cap) = (count(self.position)?, count(self.capacity)?);
+        let (pos, cap) = (
+            device_pointer(&self.buffers.position, "decode")?,
+            count(self.capacity)?,
+        );
         let scale = 1.0 / (self.head_dim as f32).sqrt();
         let pads = device_pointer(&self.buffers.pads, "decode")?;
         let mut builder = self.launch(&self.kernels.attention);

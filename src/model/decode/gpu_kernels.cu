@@ -1,7 +1,8 @@
 // The GPU decoder's kernels (see decode/gpu.rs): one decode step of a layer is two RMSNorms, the
 // products (matvec for up to MATVEC_MAX_ROWS rows, cuBLAS above), one kernel that rotates q and k
-// and stores k and v in the cache, one attention kernel over every head and row, and SwiGLU. Built to PTX by build.rs with
-// the `cuda` feature; activations bf16 or f32, arithmetic in f32.
+// and stores k and v in the cache, one attention kernel over every head and row, and SwiGLU; the
+// step ends advancing the position, which the kernels read from the GPU's memory. Built to PTX by
+// build.rs with the `cuda` feature; activations bf16 or f32, arithmetic in f32.
 
 #include "../device_ops/common.cuh"
 
@@ -64,45 +65,85 @@ constexpr int ATTENTION_WARPS = 4;
 // Head dimensions up to 32 · MAX_PER_LANE.
 constexpr int MAX_PER_LANE = 8;
 
+// The 16 bytes at p as floats: 8 bf16 or 4 f32 (p 16-byte aligned).
+__device__ __forceinline__ void load16(const __nv_bfloat16* p, float* out) {
+    const uint4 v = *reinterpret_cast<const uint4*>(p);
+    const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&v);
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        const float2 f = __bfloat1622float2(pairs[k]);
+        out[2 * k] = f.x;
+        out[2 * k + 1] = f.y;
+    }
+}
+__device__ __forceinline__ void load16(const float* p, float* out) {
+    const float4 v = *reinterpret_cast<const float4*>(p);
+    out[0] = v.x;
+    out[1] = v.y;
+    out[2] = v.z;
+    out[3] = v.w;
+}
+
+// q · k over d elements, q in f32 (shared memory), k a cached key; 16-byte loads of k when
+// `vectors` (d a multiple of their width, the cache aligned).
+template <typename T>
+__device__ __forceinline__ float dot_key(const float* q, const T* k, uint32_t d, bool vectors) {
+    constexpr uint32_t V = 16 / sizeof(T);
+    float dot = 0.f;
+    if (vectors) {
+        for (uint32_t i = 0; i < d; i += V) {
+            float kf[V];
+            load16(k + i, kf);
+#pragma unroll
+            for (int j = 0; j < V; j++) dot += q[i + j] * kf[j];
+        }
+    } else {
+        for (uint32_t i = 0; i < d; i++) dot += q[i] * widen(k[i]);
+    }
+    return dot;
+}
+
 // Grid (heads, rows), ATTENTION_WARPS warps: query head h of a row attends to its key/value head's
-// cached positions pads[row] ..= pos. Each warp keeps an online softmax over every
-// ATTENTION_WARPS-th position (a lane holds the head's elements lane, lane + 32, ...), then the
-// warps' partial sums are combined. out [rows, heads · d].
+// cached positions pads[row] ..= pos. Each warp takes 32 positions at a time, a lane scoring one
+// (so that the loads of 32 keys are in flight together), keeps an online softmax over its chunks
+// and adds the values in (a lane holds the head's elements lane, lane + 32, ...); then the warps'
+// partial sums are combined. out [rows, heads · d].
 template <typename T>
 __device__ void decode_attention(const T* q, const T* k_cache, const T* v_cache,
                                  const uint32_t* pads, T* out, uint32_t heads, uint32_t kv,
                                  uint32_t d, uint32_t pos, uint32_t cap, float scale) {
+    __shared__ float qs[32 * MAX_PER_LANE];
     __shared__ float part_max[ATTENTION_WARPS], part_sum[ATTENTION_WARPS];
     __shared__ float part_acc[ATTENTION_WARPS][32 * MAX_PER_LANE];
     const uint32_t h = blockIdx.x, row = blockIdx.y, group = h / (heads / kv);
     const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const T* qh = q + ((size_t)row * heads + h) * d;
-    float qv[MAX_PER_LANE], acc[MAX_PER_LANE];
-#pragma unroll
-    for (int e = 0; e < MAX_PER_LANE; e++) {
-        const uint32_t i = lane + 32 * e;
-        qv[e] = i < d ? widen(qh[i]) * scale : 0.f;
-        acc[e] = 0.f;
-    }
-    float mx = -INFINITY, sum = 0.f;
+    for (uint32_t i = threadIdx.x; i < d; i += blockDim.x) qs[i] = widen(qh[i]) * scale;
+    __syncthreads();
     const size_t head = ((size_t)row * kv + group) * cap;
-    for (uint32_t p = pads[row] + warp; p <= pos; p += ATTENTION_WARPS) {
-        const T* kp = k_cache + (head + p) * d;
-        const T* vp = v_cache + (head + p) * d;
-        float dot = 0.f;
+    const bool vectors = d % (16 / sizeof(T)) == 0 && (uintptr_t)k_cache % 16 == 0;
+    float acc[MAX_PER_LANE];
 #pragma unroll
-        for (int e = 0; e < MAX_PER_LANE; e++) {
-            const uint32_t i = lane + 32 * e;
-            if (i < d) dot += qv[e] * widen(kp[i]);
-        }
-        dot = warp_sum(dot);
-        const float next = fmaxf(mx, dot);
-        const float keep = expf(mx - next), w = expf(dot - next);
-        sum = sum * keep + w;
+    for (int e = 0; e < MAX_PER_LANE; e++) acc[e] = 0.f;
+    float mx = -INFINITY, sum = 0.f;
+    for (uint32_t base = pads[row] + warp * 32; base <= pos; base += ATTENTION_WARPS * 32) {
+        const uint32_t p = base + lane;
+        const float s = p <= pos ? dot_key(qs, k_cache + (head + p) * d, d, vectors) : -INFINITY;
+        const float next = fmaxf(mx, warp_max(s));
+        const float keep = expf(mx - next);
+        const float w = p <= pos ? expf(s - next) : 0.f;
+        sum = sum * keep + warp_sum(w);
 #pragma unroll
-        for (int e = 0; e < MAX_PER_LANE; e++) {
-            const uint32_t i = lane + 32 * e;
-            if (i < d) acc[e] = acc[e] * keep + w * widen(vp[i]);
+        for (int e = 0; e < MAX_PER_LANE; e++) acc[e] *= keep;
+        const uint32_t n = min(32u, pos - base + 1);
+        for (uint32_t j = 0; j < n; j++) {
+            const float wj = __shfl_sync(0xffffffff, w, j);
+            const T* vp = v_cache + (head + base + j) * d;
+#pragma unroll
+            for (int e = 0; e < MAX_PER_LANE; e++) {
+                const uint32_t i = lane + 32 * e;
+                if (i < d) acc[e] += wj * widen(vp[i]);
+            }
         }
         mx = next;
     }
@@ -142,25 +183,6 @@ __device__ void decode_add_bias(T* y, const T* bias, uint32_t n, uint32_t total)
 
 constexpr int MATVEC_WARPS = 4;
 constexpr int MATVEC_MAX_ROWS = 4;
-
-// The 16 bytes at p as floats: 8 bf16 or 4 f32 (p 16-byte aligned).
-__device__ __forceinline__ void load16(const __nv_bfloat16* p, float* out) {
-    const uint4 v = *reinterpret_cast<const uint4*>(p);
-    const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&v);
-#pragma unroll
-    for (int k = 0; k < 4; k++) {
-        const float2 f = __bfloat1622float2(pairs[k]);
-        out[2 * k] = f.x;
-        out[2 * k + 1] = f.y;
-    }
-}
-__device__ __forceinline__ void load16(const float* p, float* out) {
-    const float4 v = *reinterpret_cast<const float4*>(p);
-    out[0] = v.x;
-    out[1] = v.y;
-    out[2] = v.z;
-    out[3] = v.w;
-}
 
 // y [rows, out] = alpha · x [rows, in] · W [out, in]^T (+ bias [out], + y when `accumulate`),
 // rows ≤ MATVEC_MAX_ROWS; one warp per output, reading its row of W once for every row of x, in
@@ -224,13 +246,14 @@ __device__ void matvec(const T* w, const T* x, Y* y, const T* bias, uint32_t out
     }                                                                                           \
     extern "C" __global__ void decode_rope_store_##NAME(                                        \
         T* q, const T* k, const T* v, const T* cos, const T* sin, T* k_cache, T* v_cache,       \
-        uint32_t heads, uint32_t kv, uint32_t d, uint32_t pos, uint32_t cap) {                  \
-        decode_rope_store<T>(q, k, v, cos, sin, k_cache, v_cache, heads, kv, d, pos, cap);      \
+        uint32_t heads, uint32_t kv, uint32_t d, const uint32_t* pos, uint32_t cap) {           \
+        decode_rope_store<T>(q, k, v, cos, sin, k_cache, v_cache, heads, kv, d, *pos, cap);     \
     }                                                                                           \
     extern "C" __global__ void decode_attention_##NAME(                                         \
         const T* q, const T* k_cache, const T* v_cache, const uint32_t* pads, T* out,           \
-        uint32_t heads, uint32_t kv, uint32_t d, uint32_t pos, uint32_t cap, float scale) {     \
-        decode_attention<T>(q, k_cache, v_cache, pads, out, heads, kv, d, pos, cap, scale);     \
+        uint32_t heads, uint32_t kv, uint32_t d, const uint32_t* pos, uint32_t cap,             \
+        float scale) {                                                                          \
+        decode_attention<T>(q, k_cache, v_cache, pads, out, heads, kv, d, *pos, cap, scale);    \
     }                                                                                           \
     extern "C" __global__ void decode_swiglu_##NAME(const T* gate, const T* up, T* out,       \
                                                     uint32_t n) {                               \
@@ -252,3 +275,9 @@ __device__ void matvec(const T* w, const T* x, Y* y, const T* bias, uint32_t out
     }
 
 FOR_TYPES(ENTRY_POINTS)
+
+// The step's last launch: the position the next step writes and attends to. The position lives on
+// the GPU so that a captured step (a CUDA graph) replays unchanged.
+extern "C" __global__ void decode_advance(uint32_t* pos) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) *pos += 1;
+}

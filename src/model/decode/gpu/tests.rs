@@ -35,7 +35,7 @@ fn model(hidden: usize, bias: bool, adapter: bool, dtype: DType, dev: &Device) -
             }
         }
     }
-    let mut m = build_llama(&mut weights, &cfg, 64, dev).expect("build");
+    let mut m = build_llama(&mut weights, &cfg, 256, dev).expect("build");
     if adapter {
         for (_, var) in attach(&mut m, &LoraConfig::default(), 1).expect("attach") {
             if var.dims()[1] == 16 {
@@ -71,6 +71,10 @@ fn both_paths(m: &Llama, prompts: &[Vec<u32>], tokens: &[Vec<u32>]) -> Result<(S
         general.push(m.logits(&h, Path::Infer)?.squeeze(1)?.to_vec2::<f32>()?);
         fast.push(decoder.step(step)?);
     }
+    assert!(
+        decoder.replays_a_graph(),
+        "the steps replay a captured graph"
+    );
     Ok((general, fast))
 }
 
@@ -82,8 +86,9 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// With `LABLENS_TEST_DEVICE=cuda:N`: head dimensions 16 and 64, with biases, with an
-/// adapter; one row, a left-padded batch of three (the decoder's products) and of eighteen
-/// (cuBLAS's). In f32 the decoder gives the general path's logits to rounding and the same
+/// adapter; one row, a left-padded batch of three (the decoder's products), of eighteen
+/// (cuBLAS's) and two rows of 150 and 70 positions (attention over several warps' chunks of 32
+/// positions). The steps replay a captured graph. In f32 the decoder gives the general path's logits to rounding and the same
 /// argmax; in bf16 it is no further from the f32 logits than twice the general path's bf16
 /// is. On the CPU the decoder does not apply.
 #[test]
@@ -106,10 +111,14 @@ fn decoding_on_the_test_gpu_agrees_with_the_general_path() -> Result<()> {
                 .collect()
         })
         .collect();
+    let long: Vec<Vec<u32>> = [150, 70]
+        .iter()
+        .map(|&n| (0..n).map(|i| ((i * 13 + n) % 96) as u32).collect())
+        .collect();
     for (hidden, bias, adapter) in [(64, false, false), (64, true, false), (256, false, true)] {
         let m32 = model(hidden, bias, adapter, DType::F32, &dev);
         let m16 = model(hidden, bias, adapter, DType::BF16, &dev);
-        for prompts in [&one, &three, &eighteen] {
+        for prompts in [&one, &three, &eighteen, &long] {
             let tokens: Vec<Vec<u32>> = (0..12)
                 .map(|i| {
                     (0..prompts.len())
