@@ -29,9 +29,9 @@ pub mod gpu;
 /// CPU for one sequence of a block-quantized model ([`Decoder`]), launches into preallocated
 /// buffers on a GPU for a whole batch ([`gpu::GpuDecoder`]).
 pub enum FastDecoder<'m> {
-    Cpu(Decoder<'m>),
+    Cpu(Box<Decoder<'m>>),
     #[cfg(feature = "cuda")]
-    Gpu(gpu::GpuDecoder<'m>),
+    Gpu(Box<gpu::GpuDecoder<'m>>),
 }
 
 impl<'m> FastDecoder<'m> {
@@ -43,9 +43,9 @@ impl<'m> FastDecoder<'m> {
     ) -> Result<Option<FastDecoder<'m>>> {
         #[cfg(feature = "cuda")]
         if let Some(d) = gpu::GpuDecoder::new(model, cache, capacity)? {
-            return Ok(Some(FastDecoder::Gpu(d)));
+            return Ok(Some(FastDecoder::Gpu(Box::new(d))));
         }
-        Ok(Decoder::new(model, cache, capacity)?.map(FastDecoder::Cpu))
+        Ok(Decoder::new(model, cache, capacity)?.map(|d| FastDecoder::Cpu(Box::new(d))))
     }
 
     /// Feeds one token per row; returns each row's logits.
