@@ -312,3 +312,39 @@ fn unknown_fields_of_a_project_and_a_config_are_named() {
         assert!(stderr.contains(field), "{field}: {stderr}");
     }
 }
+
+/// The read bounds are the user's: a file over `--max-file-mb` is refused naming the limit and
+/// how to raise it, a record over `--max-field-mb` is skipped and reported while the others load.
+#[test]
+fn read_bounds_are_set_on_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("big.jsonl");
+    let long = "word ".repeat(300_000);
+    let lines = [
+        serde_json::json!({"id": "a", "input": long, "target": "ok"}),
+        serde_json::json!({"id": "b", "input": "Take one tablet daily.", "target": "ok"}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&data, text).expect("write");
+    let path = data.to_str().expect("utf8");
+
+    let out = lablens(&["validate", path, "--max-file-mb", "1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("over the limit of 1048576 bytes (raise it with --max-file-mb"),
+        "{stderr}"
+    );
+
+    let out = lablens(&["validate", path, "--max-field-mb", "1", "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr
+            .contains("big.jsonl:1: field \"input\": is 1500000 bytes, over the limit of 1048576"),
+        "{stderr}"
+    );
+    assert_eq!(json_of(&out)["records"], 1, "the short record loads");
+
+    let out = lablens(&["validate", path, "--max-field-mb", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+}

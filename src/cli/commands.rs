@@ -2,7 +2,7 @@
 
 use super::CliError;
 use crate::data::dataset::{OpenOptions, open_dataset, split_file_names, to_jsonl};
-use crate::data::load::{DuplicateIds, LoadOptions};
+use crate::data::load::LoadOptions;
 use crate::data::record::{Split, Task};
 use crate::data::split::{SplitSpec, assign_splits, partition};
 use crate::data::synth::{Disparity, generate};
@@ -130,7 +130,7 @@ pub fn validate(
     data: &Path,
     task: Option<&str>,
     (max_input_words, max_target_words): (usize, usize),
-    duplicate_ids: DuplicateIds,
+    read: &super::ReadArgs,
     json: bool,
 ) -> Result<(), CliError> {
     let default_task = task.map(parse_task).transpose()?;
@@ -139,11 +139,7 @@ pub fn validate(
         target_words: (Limits::default().target_words.0, max_target_words),
     };
     let options = OpenOptions {
-        load: LoadOptions {
-            default_task,
-            duplicate_ids,
-            ..LoadOptions::default()
-        },
+        load: read.load_options(default_task),
         limits,
         split: SplitSpec::default(),
     };
@@ -185,15 +181,12 @@ pub fn split(
     ratios: &str,
     seed: u64,
     out: &Path,
-    duplicate_ids: DuplicateIds,
+    read: &super::ReadArgs,
     json: bool,
 ) -> Result<(), CliError> {
     let ratios = SplitSpec::parse_ratios(ratios).map_err(|e| CliError::usage(e.to_string()))?;
     let spec = SplitSpec { ratios, seed };
-    let options = LoadOptions {
-        duplicate_ids,
-        ..LoadOptions::default()
-    };
+    let options = read.load_options(None);
     let loaded = load_reported(data, &options)?;
     let splits = assign_splits(&loaded.records, &spec);
     let parts = partition(&loaded.records, &splits);

@@ -13,7 +13,8 @@ mod pretrain_command;
 mod reviews_command;
 mod train_command;
 
-use crate::data::load::DuplicateIds;
+use crate::data::load::{DuplicateIds, LoadOptions, ReadLimits};
+use crate::data::record::Task;
 use crate::model::generate::GenerationParams;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -66,7 +67,7 @@ pub enum CliCommand {
         #[arg(long, default_value_t = 1500)]
         max_target_words: usize,
         #[command(flatten)]
-        ids: DuplicateIdsArg,
+        read: ReadArgs,
         #[arg(long)]
         json: bool,
     },
@@ -81,7 +82,7 @@ pub enum CliCommand {
         #[arg(long)]
         out: PathBuf,
         #[command(flatten)]
-        ids: DuplicateIdsArg,
+        read: ReadArgs,
         #[arg(long)]
         json: bool,
     },
@@ -302,12 +303,37 @@ impl ModelOpts {
     }
 }
 
-/// What loading does with a record whose id an earlier one has.
+/// How a dataset file is read: what to do with a record whose id an earlier one has, and the
+/// bounds on what is held.
 #[derive(clap::Args, Debug)]
-pub struct DuplicateIdsArg {
+pub struct ReadArgs {
     /// refuse (the repeat is skipped and reported) or rename (kept as ID~2, ID~3, reported).
     #[arg(long = "duplicate-ids", default_value = "refuse", value_parser = parse_duplicate_ids)]
     pub duplicate_ids: DuplicateIds,
+    /// The largest file read, in MiB (it is held whole while it parses).
+    #[arg(long, default_value_t = ReadLimits::default().max_file_mb,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_file_mb: u64,
+    /// The largest text field of a record, in MiB; a record with a larger one is reported and
+    /// skipped.
+    #[arg(long, default_value_t = ReadLimits::default().max_field_mb,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_field_mb: u64,
+}
+
+impl ReadArgs {
+    /// How to load, with `default_task` for records that name none.
+    pub fn load_options(&self, default_task: Option<Task>) -> LoadOptions {
+        let limits = ReadLimits {
+            max_file_mb: self.max_file_mb,
+            max_field_mb: self.max_field_mb,
+        };
+        limits.apply(LoadOptions {
+            default_task,
+            duplicate_ids: self.duplicate_ids,
+            ..LoadOptions::default()
+        })
+    }
 }
 
 fn parse_duplicate_ids(text: &str) -> Result<DuplicateIds, String> {
@@ -372,13 +398,13 @@ pub fn run(command: CliCommand) -> Result<(), CliError> {
             task,
             max_input_words,
             max_target_words,
-            ids,
+            read,
             json,
         } => commands::validate(
             &data,
             task.as_deref(),
             (max_input_words, max_target_words),
-            ids.duplicate_ids,
+            &read,
             json,
         ),
         CliCommand::Split {
@@ -386,9 +412,9 @@ pub fn run(command: CliCommand) -> Result<(), CliError> {
             ratios,
             seed,
             out,
-            ids,
+            read,
             json,
-        } => commands::split(&data, &ratios, seed, &out, ids.duplicate_ids, json),
+        } => commands::split(&data, &ratios, seed, &out, &read, json),
         CliCommand::Pretrain {
             corpus,
             out,

@@ -9,7 +9,7 @@ pub mod reviews;
 
 pub use atomic::write_atomic;
 
-use crate::data::load::{DuplicateIds, LoadOptions};
+use crate::data::load::{DuplicateIds, LoadOptions, ReadLimits};
 use crate::data::record::Task;
 use crate::data::split::SplitSpec;
 use crate::data::template::TemplateKind;
@@ -134,6 +134,9 @@ pub struct Project {
     /// Older project files have none: they get the embedded tiny model.
     #[serde(default)]
     pub model: ModelEntry,
+    /// The bounds on what reading its datasets holds.
+    #[serde(default)]
+    pub read_limits: ReadLimits,
 }
 
 fn default_template() -> TemplateKind {
@@ -211,6 +214,17 @@ impl OpenProject {
                 col: e.span.start.col,
                 message: e.code.to_string(),
             })?;
+        if let Some(field) = project.read_limits.zero_fields().first() {
+            return Err(ProjectError::Invalid {
+                path: file,
+                field: if *field == "max_file_mb" {
+                    "read_limits.max_file_mb"
+                } else {
+                    "read_limits.max_field_mb"
+                },
+                message: "must be at least 1 (MiB)".into(),
+            });
+        }
         let ratios = project.split.ratios;
         if !SplitSpec::ratios_valid(&ratios) {
             return Err(ProjectError::Invalid {
@@ -286,10 +300,10 @@ impl OpenProject {
             .datasets
             .iter()
             .find(|e| self.dataset_path(e) == path);
-        LoadOptions {
+        self.project.read_limits.apply(LoadOptions {
             duplicate_ids: entry.map(|e| e.duplicate_ids).unwrap_or_default(),
             ..LoadOptions::default()
-        }
+        })
     }
 
     /// Adds a dataset by its path, stored relative to the project folder where possible.
@@ -348,6 +362,7 @@ mod tests {
                 datasets: vec![],
                 split: SplitSpec::default(),
                 model: ModelEntry::default(),
+                read_limits: ReadLimits::default(),
             },
             warnings: Vec::new(),
         }
@@ -470,6 +485,31 @@ mod tests {
             ]
         );
         assert!(sample(dir.path()).warnings.is_empty());
+    }
+
+    #[test]
+    fn read_limits_of_the_project_bound_its_loads_and_zero_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join(PROJECT_FILE);
+        std::fs::write(
+            &file,
+            "(name: \"x\", task: qa, read_limits: (max_field_mb: 2))",
+        )
+        .expect("write");
+        let p = OpenProject::open(dir.path()).expect("open");
+        let options = p.load_options(&dir.path().join("d.jsonl"));
+        assert_eq!(options.max_field_bytes, 2 << 20);
+        assert_eq!(
+            options.max_file_bytes,
+            ReadLimits::default().max_file_mb << 20
+        );
+        std::fs::write(
+            &file,
+            "(name: \"x\", task: qa, read_limits: (max_file_mb: 0))",
+        )
+        .expect("write");
+        let msg = OpenProject::open(dir.path()).expect_err("zero").to_string();
+        assert!(msg.contains("read_limits.max_file_mb"), "{msg}");
     }
 
     #[test]

@@ -239,7 +239,10 @@ fn has_oversized_field(fields: &[(String, Value)], limit: usize, issues: &mut Fi
     if let Some((key, len)) = oversized {
         issues.push(
             key,
-            format!("is {len} bytes, over the limit of {limit}; the record was skipped"),
+            format!(
+                "is {len} bytes, over the limit of {limit} (--max-field-mb, or read_limits in \
+                 project.ron); the record was skipped"
+            ),
         );
     }
     oversized.is_some()

@@ -24,6 +24,50 @@ pub const DEFAULT_MAX_FILE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 /// validation counts these issues as missing values.
 pub const MISSING_FIELD: &str = "is missing or null; the record was skipped";
 
+/// The bounds on what reading a dataset holds, in MiB, as a user sets them (`read_limits` in
+/// `project.ron`, `--max-file-mb` and `--max-field-mb` on the commands that read a file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReadLimits {
+    /// The largest file read (held whole while it parses).
+    pub max_file_mb: u64,
+    /// The largest text field of a record; a record with a larger one is reported and skipped.
+    pub max_field_mb: u64,
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        ReadLimits {
+            max_file_mb: DEFAULT_MAX_FILE_BYTES >> 20,
+            max_field_mb: (DEFAULT_MAX_FIELD_BYTES >> 20) as u64,
+        }
+    }
+}
+
+impl ReadLimits {
+    /// The fields at 0, which would refuse every file or record.
+    pub fn zero_fields(&self) -> Vec<&'static str> {
+        [
+            ("max_file_mb", self.max_file_mb),
+            ("max_field_mb", self.max_field_mb),
+        ]
+        .into_iter()
+        .filter(|(_, v)| *v == 0)
+        .map(|(name, _)| name)
+        .collect()
+    }
+
+    /// `options` with these bounds.
+    pub fn apply(&self, options: LoadOptions) -> LoadOptions {
+        LoadOptions {
+            max_file_bytes: self.max_file_mb.saturating_mul(1 << 20),
+            max_field_bytes: usize::try_from(self.max_field_mb.saturating_mul(1 << 20))
+                .unwrap_or(usize::MAX),
+            ..options
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadOptions {
     /// The task of records that name none; when `None` it is inferred from the columns.
@@ -144,7 +188,8 @@ pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, LoadError> {
     }
     let too_big = |n: u64| {
         refuse(format!(
-            "it is {n} bytes or more, over the limit of {limit} bytes"
+            "it is {n} bytes or more, over the limit of {limit} bytes (raise it with \
+             --max-file-mb, or read_limits in project.ron)"
         ))
     };
     if meta.len() > limit {
