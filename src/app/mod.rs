@@ -595,15 +595,25 @@ impl eframe::App for LabLensApp {
         let started = std::time::Instant::now();
         self.top_bar(ui);
         self.status.paused = self.train.is_paused();
-        status::show(ui, &mut self.status, &self.engine, self.model.loaded());
-        let (action, sidebar) = browser::show(
-            ui,
-            self.project.as_ref(),
-            self.unsaved,
-            &self.state,
-            self.dataset.path(),
-            &mut self.model,
-        );
+        // A clinician reviewing sees neither the sidebar's model nor the status line's jobs:
+        // both would say which program wrote which version.
+        let reviewing =
+            matches!(self.state.panel, PanelKind::Compare) && self.compare.state.review_mode;
+        if !reviewing {
+            status::show(ui, &mut self.status, &self.engine, self.model.loaded());
+        }
+        let (action, sidebar) = if reviewing {
+            (None, egui::Rect::NOTHING)
+        } else {
+            browser::show(
+                ui,
+                self.project.as_ref(),
+                self.unsaved,
+                &self.state,
+                self.dataset.path(),
+                &mut self.model,
+            )
+        };
         self.sidebar = sidebar;
         if let Some(action) = action {
             self.act(action);

@@ -293,3 +293,25 @@ fn the_dataset_panel_is_legible_at_the_default_size_and_at_1024_by_768() {
         }
     }
 }
+
+/// Review mode hides what would unblind a reviewer: the sidebar (its model) and the status
+/// line (the model and the jobs that made the outputs); leaving it brings both back.
+#[test]
+fn review_mode_hides_the_sidebar_and_the_status_line() {
+    let mut h = app_over(default_project_dir(), default_models_dir());
+    wait_until(&mut h, |app| {
+        app.dataset.view().is_some() && app.model.loaded().is_some()
+    });
+    h.run_steps(4);
+    assert!(h.query_by_label_contains("Model: ").is_some());
+    assert!(h.query_by_label("Datasets").is_some());
+    h.state_mut().state.panel = PanelKind::Compare;
+    h.state_mut().compare.state.review_mode = true;
+    h.run_steps(4);
+    assert!(h.query_by_label_contains("Model: ").is_none());
+    assert!(h.query_by_label("Datasets").is_none());
+    h.state_mut().compare.state.review_mode = false;
+    h.run_steps(4);
+    assert!(h.query_by_label_contains("Model: ").is_some());
+    assert!(h.query_by_label("Datasets").is_some());
+}

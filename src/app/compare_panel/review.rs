@@ -25,6 +25,8 @@ pub struct ReviewView {
     comment: String,
     comment_edited: Option<Instant>,
     pub revealed: bool,
+    /// *Show results* was pressed and waits for its confirmation.
+    confirming: bool,
     pub error: Option<String>,
     pub note: Option<String>,
 }
@@ -50,6 +52,7 @@ impl ReviewView {
             comment: String::new(),
             comment_edited: None,
             revealed: false,
+            confirming: false,
             error: None,
             note: None,
         }
@@ -279,18 +282,29 @@ impl ReviewView {
                 go = next_open;
             }
             ui.separator();
-            let label = if self.revealed {
-                "Back to reviewing"
-            } else {
-                "Show results"
-            };
-            if ui
-                .button(label)
+            if self.revealed {
+                if ui.button("Back to reviewing").clicked() {
+                    self.revealed = false;
+                }
+            } else if self.confirming {
+                // Seeing which program wrote which version unblinds every later rating.
+                ui.label(
+                    "Show which program wrote each version? Ratings made after it are not blind.",
+                );
+                if ui.button("Show them").clicked() {
+                    self.save_comment();
+                    self.revealed = true;
+                    self.confirming = false;
+                }
+                if ui.button("Keep reviewing").clicked() {
+                    self.confirming = false;
+                }
+            } else if ui
+                .button("Show results")
                 .on_hover_text("Results show which program wrote which version")
                 .clicked()
             {
-                self.save_comment();
-                self.revealed = !self.revealed;
+                self.confirming = true;
             }
         });
         if let Some(p) = go {

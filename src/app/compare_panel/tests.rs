@@ -249,6 +249,15 @@ fn results_unblind_and_compare_two_reviewers() {
     let mut h = harness(&project, review_state("Bo"));
     h.get_by_label("Show results").click();
     h.run();
+    // Behind a confirmation: nothing is shown until it is given.
+    assert!(h.query_by_label_contains("Version A was").is_none());
+    h.get_by_label("Keep reviewing").click();
+    h.run();
+    assert!(h.query_by_label("Show results").is_some());
+    h.get_by_label("Show results").click();
+    h.run();
+    h.get_by_label("Show them").click();
+    h.run();
     assert!(h.query_by_label_contains("Version A was").is_some());
     assert!(
         h.query_by_label("4.50").is_some(),
