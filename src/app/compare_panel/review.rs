@@ -17,6 +17,9 @@ type Change = Box<dyn FnOnce(&mut Review)>;
 /// A typed comment is saved after this pause, or when the box loses focus.
 const COMMENT_PAUSE: Duration = Duration::from_millis(1200);
 
+/// What each rating from 1 to 5 means, shown beside the buttons.
+const ANCHORS: [&str; 5] = ["very poor", "poor", "acceptable", "good", "excellent"];
+
 pub struct ReviewView {
     pub session: Option<ReviewSession>,
     /// The position in the session's records.
@@ -358,11 +361,9 @@ impl ReviewView {
                 ui.horizontal(|ui| {
                     for x in 1..=5u8 {
                         let chosen = out.rating == Some(x);
-                        let hover = ["very poor", "poor", "acceptable", "good", "excellent"]
-                            [usize::from(x - 1)];
                         if ui
                             .selectable_label(chosen, x.to_string())
-                            .on_hover_text(hover)
+                            .on_hover_text(ANCHORS[usize::from(x - 1)])
                             .clicked()
                         {
                             change = Some(Box::new(move |r: &mut Review| {
@@ -370,11 +371,18 @@ impl ReviewView {
                             }));
                         }
                     }
-                    ui.label(
-                        out.rating
-                            .map_or("not rated yet".into(), |x| format!("{x} of 5")),
-                    );
+                    ui.label(out.rating.map_or("not rated yet".into(), |x| {
+                        format!("{x} of 5, {}", ANCHORS[usize::from(x - 1)])
+                    }));
                 });
+                // The scale's words in sight, not only on hover: ratings mean the same to
+                // every reviewer.
+                let scale: Vec<String> = ANCHORS
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| format!("{} {a}", i + 1))
+                    .collect();
+                ui.add(egui::Label::new(egui::RichText::new(scale.join(" · ")).weak()).wrap());
                 for flag in ReviewFlag::ALL {
                     let mut on = out.flags.contains(&flag);
                     if ui.checkbox(&mut on, flag.label()).changed() {

@@ -211,8 +211,14 @@ fn review_ratings_are_saved_at_once_and_survive_reopening() {
     assert_eq!(h.state().review.position, 1);
     assert!(h.query_by_label("Record 2 of 6 · 1 of 6 rated").is_some());
     assert!(
-        h.query_by_label("5 of 5").is_some(),
+        h.query_by_label("5 of 5, excellent").is_some(),
         "the saved rating is shown"
+    );
+    assert_eq!(
+        h.get_all_by_label("1 very poor · 2 poor · 3 acceptable · 4 good · 5 excellent")
+            .count(),
+        2,
+        "the scale's words in sight under each version"
     );
     assert!(h.query_by_label("not rated yet").is_some());
 }
