@@ -119,22 +119,27 @@ fn length_plot(ui: &mut egui::Ui, title: &str, h: &Histogram, color: egui::Color
         .show(ui, |p| p.bar_chart(BarChart::new(title, bars).color(color)));
 }
 
+/// The width `text` takes in the body font, unwrapped.
+pub(super) fn text_width(ui: &egui::Ui, text: &str) -> f32 {
+    let font = egui::TextStyle::Body.resolve(ui.style());
+    ui.fonts_mut(|f| {
+        f.layout_no_wrap(text.into(), font, egui::Color32::WHITE)
+            .size()
+            .x
+    })
+}
+
 /// One bar per category, its name before it and its count after: names stay readable however
 /// narrow the column (a plot's axis drops labels that would collide).
 fn category_bars(ui: &mut egui::Ui, title: &'static str, counts: &Counts) {
     ui.strong(title);
-    let font = egui::TextStyle::Body.resolve(ui.style());
-    let width = |text: &str| {
-        ui.fonts_mut(|f| {
-            f.layout_no_wrap(text.into(), font.clone(), egui::Color32::WHITE)
-                .size()
-                .x
-        })
-    };
-    let name_width = counts.iter().map(|(k, _)| width(k)).fold(0.0, f32::max);
+    let name_width = counts
+        .iter()
+        .map(|(k, _)| text_width(ui, k))
+        .fold(0.0, f32::max);
     let count_width = counts
         .iter()
-        .map(|(_, c)| width(&c.to_string()))
+        .map(|(_, c)| text_width(ui, &c.to_string()))
         .fold(0.0, f32::max);
     let spacing = ui.spacing().item_spacing.x;
     let bar_room = (ui.available_width() - name_width - count_width - 2.0 * spacing).max(20.0);

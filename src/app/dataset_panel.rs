@@ -384,24 +384,21 @@ impl DatasetPanel {
         }
         table
             .header(22.0, |mut h| {
-                for title in [
-                    "ID",
-                    "Patient",
-                    "Split",
-                    "Sex",
-                    "Age",
-                    "Ethnicity",
-                    "In",
-                    "Out",
-                    "Diagnosis / first line",
+                for (title, hover) in [
+                    ("ID", None),
+                    ("Patient", None),
+                    ("Split", None),
+                    ("Sex", None),
+                    ("Age", None),
+                    ("Ethnicity", None),
+                    ("In", Some("words of the input")),
+                    ("Out", Some("words of the target")),
+                    ("Diagnosis / first line", None),
                 ] {
                     h.col(|ui| {
                         let header = ui.strong(title);
-                        if matches!(title, "In" | "Out") {
-                            header.on_hover_text(format!(
-                                "words of the {}",
-                                if title == "In" { "input" } else { "target" }
-                            ));
+                        if let Some(hover) = hover {
+                            header.on_hover_text(hover);
                         }
                     });
                 }

@@ -1,6 +1,7 @@
 //! The validation report of the open dataset: the pass/fail checks first, then the details a
 //! person needs to fix the data (bad lines, duplicates, length outliers, coverage, PHI).
 
+use super::charts::text_width;
 use crate::data::dataset::DatasetView;
 use crate::data::validate::{Groups, IdList, LengthStats};
 
@@ -85,16 +86,6 @@ pub fn show(ui: &mut egui::Ui, view: &DatasetView) -> Option<usize> {
             phi(ui, report, &mut clicked);
         });
     clicked.and_then(|id| view.records().iter().position(|r| r.id == id))
-}
-
-/// The width `text` takes in the body font.
-fn text_width(ui: &egui::Ui, text: &str) -> f32 {
-    let font = egui::TextStyle::Body.resolve(ui.style());
-    ui.fonts_mut(|f| {
-        f.layout_no_wrap(text.into(), font, egui::Color32::WHITE)
-            .size()
-            .x
-    })
 }
 
 fn section(ui: &mut egui::Ui, title: &str, count: usize, body: impl FnOnce(&mut egui::Ui)) {

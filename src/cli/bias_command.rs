@@ -140,10 +140,10 @@ fn print_report(r: &BiasReport, cf: Option<&CounterfactualReport>) {
             (false, true) => "small",
             _ => "",
         };
-        let interval = if s.n < crate::analysis::bias::MIN_INTERVAL_N {
-            format!("{:^20}", "not estimable")
-        } else {
+        let interval = if crate::analysis::bias::interval_estimable(s.ci) {
             format!("[{:>8.4}, {:>8.4}]", s.ci[0], s.ci[1])
+        } else {
+            format!("{:^20}", "not estimable")
         };
         println!(
             "{:<40} {:>5} {:>8.4} {interval} {:>+8.4} {:>7} {:>8} {:>8}  {flag}",

@@ -214,14 +214,10 @@ impl OpenProject {
                 col: e.span.start.col,
                 message: e.code.to_string(),
             })?;
-        if let Some(field) = project.read_limits.zero_fields().first() {
+        if let Some(field) = project.read_limits.zero_field() {
             return Err(ProjectError::Invalid {
                 path: file,
-                field: if *field == "max_file_mb" {
-                    "read_limits.max_file_mb"
-                } else {
-                    "read_limits.max_field_mb"
-                },
+                field,
                 message: "must be at least 1 (MiB)".into(),
             });
         }

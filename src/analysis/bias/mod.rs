@@ -324,13 +324,19 @@ fn slice_rng(seed: u64, key: &SliceKey) -> SeededRng {
 /// resamples a handful of distinct means.
 pub const MIN_INTERVAL_N: usize = 5;
 
+/// Whether an interval was estimated: a slice too small for one (n < 5) has bounds that are not
+/// numbers (null in JSON).
+pub fn interval_estimable(ci: [f64; 2]) -> bool {
+    ci[0].is_finite() && ci[1].is_finite()
+}
+
 /// `95% interval 0.265 to 0.347`, or `not estimable (n < 5)` where the slice is too small to
-/// estimate one (its bounds are not numbers then: null in JSON).
-pub fn interval_text(n: usize, ci: [f64; 2], value: impl Fn(f64) -> String) -> String {
-    if n < MIN_INTERVAL_N || !ci[0].is_finite() || !ci[1].is_finite() {
-        format!("not estimable (n < {MIN_INTERVAL_N})")
-    } else {
+/// estimate one.
+pub fn interval_text(ci: [f64; 2], value: impl Fn(f64) -> String) -> String {
+    if interval_estimable(ci) {
         format!("95% interval {} to {}", value(ci[0]), value(ci[1]))
+    } else {
+        format!("not estimable (n < {MIN_INTERVAL_N})")
     }
 }
 

@@ -43,7 +43,7 @@ pub fn findings(r: &BiasReport) -> Vec<String> {
         "Overall {label}: {} over {} records ({}).",
         value(r.overall.mean),
         r.overall.n,
-        super::interval_text(r.overall.n, r.overall.ci, value)
+        super::interval_text(r.overall.ci, value)
     )];
     let (primary, following): (Vec<&SliceReport>, Vec<&SliceReport>) = r
         .flagged()

@@ -344,7 +344,7 @@ fn intervals_of_groups_under_five_records_are_not_estimable() {
     assert_eq!(tiny.n, 3);
     assert!(tiny.ci.iter().all(|b| b.is_nan()), "{:?}", tiny.ci);
     assert_eq!(
-        interval_text(tiny.n, tiny.ci, |x| format!("{x:.2}")),
+        interval_text(tiny.ci, |x| format!("{x:.2}")),
         "not estimable (n < 5)"
     );
     let json = serde_json::to_value(tiny).expect("json");
@@ -353,7 +353,7 @@ fn intervals_of_groups_under_five_records_are_not_estimable() {
         .slice(&key(&[(Demographic::Gender, "F")]))
         .expect("F");
     assert!(big.ci.iter().all(|b| b.is_finite()));
-    assert!(interval_text(big.n, big.ci, |x| format!("{x:.2}")).starts_with("95% interval "));
+    assert!(interval_text(big.ci, |x| format!("{x:.2}")).starts_with("95% interval "));
 }
 
 /// A group whose gap comes from one record says so, naming the record: without it (in the

@@ -34,7 +34,7 @@ impl Cell {
             s.dims.describe(),
             metric_label(&self.metric),
             s.mean,
-            crate::analysis::bias::interval_text(s.n, s.ci, |x| format!("{x:.3}")),
+            crate::analysis::bias::interval_text(s.ci, |x| format!("{x:.3}")),
             self.overall,
             s.n
         );

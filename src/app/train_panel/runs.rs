@@ -383,13 +383,7 @@ fn compare(ui: &mut egui::Ui, view: &mut RunsView) {
     let differing = rows.iter().filter(|r| r.differs()).count();
     ui.label(format!("{differing} of {} fields differ", rows.len()));
     // The two value columns share what the field names leave, in characters of the body font.
-    let char_width = ui.fonts_mut(|f| {
-        let font = egui::TextStyle::Body.resolve(ui.style());
-        f.layout_no_wrap("0".repeat(10), font, egui::Color32::WHITE)
-            .size()
-            .x
-            / 10.0
-    });
+    let char_width = crate::app::charts::text_width(ui, "0000000000") / 10.0;
     let cell_chars =
         (((ui.available_width() - 24.0 * char_width) / 2.0 / char_width) as usize).clamp(8, 60);
     egui::ScrollArea::vertical().id_salt("diff").show(ui, |ui| {

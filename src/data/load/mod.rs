@@ -45,16 +45,16 @@ impl Default for ReadLimits {
 }
 
 impl ReadLimits {
-    /// The fields at 0, which would refuse every file or record.
-    pub fn zero_fields(&self) -> Vec<&'static str> {
+    /// The first field at 0, which would refuse every file or record, named as `project.ron`
+    /// names it.
+    pub fn zero_field(&self) -> Option<&'static str> {
         [
-            ("max_file_mb", self.max_file_mb),
-            ("max_field_mb", self.max_field_mb),
+            ("read_limits.max_file_mb", self.max_file_mb),
+            ("read_limits.max_field_mb", self.max_field_mb),
         ]
         .into_iter()
-        .filter(|(_, v)| *v == 0)
+        .find(|(_, v)| *v == 0)
         .map(|(name, _)| name)
-        .collect()
     }
 
     /// `options` with these bounds.

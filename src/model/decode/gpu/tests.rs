@@ -88,9 +88,9 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 /// With `LABLENS_TEST_DEVICE=cuda:N`: head dimensions 16 and 64, with biases, with an
 /// adapter; one row, a left-padded batch of three (the decoder's products), of eighteen
 /// (cuBLAS's) and two rows of 150 and 70 positions (attention over several warps' chunks of 32
-/// positions). The steps replay a captured graph. In f32 the decoder gives the general path's logits to rounding and the same
-/// argmax; in bf16 it is no further from the f32 logits than twice the general path's bf16
-/// is. On the CPU the decoder does not apply.
+/// positions). The steps replay a captured graph. In f32 the decoder gives the general path's
+/// logits to rounding and the same argmax; in bf16 it is no further from the f32 logits than
+/// twice the general path's bf16 is. On the CPU the decoder does not apply.
 #[test]
 fn decoding_on_the_test_gpu_agrees_with_the_general_path() -> Result<()> {
     let dev = device();
