@@ -96,3 +96,72 @@ fn summarises_unblinded_ratings_agreement_and_skips_bad_lines() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no run \"nope\""));
 }
+
+#[test]
+fn a_coordinator_chooses_the_records_reviewed_and_bad_ids_are_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = project(dir.path());
+    let run = dir.path().join("runs").join("r1");
+    let prediction = |id: &str| {
+        json!({"id": id, "input": "note", "reference": "ref", "prediction": "out"}).to_string()
+    };
+    let rows: Vec<String> = ["d-1", "d-2", "d-3"].map(prediction).to_vec();
+    std::fs::write(run.join("predictions.jsonl"), rows.join("\n") + "\n").expect("predictions");
+    let ids = dir.path().join("ids.txt");
+    let choose = |text: &str| {
+        std::fs::write(&ids, text).expect("ids");
+        lablens(&[
+            "reviews",
+            "--project",
+            &p,
+            "--run",
+            "r1",
+            "--choose",
+            &ids.display().to_string(),
+            "--json",
+        ])
+    };
+    let set = run.join("review-set.json");
+
+    let out = choose("# worst first\nd-3\n\nd-9\n");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ids.txt: line 4: \"d-9\" is not a record of"),
+        "{stderr}"
+    );
+    assert!(!set.exists(), "nothing written");
+
+    let out = choose("d-3\nd-1\nd-3\n");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 3: \"d-3\" is chosen twice"));
+
+    let out = choose("# worst first\nd-3\n\nd-1\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["chosen_records"], json!(["d-3", "d-1"]));
+    let file: Value = serde_json::from_slice(&std::fs::read(&set).expect("set")).expect("json");
+    assert_eq!(file["records"], json!(["d-3", "d-1"]));
+
+    let out = lablens(&[
+        "reviews",
+        "--project",
+        &p,
+        "--run",
+        "r1",
+        "--choose-all",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["chosen_records"], Value::Null);
+    assert!(!set.exists());
+}

@@ -122,6 +122,13 @@ pub fn eval_cmd(args: &EvalArgs, json_out: bool) -> Result<(), CliError> {
         c.fkgl.map_or("-".into(), |g| format!("{:.1}", g.value)),
         summary.records_per_minute,
     );
+    if summary.outputs_cut > 0 {
+        eprintln!(
+            "{} of {} outputs stopped at --max-new-tokens {} (or the model's context) before the \
+             model ended them: they are marked as cut",
+            summary.outputs_cut, summary.n, args.max_new_tokens
+        );
+    }
     if json_out {
         println!(
             "{}",

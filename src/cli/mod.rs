@@ -216,6 +216,7 @@ pub enum CliCommand {
         pairs: PathBuf,
     },
     /// Clinician reviews of a run, unblinded: mean ratings and flag rates per model, agreement.
+    /// With --choose, the records reviewers of the run see.
     Reviews {
         #[arg(long)]
         project: PathBuf,
@@ -224,6 +225,13 @@ pub enum CliCommand {
         /// Also write the reviews (newest line of each) as CSV.
         #[arg(long)]
         csv: Option<PathBuf>,
+        /// Reviewers of this run see only these records, in this order: a file of record ids,
+        /// one a line (blank lines and lines starting with # are skipped).
+        #[arg(long, conflicts_with = "choose_all")]
+        choose: Option<PathBuf>,
+        /// Remove the choice: reviewers see every record again.
+        #[arg(long)]
+        choose_all: bool,
         #[arg(long)]
         json: bool,
     },
@@ -478,8 +486,17 @@ pub fn run(command: CliCommand) -> Result<(), CliError> {
             project,
             run,
             csv,
+            choose,
+            choose_all,
             json,
-        } => reviews_command::reviews_cmd(&project, &run, csv.as_deref(), json),
+        } => {
+            let choice = match (choose, choose_all) {
+                (Some(file), _) => reviews_command::Choice::Records(file),
+                (None, true) => reviews_command::Choice::All,
+                (None, false) => reviews_command::Choice::Keep,
+            };
+            reviews_command::reviews_cmd(&project, &run, csv.as_deref(), &choice, json)
+        }
         CliCommand::Doctor {
             device,
             model,

@@ -1,11 +1,68 @@
 //! `lablens reviews`: the clinician reviews of a run, unblinded: counts, mean rating and flag
-//! rates per model, agreement between reviewers (Cohen's kappa), optionally as CSV.
+//! rates per model, agreement between reviewers (Cohen's kappa), optionally as CSV; and the
+//! choice of the records its reviewers see.
 
 use super::CliError;
-use crate::project::predictions::run_dir;
-use crate::project::reviews::{REVIEWS_FILE, ReviewFlag, read_reviews, summarize, write_csv};
+use crate::project::predictions::{PREDICTIONS_FILE, parse_predictions, run_dir};
+use crate::project::reviews::{
+    REVIEWS_FILE, ReviewFlag, clear_review_set, read_review_set, read_reviews, review_set_path,
+    summarize, write_csv, write_review_set,
+};
 use serde_json::json;
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// What `--choose` / `--choose-all` ask of the records reviewers see.
+pub enum Choice {
+    Keep,
+    /// The ids in this file.
+    Records(PathBuf),
+    All,
+}
+
+/// Bounds on the files read here: lists of ids and a run's predictions.
+const MAX_IDS_BYTES: u64 = 16 << 20;
+const MAX_PREDICTIONS_BYTES: u64 = 1 << 30;
+
+/// The ids of `file`, one a line, each one the run's predictions hold, none twice.
+fn read_choice(file: &Path, run_dir: &Path) -> Result<Vec<String>, CliError> {
+    let usage = |m: String| CliError::usage(format!("--choose: {}: {m}", file.display()));
+    let bytes = crate::data::load::read_bounded(file, MAX_IDS_BYTES)
+        .map_err(|e| CliError::usage(format!("--choose: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|e| usage(format!("not UTF-8 text ({e})")))?;
+    let predictions = run_dir.join(PREDICTIONS_FILE);
+    let evaluated =
+        crate::data::load::read_bounded(&predictions, MAX_PREDICTIONS_BYTES).map_err(|e| {
+            CliError::usage(format!(
+                "--choose: the run has no readable predictions: {e}"
+            ))
+        })?;
+    let (rows, _) = parse_predictions(&evaluated);
+    let known: HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let mut ids = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let id = line.trim();
+        if id.is_empty() || id.starts_with('#') {
+            continue;
+        }
+        let line = i + 1;
+        if !known.contains(id) {
+            return Err(usage(format!(
+                "line {line}: {id:?} is not a record of {}",
+                predictions.display()
+            )));
+        }
+        if !seen.insert(id.to_string()) {
+            return Err(usage(format!("line {line}: {id:?} is chosen twice")));
+        }
+        ids.push(id.to_string());
+    }
+    if ids.is_empty() {
+        return Err(usage("no record ids in it".into()));
+    }
+    Ok(ids)
+}
 
 fn kappa(k: Option<f64>) -> String {
     k.map_or("-".into(), |x| format!("{x:.3}"))
@@ -15,6 +72,7 @@ pub fn reviews_cmd(
     project: &Path,
     run: &str,
     csv: Option<&Path>,
+    choice: &Choice,
     json_out: bool,
 ) -> Result<(), CliError> {
     let project = super::commands::open_project(project)?;
@@ -26,6 +84,24 @@ pub fn reviews_cmd(
         )));
     }
     let path = dir.join(REVIEWS_FILE);
+    let set_path = review_set_path(&path);
+    match choice {
+        Choice::Keep => {}
+        Choice::Records(file) => {
+            let ids = read_choice(file, &dir)?;
+            write_review_set(&set_path, &ids).map_err(|e| CliError::failed(e.to_string()))?;
+            eprintln!(
+                "reviewers of {run} will see {} chosen records ({})",
+                ids.len(),
+                set_path.display()
+            );
+        }
+        Choice::All => {
+            clear_review_set(&set_path).map_err(|e| CliError::failed(e.to_string()))?;
+            eprintln!("reviewers of {run} will see every record");
+        }
+    }
+    let chosen = read_review_set(&set_path).map_err(|e| CliError::usage(e.to_string()))?;
     let (lines, issues) = read_reviews(&path).map_err(|e| CliError::usage(e.to_string()))?;
     for issue in &issues {
         eprintln!("{}: skipped {issue}", path.display());
@@ -40,12 +116,22 @@ pub fn reviews_cmd(
             .iter()
             .map(|i| json!({"line": i.line, "message": i.message}))
             .collect();
-        let value = json!({"file": path, "summary": summary, "skipped": skipped});
+        let value = json!({
+            "file": path, "summary": summary, "skipped": skipped,
+            "chosen_records": chosen,
+        });
         println!(
             "{}",
             serde_json::to_string_pretty(&value).map_err(|e| CliError::failed(e.to_string()))?
         );
         return Ok(());
+    }
+    if let Some(ids) = &chosen {
+        println!(
+            "reviewers see {} chosen records ({})",
+            ids.len(),
+            set_path.display()
+        );
     }
     if lines.is_empty() {
         println!("{}: no reviews yet", path.display());

@@ -110,6 +110,16 @@ pub fn train_cmd(args: &TrainArgs, json_out: bool) -> Result<(), CliError> {
             "step {step}: validation loss {val_loss:.4}{}",
             if best { " (best)" } else { "" }
         )),
+        TrainEvent::Validating {
+            step, done, total, ..
+        } => {
+            if step == 0 && done == 0 {
+                bar.println(format!(
+                    "validating before training ({total} examples): the untrained adapter's loss"
+                ));
+            }
+            bar.set_message(crate::train::validating_text(step, done, total));
+        }
         TrainEvent::Checkpoint { .. } => {}
     });
     bar.finish_and_clear();

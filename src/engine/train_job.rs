@@ -130,6 +130,17 @@ fn report_progress(ctx: &JobContext, clock: &mut Option<EtaClock>, event: &Train
                 );
             }
         }
+        TrainEvent::Validating {
+            step,
+            done,
+            total,
+            eta_s,
+        } => ctx.report(
+            &crate::train::validating_text(*step, *done, *total),
+            *done as u64,
+            *total as u64,
+            eta_s.map(Duration::from_secs_f64),
+        ),
         TrainEvent::Eval { .. } | TrainEvent::Checkpoint { .. } => {}
     }
 }

@@ -109,6 +109,8 @@ pub struct EvalSummary {
     pub generated_now: usize,
     /// Records whose input was cut to leave room for the output.
     pub inputs_cut: usize,
+    /// Records whose output stopped at the new-token limit or the full context, not at its end.
+    pub outputs_cut: usize,
     pub elapsed_s: f64,
     /// Generation and scoring throughput of this call, model loading excluded.
     pub records_per_minute: f64,
@@ -124,6 +126,9 @@ struct Done {
     tokens: usize,
     /// The input was cut to leave room for the output in the model's context.
     input_cut: bool,
+    /// The output stopped at the new-token limit or the full context.
+    #[serde(default)]
+    output_cut: bool,
 }
 
 /// What a resumed evaluation must share with the one it continues.
@@ -227,6 +232,7 @@ pub fn evaluate(
         n: done.len(),
         generated_now,
         inputs_cut: done.iter().filter(|d| d.input_cut).count(),
+        outputs_cut: done.iter().filter(|d| d.output_cut).count(),
         elapsed_s: started.elapsed().as_secs_f64(),
         records_per_minute: generated_now as f64 / busy_s.max(1e-9) * 60.0,
         corpus,
@@ -525,6 +531,7 @@ fn run_batch(
                 nll: nll.iter().map(|v| f64::from(*v)).sum(),
                 tokens: nll.len(),
                 input_cut,
+                output_cut: out.stop.cut(),
             })
         })
         .collect()
@@ -562,7 +569,7 @@ fn finish(
         let line = serde_json::json!({
             "id": r.id, "input": r.input, "reference": r.target, "prediction": d.prediction,
             "task": r.task.name(), "gender": r.gender, "age": r.age, "ethnicity": r.ethnicity,
-            "metrics": metrics,
+            "input_cut": d.input_cut, "output_cut": d.output_cut, "metrics": metrics,
         });
         lines.push_str(&line.to_string());
         lines.push('\n');
@@ -587,6 +594,7 @@ fn finish(
         "adapter_sha256": plan.adapter.as_ref().and_then(|a| sha256_of_file(&a.join("adapter_model.safetensors"))),
         "data_sha256": plan.data_sha256,
         "inputs_cut": done.iter().filter(|d| d.input_cut).count(),
+        "outputs_cut": done.iter().filter(|d| d.output_cut).count(),
         "lablens_version": env!("CARGO_PKG_VERSION"),
         "elapsed_s": started.elapsed().as_secs_f64(),
     });

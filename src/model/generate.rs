@@ -76,6 +76,14 @@ pub enum StopReason {
     ContextFull,
 }
 
+impl StopReason {
+    /// Whether the output was cut off before the model ended it: a reader sees text that stops
+    /// mid-way.
+    pub fn cut(self) -> bool {
+        matches!(self, StopReason::MaxTokens | StopReason::ContextFull)
+    }
+}
+
 /// What the per-token callback answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {

@@ -66,6 +66,9 @@ pub struct PredictionRow {
     pub gender: Option<String>,
     pub age: Option<u32>,
     pub ethnicity: Option<String>,
+    /// The output stopped at the new-token limit or the model's context, not where the model
+    /// ended it (`output_cut: true`).
+    pub output_cut: bool,
     /// Every number found under `metrics`, named by its path (`rouge1.fmeasure`, `bleu`), plus
     /// the counts `meds.hallucinated`, `meds.omitted`, `meds.mismatched` and `safety`;
     /// sorted by name. A metric written as null is absent.
@@ -312,6 +315,17 @@ fn parse_row(
             None
         }
     };
+    let output_cut = match obj.get("output_cut") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Null) | None => false,
+        Some(other) => {
+            note(
+                "output_cut",
+                format!("expected true or false, found {other}; ignored"),
+            );
+            false
+        }
+    };
     let mut row = PredictionRow {
         id,
         input,
@@ -321,6 +335,7 @@ fn parse_row(
         gender,
         age,
         ethnicity,
+        output_cut,
         metrics: Vec::new(),
         meds: None,
         safety: Vec::new(),

@@ -10,7 +10,9 @@ pub mod session;
 pub mod trainer;
 
 pub use config::{FieldError, TrainConfig};
-pub use trainer::{Control, RunOptions, StepMetrics, TrainEvent, TrainSummary, train};
+pub use trainer::{
+    Control, RunOptions, StepMetrics, TrainEvent, TrainSummary, train, validating_text,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {

@@ -32,13 +32,7 @@ fn losses(dir: &Path) -> Vec<(u64, f64)> {
 
 /// A new run of `cfg`, uninterrupted.
 fn fresh_run(p: &OpenProject, cfg: &TrainConfig) -> Result<TrainSummary, TrainError> {
-    train(
-        p,
-        cfg,
-        &RunOptions::default(),
-        &Control::default(),
-        &mut |_| {},
-    )
+    fresh_run_with(p, cfg, &Control::default(), &mut |_| {})
 }
 
 fn stop_at(control: &Control, step: usize) -> impl FnMut(TrainEvent) + '_ {
@@ -410,4 +404,72 @@ fn a_corrupt_newest_checkpoint_resumes_from_the_one_before() -> Result<(), Train
     );
     assert_eq!((resumed.status, resumed.steps), (RunStatus::Finished, 12));
     Ok(())
+}
+
+#[test]
+fn the_first_validation_pass_reports_its_progress_and_stops_when_asked() -> Result<(), TrainError> {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let p = project(tmp.path(), 60);
+    let cfg = TrainConfig {
+        micro_batch: 1,
+        ..small_config(2)
+    };
+    let mut events = Vec::new();
+    fresh_run_with(&p, &cfg, &Control::default(), &mut |e| events.push(e))?;
+    let first_step = events
+        .iter()
+        .position(|e| matches!(e, TrainEvent::Step(_)))
+        .expect("a step");
+    let before: Vec<(usize, usize, usize, bool)> = events[..first_step]
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Validating {
+                step,
+                done,
+                total,
+                eta_s,
+            } => Some((*step, *done, *total, eta_s.is_some())),
+            _ => None,
+        })
+        .collect();
+    let total = before.first().expect("validation before training").2;
+    assert!(total > 1, "{before:?}");
+    let expected: Vec<(usize, usize, usize, bool)> =
+        (0..=total).map(|done| (0, done, total, done > 0)).collect();
+    assert_eq!(
+        before, expected,
+        "one report per micro-batch, an ETA after the first"
+    );
+    assert!(matches!(
+        events[first_step - 1],
+        TrainEvent::Eval { step: 0, .. }
+    ));
+    assert_eq!(
+        crate::train::validating_text(0, 3, 8),
+        "validating before training: 3 of 8 examples"
+    );
+
+    // A stop during the first pass ends the run there, resumable, before any step.
+    let control = Control::default();
+    let stopped = fresh_run_with(&p, &cfg, &control, &mut |e| {
+        if matches!(e, TrainEvent::Validating { done: 1, .. }) {
+            control.stop();
+        }
+        assert!(
+            !matches!(e, TrainEvent::Step(_) | TrainEvent::Eval { .. }),
+            "{e:?}"
+        );
+    })?;
+    assert_eq!((stopped.status, stopped.steps), (RunStatus::Stopped, 0));
+    assert!(stopped.run_dir.join("checkpoints").join("step-0").is_dir());
+    Ok(())
+}
+
+fn fresh_run_with(
+    p: &OpenProject,
+    cfg: &TrainConfig,
+    control: &Control,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<TrainSummary, TrainError> {
+    train(p, cfg, &RunOptions::default(), control, on_event)
 }

@@ -88,6 +88,14 @@ pub enum TrainEvent {
         notes: Vec<String>,
     },
     Step(StepMetrics),
+    /// A validation pass under way at `step` (0: the first, before training): `done` of `total`
+    /// validation examples scored, and the seconds it has left at its rate so far.
+    Validating {
+        step: usize,
+        done: usize,
+        total: usize,
+        eta_s: Option<f64>,
+    },
     Eval {
         step: usize,
         val_loss: f64,
@@ -96,6 +104,16 @@ pub enum TrainEvent {
     Checkpoint {
         step: usize,
     },
+}
+
+/// The phase a validation pass is, in words: `validating before training: 8 of 32 examples`.
+pub fn validating_text(step: usize, done: usize, total: usize) -> String {
+    let when = if step == 0 {
+        "validating before training".to_string()
+    } else {
+        format!("validating at step {step}")
+    };
+    format!("{when}: {done} of {total} examples")
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -278,7 +296,9 @@ impl<'a> Loop<'a> {
             // The untrained adapter: a run killed before its first checkpoint still resumes,
             // and validation has the base model's loss to improve on.
             if !self.data.val.is_empty() {
-                let (val_loss, best) = self.evaluate()?;
+                let Some((val_loss, best)) = self.evaluate(control, on_event)? else {
+                    return self.stop_here(on_event);
+                };
                 on_event(TrainEvent::Eval {
                     step: 0,
                     val_loss,
@@ -299,11 +319,7 @@ impl<'a> Loop<'a> {
                 std::thread::sleep(Duration::from_millis(50));
             }
             if control.is_stopping() {
-                self.checkpoint()?;
-                on_event(TrainEvent::Checkpoint {
-                    step: self.state.step,
-                });
-                return Ok(RunStatus::Stopped);
+                return self.stop_here(on_event);
             }
             let batches = self.next_batches(&mut plan, &lengths);
             let metrics = self.step(&batches)?;
@@ -313,7 +329,9 @@ impl<'a> Loop<'a> {
             let last = step == self.total_steps;
             let mut new_best = false;
             if every(self.cfg.eval_every) || (last && !self.data.val.is_empty()) {
-                let (val_loss, best) = self.evaluate()?;
+                let Some((val_loss, best)) = self.evaluate(control, on_event)? else {
+                    return self.stop_here(on_event);
+                };
                 new_best = best;
                 on_event(TrainEvent::Eval {
                     step,
@@ -435,12 +453,39 @@ impl<'a> Loop<'a> {
         Ok(metrics)
     }
 
-    /// Validation loss (token-weighted, like the training loss); tracks the best.
-    fn evaluate(&mut self) -> Result<(f64, bool), TrainError> {
+    /// Stopped by the user: keeps a checkpoint of the step reached.
+    fn stop_here(&mut self, on_event: &mut dyn FnMut(TrainEvent)) -> Result<RunStatus, TrainError> {
+        self.checkpoint()?;
+        on_event(TrainEvent::Checkpoint {
+            step: self.state.step,
+        });
+        Ok(RunStatus::Stopped)
+    }
+
+    /// Validation loss (token-weighted, like the training loss); tracks the best. Reports its
+    /// progress per micro-batch; `None` when a stop was asked for before it finished (nothing
+    /// is recorded then).
+    fn evaluate(
+        &mut self,
+        control: &Control,
+        on_event: &mut dyn FnMut(TrainEvent),
+    ) -> Result<Option<(f64, bool)>, TrainError> {
         let pad = self.model.tokenizer.pad_id().unwrap_or(0);
+        let (step, total) = (self.state.step, self.data.val.len());
+        let started = Instant::now();
         let mut nll = 0f64;
         let mut count = 0usize;
+        let mut done = 0usize;
+        on_event(TrainEvent::Validating {
+            step,
+            done,
+            total,
+            eta_s: None,
+        });
         for chunk in self.data.val.chunks(self.cfg.micro_batch) {
+            if control.is_stopping() {
+                return Ok(None);
+            }
             let rows: Vec<&Example> = chunk.iter().collect();
             let b = MicroBatch::new(&rows, pad);
             let sum = batch_nll(&self.model.llama, &b)
@@ -448,6 +493,14 @@ impl<'a> Loop<'a> {
                 .map_err(TrainError::compute)?;
             nll += f64::from(sum);
             count += b.labels.len();
+            done += chunk.len();
+            let per_example = started.elapsed().as_secs_f64() / done as f64;
+            on_event(TrainEvent::Validating {
+                step,
+                done,
+                total,
+                eta_s: Some(per_example * (total - done) as f64),
+            });
         }
         let val = nll / count.max(1) as f64;
         let best = self.state.best_val_loss.is_none_or(|b| val < b);
@@ -461,7 +514,7 @@ impl<'a> Loop<'a> {
         self.last_val = Some(val);
         let line = serde_json::json!({"step": self.state.step, "val_loss": val, "best": best});
         self.run.append_line(METRICS_FILE, &line)?;
-        Ok((val, best))
+        Ok(Some((val, best)))
     }
 
     fn elapsed(&self) -> f64 {

@@ -71,7 +71,14 @@ pub fn problem_chips(ui: &mut egui::Ui, row: &PredictionRow) {
             badge(ui, format!("{letter}{n}"), colour, &format!("{n} {what}"));
         }
     }
+    if row.output_cut {
+        badge(ui, "cut".into(), GREY, CUT_NOTE);
+    }
 }
+
+/// What a cut output is, for a reader.
+pub const CUT_NOTE: &str =
+    "Cut: stopped at the length limit, not where the program ended it; the text stops mid-way";
 
 impl Detail {
     pub fn new(c: &Compared, row: usize) -> Self {

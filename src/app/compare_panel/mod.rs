@@ -4,6 +4,7 @@
 //! word-level diff, medication and safety marks and metric badges; and a review mode for
 //! clinicians. Prediction files are read off the UI thread.
 
+mod choose;
 mod detail;
 mod marks;
 mod review;
@@ -65,6 +66,7 @@ pub struct ComparePanel {
     scroll_to_selected: bool,
     detail: Option<detail::Detail>,
     pub review: ReviewView,
+    choice: choose::ReviewChoice,
     /// The project's runs, newest last, for the Evaluate menu.
     runs: Vec<String>,
     /// An evaluation the user asked for, for the window to send to the engine.
@@ -76,6 +78,7 @@ impl ComparePanel {
         let (loaded_tx, loaded_rx) = unbounded();
         Self {
             review: ReviewView::new(&state.reviewer),
+            choice: choose::ReviewChoice::default(),
             state,
             project_dir: None,
             sources: Vec::new(),
@@ -114,6 +117,7 @@ impl ComparePanel {
     /// sets again.
     pub fn refresh(&mut self) {
         let Some(dir) = &self.project_dir else { return };
+        self.choice.forget();
         let known: Vec<String> = self.sources.iter().map(|s| s.name.clone()).collect();
         self.sources = prediction_sources(dir);
         self.runs = list_runs(dir).into_iter().map(|r| r.id).collect();
@@ -206,6 +210,7 @@ impl ComparePanel {
         };
         self.compared = Some(Arc::new(Compared::new(a, b)));
         self.compared_names = Some(names);
+        self.choice.forget();
         self.applied = None;
         self.detail = None;
         self.selected = None;
@@ -280,6 +285,12 @@ impl ComparePanel {
         }
         self.issues_line(ui, &compared);
         self.filter_bar(ui, &compared);
+        if let Some(dir) = self.project_dir.clone()
+            && self.choice.ui(ui, &dir, &compared, &self.rows)
+        {
+            // Reviewing opens on the new choice.
+            self.review.session = None;
+        }
         ui.separator();
         egui::Panel::top("compare_rows")
             .resizable(true)

@@ -235,6 +235,7 @@ impl ReviewView {
     fn header(&mut self, ui: &mut egui::Ui, reviewer: &mut String) {
         let Some(s) = &self.session else { return };
         let (n, done) = (s.items.len(), s.done());
+        let (chosen, chosen_missing) = (if s.chosen { " chosen" } else { "" }, s.chosen_missing);
         let next_open = s.first_unfinished();
         let mut go = None;
         ui.horizontal_wrapped(|ui| {
@@ -249,9 +250,17 @@ impl ReviewView {
             }
             ui.separator();
             ui.label(format!(
-                "Record {} of {n} · {done} of {n} rated",
+                "Record {} of {n}{chosen} · {done} of {n} rated",
                 self.position + 1
             ));
+            if chosen_missing > 0 {
+                ui.colored_label(
+                    ui.visuals().warn_fg_color,
+                    format!(
+                        "{chosen_missing} chosen records are not in both outputs and are left out"
+                    ),
+                );
+            }
             ui.add(
                 egui::ProgressBar::new(if n > 0 { done as f32 / n as f32 } else { 0.0 })
                     .desired_width(160.0),
@@ -348,15 +357,23 @@ impl ReviewView {
             for (k, (ui, out)) in cols.iter_mut().zip([&review.a, &review.b]).enumerate() {
                 let version = ["Version A", "Version B"][k];
                 ui.heading(version);
+                let row = text_of(&out.source);
                 egui::Frame::group(ui.style()).show(ui, |ui| {
                     egui::ScrollArea::vertical()
                         .id_salt(("review_version", k))
                         .max_height(ui.ctx().content_rect().height() * 0.3)
                         .auto_shrink([false, true])
-                        .show(ui, |ui| {
-                            ui.label(text_of(&out.source).map_or("", |r| r.prediction.as_str()))
-                        });
+                        .show(ui, |ui| ui.label(row.map_or("", |r| r.prediction.as_str())));
                 });
+                if row.is_some_and(|r| r.output_cut) {
+                    ui.add(
+                        egui::Label::new(
+                            egui::RichText::new(super::detail::CUT_NOTE)
+                                .color(ui.visuals().warn_fg_color),
+                        )
+                        .wrap(),
+                    );
+                }
                 ui.label("How good is this explanation for the patient?");
                 ui.horizontal(|ui| {
                     for x in 1..=5u8 {

@@ -25,16 +25,19 @@ pub enum ProblemFilter {
     Omitted,
     DoseMismatch,
     Safety,
+    /// Stopped at the new-token limit, not where the model ended it.
+    Cut,
 }
 
 impl ProblemFilter {
-    pub const ALL: [ProblemFilter; 6] = [
+    pub const ALL: [ProblemFilter; 7] = [
         ProblemFilter::All,
         ProblemFilter::AnyProblem,
         ProblemFilter::Hallucinated,
         ProblemFilter::Omitted,
         ProblemFilter::DoseMismatch,
         ProblemFilter::Safety,
+        ProblemFilter::Cut,
     ];
 
     pub fn label(self) -> &'static str {
@@ -45,6 +48,7 @@ impl ProblemFilter {
             ProblemFilter::Omitted => "medication left out",
             ProblemFilter::DoseMismatch => "dose differs",
             ProblemFilter::Safety => "safety flag",
+            ProblemFilter::Cut => "output cut at the length limit",
         }
     }
 
@@ -56,11 +60,14 @@ impl ProblemFilter {
         let safety = !row.safety.is_empty();
         match self {
             ProblemFilter::All => true,
-            ProblemFilter::AnyProblem => hallucinated || omitted || mismatched || safety,
+            ProblemFilter::AnyProblem => {
+                hallucinated || omitted || mismatched || safety || row.output_cut
+            }
             ProblemFilter::Hallucinated => hallucinated,
             ProblemFilter::Omitted => omitted,
             ProblemFilter::DoseMismatch => mismatched,
             ProblemFilter::Safety => safety,
+            ProblemFilter::Cut => row.output_cut,
         }
     }
 }

@@ -184,6 +184,10 @@ fn review_ratings_are_saved_at_once_and_survive_reopening() {
         h.query_by_label_contains(RUN).is_none(),
         "blinded: no model names"
     );
+    assert!(
+        h.query_by_label(detail::CUT_NOTE).is_none(),
+        "neither is cut"
+    );
 
     click_nth(&mut h, "4", 0);
     let lines = saved(&project);
@@ -221,6 +225,11 @@ fn review_ratings_are_saved_at_once_and_survive_reopening() {
         "the scale's words in sight under each version"
     );
     assert!(h.query_by_label("not rated yet").is_some());
+    assert_eq!(
+        h.get_all_by_label(detail::CUT_NOTE).count(),
+        1,
+        "the base model's output of d-0001 stopped at the length limit"
+    );
 }
 
 #[test]
@@ -312,5 +321,53 @@ fn a_set_that_appears_while_open_is_shown_against_the_one_before() {
     assert_eq!(
         (panel.state.a.as_deref(), panel.state.b.as_deref()),
         (Some(RUN), None)
+    );
+}
+
+#[test]
+fn a_coordinator_sends_the_worst_rows_shown_to_review() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let project = sample_project(dir.path(), 12);
+    let mut h = harness(&project, CompareUiState::default());
+    h.state_mut().state.sort.metric = Some("rougeL.fmeasure".into());
+    h.run();
+    assert!(
+        h.query_by_label("Review: every record both outputs have (12)")
+            .is_some()
+    );
+    h.state_mut().choice.take = 3;
+    h.run();
+    h.get_by_label("for review").click();
+    h.run();
+    let set = project
+        .join("runs")
+        .join(RUN)
+        .join(crate::project::reviews::REVIEW_SET_FILE);
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&set).expect("set written")).expect("json");
+    assert_eq!(
+        file["records"],
+        serde_json::json!(["d-0011", "d-0009", "d-0007"]),
+        "the three worst shown, in the table's order"
+    );
+    assert!(h.query_by_label("Review: 3 chosen records").is_some());
+
+    h.state_mut().state.review_mode = true;
+    h.state_mut().state.reviewer = "Dr Ames".into();
+    h.run();
+    assert!(
+        h.query_by_label("Record 1 of 3 chosen · 0 of 3 rated")
+            .is_some()
+    );
+    assert_eq!(h.state().review.current_id(), Some("d-0011"));
+
+    h.state_mut().state.review_mode = false;
+    h.run();
+    h.get_by_label("Review every record").click();
+    h.run();
+    assert!(!set.exists());
+    assert!(
+        h.query_by_label("Review: every record both outputs have (12)")
+            .is_some()
     );
 }

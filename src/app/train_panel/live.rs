@@ -19,6 +19,8 @@ pub struct LiveRun {
     pub last: Option<StepMetrics>,
     pub best_val: Option<(usize, f64)>,
     pub last_checkpoint: Option<usize>,
+    /// A validation pass under way: its step, examples done and in all, seconds left.
+    pub validating: Option<(usize, usize, usize, Option<f64>)>,
     /// A resumed run's earlier curves, read off the UI thread, and the events that arrive
     /// meanwhile, replayed over them.
     earlier: Option<(Receiver<Curves>, Vec<TrainEvent>)>,
@@ -52,6 +54,7 @@ impl LiveRun {
             last: None,
             best_val: None,
             last_checkpoint: None,
+            validating: None,
         }
     }
 
@@ -81,8 +84,17 @@ impl LiveRun {
             pending.push(event.clone());
         }
         self.curves.record(event);
+        if !matches!(event, TrainEvent::Validating { .. }) {
+            self.validating = None;
+        }
         match event {
             TrainEvent::Step(m) => self.last = Some(m.clone()),
+            TrainEvent::Validating {
+                step,
+                done,
+                total,
+                eta_s,
+            } => self.validating = Some((*step, *done, *total, *eta_s)),
             TrainEvent::Eval {
                 step,
                 val_loss,
@@ -219,6 +231,23 @@ fn headline(live: &LiveRun, paused: bool) -> String {
     parts.join(" · ")
 }
 
+/// The validation pass under way, its progress and time left; the first one (before any step)
+/// says what it is for, since the curves stay empty meanwhile.
+fn validating_line(live: &LiveRun) -> Option<String> {
+    let (step, done, total, eta_s) = live.validating?;
+    let mut line = crate::train::validating_text(step, done, total);
+    if let Some(eta) = eta_s {
+        line.push_str(&format!(
+            ", about {} left",
+            crate::app::status::format_eta(std::time::Duration::from_secs_f64(eta))
+        ));
+    }
+    if step == 0 {
+        line.push_str(" (the untrained adapter's loss, which training must beat)");
+    }
+    Some(line)
+}
+
 fn plots_area(ui: &mut egui::Ui, panel: &mut TrainPanel) {
     let paused = panel.is_paused();
     let Some(live) = &mut panel.live else {
@@ -237,6 +266,13 @@ fn plots_area(ui: &mut egui::Ui, panel: &mut TrainPanel) {
     }
     for note in &live.notes {
         ui.weak(note);
+    }
+    if let Some(line) = validating_line(live) {
+        let (_, done, total, _) = live.validating.unwrap_or_default();
+        ui.horizontal(|ui| {
+            ui.add(egui::ProgressBar::new(done as f32 / total.max(1) as f32).desired_width(160.0));
+            ui.label(line);
+        });
     }
     let style = plots::style_controls(ui, &mut panel.state.smoothing, &mut panel.state.log_y);
     run_plots(ui, live, style);
@@ -270,4 +306,44 @@ fn run_plots(ui: &mut egui::Ui, live: &mut LiveRun, style: plots::LossStyle) {
             small,
         );
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_validation_pass_is_its_own_phase_with_progress_and_time_left() {
+        let mut live = LiveRun::new("r".into(), Path::new(""), 80, None, Vec::new());
+        assert_eq!(validating_line(&live), None);
+        live.record(&TrainEvent::Validating {
+            step: 0,
+            done: 8,
+            total: 32,
+            eta_s: Some(75.0),
+        });
+        assert_eq!(
+            validating_line(&live).as_deref(),
+            Some(
+                "validating before training: 8 of 32 examples, about 1m 15s left (the untrained \
+                 adapter's loss, which training must beat)"
+            )
+        );
+        live.record(&TrainEvent::Eval {
+            step: 0,
+            val_loss: 2.0,
+            best: true,
+        });
+        assert_eq!(validating_line(&live), None, "over once its loss is in");
+        live.record(&TrainEvent::Validating {
+            step: 40,
+            done: 0,
+            total: 32,
+            eta_s: None,
+        });
+        assert_eq!(
+            validating_line(&live).as_deref(),
+            Some("validating at step 40: 0 of 32 examples")
+        );
+    }
 }

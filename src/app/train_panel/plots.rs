@@ -29,7 +29,9 @@ impl Curves {
                 self.tokens_per_s.push(x, m.tokens_per_s);
             }
             TrainEvent::Eval { step, val_loss, .. } => self.val_loss.push(*step as f64, *val_loss),
-            TrainEvent::Started { .. } | TrainEvent::Checkpoint { .. } => {}
+            TrainEvent::Started { .. }
+            | TrainEvent::Validating { .. }
+            | TrainEvent::Checkpoint { .. } => {}
         }
     }
 

@@ -68,6 +68,36 @@ fn the_base_model_is_evaluated_into_predictions_and_a_report() -> Result<(), Eva
 }
 
 #[test]
+fn outputs_stopped_at_the_token_limit_are_marked_as_cut() -> Result<(), EvalError> {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let p = project(tmp.path(), 24);
+    let mut opts = options(5, 2);
+    opts.params.max_new_tokens = 2;
+    let summary = evaluate(&p, &Target::Base, &opts, &|| false, &mut |_| {})?;
+    let dir = tmp.path().join(BASE_DIR);
+    let rows = lines(&dir.join(PREDICTIONS_FILE));
+    let cut: Vec<bool> = rows
+        .iter()
+        .map(|r| r["output_cut"].as_bool().expect("output_cut is a bool"))
+        .collect();
+    assert!(rows.iter().all(|r| r["input_cut"].is_boolean()));
+    let n_cut = cut.iter().filter(|c| **c).count();
+    assert!(n_cut >= 1, "two new tokens cut the outputs: {rows:?}");
+    assert_eq!(summary.outputs_cut, n_cut);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(EVAL_FILE)).expect("eval.json"))
+            .expect("json");
+    assert_eq!(report["outputs_cut"].as_u64(), Some(n_cut as u64));
+    // The rows the Compare and Review panels read say so too.
+    let (read, issues) = crate::project::predictions::parse_predictions(
+        &std::fs::read(dir.join(PREDICTIONS_FILE)).expect("read"),
+    );
+    assert!(issues.is_empty(), "{issues:?}");
+    assert_eq!(read.iter().map(|r| r.output_cut).collect::<Vec<_>>(), cut);
+    Ok(())
+}
+
+#[test]
 fn a_cancelled_evaluation_continues_from_its_last_batch_with_the_same_outputs()
 -> Result<(), EvalError> {
     let tmp = tempfile::tempdir().expect("tempdir");

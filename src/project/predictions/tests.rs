@@ -57,6 +57,7 @@ pub(crate) fn sample_line(i: usize, model: &str) -> Value {
         "id": format!("d-{i:04}"), "input": input, "reference": reference, "prediction": prediction,
         "task": "discharge", "gender": genders[i % 2], "age": ages[i % 5],
         "ethnicity": ethnicities[i % 3], "extra": {"ignored": true},
+        "output_cut": model == BASE && i == 1,
         "metrics": {
             "rouge1": {"precision": rouge, "recall": rouge, "fmeasure": rouge},
             "rougeL": {"precision": rouge, "recall": rouge, "fmeasure": rouge},
@@ -78,6 +79,7 @@ fn reads_rows_metrics_and_marks() {
     assert_eq!(row.metric("fre"), None, "null is absent, never NaN");
     assert_eq!(row.metric("meds.hallucinated"), Some(1.0));
     assert_eq!(row.metric("safety"), Some(1.0));
+    assert!(!row.output_cut);
     let meds = row.meds.as_ref().expect("meds");
     let h = &meds.hallucinated[0];
     assert_eq!(&row.prediction[h.start..h.end], "warfarin");
@@ -175,4 +177,19 @@ fn lists_the_base_and_each_evaluated_run() {
     })
     .expect_err("missing file");
     assert!(missing.to_string().contains("gone.jsonl"), "{missing}");
+}
+
+#[test]
+fn an_output_cut_at_the_length_limit_is_read_and_a_wrong_mark_is_named() {
+    let (rows, issues) = parse_predictions(sample_line(1, BASE).to_string().as_bytes());
+    assert!(issues.is_empty(), "{issues:?}");
+    assert!(rows[0].output_cut);
+    let mut line = sample_line(1, BASE);
+    line["output_cut"] = json!("yes");
+    let (rows, issues) = parse_predictions(line.to_string().as_bytes());
+    assert_eq!(rows.len(), 1, "the row is kept");
+    assert!(!rows[0].output_cut);
+    assert_eq!(issues.len(), 1);
+    assert_eq!(issues[0].field.as_deref(), Some("output_cut"));
+    assert_eq!(issues[0].line, 1);
 }

@@ -5,8 +5,13 @@
 //! by the reviewer's name and the record, so it is random yet the same on every reopening.
 
 mod agreement;
+mod set;
 
 pub use agreement::{Agreement, ReviewSummary, SourceSummary, cohen_kappa, summarize, write_csv};
+pub use set::{
+    REVIEW_SET_FILE, ReviewSetError, chosen_items, clear_review_set, read_review_set,
+    review_set_path, write_review_set,
+};
 
 use crate::data::rng::SeededRng;
 use serde::{Deserialize, Serialize};
@@ -128,6 +133,15 @@ fn pair(x: &str, y: &str) -> [String; 2] {
 pub struct ReviewError {
     pub path: PathBuf,
     pub source: std::io::Error,
+}
+
+/// Why a review session could not open: its reviews or its chosen set could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Reviews(#[from] ReviewError),
+    #[error(transparent)]
+    Set(#[from] ReviewSetError),
 }
 
 /// A bad line of a reviews file, skipped.
@@ -269,7 +283,8 @@ pub fn blinded_order(reviewer: &str, id: &str, sources: [&str; 2]) -> [String; 2
     }
 }
 
-/// One reviewer's pass over the records two prediction sets share.
+/// One reviewer's pass over the records two prediction sets share (those a coordinator chose,
+/// where one did).
 #[derive(Debug, Clone)]
 pub struct ReviewSession {
     pub path: PathBuf,
@@ -277,6 +292,10 @@ pub struct ReviewSession {
     pub sources: [String; 2],
     /// Record ids in review order.
     pub items: Vec<String>,
+    /// A coordinator chose the records (`review-set.json`).
+    pub chosen: bool,
+    /// Chosen records that the two outputs do not share, left out.
+    pub chosen_missing: usize,
     /// This reviewer's newest review of each record for these two sources.
     mine: HashMap<String, Review>,
     /// Every line of the file, newest last (all reviewers).
@@ -291,19 +310,24 @@ fn now_s() -> u64 {
 }
 
 impl ReviewSession {
-    /// Reads what `reviewer` saved earlier in `path` for outputs of `sources`.
+    /// Reads what `reviewer` saved earlier in `path` for outputs of `sources`; reviews the
+    /// `shared` records, or those of them a coordinator chose beside `path`.
     pub fn open(
         path: &Path,
         reviewer: &str,
         sources: [&str; 2],
-        items: Vec<String>,
-    ) -> Result<Self, ReviewError> {
+        shared: Vec<String>,
+    ) -> Result<Self, OpenError> {
         let (all, issues) = read_reviews(path)?;
+        let chosen = read_review_set(&review_set_path(path))?;
+        let (items, chosen_missing) = chosen_items(shared, chosen.as_deref());
         let mut session = Self {
             path: path.to_path_buf(),
             reviewer: reviewer.trim().to_string(),
             sources: pair(sources[0], sources[1]),
             items,
+            chosen: chosen.is_some(),
+            chosen_missing,
             mine: HashMap::new(),
             all: Vec::new(),
             issues,

@@ -197,3 +197,38 @@ fn csv_export_has_one_row_per_review() {
     assert_eq!(&rows[0][4], "harmful");
     assert_eq!(&rows[0][8], "Says \"stop\", the note says continue");
 }
+
+#[test]
+fn a_chosen_set_limits_and_orders_the_records_reviewed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("run")).expect("mkdir");
+    let path = dir.path().join("run").join(REVIEWS_FILE);
+    let set = review_set_path(&path);
+    assert_eq!(set, dir.path().join("run").join(REVIEW_SET_FILE));
+    let shared: Vec<String> = (0..5).map(|i| format!("d-{i}")).collect();
+    let open = || ReviewSession::open(&path, "Ann", ["run", "base"], shared.clone());
+    let all = open().expect("open");
+    assert_eq!((all.items.clone(), all.chosen), (shared.clone(), false));
+
+    let chosen: Vec<String> = ["d-3", "d-9", "d-1"].map(String::from).to_vec();
+    write_review_set(&set, &chosen).expect("write");
+    let s = open().expect("open");
+    assert_eq!(s.items, ["d-3", "d-1"], "chosen order, shared records only");
+    assert!(s.chosen);
+    assert_eq!(s.chosen_missing, 1, "d-9 has no pair of outputs");
+
+    let twice = ["d-1", "d-1"].map(String::from).to_vec();
+    let err = write_review_set(&set, &twice).expect_err("repeated id");
+    assert!(err.message.contains("records[1]"), "{err}");
+    assert_eq!(read_review_set(&set).expect("read"), Some(chosen), "kept");
+
+    std::fs::write(&set, "{\"records\": [\"d-1\",]}").expect("write");
+    let err = read_review_set(&set).expect_err("bad json");
+    assert!(err.to_string().contains("line 1, column"), "{err}");
+    assert!(err.to_string().contains(REVIEW_SET_FILE), "{err}");
+    assert!(matches!(open(), Err(OpenError::Set(_))));
+
+    clear_review_set(&set).expect("clear");
+    assert_eq!(open().expect("open").items, shared);
+    clear_review_set(&set).expect("clearing twice is fine");
+}
