@@ -16,9 +16,13 @@ pub struct TrainArgs {
     /// A TrainConfig in RON (see a run's config.ron); default: the preset.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// discharge or quick-demo (the default).
+    /// discharge or quick-demo (the default); its learning rate is chosen by the model's size.
     #[arg(long)]
     pub preset: Option<String>,
+    /// The model to train: a Hugging Face folder, a .gguf file or `tiny` (over the preset's or
+    /// the --config file's).
+    #[arg(long)]
+    pub model: Option<String>,
     #[arg(long)]
     pub max_steps: Option<usize>,
     /// A run id under the project's runs/ (or a run folder) to continue from its last checkpoint.
@@ -55,6 +59,9 @@ fn config(args: &TrainArgs) -> Result<TrainConfig, CliError> {
     if args.max_steps.is_some() {
         cfg.max_steps = args.max_steps;
     }
+    if let Some(model) = &args.model {
+        cfg.model = model.clone();
+    }
     Ok(cfg)
 }
 
@@ -73,6 +80,8 @@ pub fn train_cmd(args: &TrainArgs, json_out: bool) -> Result<(), CliError> {
     let opts = RunOptions {
         resume: args.resume.clone(),
         record_batches: args.record_batches,
+        // A --config file's rate is the user's; a preset's suits the model.
+        suited_lr: args.config.is_none(),
     };
     let bar = progress_bar();
     let control = Control::default();

@@ -78,6 +78,8 @@ pub(super) fn train(ctx: &JobContext, request: TrainRequest) -> Result<Event, Jo
     let opts = RunOptions {
         resume: request.resume.clone(),
         record_batches: false,
+        // The form shows the rate it starts with (the presets' for the model, or the user's).
+        suited_lr: false,
     };
     let finished = AtomicBool::new(false);
     let mut clock: Option<EtaClock> = None;

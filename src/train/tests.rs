@@ -473,3 +473,35 @@ fn fresh_run_with(
 ) -> Result<TrainSummary, TrainError> {
     train(p, cfg, &RunOptions::default(), control, on_event)
 }
+
+#[test]
+fn a_presets_learning_rate_is_the_one_for_the_models_size() -> Result<(), TrainError> {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let p = project(tmp.path(), 30);
+    let cfg = TrainConfig {
+        lr: 1e-3,
+        ..small_config(1)
+    };
+    let opts = RunOptions {
+        suited_lr: true,
+        ..RunOptions::default()
+    };
+    let mut notes = Vec::new();
+    let run = train(&p, &cfg, &opts, &Control::default(), &mut |e| {
+        if let TrainEvent::Started { notes: n, .. } = e {
+            notes = n;
+        }
+    })?;
+    let written = session::read_config(&run.run_dir.join(run::CONFIG_FILE))?;
+    assert_eq!(written.lr, 5e-3, "the embedded model's rate, recorded");
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("learning rate 5e-3: the presets' rate for a model of ")),
+        "{notes:?}"
+    );
+    let kept = fresh_run(&p, &cfg)?;
+    let written = session::read_config(&kept.run_dir.join(run::CONFIG_FILE))?;
+    assert_eq!(written.lr, 1e-3, "a rate the user set stays");
+    Ok(())
+}

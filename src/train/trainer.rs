@@ -4,7 +4,7 @@
 
 use super::TrainError;
 use super::batches::{Example, MicroBatch, epoch_plan};
-use super::config::TrainConfig;
+use super::config::{TrainConfig, suited_lr};
 use super::optim::{AdamW, clip_gradients, learning_rate};
 use super::run::{
     ADAPTER_DIR, CONFIG_FILE, LoopState, METRICS_FILE, OPTIMIZER_FILE, RunDir, RunStatus,
@@ -64,6 +64,9 @@ pub struct RunOptions {
     pub resume: Option<String>,
     /// Write `batches.jsonl`, for reference runs in other tools.
     pub record_batches: bool,
+    /// The learning rate is a preset's, not one the user set: a new run takes the presets'
+    /// rate for the loaded model's size (`config::suited_lr`) and says so.
+    pub suited_lr: bool,
 }
 
 /// One optimizer step, as written to `metrics.jsonl`.
@@ -156,7 +159,20 @@ pub fn train(
     };
     // The model and the data load before a new run folder exists, so bad input leaves none.
     let model = load_model(&cfg)?;
-    let data = load_data(project, &cfg, &model)?;
+    let mut cfg = cfg;
+    let mut lr_note = None;
+    if opts.suited_lr && resumed.is_none() {
+        let (parameters, lr) = (model.info.parameters, suited_lr(model.info.parameters));
+        if lr != cfg.lr {
+            lr_note = Some(format!(
+                "learning rate {lr:e}: the presets' rate for a model of {:.1} M parameters",
+                parameters as f64 / 1e6
+            ));
+        }
+        cfg.lr = lr;
+    }
+    let mut data = load_data(project, &cfg, &model)?;
+    data.notes.extend(lr_note);
     check_memory(&cfg, &model, &data)?;
     let (run, lock) = match resumed {
         Some(held) => held,

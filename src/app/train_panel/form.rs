@@ -8,7 +8,7 @@ use crate::data::record::Split;
 use crate::model::lora::ALL_TARGETS;
 use crate::project::OpenProject;
 use crate::train::TrainConfig;
-use crate::train::config::{PRESETS, ScheduleKind};
+use crate::train::config::{LR_BY_SIZE, PRESETS, ScheduleKind, suited_lr};
 
 /// A value the form will not start with.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +24,9 @@ pub struct ConfigForm {
     base: TrainConfig,
     texts: Vec<String>,
     pub preset: String,
+    /// The parameters of the model whose rate the learning rate box was given, while it holds
+    /// that rate (an edited rate is the user's and stays).
+    sized_for: Option<usize>,
 }
 
 impl Default for ConfigForm {
@@ -38,6 +41,7 @@ impl ConfigForm {
             base: TrainConfig::default(),
             texts: Vec::new(),
             preset: name.to_string(),
+            sized_for: None,
         };
         form.load(TrainConfig::preset(name).unwrap_or_default());
         form
@@ -83,6 +87,43 @@ impl ConfigForm {
         (cfg, issues)
     }
 
+    /// Gives the learning rate box the presets' rate for a model of `parameters` parameters,
+    /// unless the user typed a rate of their own since the last preset or model.
+    pub fn suit_model(&mut self, parameters: usize) {
+        if self.sized_for == Some(parameters) {
+            return;
+        }
+        let Some(lr) = fields().position(|f| f.key == "lr") else {
+            return;
+        };
+        let given = match self.sized_for {
+            Some(p) => suited_lr(p),
+            None => TrainConfig::preset(&self.preset).map_or(self.base.lr, |c| c.lr),
+        };
+        if self.texts[lr] == lr_text(given) {
+            self.texts[lr] = lr_text(suited_lr(parameters));
+            self.sized_for = Some(parameters);
+        }
+    }
+
+    /// The line under the presets that says where the learning rate came from.
+    fn lr_origin(&self) -> Option<String> {
+        let p = self.sized_for?;
+        let table: Vec<String> = LR_BY_SIZE
+            .iter()
+            .map(|(below, lr)| match below {
+                &usize::MAX => format!("larger {}", lr_text(*lr)),
+                b => format!("under {} M {}", b / 1_000_000, lr_text(*lr)),
+            })
+            .collect();
+        Some(format!(
+            "Learning rate {}: the presets' rate for a model of {:.1} M parameters ({})",
+            lr_text(suited_lr(p)),
+            p as f64 / 1e6,
+            table.join(", ")
+        ))
+    }
+
     /// Points the run at the model the sidebar loaded.
     pub fn use_model(&mut self, model: String, dequantize: bool, device: String, dtype: String) {
         self.base.model = model;
@@ -90,6 +131,18 @@ impl ConfigForm {
         self.base.device = device;
         self.base.dtype = dtype;
     }
+}
+
+/// A learning rate as its box shows it.
+fn lr_text(lr: f64) -> String {
+    let mut cfg = TrainConfig {
+        lr,
+        ..TrainConfig::default()
+    };
+    fields()
+        .find(|f| f.key == "lr")
+        .map(|f| f.slot.text(&mut cfg))
+        .unwrap_or_default()
 }
 
 /// What the chosen data will take: records, steps and tokens.
@@ -203,6 +256,9 @@ fn presets_row(ui: &mut egui::Ui, form: &mut ConfigForm) {
             .labelled_by(label)
             .on_hover_text("Replaces every value with the preset's");
     });
+    if let Some(origin) = form.lr_origin() {
+        ui.add(egui::Label::new(egui::RichText::new(origin).weak()).wrap());
+    }
 }
 
 /// The dataset to train on (the project's) and the model (the sidebar's).
@@ -363,6 +419,32 @@ mod tests {
             ]
         );
         assert_eq!(cfg.max_steps, None);
+    }
+
+    #[test]
+    fn the_learning_rate_follows_the_model_until_the_user_types_one() {
+        let mut form = ConfigForm::from_preset("quick-demo");
+        assert_eq!(form.lr_origin(), None);
+        form.suit_model(3_212_749_824);
+        assert_eq!(form.config().0.lr, 2e-4, "a 3B model");
+        assert!(
+            form.lr_origin()
+                .is_some_and(|o| o.contains("a model of 3212.7 M parameters")),
+            "{:?}",
+            form.lr_origin()
+        );
+        form.suit_model(134_515_008);
+        assert_eq!(form.config().0.lr, 5e-3, "SmolLM2-135M");
+        form.set_text("learning rate", "3e-4");
+        form.suit_model(3_212_749_824);
+        assert_eq!(form.config().0.lr, 3e-4, "the user's rate stays");
+        let mut again = ConfigForm::from_preset("discharge");
+        again.suit_model(20_000_000);
+        assert_eq!(
+            again.config().0.lr,
+            5e-3,
+            "a new preset takes the model's rate"
+        );
     }
 
     #[test]

@@ -122,6 +122,9 @@ pub fn show(ui: &mut egui::Ui, panel: &mut TrainPanel, ctx: &TrainContext<'_>) {
             egui::ScrollArea::vertical()
                 .id_salt("train_form_scroll")
                 .show(ui, |ui| {
+                    if let Some((_, info)) = ctx.model {
+                        panel.form.suit_model(info.parameters);
+                    }
                     let (_, issues) = panel.form.config();
                     controls(ui, panel, ctx, &issues);
                     ui.separator();
