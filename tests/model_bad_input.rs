@@ -287,3 +287,36 @@ fn generate_reports_skipped_lines_and_refuses_a_file_with_none_usable() {
         &["utf16.jsonl", "no usable records"],
     );
 }
+
+/// A prompt longer than the model's context loses the end of its input, says so, and is
+/// generated after.
+#[test]
+fn a_prompt_longer_than_the_context_is_trimmed_not_refused() {
+    let long = "The patient was admitted with chest pain and treated. ".repeat(400);
+    let out = Command::new(env!("CARGO_BIN_EXE_lablens"))
+        .args([
+            "generate",
+            "--model",
+            "tiny",
+            "--prompt",
+            &long,
+            "--max-new-tokens",
+            "3",
+            "--json",
+        ])
+        .output()
+        .expect("run lablens");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("prompt: the input lost its end to leave room for --max-new-tokens 3"),
+        "{stderr}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["outputs"][0]["input_cut"], true);
+    assert!(
+        v["outputs"][0]["ids"]
+            .as_array()
+            .is_some_and(|ids| !ids.is_empty())
+    );
+}

@@ -5,10 +5,11 @@ use super::commands::load_reported;
 use crate::data::load::{DEFAULT_MAX_FILE_BYTES, LoadOptions, read_bounded};
 use crate::data::record::Task;
 use crate::model::example::encode_example;
-use crate::model::generate::{Flow, GenerationParams, Timing, generate_batch};
+use crate::model::generate::{GenerationParams, Timing};
 use crate::model::load::{DeviceChoice, LoadedModel, ModelSpec, Precision, load};
 use crate::model::lora::{load_peft, merge};
 use crate::model::score::{mean, token_nll};
+use crate::pipeline::{self, GenerateError, Prompt, Run};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -213,32 +214,32 @@ pub fn generate_cmd(args: &ModelArgs, g: &GenerateArgs, json_out: bool) -> Resul
     let started = Instant::now();
     let model = open_model(args)?;
     let load_s = started.elapsed().as_secs_f64();
-    let eos = if g.ignore_eos {
-        Vec::new()
-    } else {
-        model.tokenizer.eos_ids()
-    };
     let inputs = generation_inputs(g)?;
-    let mut prompts = Vec::with_capacity(inputs.len());
-    for (_, task, text) in &inputs {
-        prompts.push(if g.raw {
-            model.tokenizer.encode(text, true).map_err(failed)?
-        } else {
-            encode_example(&model.tokenizer, &model.template, *task, text, None)
-                .map_err(|e| CliError::usage(e.to_string()))?
-                .ids
-        });
-    }
     let mut outputs = Vec::new();
     let mut timing = Timing::default();
-    for (ids, prompts) in inputs
-        .chunks(g.batch_size)
-        .zip(prompts.chunks(g.batch_size))
-    {
-        let batch = generate_batch(&model.llama, prompts, &g.params, &eos, &mut |_, _| {
-            Flow::Continue
-        })
-        .map_err(failed)?;
+    for chunk in inputs.chunks(g.batch_size) {
+        let prompts: Vec<Prompt> = chunk
+            .iter()
+            .map(|(_, task, text)| match g.raw {
+                true => Prompt::Raw(text),
+                false => Prompt::Chat {
+                    task: *task,
+                    input: text,
+                },
+            })
+            .collect();
+        let run = Run {
+            params: &g.params,
+            stop_at_eos: !g.ignore_eos,
+            cancelled: &|| false,
+            on_text: None,
+        };
+        let batch = pipeline::generate(&model, &prompts, run).map_err(|e| match e {
+            GenerateError::Prompt { index, source } => {
+                CliError::usage(format!("{}: {source}", chunk[index].0))
+            }
+            e => failed(e),
+        })?;
         let t = batch.timing;
         eprintln!(
             "{} prompt(s), {} prompt tokens in {:.2}s, {} new tokens in {:.2}s ({:.1} tokens/s)",
@@ -253,12 +254,21 @@ pub fn generate_cmd(args: &ModelArgs, g: &GenerateArgs, json_out: bool) -> Resul
         timing.new_tokens += t.new_tokens;
         timing.prefill += t.prefill;
         timing.decode += t.decode;
-        for ((id, _, _), out) in ids.iter().zip(batch.outputs) {
-            let text = model.tokenizer.decode(&out.ids, true).map_err(failed)?;
-            if !json_out {
-                println!("{text}");
+        for ((id, _, _), out) in chunk.iter().zip(batch.outputs) {
+            if out.input_cut {
+                eprintln!(
+                    "{id}: the input lost its end to leave room for --max-new-tokens {} in the \
+                     model's context",
+                    g.params.max_new_tokens
+                );
             }
-            outputs.push(json!({"id": id, "text": text, "ids": out.ids, "stop": out.stop}));
+            if !json_out {
+                println!("{}", out.text);
+            }
+            outputs.push(json!({
+                "id": id, "text": out.text, "ids": out.ids, "stop": out.stop,
+                "input_cut": out.input_cut,
+            }));
         }
     }
     if json_out {

@@ -3,11 +3,11 @@
 
 use super::{Event, JobContext, JobError};
 use crate::data::record::Task;
-use crate::model::example::encode_example;
-use crate::model::generate::{Flow, GenerationParams, StopReason, generate};
+use crate::model::generate::{GenerationParams, StopReason};
 use crate::model::llama::Llama;
 use crate::model::load::LoadedModel;
 use crate::model::lora::load_peft;
+use crate::pipeline::{self, GenerateError, Prompt, Run};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -29,6 +29,8 @@ pub struct GenerationOutput {
     pub new_tokens: usize,
     pub seconds: f64,
     pub stop: StopReason,
+    /// The input lost its end to leave room for the output in the model's context.
+    pub input_cut: bool,
 }
 
 pub(super) fn run(
@@ -39,16 +41,7 @@ pub(super) fn run(
     let model = slot
         .as_mut()
         .ok_or_else(|| JobError::Failed("no model is loaded: load one in the sidebar".into()))?;
-    let prompt = encode_example(
-        &model.tokenizer,
-        &model.template,
-        request.task,
-        &request.input,
-        None,
-    )
-    .map_err(|e| JobError::Failed(format!("the prompt could not be encoded: {e}")))?
-    .ids;
-    let result = generate_each(ctx, model, &request, &prompt);
+    let result = generate_each(ctx, model, &request);
     // Later jobs expect the base model.
     remove_adapters(&mut model.llama);
     result
@@ -64,9 +57,11 @@ fn generate_each(
     ctx: &JobContext,
     model: &mut LoadedModel,
     request: &GenerateRequest,
-    prompt: &[u32],
 ) -> Result<Event, JobError> {
-    let eos = model.tokenizer.eos_ids();
+    let prompt = Prompt::Chat {
+        task: request.task,
+        input: &request.input,
+    };
     for (output, adapter) in request.adapters.iter().enumerate() {
         ctx.check()?;
         match adapter {
@@ -78,34 +73,40 @@ fn generate_each(
             }
         }
         let started = Instant::now();
-        let generated = generate(&model.llama, prompt, &request.params, &eos, &mut |ids| {
-            if ctx.is_cancelled() {
-                return Flow::Stop;
-            }
-            // Decoding the whole output each time keeps characters split across tokens whole.
-            if let Ok(text) = model.tokenizer.decode(ids, true) {
-                ctx.emit(Event::Token {
-                    job: ctx.job,
-                    output,
-                    text,
-                });
-            }
-            Flow::Continue
-        })
-        .map_err(|e| JobError::Failed(super::model::first_line(&e.to_string())))?;
+        let mut stream = |_: usize, text: &str| {
+            ctx.emit(Event::Token {
+                job: ctx.job,
+                output,
+                text: text.to_string(),
+            })
+        };
+        let run = Run {
+            params: &request.params,
+            stop_at_eos: true,
+            cancelled: &|| ctx.is_cancelled(),
+            on_text: Some(&mut stream),
+        };
+        let generated = pipeline::generate(model, &[prompt], run)
+            .map_err(|e| match e {
+                GenerateError::Prompt { source, .. } => {
+                    JobError::Failed(format!("the prompt could not be encoded: {source}"))
+                }
+                e => JobError::Failed(super::model::first_line(&e.to_string())),
+            })?
+            .outputs
+            .into_iter()
+            .next()
+            .ok_or_else(|| JobError::Failed("no output for the prompt".into()))?;
         ctx.check()?;
-        let text = model
-            .tokenizer
-            .decode(&generated.ids, true)
-            .map_err(|e| JobError::Failed(e.to_string()))?;
         ctx.emit(Event::Generated {
             job: ctx.job,
             output,
             result: GenerationOutput {
-                text,
+                text: generated.text,
                 new_tokens: generated.ids.len(),
                 seconds: started.elapsed().as_secs_f64(),
                 stop: generated.stop,
+                input_cut: generated.input_cut,
             },
         });
     }

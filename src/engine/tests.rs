@@ -437,3 +437,29 @@ fn generation_without_a_model_fails_readably() {
         Some(Event::Failed { error, .. }) if error == "no model is loaded: load one in the sidebar"
     ));
 }
+
+#[test]
+fn a_playground_prompt_longer_than_the_context_is_trimmed_not_refused() {
+    let engine = Engine::start(NoNotifier);
+    load_tiny(&engine);
+    engine.submit(Command::Generate(Box::new(GenerateRequest {
+        task: Some(crate::data::record::Task::Discharge),
+        // Some 4,000 tokens: four times the embedded model's context.
+        input: "The patient was admitted with chest pain and treated. ".repeat(400),
+        params: crate::model::generate::GenerationParams {
+            max_new_tokens: 4,
+            ..Default::default()
+        },
+        adapters: vec![None],
+    })));
+    let generated = events_until_done(&engine)
+        .into_iter()
+        .find_map(|e| match e {
+            Event::Generated { result, .. } => Some(result),
+            Event::Failed { error, .. } => panic!("{error}"),
+            _ => None,
+        })
+        .expect("an output");
+    assert!(generated.input_cut, "{generated:?}");
+    assert!((1..=4).contains(&generated.new_tokens), "{generated:?}");
+}

@@ -6,16 +6,16 @@
 
 use super::{CorpusMetrics, ExampleInput, ExampleScore, TokenLoss, corpus, score_example};
 use crate::data::load::load_path;
-use crate::data::record::{Record, Split, Task};
+use crate::data::record::{Record, Split};
 use crate::data::split::{assign_splits, partition};
-use crate::model::example::encode_example;
-use crate::model::generate::{Batch, Flow, GenerationParams, generate_batch};
+use crate::model::example::encode_records;
+use crate::model::generate::GenerationParams;
 use crate::model::load::{DeviceChoice, LoadedModel, ModelSpec, load};
 use crate::model::lora::load_peft;
 use crate::model::score::token_nll;
+use crate::pipeline::{self, GenerateError, Prompt, Run};
 use crate::project::lock::{FolderLock, LockError};
 use crate::project::{OpenProject, write_atomic};
-use crate::train::batches::{encode_records, fit};
 use crate::train::run::{ADAPTER_DIR, CONFIG_FILE, RunDir};
 use crate::train::session::read_config;
 use serde::{Deserialize, Serialize};
@@ -442,49 +442,6 @@ fn append_synced(path: &Path, rows: &[Done]) -> Result<(), EvalError> {
         .map_err(|e| file_err(path, e))
 }
 
-/// The prompt of `input` for `model`, its input cut from the end where the prompt would leave
-/// no room for `max_new_tokens` in the model's context; and whether it was cut.
-pub fn fitted_prompt(
-    model: &LoadedModel,
-    task: Option<Task>,
-    input: &str,
-    max_new_tokens: usize,
-) -> Result<(Vec<u32>, bool), String> {
-    let room = model
-        .llama
-        .rope
-        .max_len()
-        .saturating_sub(max_new_tokens)
-        .max(1);
-    let encode = |input: &str| {
-        encode_example(&model.tokenizer, &model.template, task, input, None)
-            .map(|e| e.ids)
-            .map_err(|e| e.to_string())
-    };
-    let ids = encode(input)?;
-    Ok(match ids.len() > room {
-        true => (fit(&ids, ids.len(), &encode("")?, room).ids, true),
-        false => (ids, false),
-    })
-}
-
-/// Generates after `prompts` together, stopping early once `cancelled`.
-pub fn generate_cancellable(
-    model: &LoadedModel,
-    prompts: &[Vec<u32>],
-    params: &GenerationParams,
-    cancelled: &dyn Fn() -> bool,
-) -> candle_core::Result<Batch> {
-    let eos = model.tokenizer.eos_ids();
-    generate_batch(&model.llama, prompts, params, &eos, &mut |_, _| {
-        if cancelled() {
-            Flow::Stop
-        } else {
-            Flow::Continue
-        }
-    })
-}
-
 /// Generates for one batch of records and scores each reference under teacher forcing.
 fn run_batch(
     model: &LoadedModel,
@@ -493,24 +450,30 @@ fn run_batch(
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Vec<Done>, EvalError> {
     let context = model.llama.rope.max_len();
-    let (mut prompts, mut cut) = (Vec::new(), Vec::new());
-    for r in records {
-        let (ids, was_cut) = fitted_prompt(model, Some(r.task), &r.input, params.max_new_tokens)
-            .map_err(|e| EvalError::Model(format!("record {}: {e}", r.id)))?;
-        prompts.push(ids);
-        cut.push(was_cut);
-    }
-    let batch = generate_cancellable(model, &prompts, params, cancelled)
-        .map_err(|e| EvalError::Model(e.to_string()))?;
+    let prompts: Vec<Prompt> = records
+        .iter()
+        .map(|r| Prompt::Chat {
+            task: Some(r.task),
+            input: &r.input,
+        })
+        .collect();
+    let run = Run {
+        params,
+        stop_at_eos: true,
+        cancelled,
+        on_text: None,
+    };
+    let batch = pipeline::generate(model, &prompts, run).map_err(|e| match e {
+        GenerateError::Prompt { index, source } => {
+            EvalError::Model(format!("record {}: {source}", records[index].id))
+        }
+        e => EvalError::Model(e.to_string()),
+    })?;
     records
         .iter()
         .zip(batch.outputs)
-        .zip(cut)
-        .map(|((r, out), input_cut)| {
-            let prediction = model
-                .tokenizer
-                .decode(&out.ids, true)
-                .map_err(|e| EvalError::Model(e.to_string()))?;
+        .map(|(r, out)| {
+            let prediction = out.text;
             // The reference under teacher forcing, fitted like a training example; a record
             // with an empty target has no loss to add.
             let fitted = encode_records(
@@ -530,7 +493,7 @@ fn run_batch(
                 prediction: prediction.trim().to_string(),
                 nll: nll.iter().map(|v| f64::from(*v)).sum(),
                 tokens: nll.len(),
-                input_cut,
+                input_cut: out.input_cut,
                 output_cut: out.stop.cut(),
             })
         })

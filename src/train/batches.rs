@@ -1,109 +1,9 @@
-//! From task records to training batches: the chat template applied, the loss on the target
-//! tokens only, over-long examples cut in their input (never at the target's start), and
-//! micro-batches of similar lengths in an order fixed by the seed and the epoch.
+//! From encoded examples (`model::example`) to training batches: micro-batches of similar
+//! lengths in an order fixed by the seed and the epoch, padded, the loss on the target tokens
+//! only.
 
-use crate::data::record::Record;
 use crate::data::rng::SeededRng;
-use crate::model::chat::ChatTemplate;
-use crate::model::example::{ExampleError, encode_example};
-use crate::model::tokenizer::Tokenizer;
-
-/// One training example: `ids[prompt_len..]` is the target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Example {
-    pub ids: Vec<u32>,
-    pub prompt_len: usize,
-}
-
-impl Example {
-    /// Tokens the loss is taken on.
-    pub fn target_tokens(&self) -> usize {
-        self.ids.len() - self.prompt_len
-    }
-}
-
-#[derive(Debug, Default)]
-pub struct Encoded {
-    pub examples: Vec<Example>,
-    /// Examples whose input was cut to fit.
-    pub cut_input: usize,
-    /// Examples whose target's end was cut too (the template and target alone were too long).
-    pub cut_target: usize,
-    /// `(record id, why)` for records that could not be used.
-    pub skipped: Vec<(String, String)>,
-}
-
-/// Encodes every record with a non-empty target, fitting each into `max_len` tokens.
-pub fn encode_records(
-    records: &[Record],
-    tokenizer: &Tokenizer,
-    template: &ChatTemplate,
-    max_len: usize,
-) -> Result<Encoded, ExampleError> {
-    let mut out = Encoded::default();
-    for r in records {
-        if r.target.trim().is_empty() {
-            out.skipped.push((r.id.clone(), "empty target".into()));
-            continue;
-        }
-        let full = encode_example(tokenizer, template, Some(r.task), &r.input, Some(&r.target))?;
-        if full.ids.len() == full.prompt_len {
-            out.skipped
-                .push((r.id.clone(), "the target encodes to no tokens".into()));
-            continue;
-        }
-        if full.ids.len() <= max_len {
-            out.examples.push(Example {
-                ids: full.ids,
-                prompt_len: full.prompt_len,
-            });
-            continue;
-        }
-        let empty = encode_example(tokenizer, template, Some(r.task), "", None)?;
-        let fitted = fit(&full.ids, full.prompt_len, &empty.ids, max_len);
-        if fitted.ids.len() - fitted.prompt_len < full.ids.len() - full.prompt_len {
-            out.cut_target += 1;
-        } else {
-            out.cut_input += 1;
-        }
-        out.examples.push(fitted);
-    }
-    Ok(out)
-}
-
-/// Cuts the input tokens of an example (the part of the prompt that differs from the prompt of
-/// an empty input) from their end until the example fits; when the template and the target
-/// alone do not fit, keeps no input and cuts the target's end.
-pub fn fit(ids: &[u32], prompt_len: usize, empty_prompt: &[u32], max_len: usize) -> Example {
-    let prompt = &ids[..prompt_len];
-    let target = &ids[prompt_len..];
-    let head = prompt
-        .iter()
-        .zip(empty_prompt)
-        .take_while(|(a, b)| a == b)
-        .count();
-    let tail = prompt[head..]
-        .iter()
-        .rev()
-        .zip(empty_prompt[head..].iter().rev())
-        .take_while(|(a, b)| a == b)
-        .count();
-    let input = &prompt[head..prompt.len() - tail];
-    let frame = head + tail;
-    let keep_input = max_len
-        .saturating_sub(frame + target.len())
-        .min(input.len());
-    let mut out: Vec<u32> = prompt[..head].to_vec();
-    out.extend_from_slice(&input[..keep_input]);
-    out.extend_from_slice(&prompt[prompt.len() - tail..]);
-    let prompt_len = out.len();
-    let room = max_len.saturating_sub(prompt_len).max(1);
-    out.extend_from_slice(&target[..target.len().min(room)]);
-    Example {
-        ids: out,
-        prompt_len,
-    }
-}
+use crate::model::example::Example;
 
 /// The micro-batches of one epoch, as indices into the examples: shuffled by `(seed, epoch)`,
 /// grouped in windows of similar lengths so that little padding is needed, the batches then
@@ -193,23 +93,6 @@ impl MicroBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fitting_cuts_the_input_and_keeps_the_template_and_target() {
-        // Prompt = [1, 2] frame head, input 10..20, [3] frame tail; target [7, 8, 9].
-        let mut ids = vec![1, 2];
-        ids.extend(10..20);
-        ids.push(3);
-        let prompt_len = ids.len();
-        ids.extend([7, 8, 9]);
-        let e = fit(&ids, prompt_len, &[1, 2, 3], 10);
-        assert_eq!(e.ids, [1, 2, 10, 11, 12, 13, 3, 7, 8, 9]);
-        assert_eq!(e.prompt_len, 7);
-        // Too small for the frame and the target: no input, the target's end cut.
-        let e = fit(&ids, prompt_len, &[1, 2, 3], 5);
-        assert_eq!(e.ids, [1, 2, 3, 7, 8]);
-        assert_eq!(e.target_tokens(), 2);
-    }
 
     #[test]
     fn plans_cover_every_example_once_and_depend_on_seed_and_epoch() {

@@ -3,13 +3,13 @@
 //! adapter and optimizer when resuming).
 
 use super::TrainError;
-use super::batches::{Example, encode_records};
 use super::config::TrainConfig;
 use super::optim::AdamW;
 use super::run::{LoopState, OPTIMIZER_FILE, RunDir, STATE_FILE, run_err};
 use crate::data::load::load_path;
 use crate::data::record::Split;
 use crate::data::split::{assign_splits, partition};
+use crate::model::example::{Example, encode_records};
 use crate::model::load::{DeviceChoice, LoadedModel, ModelSpec, Precision, load};
 use crate::model::lora::{attach, load_peft};
 use crate::project::OpenProject;

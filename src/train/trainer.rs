@@ -3,7 +3,7 @@
 //! checkpoints, and pause / resume / stop that act between optimizer steps.
 
 use super::TrainError;
-use super::batches::{Example, MicroBatch, epoch_plan};
+use super::batches::{MicroBatch, epoch_plan};
 use super::config::{TrainConfig, suited_lr};
 use super::optim::{AdamW, clip_gradients, learning_rate};
 use super::run::{
@@ -15,6 +15,7 @@ use super::session::{
 };
 use crate::model::device_ops;
 use crate::model::dropout::DropoutRounds;
+use crate::model::example::Example;
 use crate::model::llama::{Llama, Path, fused};
 use crate::model::load::LoadedModel;
 use crate::model::lora::{safetensors_bytes, save_peft};

@@ -4,11 +4,11 @@
 //! treats the mention rather than the medicine.
 
 use crate::data::record::Task;
-use crate::eval::job::{fitted_prompt, generate_cancellable};
 use crate::eval::rouge;
 use crate::eval::{ExampleInput, score_example};
 use crate::model::generate::GenerationParams;
 use crate::model::load::LoadedModel;
+use crate::pipeline::{self, Prompt, Run};
 use crate::project::predictions::PredictionRow;
 use regex::{Captures, Regex};
 use serde::Serialize;
@@ -227,27 +227,27 @@ fn generate_outputs(
     params: &GenerationParams,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Option<Vec<String>>, String> {
-    let prompts = inputs
+    let prompts: Vec<Prompt> = inputs
         .iter()
-        .map(|input| fitted_prompt(model, task, input, params.max_new_tokens).map(|p| p.0))
-        .collect::<Result<Vec<_>, _>>()?;
-    let batch =
-        generate_cancellable(model, &prompts, params, cancelled).map_err(|e| e.to_string())?;
+        .map(|input| Prompt::Chat { task, input })
+        .collect();
+    let run = Run {
+        params,
+        stop_at_eos: true,
+        cancelled,
+        on_text: None,
+    };
+    let batch = pipeline::generate(model, &prompts, run).map_err(|e| e.to_string())?;
     if cancelled() {
         return Ok(None);
     }
-    batch
-        .outputs
-        .iter()
-        .map(|o| {
-            model
-                .tokenizer
-                .decode(&o.ids, true)
-                .map(|t| t.trim().to_string())
-                .map_err(|e| e.to_string())
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
+    Ok(Some(
+        batch
+            .outputs
+            .into_iter()
+            .map(|o| o.text.trim().to_string())
+            .collect(),
+    ))
 }
 
 fn metric_of(row: &PredictionRow, prediction: &str, metric: &str) -> Option<f64> {

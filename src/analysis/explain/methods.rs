@@ -11,8 +11,9 @@ use super::{
 use crate::data::record::Task;
 use crate::eval::rouge::rouge;
 use crate::model::example::{encode_example, render_example};
-use crate::model::generate::{Flow, GenerationParams, generate};
+use crate::model::generate::GenerationParams;
 use crate::model::load::LoadedModel;
+use crate::pipeline::{self, Prompt, Run};
 use std::time::Instant;
 
 /// One record explained by one model.
@@ -147,24 +148,25 @@ impl Explainer<'_> {
             max_new_tokens: self.settings.max_new_tokens,
             ..GenerationParams::default()
         };
-        let prompt = self.prompt(input)?;
-        let eos = self.model.tokenizer.eos_ids();
-        let out = generate(&self.model.llama, &prompt, &params, &eos, &mut |_| {
-            if cancelled() {
-                Flow::Stop
-            } else {
-                Flow::Continue
-            }
-        })?;
+        let run = Run {
+            params: &params,
+            stop_at_eos: true,
+            cancelled,
+            on_text: None,
+        };
+        let prompt = Prompt::Chat {
+            task: self.task,
+            input,
+        };
+        let out = pipeline::generate(self.model, &[prompt], run).map_err(model_err)?;
         if cancelled() {
             return Err(ExplainError::Cancelled);
         }
-        let text = self
-            .model
-            .tokenizer
-            .decode(&out.ids, true)
-            .map_err(model_err)?;
-        Ok(text.trim().to_string())
+        Ok(out
+            .outputs
+            .into_iter()
+            .next()
+            .map_or_else(String::new, |o| o.text.trim().to_string()))
     }
 
     /// LIME over the chosen features.
@@ -371,5 +373,33 @@ impl Explainer<'_> {
             });
         }
         Ok((LengthResult { points }, target_text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::load::{ModelSpec, TINY, load};
+
+    #[test]
+    fn an_input_longer_than_the_context_is_trimmed_for_its_output() {
+        let model = load(&ModelSpec::new(TINY)).expect("the embedded model");
+        // Some 4,000 tokens: four times the embedded model's context.
+        let long = "The patient was admitted with chest pain and treated. ".repeat(400);
+        let settings = ExplainSettings {
+            max_new_tokens: 4,
+            ..ExplainSettings::default()
+        };
+        let explainer = Explainer {
+            model: &model,
+            task: Some(Task::Discharge),
+            input: &long,
+            reference: "",
+            output: "",
+            settings: &settings,
+            cancelled: &|| false,
+        };
+        let output = explainer.generate(&long).expect("generated, not refused");
+        assert!(output.len() < 200, "{output}");
     }
 }
