@@ -229,10 +229,8 @@ pub fn generate_cmd(args: &ModelArgs, g: &GenerateArgs, json_out: bool) -> Resul
             })
             .collect();
         let run = Run {
-            params: &g.params,
             stop_at_eos: !g.ignore_eos,
-            cancelled: &|| false,
-            on_text: None,
+            ..Run::new(&g.params, &|| false)
         };
         let batch = pipeline::generate(&model, &prompts, run).map_err(|e| match e {
             GenerateError::Prompt { index, source } => {

@@ -80,11 +80,10 @@ fn generate_each(
                 text: text.to_string(),
             })
         };
+        let cancelled = || ctx.is_cancelled();
         let run = Run {
-            params: &request.params,
-            stop_at_eos: true,
-            cancelled: &|| ctx.is_cancelled(),
             on_text: Some(&mut stream),
+            ..Run::new(&request.params, &cancelled)
         };
         let generated = pipeline::generate(model, &[prompt], run)
             .map_err(|e| match e {

@@ -457,18 +457,13 @@ fn run_batch(
             input: &r.input,
         })
         .collect();
-    let run = Run {
-        params,
-        stop_at_eos: true,
-        cancelled,
-        on_text: None,
-    };
-    let batch = pipeline::generate(model, &prompts, run).map_err(|e| match e {
-        GenerateError::Prompt { index, source } => {
-            EvalError::Model(format!("record {}: {source}", records[index].id))
-        }
-        e => EvalError::Model(e.to_string()),
-    })?;
+    let batch =
+        pipeline::generate(model, &prompts, Run::new(params, cancelled)).map_err(|e| match e {
+            GenerateError::Prompt { index, source } => {
+                EvalError::Model(format!("record {}: {source}", records[index].id))
+            }
+            e => EvalError::Model(e.to_string()),
+        })?;
     records
         .iter()
         .zip(batch.outputs)

@@ -98,6 +98,18 @@ pub struct Run<'a> {
     pub on_text: Option<OnText<'a>>,
 }
 
+impl<'a> Run<'a> {
+    /// Stopping at the end of sequence, not streamed.
+    pub fn new(params: &'a GenerationParams, cancelled: &'a dyn Fn() -> bool) -> Self {
+        Run {
+            params,
+            stop_at_eos: true,
+            cancelled,
+            on_text: None,
+        }
+    }
+}
+
 /// One prompt's output.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Generation {

@@ -17,10 +17,8 @@ fn params(max_new_tokens: usize) -> GenerationParams {
 
 fn run<'a>(p: &'a GenerationParams, cancelled: &'a dyn Fn() -> bool) -> Run<'a> {
     Run {
-        params: p,
         stop_at_eos: false,
-        cancelled,
-        on_text: None,
+        ..Run::new(p, cancelled)
     }
 }
 

@@ -231,13 +231,8 @@ fn generate_outputs(
         .iter()
         .map(|input| Prompt::Chat { task, input })
         .collect();
-    let run = Run {
-        params,
-        stop_at_eos: true,
-        cancelled,
-        on_text: None,
-    };
-    let batch = pipeline::generate(model, &prompts, run).map_err(|e| e.to_string())?;
+    let batch = pipeline::generate(model, &prompts, Run::new(params, cancelled))
+        .map_err(|e| e.to_string())?;
     if cancelled() {
         return Ok(None);
     }

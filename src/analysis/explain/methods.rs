@@ -148,12 +148,7 @@ impl Explainer<'_> {
             max_new_tokens: self.settings.max_new_tokens,
             ..GenerationParams::default()
         };
-        let run = Run {
-            params: &params,
-            stop_at_eos: true,
-            cancelled,
-            on_text: None,
-        };
+        let run = Run::new(&params, cancelled);
         let prompt = Prompt::Chat {
             task: self.task,
             input,
