@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/decode_kernels.ptx"));
 /// gpu_kernels.cu's NORM_BLOCK and ATTENTION_WARPS, and the head dimensions its attention holds.
 const NORM_BLOCK: u32 = 256;
-const ATTENTION_WARPS: u32 = 4;
+const ATTENTION_WARPS: u32 = 8;
 /// gpu_kernels.cu's MATVEC_WARPS and MATVEC_MAX_ROWS: up to this many rows the products are the
 /// decoder's own kernel (one launch, the bias and the residual added in it), above it cuBLAS's
 /// (faster at 16 rows: see docs/gpu.md).
@@ -165,12 +165,16 @@ struct Buffers {
 
 /// How a step's launches after the embedding run.
 enum Replay {
-    /// The first step captures them.
-    NotCaptured,
+    /// The next step captures them; `failed` captures were tried before (work of another thread
+    /// on the GPU during a capture spoils it).
+    NotCaptured { failed: u32 },
     Graph(CudaGraph),
-    /// Launched one by one: the driver refused to capture them.
+    /// Launched one by one: the driver refused to capture them CAPTURE_ATTEMPTS times.
     Eager,
 }
+
+/// Captures tried before the steps launch one by one for good.
+const CAPTURE_ATTEMPTS: u32 = 3;
 
 /// A batch's decoder on a GPU, continuing from a cache that the general path filled.
 pub struct GpuDecoder<'m> {
@@ -313,7 +317,7 @@ impl<'m> GpuDecoder<'m> {
             capacity,
             kernels,
             buffers,
-            replay: Replay::NotCaptured,
+            replay: Replay::NotCaptured { failed: 0 },
         }))
     }
 
@@ -362,18 +366,28 @@ impl<'m> GpuDecoder<'m> {
     }
 
     /// Runs the step's launches after the embedding: replays the graph, captured on the first
-    /// step; where capture fails, launches them one by one from then on.
+    /// step; a step whose capture fails launches them one by one, and the next step tries again
+    /// (one by one for good after CAPTURE_ATTEMPTS failures).
     fn replay(&mut self) -> Result<()> {
-        match &self.replay {
+        let failed = match &self.replay {
             Replay::Graph(graph) => return graph.launch().w(),
             Replay::Eager => return self.launches(),
-            Replay::NotCaptured => {}
-        }
-        self.replay = match self.capture() {
-            Ok(Some(graph)) => Replay::Graph(graph),
-            Ok(None) | Err(_) => Replay::Eager,
+            Replay::NotCaptured { failed } => *failed,
         };
-        self.replay()
+        match self.capture() {
+            Ok(Some(graph)) => {
+                self.replay = Replay::Graph(graph);
+                self.replay()
+            }
+            Ok(None) | Err(_) => {
+                self.replay = if failed + 1 >= CAPTURE_ATTEMPTS {
+                    Replay::Eager
+                } else {
+                    Replay::NotCaptured { failed: failed + 1 }
+                };
+                self.launches()
+            }
+        }
     }
 
     /// The step's launches as a graph (none run yet).

@@ -61,7 +61,9 @@ __device__ void decode_rope_store(T* q, const T* k, const T* v, const T* cos, co
     }
 }
 
-constexpr int ATTENTION_WARPS = 4;
+constexpr int ATTENTION_WARPS = 8;
+// Value rows a warp loads before it adds them in: their loads are in flight together.
+constexpr int VALUE_ROWS = 8;
 // Head dimensions up to 32 · MAX_PER_LANE.
 constexpr int MAX_PER_LANE = 8;
 
@@ -106,8 +108,8 @@ __device__ __forceinline__ float dot_key(const float* q, const T* k, uint32_t d,
 // Grid (heads, rows), ATTENTION_WARPS warps: query head h of a row attends to its key/value head's
 // cached positions pads[row] ..= pos. Each warp takes 32 positions at a time, a lane scoring one
 // (so that the loads of 32 keys are in flight together), keeps an online softmax over its chunks
-// and adds the values in (a lane holds the head's elements lane, lane + 32, ...); then the warps'
-// partial sums are combined. out [rows, heads · d].
+// and adds the values in, VALUE_ROWS rows loaded at a time (a lane holds the head's elements
+// lane, lane + 32, ...); then the warps' partial sums are combined. out [rows, heads · d].
 template <typename T>
 __device__ void decode_attention(const T* q, const T* k_cache, const T* v_cache,
                                  const uint32_t* pads, T* out, uint32_t heads, uint32_t kv,
@@ -136,13 +138,26 @@ __device__ void decode_attention(const T* q, const T* k_cache, const T* v_cache,
 #pragma unroll
         for (int e = 0; e < MAX_PER_LANE; e++) acc[e] *= keep;
         const uint32_t n = min(32u, pos - base + 1);
-        for (uint32_t j = 0; j < n; j++) {
-            const float wj = __shfl_sync(0xffffffff, w, j);
-            const T* vp = v_cache + (head + base + j) * d;
+        for (uint32_t j0 = 0; j0 < n; j0 += VALUE_ROWS) {
+            float wj[VALUE_ROWS];
+            T vals[VALUE_ROWS][MAX_PER_LANE];
 #pragma unroll
-            for (int e = 0; e < MAX_PER_LANE; e++) {
-                const uint32_t i = lane + 32 * e;
-                if (i < d) acc[e] += wj * widen(vp[i]);
+            for (int u = 0; u < VALUE_ROWS; u++) {
+                const uint32_t j = j0 + u;
+                // Every lane shuffles (j is the same in all of them); rows past n weigh 0.
+                wj[u] = __shfl_sync(0xffffffff, w, j % 32);
+                const T* vp = v_cache + (head + base + min(j, n - 1)) * d;
+#pragma unroll
+                for (int e = 0; e < MAX_PER_LANE; e++) {
+                    const uint32_t i = lane + 32 * e;
+                    vals[u][e] = i < d ? vp[i] : narrow<T>(0.f);
+                }
+                if (j >= n) wj[u] = 0.f;
+            }
+#pragma unroll
+            for (int u = 0; u < VALUE_ROWS; u++) {
+#pragma unroll
+                for (int e = 0; e < MAX_PER_LANE; e++) acc[e] += wj[u] * widen(vals[u][e]);
             }
         }
         mx = next;
