@@ -302,12 +302,17 @@ fn a_training_job_streams_its_steps_and_cancel_stops_it_at_a_checkpoint_even_pau
     let (engine, control) = start_training(dir.path(), fast_config(100_000));
     let mut steps = Vec::new();
     let mut progress_eta = false;
+    let mut validated_first = false;
     while steps.len() < 3 {
         match engine.recv_timeout(Duration::from_secs(60)) {
             Some(Event::Train {
                 event: TrainEvent::Step(m),
                 ..
             }) => steps.push(m.step),
+            // The first validation pass is its own phase, before any step.
+            Some(Event::Progress { stage, .. }) if stage.starts_with("validating before") => {
+                validated_first |= steps.is_empty();
+            }
             Some(Event::Progress { total, eta, .. }) => {
                 assert_eq!(total, 100_000);
                 progress_eta |= eta.is_some();
@@ -319,6 +324,10 @@ fn a_training_job_streams_its_steps_and_cancel_stops_it_at_a_checkpoint_even_pau
     }
     assert_eq!(steps, [1, 2, 3]);
     assert!(progress_eta, "steps report an ETA");
+    assert!(
+        validated_first,
+        "the first validation pass reports its progress"
+    );
     control.pause();
     std::thread::sleep(Duration::from_millis(200));
     engine.cancel();

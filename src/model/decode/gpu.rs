@@ -167,7 +167,9 @@ struct Buffers {
 enum Replay {
     /// The next step captures them; `failed` captures were tried before (work of another thread
     /// on the GPU during a capture spoils it).
-    NotCaptured { failed: u32 },
+    NotCaptured {
+        failed: u32,
+    },
     Graph(CudaGraph),
     /// Launched one by one: the driver refused to capture them CAPTURE_ATTEMPTS times.
     Eager,
