@@ -1,16 +1,12 @@
 //! The CLI contract end to end: gen-data → validate → split, JSON on stdout, exit codes.
 
+mod common;
+use common::lablens;
+
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn lablens(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lablens"))
-        .args(args)
-        .output()
-        .expect("run lablens")
-}
+use std::process::Output;
 
 /// 300 discharge records with seed 5 into `out`.
 fn gen_discharge(out: &str, extra: &[&str]) -> Output {

@@ -3,18 +3,14 @@
 //! left out (the same for every group), scored by `lablens metrics`, then audited. The degraded
 //! group must be flagged, and no slice outside it. Also bias.json's contract and bad input.
 
+mod common;
+use common::lablens;
+
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 const RUN: &str = "20261204-000000";
-
-fn lablens(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lablens"))
-        .args(args)
-        .output()
-        .expect("run lablens")
-}
 
 fn ok_json(out: &Output) -> Value {
     assert!(

@@ -2,18 +2,14 @@
 //! base/explain/<record>.json (each method's result kept beside the other), section importance
 //! averaged over a split, and bad input named.
 
+mod common;
+use common::lablens;
+
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 const RECORD: &str = "dis-000517";
-
-fn lablens(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lablens"))
-        .args(args)
-        .output()
-        .expect("run lablens")
-}
 
 fn project(dir: &Path) -> String {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_data/discharge.jsonl");

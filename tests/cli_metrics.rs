@@ -1,15 +1,11 @@
 //! `lablens metrics` end to end: JSON shape of the contract, the numbers of the reference tools,
 //! and bad input reported by file, line and field while the rest is scored.
 
-use serde_json::Value;
-use std::process::{Command, Output};
+mod common;
+use common::lablens;
 
-fn lablens(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lablens"))
-        .args(args)
-        .output()
-        .expect("run lablens")
-}
+use serde_json::Value;
+use std::process::Output;
 
 fn json_of(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {

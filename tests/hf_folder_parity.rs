@@ -4,6 +4,9 @@
 //! tokens; a sharded copy gives the same numbers as the single file; the CLI's tokenize and
 //! score print the JSON their contract promises.
 
+mod common;
+use common::lablens;
+
 use lablens::model::generate::{Flow, GenerationParams, generate};
 use lablens::model::load::{LoadedModel, ModelSpec, load};
 use lablens::model::score::token_nll;
@@ -11,7 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
 #[derive(Deserialize)]
 struct Reference {
@@ -96,13 +99,6 @@ fn sharded_folder_gives_the_numbers_of_the_single_file() {
         let b = token_nll(&sharded.llama, &r.ids, 1).expect("score sharded");
         assert_eq!(a, b, "{:?}", r.text);
     }
-}
-
-fn lablens(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lablens"))
-        .args(args)
-        .output()
-        .expect("run lablens")
 }
 
 fn json_stdout(out: &Output) -> Value {

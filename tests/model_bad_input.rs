@@ -4,6 +4,9 @@
 //! file with nothing usable. Each exits 2 with a message naming the file (or the option) and the
 //! problem, and none panics.
 
+mod common;
+use common::lablens;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -24,10 +27,7 @@ fn raw_data(dir: &Path) -> PathBuf {
 
 /// Runs lablens and checks it exits 2, without a panic, with every one of `needles` on stderr.
 fn assert_bad_input(args: &[&str], needles: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lablens"))
-        .args(args)
-        .output()
-        .expect("run lablens");
+    let out = lablens(args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
     assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
@@ -293,19 +293,16 @@ fn generate_reports_skipped_lines_and_refuses_a_file_with_none_usable() {
 #[test]
 fn a_prompt_longer_than_the_context_is_trimmed_not_refused() {
     let long = "The patient was admitted with chest pain and treated. ".repeat(400);
-    let out = Command::new(env!("CARGO_BIN_EXE_lablens"))
-        .args([
-            "generate",
-            "--model",
-            "tiny",
-            "--prompt",
-            &long,
-            "--max-new-tokens",
-            "3",
-            "--json",
-        ])
-        .output()
-        .expect("run lablens");
+    let out = lablens(&[
+        "generate",
+        "--model",
+        "tiny",
+        "--prompt",
+        &long,
+        "--max-new-tokens",
+        "3",
+        "--json",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(

@@ -1,16 +1,11 @@
 //! `lablens reviews`: unblinded totals, agreement between two reviewers, bad lines reported
 //! with their numbers and skipped, the CSV export, and usage errors.
 
+mod common;
+use common::lablens;
+
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn lablens(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lablens"))
-        .args(args)
-        .output()
-        .expect("run lablens")
-}
 
 fn line(reviewer: &str, id: &str, base: u8, run: u8, base_flags: &[&str]) -> String {
     json!({"reviewer": reviewer, "id": id,

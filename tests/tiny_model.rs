@@ -1,14 +1,13 @@
 //! The embedded tiny model through the CLI: `--model tiny` tokenizes, generates and scores with
 //! the JSON shapes scripts rely on.
 
+mod common;
+use common::lablens;
+
 use serde_json::Value;
-use std::process::Command;
 
 fn lablens_json(args: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_lablens"))
-        .args(args)
-        .output()
-        .expect("run lablens");
+    let out = lablens(args);
     assert!(
         out.status.success(),
         "{args:?}: {}",
