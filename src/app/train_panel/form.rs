@@ -113,6 +113,9 @@ impl ConfigForm {
             .iter()
             .map(|(below, lr)| match below {
                 &usize::MAX => format!("larger {}", lr_text(*lr)),
+                b if b % 1_000_000_000 == 0 => {
+                    format!("under {} B {}", b / 1_000_000_000, lr_text(*lr))
+                }
                 b => format!("under {} M {}", b / 1_000_000, lr_text(*lr)),
             })
             .collect();
@@ -429,7 +432,7 @@ mod tests {
         assert_eq!(form.config().0.lr, 2e-4, "a 3B model");
         assert!(
             form.lr_origin()
-                .is_some_and(|o| o.contains("a model of 3212.7 M parameters")),
+                .is_some_and(|o| o.contains("a model of 3212.7 M parameters (under 1 B 0.005")),
             "{:?}",
             form.lr_origin()
         );
