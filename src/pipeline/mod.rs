@@ -146,7 +146,8 @@ pub fn generate(
     } else {
         Vec::new()
     };
-    let ids: Vec<Vec<u32>> = fitted.iter().map(|f| f.ids.clone()).collect();
+    let (ids, cut): (Vec<Vec<u32>>, Vec<bool>) =
+        fitted.into_iter().map(|f| (f.ids, f.input_cut)).unzip();
     let (cancelled, mut on_text) = (run.cancelled, run.on_text);
     let batch = generate_batch(&model.llama, &ids, run.params, &eos, &mut |row, ids| {
         if cancelled() {
@@ -163,8 +164,8 @@ pub fn generate(
     let outputs = batch
         .outputs
         .into_iter()
-        .zip(fitted)
-        .map(|(out, f)| {
+        .zip(cut)
+        .map(|(out, input_cut)| {
             let text = model
                 .tokenizer
                 .decode(&out.ids, true)
@@ -173,7 +174,7 @@ pub fn generate(
                 text,
                 ids: out.ids,
                 stop: out.stop,
-                input_cut: f.input_cut,
+                input_cut,
             })
         })
         .collect::<Result<_, GenerateError>>()?;

@@ -147,16 +147,20 @@ impl GpuDecoder<'_> {
         Ok(())
     }
 
-    pub(super) fn rope_store(&self, q: u64, k: u64, v: u64, kc: u64, vc: u64) -> Result<()> {
-        let (heads, kv, d) = (
+    /// What the rotary and attention kernels take about the heads and the cache: query heads,
+    /// key/value heads, head dimension, the position's device address and the capacity.
+    fn head_args(&self) -> Result<(u32, u32, u32, u64, u32)> {
+        Ok((
             count(self.heads)?,
             count(self.kv_heads)?,
             count(self.head_dim)?,
-        );
-        let (pos, cap) = (
             device_pointer(&self.buffers.position, "decode")?,
             count(self.capacity)?,
-        );
+        ))
+    }
+
+    pub(super) fn rope_store(&self, q: u64, k: u64, v: u64, kc: u64, vc: u64) -> Result<()> {
+        let (heads, kv, d, pos, cap) = self.head_args()?;
         let mut builder = self.launch(&self.kernels.rope_store);
         builder
             .arg(&q)
@@ -184,15 +188,7 @@ impl GpuDecoder<'_> {
     }
 
     pub(super) fn attention(&self, q: u64, kc: u64, vc: u64, out: u64) -> Result<()> {
-        let (heads, kv, d) = (
-            count(self.heads)?,
-            count(self.kv_heads)?,
-            count(self.head_dim)?,
-        );
-        let (pos, cap) = (
-            device_pointer(&self.buffers.position, "decode")?,
-            count(self.capacity)?,
-        );
+        let (heads, kv, d, pos, cap) = self.head_args()?;
         let scale = 1.0 / (self.head_dim as f32).sqrt();
         let pads = device_pointer(&self.buffers.pads, "decode")?;
         let mut builder = self.launch(&self.kernels.attention);
