@@ -1,5 +1,5 @@
 //! With the `cuda` feature, compiles the project's CUDA kernels (the training path's
-//! src/model/device_ops/train_kernels.cu and the decoder's src/model/decode/gpu_kernels.cu) to
+//! src/model/nn/device_ops/train_kernels.cu and the decoder's src/model/decode/gpu_kernels.cu) to
 //! PTX for `CUDA_COMPUTE_CAP` (90 unless set) with the nvcc of `CUDA_HOME` (or the one on PATH);
 //! scripts/build-cuda.sh sets both. The CPU build compiles nothing.
 
@@ -8,10 +8,13 @@ use std::process::Command;
 
 /// Each kernel source and the PTX file it becomes in `OUT_DIR`.
 const KERNELS: [(&str, &str); 2] = [
-    ("src/model/device_ops/train_kernels.cu", "train_kernels.ptx"),
+    (
+        "src/model/nn/device_ops/train_kernels.cu",
+        "train_kernels.ptx",
+    ),
     ("src/model/decode/gpu_kernels.cu", "decode_kernels.ptx"),
 ];
-const HEADER: &str = "src/model/device_ops/common.cuh";
+const HEADER: &str = "src/model/nn/device_ops/common.cuh";
 
 fn main() {
     println!("cargo::rerun-if-changed={HEADER}");

@@ -1,9 +1,13 @@
 //! Lab Lens: a workbench for fine-tuning, evaluating and auditing language models that turn
 //! clinical text into something a patient or a clinician can use.
 //!
-//! Layers, top to bottom: `app` (GUI) and `cli` → `engine` → `train`, `eval`, `analysis` →
-//! `pipeline` (prompt → text, the one way anything generates) → `model` → `data`; `project` is
-//! the persistence layer.
+//! Layers, lowest first (a layer imports only those before it, and no two files import each
+//! other; `tests/architecture.rs` checks both): `store` (atomic writes, folder locks) → `data`
+//! (records, datasets, templates) → `model` (the decoder, adapters, tokenizers, decoding) →
+//! `pipeline` (prompt to text, the one way anything generates) → `project` (the project folder,
+//! its outputs and reviews) → `train` → `eval` → `analysis` (bias, explanations) → `engine` (the
+//! GUI's background jobs) → `app` (the GUI), `cli` (the command line; it runs the same job
+//! functions as the engine, and starts the GUI).
 
 pub mod analysis;
 pub mod app;
@@ -14,6 +18,7 @@ pub mod eval;
 pub mod model;
 pub mod pipeline;
 pub mod project;
+pub mod store;
 pub mod train;
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 use lablens::analysis::explain::{ExplainSettings, Explainer, Method};
 use lablens::data::record::Task;
-use lablens::model::load::{ModelSpec, load};
+use lablens::model::loading::{ModelSpec, load};
 use std::path::PathBuf;
 
 const NOTES: [&str; 3] = [

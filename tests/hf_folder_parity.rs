@@ -7,9 +7,9 @@
 mod common;
 use common::lablens;
 
-use lablens::model::generate::{Flow, GenerationParams, generate};
-use lablens::model::load::{LoadedModel, ModelSpec, load};
-use lablens::model::score::token_nll;
+use lablens::model::generation::score::token_nll;
+use lablens::model::generation::{Flow, GenerationParams, generate};
+use lablens::model::loading::{LoadedModel, ModelSpec, load};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;

@@ -3,10 +3,10 @@
 //! to the same numbers; adapters that do not fit the model are refused with the key named.
 
 use candle_core::Device;
+use lablens::model::adapters::{ALL_TARGETS, LoraConfig, load_peft, merge, save_peft, set_enabled};
+use lablens::model::generation::score::{mean, token_nll};
 use lablens::model::llama::Llama;
-use lablens::model::lora::{ALL_TARGETS, LoraConfig, load_peft, merge, save_peft, set_enabled};
-use lablens::model::score::{mean, token_nll};
-use lablens::model::weights::{GgufSource, build_llama};
+use lablens::model::loading::weights::{GgufSource, build_llama};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 

@@ -6,11 +6,11 @@
 //! tests check the precision a GPU computes in, on whichever device.
 
 use candle_core::{DType, Device};
-use lablens::model::generate::{Flow, GenerationParams, generate};
+use lablens::model::generation::score::{mean, token_nll};
+use lablens::model::generation::{Flow, GenerationParams, generate};
 use lablens::model::llama::Llama;
-use lablens::model::load::DeviceChoice;
-use lablens::model::score::{mean, token_nll};
-use lablens::model::weights::{GgufSource, build_llama};
+use lablens::model::loading::DeviceChoice;
+use lablens::model::loading::weights::{GgufSource, build_llama};
 use serde::Deserialize;
 use std::path::PathBuf;
 

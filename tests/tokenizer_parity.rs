@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::{Content, Value};
-use lablens::model::chat::{ChatMessage, ChatTemplate};
 use lablens::model::tokenizer::Tokenizer;
+use lablens::model::tokenizer::chat::{ChatMessage, ChatTemplate};
 
 const MODEL: &str = "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf";
 const FIXTURE: &str = "tests/fixtures/tokenizer_smollm2.jsonl";

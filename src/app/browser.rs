@@ -1,8 +1,8 @@
 //! The left panel: the open project, its datasets, the model and the recent projects.
 
 use super::AppState;
-use super::model_picker::{self, ModelPicker};
-use crate::project::{ModelEntry, OpenProject};
+use super::model_picker::{self, ModelAction, ModelPicker};
+use crate::project::OpenProject;
 use std::path::{Path, PathBuf};
 
 pub enum Action {
@@ -11,9 +11,7 @@ pub enum Action {
     PickDataset,
     PickProject,
     SaveProject,
-    LoadModel(ModelEntry),
-    PickModelFolder,
-    PickModelFile,
+    Model(ModelAction),
 }
 
 /// Draws the panel; returns what the user asked for and the part of the panel its contents
@@ -58,7 +56,7 @@ pub fn show(
                 }
                 ui.add_space(8.0);
                 if let Some(a) = model_picker::section(ui, model) {
-                    action = Some(a);
+                    action = Some(Action::Model(a));
                 }
                 let others: Vec<&PathBuf> = state
                     .recent_projects

@@ -2,12 +2,14 @@
 //! the validation report and the distributions of lengths and demographics.
 
 use super::charts::{self, ChartData};
+use super::combo;
+use super::record_table::{self, or_dash};
 use super::record_view;
 use super::validation_view;
 use crate::data::dataset::DatasetView;
 use crate::data::record::{AgeGroup, Split};
 use crate::data::sections::SectionKind;
-use egui_extras::{Column, TableBuilder};
+use egui_extras::Column;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -287,20 +289,20 @@ impl DatasetPanel {
             if edit.changed() {
                 self.text_edited_at = Some(Instant::now());
             }
-            option_combo(ui, "Split", &mut f.split, &Split::ALL, |s| {
+            combo::filter(ui, "Split", &mut f.split, &Split::ALL, |s| {
                 s.name().to_string()
             });
-            option_combo(
+            combo::filter(
                 ui,
                 "Sex",
                 &mut f.gender,
                 &self.choices.genders,
                 Clone::clone,
             );
-            option_combo(ui, "Age", &mut f.age_group, &AgeGroup::ALL, |g| {
+            combo::filter(ui, "Age", &mut f.age_group, &AgeGroup::ALL, |g| {
                 g.label().to_string()
             });
-            option_combo(
+            combo::filter(
                 ui,
                 "Ethnicity",
                 &mut f.ethnicity,
@@ -326,121 +328,66 @@ impl DatasetPanel {
         });
     }
 
-    fn keyboard_navigation(&mut self, ui: &egui::Ui) {
-        if ui.ctx().memory(|m| m.focused().is_some()) || self.rows.is_empty() {
-            return;
-        }
-        let (down, up) = ui.input(|i| {
-            (
-                i.key_pressed(egui::Key::ArrowDown),
-                i.key_pressed(egui::Key::ArrowUp),
-            )
-        });
-        if !(down || up) {
-            return;
-        }
-        let pos = self
-            .selected
-            .and_then(|s| self.rows.iter().position(|&r| r == s));
-        let next = match (pos, down) {
-            (None, _) => 0,
-            (Some(p), true) => (p + 1).min(self.rows.len() - 1),
-            (Some(p), false) => p.saturating_sub(1),
-        };
-        self.select(self.rows[next]);
-    }
-
     fn table(&mut self, ui: &mut egui::Ui, view: &DatasetView) {
-        self.keyboard_navigation(ui);
-        let scroll_row = self
-            .scroll_to_selected
-            .then(|| {
-                self.selected
-                    .and_then(|s| self.rows.iter().position(|&r| r == s))
-            })
-            .flatten();
-        self.scroll_to_selected = false;
-        // Selectable labels would take the click that selects the row.
-        ui.style_mut().interaction.selectable_labels = false;
+        let columns = [
+            Column::auto().at_least(90.0),
+            Column::auto().at_least(70.0),
+            Column::auto(),
+            Column::auto(),
+            Column::auto(),
+            Column::auto(),
+            Column::auto(),
+            Column::auto(),
+            Column::remainder().clip(true),
+        ];
+        let header: Vec<(String, Option<&str>)> = [
+            ("ID", None),
+            ("Patient", None),
+            ("Split", None),
+            ("Sex", None),
+            ("Age", None),
+            ("Ethnicity", None),
+            ("In", Some("words of the input")),
+            ("Out", Some("words of the target")),
+            ("Diagnosis / first line", None),
+        ]
+        .into_iter()
+        .map(|(t, hover)| (t.to_string(), hover))
+        .collect();
+        let rows = record_table::Rows {
+            rows: &self.rows,
+            selected: self.selected,
+            scroll_to_selected: &mut self.scroll_to_selected,
+        };
         // Scrolled sideways where the pane is narrower than the columns, never under the
         // record view beside it.
-        egui::ScrollArea::horizontal()
+        let chosen = egui::ScrollArea::horizontal()
             .id_salt("records_table")
-            .show(ui, |ui| self.records_table(ui, view, scroll_row));
-    }
-
-    fn records_table(&mut self, ui: &mut egui::Ui, view: &DatasetView, scroll_row: Option<usize>) {
-        let mut clicked = None;
-        let mut table = TableBuilder::new(ui)
-            .striped(true)
-            .sense(egui::Sense::click())
-            .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
-            .column(Column::auto().at_least(90.0))
-            .column(Column::auto().at_least(70.0))
-            .columns(Column::auto(), 6)
-            .column(Column::remainder().clip(true));
-        if let Some(row) = scroll_row {
-            table = table.scroll_to_row(row, Some(egui::Align::Center));
-        }
-        table
-            .header(22.0, |mut h| {
-                for (title, hover) in [
-                    ("ID", None),
-                    ("Patient", None),
-                    ("Split", None),
-                    ("Sex", None),
-                    ("Age", None),
-                    ("Ethnicity", None),
-                    ("In", Some("words of the input")),
-                    ("Out", Some("words of the target")),
-                    ("Diagnosis / first line", None),
-                ] {
-                    h.col(|ui| {
-                        let header = ui.strong(title);
-                        if let Some(hover) = hover {
-                            header.on_hover_text(hover);
-                        }
-                    });
-                }
-            })
-            .body(|body| {
-                body.rows(20.0, self.rows.len(), |mut row| {
-                    let i = self.rows[row.index()];
+            .show(ui, |ui| {
+                record_table::show(ui, rows, &columns, &header, |row, i| {
                     let r = &view.records()[i];
-                    row.set_selected(self.selected == Some(i));
-                    row.col(|ui| {
-                        ui.label(&r.id);
-                    });
-                    row.col(|ui| {
-                        ui.label(r.patient_id.as_deref().unwrap_or("—"));
-                    });
-                    row.col(|ui| {
-                        ui.label(view.splits[i].name());
-                    });
-                    row.col(|ui| {
-                        ui.label(r.gender.as_deref().unwrap_or("—"));
-                    });
-                    row.col(|ui| {
-                        ui.label(r.age.map(|a| a.to_string()).unwrap_or_else(|| "—".into()));
-                    });
-                    row.col(|ui| {
-                        ui.label(r.ethnicity.as_deref().unwrap_or("—"));
-                    });
-                    row.col(|ui| {
-                        ui.label(view.input_words[i].to_string());
-                    });
-                    row.col(|ui| {
-                        ui.label(view.target_words[i].to_string());
-                    });
+                    let cells = [
+                        r.id.clone(),
+                        or_dash(r.patient_id.as_ref()),
+                        view.splits[i].name().to_string(),
+                        or_dash(r.gender.as_ref()),
+                        or_dash(r.age),
+                        or_dash(r.ethnicity.as_ref()),
+                        view.input_words[i].to_string(),
+                        view.target_words[i].to_string(),
+                    ];
+                    for cell in cells {
+                        row.col(|ui| {
+                            ui.label(cell);
+                        });
+                    }
                     row.col(|ui| {
                         ui.add(egui::Label::new(preview(&r.input)).truncate());
                     });
-                    if row.response().clicked() {
-                        clicked = Some(i);
-                    }
-                });
-            });
-        if let Some(i) = clicked {
+                })
+            })
+            .inner;
+        if let Some(i) = chosen {
             self.select(i);
         }
     }
@@ -458,28 +405,6 @@ fn preview(text: &str) -> String {
         .chars()
         .take(160)
         .collect()
-}
-
-fn option_combo<T: Clone + PartialEq>(
-    ui: &mut egui::Ui,
-    label: &str,
-    value: &mut Option<T>,
-    choices: &[T],
-    name: impl Fn(&T) -> String,
-) {
-    let label_id = ui.label(label).id;
-    let shown = value.as_ref().map(&name).unwrap_or_else(|| "all".into());
-    egui::ComboBox::from_id_salt(label)
-        .selected_text(shown)
-        .width(110.0)
-        .show_ui(ui, |ui| {
-            ui.selectable_value(value, None, "all");
-            for c in choices {
-                ui.selectable_value(value, Some(c.clone()), name(c));
-            }
-        })
-        .response
-        .labelled_by(label_id);
 }
 
 fn empty_state(ui: &mut egui::Ui) -> bool {

@@ -5,18 +5,22 @@
 mod bias_panel;
 mod browser;
 mod charts;
+mod combo;
 mod compare_panel;
 mod dataset_panel;
 mod diff;
 mod explain_panel;
+mod files;
 mod frame_time;
 mod legibility;
 mod model_picker;
+mod record_table;
 mod record_view;
 mod screenshot;
 mod status;
 mod train_panel;
 mod validation_view;
+mod window;
 
 pub use bias_panel::{BiasPanel, BiasUiState};
 pub use compare_panel::{ComparePanel, CompareUiState};
@@ -25,17 +29,20 @@ pub use explain_panel::{ExplainPanel, ExplainUiState, Highlight};
 pub use frame_time::{FrameTimes, quantile};
 pub use screenshot::screenshots;
 pub use train_panel::{TrainContext, TrainPanel, TrainTab, TrainUiState};
+pub use window::{DEFAULT_SIZE, default_models_dir, default_project_dir, run};
 
 use crate::data::dataset::OpenOptions;
-use crate::engine::{Command, Engine, EvalRequest, Event, Notifier};
+use crate::engine::{Command, Engine, EvalRequest, Event};
 use crate::eval::job::{EvalOptions, Target};
 use crate::project::{ModelEntry, OpenProject};
-use crossbeam_channel::{Receiver, unbounded};
-use model_picker::{ModelPicker, ModelRequest};
+use crossbeam_channel::Receiver;
+use files::{Pick, PickedFile};
+use model_picker::{ModelAction, ModelPicker, ModelRequest};
 use serde::{Deserialize, Serialize};
 use status::StatusLine;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use window::EguiNotifier;
 
 /// The panels the top bar offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -112,40 +119,6 @@ impl Default for AppState {
     }
 }
 
-struct EguiNotifier(egui::Context);
-
-impl Notifier for EguiNotifier {
-    fn notify(&self) {
-        self.0.request_repaint();
-    }
-}
-
-/// `relative` under the working directory when `found` holds there, else beside the crate's
-/// sources (a build tree), else under the working directory.
-fn from_cwd_or_crate(relative: &str, found: impl Fn(&Path) -> bool) -> PathBuf {
-    let candidates = [
-        PathBuf::from(relative),
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative),
-    ];
-    candidates
-        .iter()
-        .find(|p| found(p))
-        .cloned()
-        .unwrap_or_else(|| candidates[0].clone())
-}
-
-/// The folder the demo project lives in, found from the working directory or next to the binary.
-pub fn default_project_dir() -> PathBuf {
-    from_cwd_or_crate("projects/demo", |p| {
-        p.join(crate::project::PROJECT_FILE).exists()
-    })
-}
-
-/// The folder `scripts/fetch-smollm2.sh` downloads models into.
-pub fn default_models_dir() -> PathBuf {
-    from_cwd_or_crate("models", Path::is_dir)
-}
-
 pub struct LabLensApp {
     pub state: AppState,
     pub engine: Engine,
@@ -164,22 +137,6 @@ pub struct LabLensApp {
     screenshot: Option<screenshot::Script>,
     /// The part of the left panel its contents filled last frame, for screenshots of it.
     sidebar: egui::Rect,
-}
-
-/// What a file dialog is asked to pick.
-#[derive(Debug, Clone, Copy)]
-enum Pick {
-    Dataset,
-    Project,
-    ModelFolder,
-    ModelFile,
-}
-
-/// What a file dialog picked.
-enum PickedFile {
-    Dataset(PathBuf),
-    Project(PathBuf),
-    Model(PathBuf),
 }
 
 impl LabLensApp {
@@ -365,48 +322,6 @@ impl LabLensApp {
         }
     }
 
-    /// Opens a native file dialog on its own thread so the window keeps drawing.
-    fn pick(&mut self, what: Pick) {
-        let (tx, rx) = unbounded();
-        self.picked_files = Some(rx);
-        std::thread::spawn(move || {
-            let dialog = rfd::FileDialog::new();
-            let picked = match what {
-                Pick::Project => dialog
-                    .add_filter("Lab Lens project", &["ron"])
-                    .pick_file()
-                    .map(PickedFile::Project),
-                Pick::Dataset => dialog
-                    .add_filter("Datasets", &["jsonl", "json", "ndjson", "csv", "tsv"])
-                    .pick_file()
-                    .map(PickedFile::Dataset),
-                Pick::ModelFolder => dialog
-                    .set_title("Hugging Face model folder")
-                    .pick_folder()
-                    .map(PickedFile::Model),
-                Pick::ModelFile => dialog
-                    .add_filter("GGUF model", &["gguf"])
-                    .pick_file()
-                    .map(PickedFile::Model),
-            };
-            if let Some(p) = picked {
-                tx.send(p).ok();
-            }
-        });
-    }
-
-    /// Acts on what a file dialog picked.
-    fn handle_picked(&mut self, picked: PickedFile) {
-        match picked {
-            PickedFile::Dataset(path) => self.add_and_open_dataset(path),
-            PickedFile::Project(path) => self.open_project(&path),
-            PickedFile::Model(path) => {
-                let entry = self.model.entry_for_path(&path);
-                self.request_model(entry, true);
-            }
-        }
-    }
-
     fn handle_event(&mut self, event: Event) {
         self.train.on_event(&event);
         self.bias.on_event(&event);
@@ -437,24 +352,6 @@ impl LabLensApp {
                 }
             }
             other => self.status.on_event(&other),
-        }
-    }
-
-    fn handle_dropped_files(&mut self, ctx: &egui::Context) {
-        let dropped: Vec<PathBuf> = ctx.input(|i| {
-            i.raw
-                .dropped_files
-                .iter()
-                .map(|f| f.path().to_path_buf())
-                .filter(|p| !p.as_os_str().is_empty())
-                .collect()
-        });
-        for path in dropped {
-            if path.extension().is_some_and(|e| e == "ron") || path.is_dir() {
-                self.open_project(&path);
-            } else {
-                self.add_and_open_dataset(path);
-            }
         }
     }
 
@@ -546,9 +443,9 @@ impl LabLensApp {
             browser::Action::PickDataset => self.pick(Pick::Dataset),
             browser::Action::PickProject => self.pick(Pick::Project),
             browser::Action::SaveProject => self.save_project(),
-            browser::Action::LoadModel(entry) => self.request_model(entry, true),
-            browser::Action::PickModelFolder => self.pick(Pick::ModelFolder),
-            browser::Action::PickModelFile => self.pick(Pick::ModelFile),
+            browser::Action::Model(ModelAction::Load(entry)) => self.request_model(entry, true),
+            browser::Action::Model(ModelAction::PickFolder) => self.pick(Pick::ModelFolder),
+            browser::Action::Model(ModelAction::PickFile) => self.pick(Pick::ModelFile),
         }
     }
 
@@ -654,42 +551,6 @@ impl eframe::App for LabLensApp {
         self.state.explain = self.explain.ui_state();
         eframe::set_value(storage, eframe::APP_KEY, &self.state);
     }
-}
-
-/// The window's size on a first start, in points: legible at it and down to 1024 × 768.
-pub const DEFAULT_SIZE: [f32; 2] = [1400.0, 880.0];
-
-fn native_options(title: &str, size: [f32; 2], persist: bool) -> eframe::NativeOptions {
-    eframe::NativeOptions {
-        viewport: egui::ViewportBuilder::default()
-            .with_title(title)
-            .with_inner_size(size)
-            .with_min_inner_size([800.0, 500.0])
-            .with_drag_and_drop(true),
-        persist_window: persist,
-        ..Default::default()
-    }
-}
-
-/// Opens the workbench window and returns when it is closed.
-pub fn run(project: Option<PathBuf>) -> Result<(), String> {
-    eframe::run_native(
-        "lablens",
-        native_options("Lab Lens", DEFAULT_SIZE, true),
-        Box::new(move |cc| {
-            let state = cc
-                .storage
-                .and_then(|s| eframe::get_value::<AppState>(s, eframe::APP_KEY))
-                .unwrap_or_default();
-            Ok(Box::new(LabLensApp::new(
-                &cc.egui_ctx,
-                state,
-                project,
-                default_models_dir(),
-            )))
-        }),
-    )
-    .map_err(|e| format!("could not open the window: {e}"))
 }
 
 #[cfg(test)]

@@ -1,10 +1,9 @@
 //! The sidebar's model section: choose the embedded model, SmolLM2 or any Hugging Face folder or
 //! GGUF file, watch it load on the engine, and read what was loaded.
 
-use super::browser::Action;
 use crate::engine::{JobId, ModelInfo, device_choices, is_gguf};
 use crate::model::gpu::thousands;
-use crate::model::load::{DeviceChoice, Precision};
+use crate::model::loading::{DeviceChoice, Precision};
 use crate::project::{ModelEntry, ModelSource};
 use std::path::{Path, PathBuf};
 
@@ -157,8 +156,15 @@ fn same_file(a: &Path, b: &Path) -> bool {
             .is_some_and(|a| b.canonicalize().ok() == Some(a))
 }
 
+/// What the user asked of the model section.
+pub enum ModelAction {
+    Load(ModelEntry),
+    PickFolder,
+    PickFile,
+}
+
 /// Draws the section; returns what the user asked for.
-pub fn section(ui: &mut egui::Ui, picker: &mut ModelPicker) -> Option<Action> {
+pub fn section(ui: &mut egui::Ui, picker: &mut ModelPicker) -> Option<ModelAction> {
     let mut action = None;
     let heading = ui.strong("Model").id;
     choice_combo(ui, picker, heading, &mut action);
@@ -188,7 +194,7 @@ fn choice_combo(
     ui: &mut egui::Ui,
     picker: &ModelPicker,
     heading: egui::Id,
-    action: &mut Option<Action>,
+    action: &mut Option<ModelAction>,
 ) {
     let selected = picker
         .current()
@@ -201,13 +207,13 @@ fn choice_combo(
             let current = picker.current();
             let is_tiny = current == Some(&ModelSource::Tiny);
             if ui.selectable_label(is_tiny, TINY_LABEL).clicked() {
-                *action = Some(Action::LoadModel(picker.entry(ModelSource::Tiny)));
+                *action = Some(ModelAction::Load(picker.entry(ModelSource::Tiny)));
             }
             if smollm2.is_file() {
                 let is_smollm2 =
                     matches!(current, Some(ModelSource::Path(p)) if same_file(p, &smollm2));
                 if ui.selectable_label(is_smollm2, SMOLLM2_LABEL).clicked() {
-                    *action = Some(Action::LoadModel(picker.entry_for_path(&smollm2)));
+                    *action = Some(ModelAction::Load(picker.entry_for_path(&smollm2)));
                 }
             } else {
                 ui.add_enabled(false, egui::Button::selectable(false, SMOLLM2_LABEL))
@@ -216,10 +222,10 @@ fn choice_combo(
             }
             ui.separator();
             if ui.selectable_label(false, "Open HF folder…").clicked() {
-                *action = Some(Action::PickModelFolder);
+                *action = Some(ModelAction::PickFolder);
             }
             if ui.selectable_label(false, "Open GGUF file…").clicked() {
-                *action = Some(Action::PickModelFile);
+                *action = Some(ModelAction::PickFile);
             }
         })
         .response
@@ -228,7 +234,7 @@ fn choice_combo(
 
 /// The dequantize, device and precision settings; changing one that applies to the current model
 /// reloads it with the new setting (dequantize applies to GGUF files only).
-fn settings(ui: &mut egui::Ui, picker: &mut ModelPicker, action: &mut Option<Action>) {
+fn settings(ui: &mut egui::Ui, picker: &mut ModelPicker, action: &mut Option<ModelAction>) {
     let (dequantize, device, dtype) = (picker.dequantize, picker.device.clone(), picker.dtype);
     ui.checkbox(&mut picker.dequantize, "dequantize")
         .on_hover_text("Load GGUF weights as f32 instead of keeping them quantized and frozen");
@@ -266,7 +272,7 @@ fn settings(ui: &mut egui::Ui, picker: &mut ModelPicker, action: &mut Option<Act
     let gguf = matches!(&source, ModelSource::Path(p) if is_gguf(p));
     if picker.device != device || picker.dtype != dtype || (gguf && picker.dequantize != dequantize)
     {
-        *action = Some(Action::LoadModel(picker.entry(source)));
+        *action = Some(ModelAction::Load(picker.entry(source)));
     }
 }
 

@@ -199,7 +199,7 @@ fn a_device_change_reloads_the_model_and_dequantize_waits_for_a_gguf() {
         .click();
     wait_until(&mut h, |app| app.unsaved && !app.model.is_busy());
     let saved = &h.state().project.as_ref().expect("project").project.model;
-    assert_eq!(saved.device, crate::model::load::DeviceChoice::Cpu);
+    assert_eq!(saved.device, crate::model::loading::DeviceChoice::Cpu);
     assert!(saved.dequantize);
     assert_eq!(loaded_name(h.state()), Some("tiny-clinical"));
 }
@@ -247,7 +247,7 @@ fn a_precision_change_reloads_the_model_in_bf16_and_the_project_keeps_it() {
     });
     h.run();
     let saved = &h.state().project.as_ref().expect("project").project.model;
-    assert_eq!(saved.dtype, crate::model::load::Precision::Bf16);
+    assert_eq!(saved.dtype, crate::model::loading::Precision::Bf16);
     // The precision list's choice and the model's Precision row.
     assert_eq!(h.query_all_by_label("bf16").count(), 2);
 }

@@ -10,7 +10,7 @@ use crate::analysis::bias::job::{
 };
 use crate::analysis::bias::{BiasOptions, BiasReport, parse_dims};
 use crate::eval::names::metric_label;
-use crate::model::generate::GenerationParams;
+use crate::model::generation::GenerationParams;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]

@@ -2,7 +2,7 @@
 
 use super::CliError;
 use crate::model::doctor::{Report, examine};
-use crate::model::load::{DeviceChoice, Precision};
+use crate::model::loading::{DeviceChoice, Precision};
 use std::path::Path;
 
 pub fn doctor_cmd(device: &str, model: &Path, dtype: &str, json: bool) -> Result<(), CliError> {

@@ -4,7 +4,7 @@
 use super::CliError;
 use crate::data::record::Split;
 use crate::eval::job::{EvalError, EvalEvent, EvalOptions, Target, evaluate};
-use crate::model::generate::GenerationParams;
+use crate::model::generation::GenerationParams;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 

@@ -15,7 +15,7 @@ mod train_command;
 
 use crate::data::load::{DuplicateIds, LoadOptions, ReadLimits};
 use crate::data::record::Task;
-use crate::model::generate::GenerationParams;
+use crate::model::generation::GenerationParams;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 

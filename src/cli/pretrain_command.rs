@@ -1,8 +1,8 @@
 //! `lablens pretrain`: trains the embedded tiny model (tokenizer and weights) on dataset files.
 
 use super::CliError;
-use crate::model::generate::Flow;
-use crate::model::pretrain::{Corpus, PretrainError, PretrainOptions, pretrain};
+use crate::model::generation::Flow;
+use crate::train::pretrain::{Corpus, PretrainError, PretrainOptions, pretrain};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 

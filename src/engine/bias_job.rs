@@ -28,7 +28,7 @@ mod tests {
     use crate::analysis::bias::job::{BiasRequest, CounterfactualOptions};
     use crate::engine::{Command, Engine, Event, NoNotifier};
     use crate::eval::job::{EvalOptions, Target, evaluate};
-    use crate::model::generate::GenerationParams;
+    use crate::model::generation::GenerationParams;
     use std::time::Duration;
 
     fn short() -> GenerationParams {

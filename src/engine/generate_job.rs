@@ -3,10 +3,10 @@
 
 use super::{Event, JobContext, JobError};
 use crate::data::record::Task;
-use crate::model::generate::{GenerationParams, StopReason};
+use crate::model::adapters::load_peft;
+use crate::model::generation::{GenerationParams, StopReason};
 use crate::model::llama::Llama;
-use crate::model::load::LoadedModel;
-use crate::model::lora::load_peft;
+use crate::model::loading::LoadedModel;
 use crate::pipeline::{self, GenerateError, Prompt, Run};
 use std::path::PathBuf;
 use std::time::Instant;

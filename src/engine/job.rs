@@ -2,7 +2,7 @@
 //! into `Event::Failed` so that a broken job never takes the program down.
 
 use super::{Command, Event, JobId, Shared};
-use crate::model::load::LoadedModel;
+use crate::model::loading::LoadedModel;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

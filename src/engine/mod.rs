@@ -18,7 +18,7 @@ pub use train_job::TrainRequest;
 
 use crate::data::dataset::{DatasetView, OpenOptions};
 use crate::eval::job::EvalSummary;
-use crate::model::load::{LoadedModel, ModelSpec};
+use crate::model::loading::{LoadedModel, ModelSpec};
 use crate::train::{TrainEvent, TrainSummary};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use std::path::PathBuf;

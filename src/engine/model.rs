@@ -3,7 +3,7 @@
 
 use super::{Event, JobContext, JobError};
 use crate::model::gpu::{self, GpuFacts};
-use crate::model::load::{self, DeviceChoice, LoadedModel, ModelSpec};
+use crate::model::loading::{self, DeviceChoice, LoadedModel, ModelSpec};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -112,7 +112,7 @@ pub(super) fn load_model(
     ctx.check()?;
     ctx.progress("reading weights", 0, 1);
     let started = Instant::now();
-    let model = load::load(spec).map_err(|e| JobError::Failed(first_line(&e.to_string())))?;
+    let model = loading::load(spec).map_err(|e| JobError::Failed(first_line(&e.to_string())))?;
     let info = describe(&model, spec, started.elapsed());
     ctx.progress("ready", 1, 1);
     *slot = Some(model);
@@ -162,7 +162,7 @@ fn source_kind(path: &Path, dequantize: bool) -> ModelSourceKind {
     match (is_gguf(path), dequantize) {
         (true, false) => ModelSourceKind::GgufQuantized,
         (true, true) => ModelSourceKind::GgufDequantized,
-        (false, _) if path == load::tiny_model_folder() => ModelSourceKind::Embedded,
+        (false, _) if path == loading::tiny_model_folder() => ModelSourceKind::Embedded,
         (false, _) => ModelSourceKind::HfFolder,
     }
 }

@@ -143,7 +143,7 @@ fn message_of(events: &[Event]) -> Option<String> {
 
 fn load_tiny(engine: &Engine) -> ModelInfo {
     engine.submit(Command::LoadModel {
-        spec: ModelSpec::new(crate::model::load::TINY),
+        spec: ModelSpec::new(crate::model::loading::TINY),
     });
     let events = events_until_done(engine);
     assert!(
@@ -173,7 +173,7 @@ fn loads_the_tiny_model_reports_its_numbers_and_keeps_it() {
     // 4096·192 embeddings + 4 layers of 393,600 + the final norm (head tied), as pretraining
     // recorded in assets/models/tiny-clinical/training.json.
     assert_eq!(info.parameters, 2_361_024);
-    let reference = crate::model::load::load(&ModelSpec::new(crate::model::load::TINY))
+    let reference = crate::model::loading::load(&ModelSpec::new(crate::model::loading::TINY))
         .expect("tiny loads directly");
     assert_eq!(info.parameters, reference.llama.parameter_count());
     assert_eq!(info.name, "tiny-clinical");
@@ -238,7 +238,7 @@ fn an_evaluation_reports_progress_and_writes_its_files() {
     let options = crate::eval::job::EvalOptions {
         limit: Some(4),
         batch: 2,
-        params: crate::model::generate::GenerationParams {
+        params: crate::model::generation::GenerationParams {
             max_new_tokens: 8,
             ..Default::default()
         },
@@ -372,18 +372,18 @@ fn a_bad_training_configuration_fails_with_the_field_named() {
 /// changes outputs.
 pub(crate) fn tiny_adapter(out: &std::path::Path) {
     let mut model =
-        crate::model::load::load(&ModelSpec::new(crate::model::load::TINY)).expect("tiny");
-    let lora = crate::model::lora::LoraConfig {
+        crate::model::loading::load(&ModelSpec::new(crate::model::loading::TINY)).expect("tiny");
+    let lora = crate::model::adapters::LoraConfig {
         r: 4,
         ..Default::default()
     };
-    let vars = crate::model::lora::attach(&mut model.llama, &lora, 7).expect("attach");
+    let vars = crate::model::adapters::attach(&mut model.llama, &lora, 7).expect("attach");
     for (name, var) in vars.iter().filter(|(n, _)| n.ends_with("lora_B.weight")) {
         let ones = var.as_tensor().ones_like().expect(name);
         var.set(&(ones * 0.05).expect(name)).expect(name);
     }
     std::fs::create_dir_all(out).expect("mkdir");
-    crate::model::lora::save_peft(&model.llama, &lora, "tiny", out).expect("save");
+    crate::model::adapters::save_peft(&model.llama, &lora, "tiny", out).expect("save");
 }
 
 /// The streamed texts and the final outputs of a generation job, by output.
@@ -392,7 +392,7 @@ fn generate(engine: &Engine, adapters: Vec<Option<PathBuf>>) -> (Vec<Vec<String>
     engine.submit(Command::Generate(Box::new(GenerateRequest {
         task: Some(crate::data::record::Task::Discharge),
         input: "Diagnosis: community-acquired pneumonia. Treated with antibiotics.".into(),
-        params: crate::model::generate::GenerationParams {
+        params: crate::model::generation::GenerationParams {
             max_new_tokens: 6,
             ..Default::default()
         },
@@ -455,7 +455,7 @@ fn a_playground_prompt_longer_than_the_context_is_trimmed_not_refused() {
         task: Some(crate::data::record::Task::Discharge),
         // Some 4,000 tokens: four times the embedded model's context.
         input: "The patient was admitted with chest pain and treated. ".repeat(400),
-        params: crate::model::generate::GenerationParams {
+        params: crate::model::generation::GenerationParams {
             max_new_tokens: 4,
             ..Default::default()
         },

@@ -2,10 +2,11 @@
 //! not, why, in words a user can act on. It reads the driver's facts, multiplies in bf16, and
 //! runs a short forward and backward pass of a model on the device and on the CPU.
 
+use super::adapters::{LoraConfig, attach};
 use super::gpu::{self, SystemFacts};
-use super::llama::{Llama, Path};
-use super::load::{DeviceChoice, ModelSpec, Precision, load};
-use super::lora::{LoraConfig, attach};
+use super::llama::Llama;
+use super::loading::{DeviceChoice, ModelSpec, Precision, load};
+use crate::model::nn::Path;
 use candle_core::{DType, Device, Tensor, Var};
 use serde::Serialize;
 use std::time::Instant;
@@ -447,7 +448,7 @@ mod tests {
     fn the_embedded_model_passes_on_the_cpu() {
         let report = examine(
             &DeviceChoice::Cpu,
-            std::path::Path::new(super::super::load::TINY),
+            std::path::Path::new(crate::model::loading::TINY),
             Precision::F32,
         );
         assert!(report.ok(), "{:#?}", report.checks);
@@ -464,7 +465,7 @@ mod tests {
     fn bf16_on_the_cpu_is_within_bf16_rounding() {
         let report = examine(
             &DeviceChoice::Cpu,
-            std::path::Path::new(super::super::load::TINY),
+            std::path::Path::new(crate::model::loading::TINY),
             Precision::Bf16,
         );
         assert!(report.ok(), "{:#?}", report.checks);

@@ -3,29 +3,18 @@
 //! q/k/v bias. Two paths share the weights: the training path uses only ops that pass gradients,
 //! the inference path the fused kernels and a KV cache.
 
-use super::attention::DecodeAttention;
 use super::config::LlamaConfig;
-use super::device_ops::{self, AttentionShape};
-use super::linear::{BaseWeight, LoraLinear};
-use super::ops::{CausalSoftmax, RmsNorm, Rotary, SwiGlu};
+use super::nn::attention::DecodeAttention;
+use super::nn::device_ops::{self, AttentionShape};
+use super::nn::linear::LoraLinear;
+use super::nn::ops::{CausalSoftmax, RmsNorm, Rotary, SwiGlu};
+use super::nn::weight::BaseWeight;
+use super::nn::{Path, fused};
 use candle_core::{D, DType, Device, Module, Result, Tensor};
-
-/// Whether the project's fused CPU ops (f32 only) run for `x`; elsewhere (a GPU, bf16) the
-/// equivalent candle ops do.
-pub fn fused(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
-}
 
 /// `x` in f32 for a reduction that bf16 would round away (softmax, norms), as PyTorch does.
 fn widened(x: &Tensor) -> Result<Tensor> {
     x.to_dtype(DType::F32)
-}
-
-/// Which ops to use: differentiable ones for training, fused ones for inference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Path {
-    Train,
-    Infer,
 }
 
 /// Precomputed RoPE tables `[max_len, head_dim / 2]`.

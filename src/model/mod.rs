@@ -1,28 +1,20 @@
-//! The model layer: the Llama-family decoder with LoRA adapters, its configuration, the sources
-//! its weights load from, the tokenizer and chat template that turn text into its input, and
-//! scoring and generation on top.
+//! The model layer, by capability, lowest first: `config`; `quant` (GGUF's legacy block types and
+//! their products); `nn` (the frozen base weight, LoRA linear layers, dropout, attention and the
+//! fused training ops, on the CPU and the GPU); `llama` (the decoder); `adapters` (attaching,
+//! saving, loading and merging LoRA adapters); `tokenizer` (tokenizers, chat templates and the
+//! encoded examples built from records); `decode` (the fast single-sequence decoders);
+//! `generation` (generation and scoring); `loading` (where weights come from and how a model is
+//! put together); `gpu`, `runtime` and `doctor` (the machine it runs on).
 
-mod attention;
-pub mod blocks;
-pub mod chat;
+pub mod adapters;
 pub mod config;
 mod decode;
-pub mod device_ops;
 pub mod doctor;
-pub mod dropout;
-pub mod example;
-pub mod generate;
+pub mod generation;
 pub mod gpu;
-mod head_cache;
-pub mod linear;
 pub mod llama;
-pub mod load;
-pub mod lora;
-mod matmul;
-pub mod ops;
-pub mod pretrain;
+pub mod loading;
+pub mod nn;
+pub mod quant;
 pub mod runtime;
-pub mod score;
-mod team;
 pub mod tokenizer;
-pub mod weights;

@@ -5,9 +5,9 @@
 //! together (greedy or sampled, cancellable, streamed when asked) and decoded.
 
 use crate::data::record::Task;
-use crate::model::example::{ExampleError, encode_example, fit};
-use crate::model::generate::{Flow, GenerationParams, StopReason, Timing, generate_batch};
-use crate::model::load::LoadedModel;
+use crate::model::generation::{Flow, GenerationParams, StopReason, Timing, generate_batch};
+use crate::model::loading::LoadedModel;
+use crate::model::tokenizer::example::{ExampleError, encode_example, fit};
 
 #[cfg(test)]
 mod tests;

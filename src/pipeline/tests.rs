@@ -1,5 +1,5 @@
 use super::*;
-use crate::model::load::{ModelSpec, TINY, load};
+use crate::model::loading::{ModelSpec, TINY, load};
 
 /// The embedded model with a context of `context` tokens.
 fn tiny(context: usize) -> LoadedModel {

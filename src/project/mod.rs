@@ -2,18 +2,15 @@
 //! split and model, written atomically so a crash never leaves a half-written project; the
 //! evaluated outputs of its runs (`predictions`) and the clinicians' reviews of them (`reviews`).
 
-mod atomic;
-pub mod lock;
 pub mod predictions;
 pub mod reviews;
-
-pub use atomic::write_atomic;
 
 use crate::data::load::{DuplicateIds, LoadOptions, ReadLimits};
 use crate::data::record::Task;
 use crate::data::split::SplitSpec;
 use crate::data::template::TemplateKind;
-use crate::model::load::{DeviceChoice, ModelSpec, Precision, TINY};
+use crate::model::loading::{DeviceChoice, ModelSpec, Precision, TINY};
+use crate::store::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -85,7 +82,7 @@ impl ModelEntry {
 }
 
 mod dtype_text {
-    use crate::model::load::Precision;
+    use crate::model::loading::Precision;
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
     pub fn serialize<S: Serializer>(dtype: &Precision, s: S) -> Result<S::Ok, S::Error> {
@@ -103,7 +100,7 @@ mod dtype_text {
 }
 
 mod device_text {
-    use crate::model::load::DeviceChoice;
+    use crate::model::loading::DeviceChoice;
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
     pub fn serialize<S: Serializer>(device: &DeviceChoice, s: S) -> Result<S::Ok, S::Error> {

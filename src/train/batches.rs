@@ -3,7 +3,12 @@
 //! only.
 
 use crate::data::rng::SeededRng;
-use crate::model::example::Example;
+use crate::model::llama::Llama;
+use crate::model::nn::device_ops;
+use crate::model::nn::ops::NllAtLabels;
+use crate::model::nn::{Path, fused};
+use crate::model::tokenizer::example::Example;
+use candle_core::Tensor;
 
 /// The micro-batches of one epoch, as indices into the examples: shuffled by `(seed, epoch)`,
 /// grouped in windows of similar lengths so that little padding is needed, the batches then
@@ -88,6 +93,25 @@ impl MicroBatch {
         let ids: Vec<i64> = self.ids.iter().map(|i| i64::from(*i)).collect();
         serde_json::json!({"input_ids": rows(&ids), "attention_mask": rows(&mask), "labels": rows(&labels)})
     }
+}
+
+/// Sum of the negative log-likelihoods of a micro-batch's target tokens; the output head and
+/// the softmax run only at the positions that predict one.
+pub fn batch_nll(model: &Llama, b: &MicroBatch) -> candle_core::Result<Tensor> {
+    let device = model.device();
+    let ids = Tensor::from_vec(b.ids.clone(), (b.rows, b.width), device)?;
+    let hidden = model.hidden(&ids, 0, None, Path::Train)?;
+    let positions = Tensor::new(b.positions.as_slice(), device)?;
+    let picked = hidden
+        .reshape((b.rows * b.width, model.cfg.hidden_size))?
+        .index_select(&positions, 0)?;
+    if fused(&picked) {
+        let labels = b.labels.clone();
+        let logits = model.logits(&picked, Path::Train)?;
+        return logits.apply_op1(NllAtLabels { labels })?.sum_all();
+    }
+    let labels = Tensor::new(b.labels.as_slice(), device)?;
+    device_ops::nll_at_labels(&picked, &model.lm_head, &labels)?.sum_all()
 }
 
 #[cfg(test)]

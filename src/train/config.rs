@@ -1,7 +1,7 @@
 //! The training configuration (stored as `config.ron` in each run folder), its presets, and the
 //! checks that reject impossible values with a message naming the field.
 
-use crate::model::lora::{ALL_TARGETS, LoraConfig};
+use crate::model::adapters::{ALL_TARGETS, LoraConfig};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,7 +90,7 @@ impl TrainConfig {
     /// The discharge-summary recipe of the Python pipeline Lab Lens replaces.
     fn discharge() -> TrainConfig {
         TrainConfig {
-            model: crate::model::load::TINY.into(),
+            model: crate::model::loading::TINY.into(),
             dequantize: true,
             device: "auto".into(),
             dtype: "auto".into(),
@@ -279,7 +279,7 @@ mod tests {
 
     #[test]
     fn presets_take_the_learning_rate_of_the_models_size() {
-        use crate::model::load::{ModelSpec, TINY, load};
+        use crate::model::loading::{ModelSpec, TINY, load};
         let tiny = load(&ModelSpec::new(TINY)).expect("tiny").info.parameters;
         assert_eq!(suited_lr(tiny), 5e-3, "the embedded model");
         assert_eq!(suited_lr(134_515_008), 5e-3, "SmolLM2-135M");

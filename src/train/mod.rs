@@ -3,16 +3,18 @@
 
 pub mod batches;
 pub mod config;
+pub mod events;
 pub mod memory;
 pub mod optim;
+mod phase_clock;
+pub mod pretrain;
 pub mod run;
 pub mod session;
 pub mod trainer;
 
 pub use config::{FieldError, TrainConfig};
-pub use trainer::{
-    Control, RunOptions, StepMetrics, TrainEvent, TrainSummary, train, validating_text,
-};
+pub use events::{StepMetrics, TrainEvent, TrainSummary, validating_text};
+pub use trainer::{Control, RunOptions, train};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {

@@ -7,7 +7,7 @@ use candle_core::{Result, Tensor, Var};
 use std::collections::HashMap;
 
 #[cfg(feature = "cuda")]
-use crate::model::device_ops;
+use crate::model::nn::device_ops;
 
 /// The learning rate of step `step` (1-based) out of `total`: linear warm-up from zero, then
 /// constant, linear decay or cosine decay towards zero.
@@ -282,7 +282,7 @@ mod tests {
     /// `LABLENS_TEST_DEVICE` (a GPU there: its one-launch flatten and step), the CPU when unset.
     fn test_device() -> Device {
         let choice = std::env::var("LABLENS_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
-        crate::model::load::DeviceChoice::parse(&choice)
+        crate::model::loading::DeviceChoice::parse(&choice)
             .and_then(|c| c.device())
             .unwrap_or_else(|e| panic!("LABLENS_TEST_DEVICE={choice}: {e}"))
     }

@@ -3,7 +3,7 @@
 //! appears whole (written beside, then renamed), so a run killed at any moment resumes from
 //! its last checkpoint with nothing corrupt.
 
-use crate::project::write_atomic;
+use crate::store::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -81,7 +81,7 @@ impl RunDir {
     pub fn create(project_dir: &Path, config: &str) -> Result<RunDir, RunError> {
         let runs = project_dir.join(RUNS_DIR);
         std::fs::create_dir_all(&runs).map_err(|e| run_err(&runs, e))?;
-        let stamp = utc_stamp(std::time::SystemTime::now());
+        let stamp = crate::store::utc_stamp(std::time::SystemTime::now());
         let tmp = runs.join(format!(".{stamp}-{}.partial", std::process::id()));
         std::fs::create_dir_all(&tmp).map_err(|e| run_err(&tmp, e))?;
         write_atomic(&tmp.join(CONFIG_FILE), config.as_bytes()).map_err(|e| run_err(&tmp, e))?;
@@ -313,39 +313,9 @@ fn process_alive(pid: u32) -> bool {
     pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// `YYYYMMDD-HHMMSS` in UTC.
-pub(crate) fn utc_stamp(t: std::time::SystemTime) -> String {
-    let secs = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stamps_are_utc_calendar_times() {
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
-        assert_eq!(utc_stamp(t), "20261118-110640");
-    }
 
     #[test]
     fn checkpoints_appear_whole_and_metrics_truncate_to_a_step() -> Result<(), RunError> {

@@ -9,9 +9,9 @@ use super::run::{LoopState, OPTIMIZER_FILE, RunDir, STATE_FILE, run_err};
 use crate::data::load::load_path;
 use crate::data::record::Split;
 use crate::data::split::{assign_splits, partition};
-use crate::model::example::{Example, encode_records};
-use crate::model::load::{DeviceChoice, LoadedModel, ModelSpec, Precision, load};
-use crate::model::lora::{attach, load_peft};
+use crate::model::adapters::{attach, load_peft};
+use crate::model::loading::{DeviceChoice, LoadedModel, ModelSpec, Precision, load};
+use crate::model::tokenizer::example::{Example, encode_records};
 use crate::project::OpenProject;
 use std::path::Path;
 

@@ -101,7 +101,7 @@ fn lora_dropout_changes_the_updates_and_a_stopped_run_resumes_to_the_same_losses
     let p = project(tmp.path(), 40);
     let plain = small_config(10);
     let cfg = TrainConfig {
-        lora: crate::model::lora::LoraConfig {
+        lora: crate::model::adapters::LoraConfig {
             dropout: 0.1,
             ..plain.lora.clone()
         },
@@ -270,7 +270,7 @@ fn a_run_in_use_is_not_resumed_beside_itself() -> Result<(), TrainError> {
         &mut stop_at(&control, 4),
     )?;
     let before = std::fs::read(first.run_dir.join(METRICS_FILE)).expect("metrics");
-    let held = crate::project::lock::FolderLock::acquire(&first.run_dir, "train").expect("lock");
+    let held = crate::store::lock::FolderLock::acquire(&first.run_dir, "train").expect("lock");
     let resume = RunOptions {
         resume: Some(first.run_id.clone()),
         ..RunOptions::default()
@@ -339,11 +339,11 @@ fn the_best_step_has_its_checkpoint_and_the_final_adapter_is_it() -> Result<(), 
         .run_dir
         .join("checkpoints")
         .join(format!("step-{best}"))
-        .join(crate::model::lora::ADAPTER_WEIGHTS);
+        .join(crate::model::adapters::ADAPTER_WEIGHTS);
     let final_weights = run
         .run_dir
         .join(super::run::ADAPTER_DIR)
-        .join(crate::model::lora::ADAPTER_WEIGHTS);
+        .join(crate::model::adapters::ADAPTER_WEIGHTS);
     assert_eq!(
         std::fs::read(&checkpoint).expect("the best checkpoint"),
         std::fs::read(&final_weights).expect("the final adapter")
@@ -445,7 +445,7 @@ fn the_first_validation_pass_reports_its_progress_and_stops_when_asked() -> Resu
         TrainEvent::Eval { step: 0, .. }
     ));
     assert_eq!(
-        crate::train::validating_text(0, 3, 8),
+        super::validating_text(0, 3, 8),
         "validating before training: 3 of 8 examples"
     );
 

@@ -3,9 +3,11 @@
 //! checkpoints, and pause / resume / stop that act between optimizer steps.
 
 use super::TrainError;
-use super::batches::{MicroBatch, epoch_plan};
+use super::batches::{MicroBatch, batch_nll, epoch_plan};
 use super::config::{TrainConfig, suited_lr};
+use super::events::{StepMetrics, TrainEvent, TrainSummary};
 use super::optim::{AdamW, clip_gradients, learning_rate};
+use super::phase_clock::PhaseClock;
 use super::run::{
     ADAPTER_DIR, CONFIG_FILE, LoopState, METRICS_FILE, OPTIMIZER_FILE, RunDir, RunStatus,
     STATE_FILE, StatusFile, run_err,
@@ -13,18 +15,14 @@ use super::run::{
 use super::session::{
     Data, adapter_and_optimizer, check_memory, load_data, load_model, read_config,
 };
-use crate::model::device_ops;
-use crate::model::dropout::DropoutRounds;
-use crate::model::example::Example;
-use crate::model::llama::{Llama, Path, fused};
-use crate::model::load::LoadedModel;
-use crate::model::lora::{safetensors_bytes, save_peft};
-use crate::model::ops::NllAtLabels;
-use crate::project::lock::{FolderLock, LockError};
-use crate::project::{OpenProject, write_atomic};
+use crate::model::adapters::{safetensors_bytes, save_peft};
+use crate::model::loading::LoadedModel;
+use crate::model::nn::dropout::DropoutRounds;
+use crate::model::tokenizer::example::Example;
+use crate::project::OpenProject;
+use crate::store::lock::{FolderLock, LockError};
+use crate::store::write_atomic;
 use candle_core::Tensor;
-use serde::Serialize;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
@@ -68,69 +66,6 @@ pub struct RunOptions {
     /// The learning rate is a preset's, not one the user set: a new run takes the presets'
     /// rate for the loaded model's size (`config::suited_lr`) and says so.
     pub suited_lr: bool,
-}
-
-/// One optimizer step, as written to `metrics.jsonl`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StepMetrics {
-    pub step: usize,
-    pub loss: f64,
-    pub lr: f64,
-    pub grad_norm: f64,
-    pub tokens: usize,
-    pub tokens_per_s: f64,
-    pub elapsed_s: f64,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum TrainEvent {
-    Started {
-        run_id: String,
-        run_dir: PathBuf,
-        total_steps: usize,
-        resumed_from: Option<usize>,
-        notes: Vec<String>,
-    },
-    Step(StepMetrics),
-    /// A validation pass under way at `step` (0: the first, before training): `done` of `total`
-    /// validation examples scored, and the seconds it has left at its rate so far.
-    Validating {
-        step: usize,
-        done: usize,
-        total: usize,
-        eta_s: Option<f64>,
-    },
-    Eval {
-        step: usize,
-        val_loss: f64,
-        best: bool,
-    },
-    Checkpoint {
-        step: usize,
-    },
-}
-
-/// The phase a validation pass is, in words: `validating before training: 8 of 32 examples`.
-pub fn validating_text(step: usize, done: usize, total: usize) -> String {
-    let when = if step == 0 {
-        "validating before training".to_string()
-    } else {
-        format!("validating at step {step}")
-    };
-    format!("{when}: {done} of {total} examples")
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TrainSummary {
-    pub run_id: String,
-    pub run_dir: PathBuf,
-    pub status: RunStatus,
-    pub steps: usize,
-    pub train_tokens: usize,
-    pub tokens_per_s: f64,
-    pub final_train_loss: Option<f64>,
-    pub final_val_loss: Option<f64>,
-    pub best_step: Option<usize>,
 }
 
 /// Trains (or resumes) a run of `project`; `cfg` is ignored when resuming (the run's own
@@ -259,7 +194,7 @@ impl<'a> Loop<'a> {
             Some(l) => l,
             None => adapter_and_optimizer(&mut model, cfg, None)?,
         };
-        let dropout = crate::model::dropout::enable(&mut model.llama, cfg.lora.dropout);
+        let dropout = crate::model::adapters::enable_dropout(&mut model.llama, cfg.lora.dropout);
         if opts.resume.is_some() {
             run.truncate_metrics(resume_step)?;
             run.remove_partial_checkpoints();
@@ -571,8 +506,8 @@ impl<'a> Loop<'a> {
             Some(best) => {
                 let from = self.run.checkpoint_dir(best);
                 for name in [
-                    crate::model::lora::ADAPTER_CONFIG,
-                    crate::model::lora::ADAPTER_WEIGHTS,
+                    crate::model::adapters::ADAPTER_CONFIG,
+                    crate::model::adapters::ADAPTER_WEIGHTS,
                 ] {
                     let bytes = std::fs::read(from.join(name)).map_err(|e| run_err(&from, e))?;
                     write_atomic(&dir.join(name), &bytes).map_err(|e| run_err(dir, e))?;
@@ -610,69 +545,4 @@ impl<'a> Loop<'a> {
             best_step: self.state.best_step,
         }
     }
-}
-
-/// Where a step's time goes, printed to stderr for each step when `LABLENS_STEP_TIMING` is set:
-/// the device is synchronized at the end of each phase, so that a GPU's queued work counts in
-/// the phase that queued it (which slows the step a little). Off, it does nothing.
-struct PhaseClock {
-    device: Option<candle_core::Device>,
-    last: Instant,
-    phases: Vec<(&'static str, f64)>,
-}
-
-impl PhaseClock {
-    fn new(device: &candle_core::Device) -> PhaseClock {
-        PhaseClock {
-            device: std::env::var_os("LABLENS_STEP_TIMING").map(|_| device.clone()),
-            last: Instant::now(),
-            phases: Vec::new(),
-        }
-    }
-
-    /// Ends the phase `name` (phases of the same name add up).
-    fn lap(&mut self, name: &'static str) {
-        let Some(device) = &self.device else {
-            return;
-        };
-        if let Err(e) = device.synchronize() {
-            eprintln!("step timing: the device did not synchronize: {e}");
-        }
-        let seconds = self.last.elapsed().as_secs_f64();
-        self.last = Instant::now();
-        match self.phases.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, total)) => *total += seconds,
-            None => self.phases.push((name, seconds)),
-        }
-    }
-
-    fn report(&self, step: usize) {
-        if self.device.is_some() {
-            let parts: Vec<String> = self
-                .phases
-                .iter()
-                .map(|(name, s)| format!("{name} {:.1} ms", s * 1e3))
-                .collect();
-            eprintln!("step {step} timing: {}", parts.join(", "));
-        }
-    }
-}
-
-/// Sum of the negative log-likelihoods of a micro-batch's target tokens; the output head and
-/// the softmax run only at the positions that predict one.
-pub fn batch_nll(model: &Llama, b: &MicroBatch) -> candle_core::Result<Tensor> {
-    let device = model.device();
-    let ids = Tensor::from_vec(b.ids.clone(), (b.rows, b.width), device)?;
-    let hidden = model.hidden(&ids, 0, None, Path::Train)?;
-    let positions = Tensor::new(b.positions.as_slice(), device)?;
-    let picked = hidden
-        .reshape((b.rows * b.width, model.cfg.hidden_size))?
-        .index_select(&positions, 0)?;
-    if fused(&picked) {
-        let labels = b.labels.clone();
-        let logits = model.logits(&picked, Path::Train)?;
-        return logits.apply_op1(NllAtLabels { labels })?.sum_all();
-    }
-    let labels = Tensor::new(b.labels.as_slice(), device)?;
-    device_ops::nll_at_labels(&picked, &model.lm_head, &labels)?.sum_all()
 }

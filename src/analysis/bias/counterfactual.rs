@@ -6,8 +6,8 @@
 use crate::data::record::Task;
 use crate::eval::rouge;
 use crate::eval::{ExampleInput, score_example};
-use crate::model::generate::GenerationParams;
-use crate::model::load::LoadedModel;
+use crate::model::generation::GenerationParams;
+use crate::model::loading::LoadedModel;
 use crate::pipeline::{self, Prompt, Run};
 use crate::project::predictions::PredictionRow;
 use regex::{Captures, Regex};

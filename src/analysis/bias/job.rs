@@ -5,7 +5,7 @@
 use super::counterfactual::{self, CounterfactualReport};
 use super::{BiasError, BiasOptions, BiasReport, audit};
 use crate::eval::job::{BASE_DIR, EvalError, Target, load_resolved, resolve};
-use crate::model::generate::GenerationParams;
+use crate::model::generation::GenerationParams;
 use crate::project::OpenProject;
 use crate::project::predictions::{
     LineIssue, PREDICTIONS_FILE, PredictionSet, PredictionSource, run_dir,
@@ -171,6 +171,6 @@ pub fn write_report(
     let path = dir.join(super::BIAS_FILE);
     let json = serde_json::to_vec_pretty(&report_json(report, counterfactual))
         .map_err(std::io::Error::other)?;
-    crate::project::write_atomic(&path, &json)?;
+    crate::store::write_atomic(&path, &json)?;
     Ok(path)
 }

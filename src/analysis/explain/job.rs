@@ -11,9 +11,10 @@ use super::{
 use crate::data::load::load_path;
 use crate::data::record::{Record, Split};
 use crate::eval::job::{Resolved, Target, load_resolved, resolve, split_records};
-use crate::model::load::LoadedModel;
+use crate::model::loading::LoadedModel;
+use crate::project::OpenProject;
 use crate::project::predictions::{PREDICTIONS_FILE, parse_predictions};
-use crate::project::{OpenProject, write_atomic};
+use crate::store::write_atomic;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;

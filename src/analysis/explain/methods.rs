@@ -10,9 +10,9 @@ use super::{
 };
 use crate::data::record::Task;
 use crate::eval::rouge::rouge;
-use crate::model::example::{encode_example, render_example};
-use crate::model::generate::GenerationParams;
-use crate::model::load::LoadedModel;
+use crate::model::generation::GenerationParams;
+use crate::model::loading::LoadedModel;
+use crate::model::tokenizer::example::{encode_example, render_example};
 use crate::pipeline::{self, Prompt, Run};
 use std::time::Instant;
 
@@ -236,7 +236,7 @@ impl Explainer<'_> {
             text.push_str(&line.to_string());
             text.push('\n');
         }
-        crate::project::write_atomic(path, text.as_bytes()).map_err(|e| ExplainError::File {
+        crate::store::write_atomic(path, text.as_bytes()).map_err(|e| ExplainError::File {
             path: path.to_path_buf(),
             message: e.to_string(),
         })
@@ -374,7 +374,7 @@ impl Explainer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::load::{ModelSpec, TINY, load};
+    use crate::model::loading::{ModelSpec, TINY, load};
 
     #[test]
     fn an_input_longer_than_the_context_is_trimmed_for_its_output() {

@@ -3,7 +3,8 @@
 //! inputs. Inputs of similar length are batched, left-padded and masked, one forward pass per
 //! batch; the output head runs only at the answer's positions.
 
-use crate::model::llama::{KvCache, Llama, Path};
+use crate::model::llama::{KvCache, Llama};
+use crate::model::nn::Path;
 use candle_core::{D, Result, Tensor};
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -145,8 +146,8 @@ pub fn saliency(model: &Llama, prompt: &[u32], answer: &Answer) -> Result<(Vec<f
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::generation::score::token_nll;
     use crate::model::llama::tests::tiny_model;
-    use crate::model::score::token_nll;
 
     #[test]
     fn batched_scores_equal_one_at_a_time() -> Result<()> {

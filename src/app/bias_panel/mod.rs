@@ -9,7 +9,8 @@ mod heatmap;
 
 pub use heatmap::{Cell, Grid};
 
-use super::compare_panel::{ComparePanel, RowFilters, option_combo as combo};
+use super::combo;
+use super::compare_panel::{ComparePanel, RowFilters};
 use crate::analysis::bias::counterfactual::CounterfactualReport;
 use crate::analysis::bias::job::{BiasOutcome, BiasRequest, CounterfactualOptions};
 use crate::analysis::bias::{BiasOptions, BiasReport, COMMON_METRICS, SliceKey, audit};
@@ -342,15 +343,15 @@ impl BiasPanel {
             .unwrap_or_default();
         let s = &mut self.state;
         ui.horizontal_wrapped(|ui| {
-            combo(ui, "Predictions", &mut s.source, &names.iter().cloned().map(Some).collect::<Vec<_>>(), |n| n.clone().unwrap_or_default());
-            combo(ui, "Metric", &mut s.metric, &metrics, |m| metric_label(m));
-            combo(ui, "Rows", &mut s.rows, &Demographic::ALL, |d| dim_label(*d));
+            combo::choice(ui, "Predictions", &mut s.source, &names.iter().cloned().map(Some).collect::<Vec<_>>(), |n| n.clone().unwrap_or_default());
+            combo::choice(ui, "Metric", &mut s.metric, &metrics, |m| metric_label(m));
+            combo::choice(ui, "Rows", &mut s.rows, &Demographic::ALL, |d| dim_label(*d));
             let mut columns = vec![Columns::Metrics];
             columns.extend(Demographic::ALL.iter().filter(|d| **d != s.rows).map(|d| Columns::Dimension(*d)));
             if let Columns::Dimension(d) = s.columns && d == s.rows {
                 s.columns = Columns::Metrics;
             }
-            combo(ui, "Columns", &mut s.columns, &columns, |c| match c {
+            combo::choice(ui, "Columns", &mut s.columns, &columns, |c| match c {
                 Columns::Metrics => "metrics".into(),
                 Columns::Dimension(d) => format!("× {}", dim_label(*d)),
             });

@@ -13,13 +13,15 @@ mod rows;
 pub use review::ReviewView;
 pub use rows::{Compared, ProblemFilter, RowFilters, Side, SortKey, visible_rows};
 
+use super::combo;
+use super::record_table::{self, or_dash};
 use crate::data::record::AgeGroup;
 use crate::eval::job::Target;
 use crate::eval::names::{metric_label, metric_short_label};
 use crate::project::predictions::{PredictionSet, PredictionSource, modified, prediction_sources};
 use crate::train::run::list_runs;
 use crossbeam_channel::{Receiver, Sender, unbounded};
-use egui_extras::{Column, TableBuilder};
+use egui_extras::Column;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -483,14 +485,14 @@ impl ComparePanel {
                     "Unticked: the worst rows first (low ROUGE/BLEU, high grade or error counts)",
                 );
             ui.separator();
-            option_combo(ui, "Problem", &mut f.problem, &ProblemFilter::ALL, |p| {
+            combo::choice(ui, "Problem", &mut f.problem, &ProblemFilter::ALL, |p| {
                 p.label().into()
             });
-            optional_combo(ui, "Sex", &mut f.gender, &genders, Clone::clone);
-            optional_combo(ui, "Age", &mut f.age_group, &AgeGroup::ALL, |g| {
+            combo::filter(ui, "Sex", &mut f.gender, &genders, Clone::clone);
+            combo::filter(ui, "Age", &mut f.age_group, &AgeGroup::ALL, |g| {
                 g.label().into()
             });
-            optional_combo(
+            combo::filter(
                 ui,
                 "Ethnicity",
                 &mut f.ethnicity,
@@ -510,118 +512,64 @@ impl ComparePanel {
         });
     }
 
-    fn keyboard_navigation(&mut self, ui: &egui::Ui) {
-        if ui.ctx().memory(|m| m.focused().is_some()) || self.rows.is_empty() {
-            return;
-        }
-        let (down, up) = ui.input(|i| {
-            (
-                i.key_pressed(egui::Key::ArrowDown) || i.key_pressed(egui::Key::J),
-                i.key_pressed(egui::Key::ArrowUp) || i.key_pressed(egui::Key::K),
-            )
-        });
-        if !(down || up) {
-            return;
-        }
-        let pos = self
-            .selected
-            .and_then(|s| self.rows.iter().position(|&r| r == s));
-        let next = match (pos, down) {
-            (None, _) => 0,
-            (Some(p), true) => (p + 1).min(self.rows.len() - 1),
-            (Some(p), false) => p.saturating_sub(1),
-        };
-        self.select(self.rows[next]);
-    }
-
     fn table(&mut self, ui: &mut egui::Ui, c: &Compared) {
-        self.keyboard_navigation(ui);
-        let scroll_row = self
-            .scroll_to_selected
-            .then(|| {
-                self.selected
-                    .and_then(|s| self.rows.iter().position(|&r| r == s))
-            })
-            .flatten();
-        self.scroll_to_selected = false;
         let metric = self.state.sort.metric.clone();
-        let shown_metric = metric.clone().unwrap_or_else(|| "rougeL.fmeasure".into());
+        let shown_metric = metric.unwrap_or_else(|| "rougeL.fmeasure".into());
         let sides: Vec<Side> = if c.b.is_some() {
             vec![Side::A, Side::B]
         } else {
             vec![Side::A]
         };
-        let mut clicked = None;
-        ui.style_mut().interaction.selectable_labels = false;
-        let mut table = TableBuilder::new(ui)
-            .striped(true)
-            .sense(egui::Sense::click())
-            .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
-            .column(Column::auto().at_least(80.0))
-            .columns(Column::auto(), 3)
-            .columns(Column::auto().at_least(90.0), sides.len())
-            .columns(Column::auto().at_least(110.0), sides.len())
-            .column(Column::remainder().clip(true));
-        if let Some(row) = scroll_row {
-            table = table.scroll_to_row(row, Some(egui::Align::Center));
-        }
-        table
-            .header(22.0, |mut h| {
-                let mut titles = vec![
-                    "ID".to_string(),
-                    "Sex".into(),
-                    "Age".into(),
-                    "Ethnicity".into(),
-                ];
-                let shown = metric_short_label(&shown_metric);
-                titles.extend(sides.iter().map(|s| format!("{shown} {s:?}")));
-                titles.extend(sides.iter().map(|s| format!("Problems {s:?}")));
-                titles.push("Output A".into());
-                for t in titles {
-                    h.col(|ui| {
-                        ui.strong(t);
-                    });
-                }
-            })
-            .body(|body| {
-                body.rows(20.0, self.rows.len(), |mut row| {
-                    let i = self.rows[row.index()];
-                    let a = &c.a.rows[i];
-                    row.set_selected(self.selected == Some(i));
-                    row.col(|ui| {
-                        ui.label(&a.id);
-                    });
-                    row.col(|ui| {
-                        ui.label(a.gender.as_deref().unwrap_or("—"));
-                    });
-                    row.col(|ui| {
-                        ui.label(a.age.map_or("—".into(), |x| x.to_string()));
-                    });
-                    row.col(|ui| {
-                        ui.label(a.ethnicity.as_deref().unwrap_or("—"));
-                    });
-                    for s in &sides {
-                        row.col(|ui| {
-                            let v = c.row(i, *s).and_then(|r| r.metric(&shown_metric));
-                            ui.label(v.map_or("—".into(), detail::format_metric));
-                        });
-                    }
-                    for s in &sides {
-                        row.col(|ui| {
-                            if let Some(r) = c.row(i, *s) {
-                                detail::problem_chips(ui, r);
-                            }
-                        });
-                    }
-                    row.col(|ui| {
-                        ui.add(egui::Label::new(first_words(&a.prediction)).truncate());
-                    });
-                    if row.response().clicked() {
-                        clicked = Some(i);
+        let mut columns = vec![Column::auto().at_least(80.0)];
+        columns.extend([Column::auto(); 3]);
+        columns.extend(sides.iter().map(|_| Column::auto().at_least(90.0)));
+        columns.extend(sides.iter().map(|_| Column::auto().at_least(110.0)));
+        columns.push(Column::remainder().clip(true));
+        let shown = metric_short_label(&shown_metric);
+        let mut header: Vec<(String, Option<&str>)> = ["ID", "Sex", "Age", "Ethnicity"]
+            .iter()
+            .map(|t| (t.to_string(), None))
+            .collect();
+        header.extend(sides.iter().map(|s| (format!("{shown} {s:?}"), None)));
+        header.extend(sides.iter().map(|s| (format!("Problems {s:?}"), None)));
+        header.push(("Output A".into(), None));
+        let rows = record_table::Rows {
+            rows: &self.rows,
+            selected: self.selected,
+            scroll_to_selected: &mut self.scroll_to_selected,
+        };
+        let chosen = record_table::show(ui, rows, &columns, &header, |row, i| {
+            let a = &c.a.rows[i];
+            row.col(|ui| {
+                ui.label(&a.id);
+            });
+            for value in [
+                or_dash(a.gender.as_ref()),
+                or_dash(a.age),
+                or_dash(a.ethnicity.as_ref()),
+            ] {
+                row.col(|ui| {
+                    ui.label(value);
+                });
+            }
+            for s in &sides {
+                row.col(|ui| {
+                    let v = c.row(i, *s).and_then(|r| r.metric(&shown_metric));
+                    ui.label(v.map_or("—".into(), detail::format_metric));
+                });
+            }
+            for s in &sides {
+                row.col(|ui| {
+                    if let Some(r) = c.row(i, *s) {
+                        detail::problem_chips(ui, r);
                     }
                 });
+            }
+            row.col(|ui| {
+                ui.add(egui::Label::new(first_words(&a.prediction)).truncate());
             });
-        if let Some(i) = clicked {
+        });
+        if let Some(i) = chosen {
             self.select(i);
         }
     }
@@ -632,41 +580,6 @@ fn first_words(text: &str) -> String {
         .take(30)
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// A labelled combo box choosing `value` among `choices`, each shown by `name`.
-pub(super) fn option_combo<T: Clone + PartialEq>(
-    ui: &mut egui::Ui,
-    label: &str,
-    value: &mut T,
-    choices: &[T],
-    name: impl Fn(&T) -> String,
-) {
-    let label_id = ui.label(label).id;
-    egui::ComboBox::from_id_salt(("compare", label))
-        .selected_text(name(value))
-        .show_ui(ui, |ui| {
-            for c in choices {
-                ui.selectable_value(value, c.clone(), name(c));
-            }
-        })
-        .response
-        .labelled_by(label_id);
-}
-
-fn optional_combo<T: Clone + PartialEq>(
-    ui: &mut egui::Ui,
-    label: &str,
-    value: &mut Option<T>,
-    choices: &[T],
-    name: impl Fn(&T) -> String,
-) {
-    let options: Vec<Option<T>> = std::iter::once(None)
-        .chain(choices.iter().cloned().map(Some))
-        .collect();
-    option_combo(ui, label, value, &options, |v| {
-        v.as_ref().map_or("all".into(), &name)
-    });
 }
 
 #[cfg(test)]

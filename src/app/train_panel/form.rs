@@ -5,7 +5,7 @@
 use super::fields::{Field, SECTIONS, fields};
 use crate::data::dataset::DatasetView;
 use crate::data::record::Split;
-use crate::model::lora::ALL_TARGETS;
+use crate::model::adapters::ALL_TARGETS;
 use crate::project::OpenProject;
 use crate::train::TrainConfig;
 use crate::train::config::{LR_BY_SIZE, PRESETS, ScheduleKind, suited_lr};

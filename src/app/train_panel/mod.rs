@@ -94,7 +94,7 @@ pub struct TrainPanel {
 /// The `model` value of a configuration that trains `entry`.
 fn model_text(entry: &ModelEntry) -> String {
     match &entry.source {
-        ModelSource::Tiny => crate::model::load::TINY.to_string(),
+        ModelSource::Tiny => crate::model::loading::TINY.to_string(),
         ModelSource::Path(p) => p.display().to_string(),
     }
 }

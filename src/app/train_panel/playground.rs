@@ -5,7 +5,7 @@ use super::runs::RunRow;
 use crate::data::dataset::DatasetView;
 use crate::data::record::{Split, Task};
 use crate::engine::{Command, Engine, Event, GenerateRequest, GenerationOutput, JobId};
-use crate::model::generate::{GenerationParams, StopReason};
+use crate::model::generation::{GenerationParams, StopReason};
 use std::path::PathBuf;
 
 /// One side of the comparison.

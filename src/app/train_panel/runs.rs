@@ -77,7 +77,7 @@ impl Default for RunsView {
 /// The adapter a run offers: its final one, else its newest checkpoint's.
 fn adapter_of(summary: &RunSummary) -> Option<(PathBuf, String)> {
     let last = summary.dir.join(ADAPTER_DIR);
-    if last.join(crate::model::lora::ADAPTER_CONFIG).is_file() {
+    if last.join(crate::model::adapters::ADAPTER_CONFIG).is_file() {
         return Some((last, format!("{} (final)", summary.id)));
     }
     let run = RunDir {

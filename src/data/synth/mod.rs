@@ -10,6 +10,7 @@ mod meds;
 mod note;
 mod people;
 mod plain;
+mod plan;
 mod qa;
 mod soap;
 

@@ -2,8 +2,8 @@
 //! in order, optional ones placed where real notes put them, and the occasional leaked identifier.
 
 use super::conditions::Condition;
-use super::discharge::{Phi, Plan, Writer, time_text};
 use super::fill::{capitalize, join_list, lower_first};
+use super::plan::{Phi, Plan, Writer, time_text};
 
 const SURNAMES: [&str; 10] = [
     "Okafor",

@@ -1,7 +1,7 @@
 //! The patient's explanation of a discharge: short sentences and everyday words, every
 //! discharge medicine with its dose and schedule, the warning signs and the follow-up visits.
 
-use super::discharge::{Plan, Writer, time_text};
+use super::plan::{Plan, Writer, time_text};
 
 /// Section headings, one pair of wordings per section.
 const HEADINGS: [[&str; 2]; 6] = [

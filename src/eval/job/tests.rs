@@ -194,7 +194,7 @@ fn an_evaluation_in_progress_is_not_run_twice() -> Result<(), EvalError> {
     let tmp = tempfile::tempdir().expect("tempdir");
     let p = project(tmp.path(), 12);
     let whole = evaluate(&p, &Target::Base, &options(2, 2), &|| false, &mut |_| {})?;
-    let held = crate::project::lock::FolderLock::acquire(&whole.out_dir, "eval").expect("lock");
+    let held = crate::store::lock::FolderLock::acquire(&whole.out_dir, "eval").expect("lock");
     let second = evaluate(&p, &Target::Base, &options(2, 2), &|| false, &mut |_| {});
     let Err(EvalError::Busy(message)) = &second else {
         panic!("{second:?}");
@@ -275,7 +275,7 @@ fn a_runs_adapter_is_evaluated_into_the_run_folder() -> Result<(), EvalError> {
     std::fs::write(
         run.run_dir
             .join("adapter")
-            .join(crate::model::lora::ADAPTER_WEIGHTS),
+            .join(crate::model::adapters::ADAPTER_WEIGHTS),
         b"not safetensors",
     )
     .expect("corrupt");

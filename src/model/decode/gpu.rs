@@ -14,9 +14,10 @@
 //! embedding lookup is the model's own, so a quantized embedding works), after the general path's
 //! prefill; [`GpuDecoder::new`] says `None` otherwise and generation keeps the general path.
 
-use super::super::device_ops::cuda::device_pointer;
-use super::super::linear::{BaseWeight, LoraLinear};
-use super::super::llama::{KvCache, Llama};
+use crate::model::llama::{KvCache, Llama};
+use crate::model::nn::device_ops::cuda::device_pointer;
+use crate::model::nn::linear::LoraLinear;
+use crate::model::nn::weight::BaseWeight;
 use candle_core::cuda_backend::WrapErr;
 use candle_core::cuda_backend::cudarc::cublas::{result as cublas, sys as blas};
 use candle_core::cuda_backend::cudarc::driver::{

@@ -4,7 +4,7 @@
 // step ends advancing the position, which the kernels read from the GPU's memory. Built to PTX by
 // build.rs with the `cuda` feature; activations bf16 or f32, arithmetic in f32.
 
-#include "../device_ops/common.cuh"
+#include "../nn/device_ops/common.cuh"
 
 constexpr int NORM_BLOCK = 256;
 

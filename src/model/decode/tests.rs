@@ -1,9 +1,9 @@
 use super::*;
-use crate::model::generate::argmax;
-use crate::model::llama::Path;
+use crate::model::adapters::{LoraConfig, attach};
+use crate::model::generation::argmax;
 use crate::model::llama::tests::random_weights;
-use crate::model::lora::{LoraConfig, attach};
-use crate::model::weights::build_llama;
+use crate::model::loading::weights::build_llama;
+use crate::model::nn::Path;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, IndexOp};
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 use super::*;
-use crate::model::lora::{LoraConfig, attach};
-use crate::model::weights::{MemorySource, build_llama};
+use crate::model::adapters::{LoraConfig, attach};
+use crate::model::loading::weights::{MemorySource, build_llama};
 use candle_core::{DType, Var};
 
 pub(crate) fn tiny_config() -> LlamaConfig {
@@ -16,7 +16,7 @@ pub(crate) fn tiny_config() -> LlamaConfig {
 /// 0.2, norm weights near one.
 pub(crate) fn random_weights(cfg: &LlamaConfig, seed: u64) -> MemorySource {
     let mut rng = crate::data::rng::SeededRng::new(seed);
-    let tensors = crate::model::pretrain::trainer::parameter_shapes(cfg)
+    let tensors = crate::train::pretrain::trainer::parameter_shapes(cfg)
         .into_iter()
         .map(|(name, dims)| {
             let n: usize = dims.iter().product();
@@ -155,7 +155,7 @@ fn a_zero_b_adapter_leaves_outputs_unchanged_until_trained() -> Result<()> {
     b.set(&(Tensor::ones(b.shape(), DType::F32, &Device::Cpu)? * 0.05)?)?;
     let tuned = m.logits(&m.hidden(&x, 0, None, Path::Infer)?, Path::Infer)?;
     assert!(max_abs_diff(&before, &tuned) > 1e-4);
-    crate::model::lora::set_enabled(&mut m, false);
+    crate::model::adapters::set_enabled(&mut m, false);
     let off = m.logits(&m.hidden(&x, 0, None, Path::Infer)?, Path::Infer)?;
     assert!(max_abs_diff(&before, &off) < 1e-6);
     Ok(())

@@ -1,6 +1,8 @@
 //! The tokenizer every model source shares: byte-level BPE rebuilt from GGUF metadata or read
 //! from a Hugging Face `tokenizer.json`, with the special tokens generation and chat need.
 
+pub mod chat;
+pub mod example;
 mod gguf;
 
 #[cfg(test)]

@@ -213,6 +213,6 @@ pub fn write_csv(path: &Path, lines: &[Review]) -> Result<usize, ReviewError> {
         .map_err(|e| err(e.into()))?;
     }
     let bytes = w.into_inner().map_err(|e| err(e.into_error()))?;
-    crate::project::write_atomic(path, &bytes).map_err(err)?;
+    crate::store::write_atomic(path, &bytes).map_err(err)?;
     Ok(reviews.len())
 }

@@ -78,7 +78,7 @@ pub fn write_review_set(path: &Path, ids: &[String]) -> Result<(), ReviewSetErro
         chosen_at: super::now_s(),
     };
     let json = serde_json::to_vec_pretty(&file).map_err(|e| err(e.to_string()))?;
-    crate::project::write_atomic(path, &json).map_err(|e| err(e.to_string()))
+    crate::store::write_atomic(path, &json).map_err(|e| err(e.to_string()))
 }
 
 /// Removes the choice: every shared record is reviewed again.

@@ -1,10 +1,10 @@
 use super::*;
-use crate::model::generate::{argmax, left_padded};
-use crate::model::llama::Path;
+use crate::model::adapters::{LoraConfig, attach};
+use crate::model::generation::{argmax, left_padded};
 use crate::model::llama::tests::random_weights;
-use crate::model::load::DeviceChoice;
-use crate::model::lora::{LoraConfig, attach};
-use crate::model::weights::build_llama;
+use crate::model::loading::DeviceChoice;
+use crate::model::loading::weights::build_llama;
+use crate::model::nn::Path;
 
 fn device() -> Device {
     let choice = std::env::var("LABLENS_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());

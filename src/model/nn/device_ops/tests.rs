@@ -1,0 +1,286 @@
+//! Each op against the composite of candle ops it replaces: the same output and the same
+//! gradients, in f32 (to rounding) and in bf16 (to bf16's rounding). `LABLENS_TEST_DEVICE=cuda:0`
+//! runs them on a GPU.
+
+use super::*;
+use crate::model::loading::DeviceChoice;
+use candle_core::{Device, Var};
+
+fn device() -> Device {
+    let choice = std::env::var("LABLENS_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    DeviceChoice::parse(&choice)
+        .and_then(|c| c.device())
+        .expect("LABLENS_TEST_DEVICE")
+}
+
+/// Seeded values in [-1, 1), `shape`, as a variable.
+fn var(shape: &[usize], seed: u64, dtype: DType, dev: &Device) -> Var {
+    let n: usize = shape.iter().product();
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let values: Vec<f32> = (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    let t = Tensor::from_vec(values, shape, dev)
+        .and_then(|t| t.to_dtype(dtype))
+        .expect("tensor");
+    Var::from_tensor(&t).expect("var")
+}
+
+/// The largest difference between two tensors, relative to the largest magnitude of `want`.
+fn rel_diff(got: &Tensor, want: &Tensor) -> f32 {
+    let got = got.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+    let want = want.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+    let scale = want
+        .abs()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let diff = (got - want).unwrap().abs().unwrap().max(0).unwrap();
+    diff.to_scalar::<f32>().unwrap() / scale.max(1e-12)
+}
+
+/// Output and input gradients of `f` under a fixed random weighting of its output.
+fn run(f: &dyn Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Var]) -> (Tensor, Vec<Tensor>) {
+    let xs: Vec<Tensor> = inputs.iter().map(|v| v.as_tensor().clone()).collect();
+    let y = f(&xs).expect("forward");
+    let weights = var(y.dims(), 99, DType::F32, y.device());
+    let loss = (y.to_dtype(DType::F32).unwrap() * weights.as_tensor())
+        .unwrap()
+        .sum_all()
+        .unwrap();
+    let grads = loss.backward().expect("backward");
+    let g = xs
+        .iter()
+        .map(|x| grads.get(x).expect("grad").clone())
+        .collect();
+    (y, g)
+}
+
+/// `ours` against `reference` on the same inputs: output and every gradient within `tol`.
+fn agree(
+    ours: &dyn Fn(&[Tensor]) -> Result<Tensor>,
+    reference: &dyn Fn(&[Tensor]) -> Result<Tensor>,
+    shapes: &[&[usize]],
+    dtype: DType,
+    tol: f32,
+) {
+    agree_mixed(ours, reference, shapes, &vec![dtype; shapes.len()], tol);
+}
+
+/// [`agree`] with each input in its own precision.
+fn agree_mixed(
+    ours: &dyn Fn(&[Tensor]) -> Result<Tensor>,
+    reference: &dyn Fn(&[Tensor]) -> Result<Tensor>,
+    shapes: &[&[usize]],
+    dtypes: &[DType],
+    tol: f32,
+) {
+    let dev = device();
+    let dtype = dtypes[0];
+    let inputs: Vec<Var> = shapes
+        .iter()
+        .zip(dtypes)
+        .enumerate()
+        .map(|(i, (s, d))| var(s, i as u64 + 1, *d, &dev))
+        .collect();
+    let (y1, g1) = run(ours, &inputs);
+    let (y2, g2) = run(reference, &inputs);
+    assert_eq!(y1.dims(), y2.dims());
+    let d = rel_diff(&y1, &y2);
+    assert!(d <= tol, "{dtype:?} output differs by {d}");
+    for (i, (a, b)) in g1.iter().zip(&g2).enumerate() {
+        assert_eq!(a.dims(), b.dims(), "gradient {i}");
+        let d = rel_diff(a, b);
+        assert!(d <= tol, "{dtype:?} gradient {i} differs by {d}");
+    }
+}
+
+/// f32 to rounding; bf16 to its rounding of the inputs' products.
+const CASES: [(DType, f32); 2] = [(DType::F32, 2e-5), (DType::BF16, 3e-2)];
+
+#[test]
+fn frozen_matmul_matches_matmul_and_gives_the_weight_no_gradient() {
+    for (dtype, tol) in CASES {
+        let w = var(&[24, 16], 7, dtype, &device()).as_tensor().detach();
+        let base = BaseWeight::Dense(w.clone());
+        agree(
+            &|x| frozen_matmul(&x[0], &base),
+            &|x| x[0].broadcast_matmul(&w.t()?),
+            &[&[3, 5, 16]],
+            dtype,
+            tol,
+        );
+    }
+}
+
+#[test]
+fn lora_matmul_matches_the_composite_with_and_without_dropout() {
+    for (dtype, tol) in CASES {
+        let dev = device();
+        let w = var(&[24, 16], 7, dtype, &dev).as_tensor().detach();
+        let base = BaseWeight::Dense(w.clone());
+        let like = Tensor::ones((3, 5, 16), dtype, &dev).unwrap();
+        let mask = crate::model::nn::dropout::mask_like(&like, 9, 0.3).unwrap();
+        for mask in [None, Some(mask)] {
+            let composite = |x: &[Tensor]| -> Result<Tensor> {
+                let adapter_in = match &mask {
+                    Some(m) => (&x[0] * m)?,
+                    None => x[0].clone(),
+                };
+                let (a, b) = (x[1].to_dtype(dtype)?, x[2].to_dtype(dtype)?);
+                let low = (adapter_in.broadcast_matmul(&a.t()?)? * 0.5)?;
+                x[0].broadcast_matmul(&w.t()?)? + low.broadcast_matmul(&b.t()?)?
+            };
+            // A and B train in f32, whatever the model's precision.
+            let ours = |x: &[Tensor]| -> Result<Tensor> {
+                lora_matmul(&x[0], &base, &x[1], &x[2], 0.5, mask.clone())
+            };
+            agree_mixed(
+                &ours,
+                &composite,
+                &[&[3, 5, 16], &[4, 16], &[24, 4]],
+                &[dtype, DType::F32, DType::F32],
+                tol,
+            );
+        }
+    }
+}
+
+#[test]
+fn rms_norm_matches_the_composite() {
+    for (dtype, tol) in CASES {
+        let w = (var(&[32], 5, dtype, &device()).as_tensor().detach() + 1.5).unwrap();
+        let eps = 1e-5;
+        agree(
+            &|x| rms_norm(&x[0], &w, eps),
+            &|x| {
+                let f = x[0].to_dtype(DType::F32)?;
+                let ms = f.sqr()?.mean_keepdim(D::Minus1)?;
+                f.broadcast_div(&(ms + eps)?.sqrt()?)?
+                    .broadcast_mul(&w.to_dtype(DType::F32)?)?
+                    .to_dtype(dtype)
+            },
+            &[&[2, 7, 32]],
+            dtype,
+            tol,
+        );
+    }
+}
+
+#[test]
+fn rotary_matches_rope_slow() {
+    for (dtype, tol) in CASES {
+        let dev = device();
+        let angles = var(&[6, 8], 3, DType::F32, &dev).as_tensor().detach();
+        let (cos, sin) = (
+            angles.cos().unwrap().to_dtype(dtype).unwrap(),
+            angles.sin().unwrap().to_dtype(dtype).unwrap(),
+        );
+        agree(
+            &|x| rotary(&x[0], &cos, &sin),
+            &|x| candle_nn::rotary_emb::rope_slow(&x[0], &cos, &sin),
+            &[&[2, 3, 6, 16]],
+            dtype,
+            tol,
+        );
+    }
+}
+
+#[test]
+fn swiglu_matches_silu_times_up() {
+    for (dtype, tol) in CASES {
+        agree(
+            &|x| swiglu(&(&x[0] * 4.0)?, &x[1]),
+            &|x| (&x[0] * 4.0)?.silu()? * &x[1],
+            &[&[3, 40], &[3, 40]],
+            dtype,
+            tol,
+        );
+    }
+}
+
+/// The attention of the training path's composite: scores widened to f32, scaled, masked,
+/// softmax, times v.
+fn composite_attention(q: &Tensor, k: &Tensor, v: &Tensor, s: AttentionShape) -> Result<Tensor> {
+    let scores = (q.matmul(&k.t()?)?.to_dtype(DType::F32)? * s.scale)?;
+    let (b, kv, rows, keys) = scores.dims4()?;
+    let scores = match s.mask {
+        Some(m) => scores
+            .reshape((b, kv, s.n_rep, s.queries, keys))?
+            .broadcast_add(m)?
+            .reshape((b, kv, rows, keys))?,
+        None => scores,
+    };
+    candle_nn::ops::softmax(&scores, D::Minus1)?
+        .to_dtype(v.dtype())?
+        .matmul(v)
+}
+
+#[test]
+fn attention_matches_the_composite_with_causal_and_padding_masks() {
+    let dev = device();
+    let (b, kv, n_rep, t, d) = (2, 2, 3, 5, 8);
+    let mask = crate::model::llama::attention_mask(b, t, 0, &[0, 2], &dev)
+        .unwrap()
+        .expect("a mask");
+    for (dtype, tol) in CASES {
+        for mask in [None, Some(&mask)] {
+            let shape = AttentionShape {
+                n_rep,
+                queries: t,
+                scale: 1.0 / (d as f64).sqrt(),
+                mask,
+            };
+            agree(
+                &|x| attention(&(&x[0] * 3.0)?, &x[1], &x[2], shape),
+                &|x| composite_attention(&(&x[0] * 3.0)?, &x[1], &x[2], shape),
+                &[&[b, kv, n_rep * t, d], &[b, kv, t, d], &[b, kv, t, d]],
+                dtype,
+                tol,
+            );
+        }
+    }
+}
+
+#[test]
+fn nll_at_labels_matches_log_softmax_over_chunks() {
+    let dev = device();
+    // More rows than one chunk, so that the chunks' seams are crossed.
+    let n = LOSS_CHUNK_ROWS + 37;
+    let labels: Vec<u32> = (0..n as u32).map(|i| (i * 7919) % 50).collect();
+    let labels = Tensor::new(labels.as_slice(), &dev).unwrap();
+    for (dtype, tol) in CASES {
+        let w = (var(&[50, 12], 11, dtype, &dev).as_tensor().detach() * 4.0).unwrap();
+        let base = BaseWeight::Dense(w.clone());
+        agree(
+            &|x| nll_at_labels(&x[0], &base, &labels),
+            &|x| {
+                let logits = x[0].matmul(&w.t()?)?.to_dtype(DType::F32)?;
+                let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+                logp.gather(&labels.unsqueeze(1)?, 1)?.squeeze(1)?.neg()
+            },
+            &[&[n, 12]],
+            dtype,
+            tol,
+        );
+    }
+}
+
+/// A recorded op hands its output over once; a second forward is an error, not a wrong value.
+#[test]
+fn a_recorded_output_is_taken_once() {
+    let x = var(&[2, 3], 1, DType::F32, &Device::Cpu);
+    let op = Recorded::new(x.as_tensor().detach(), SwiGluBackward);
+    assert!(op.take().is_ok());
+    let second = op.take().expect_err("second take");
+    assert!(second.to_string().contains("ran twice"), "{second}");
+}

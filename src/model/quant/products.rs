@@ -1,0 +1,154 @@
+//! The products over block weights: the kernel this CPU runs, one weight or several in one
+//! parallel region, and the candle op that decoding and short prompts use.
+
+use super::kernels::portable;
+#[cfg(target_arch = "x86_64")]
+use super::kernels::x86 as simd;
+use super::{BlockKind, BlockMatrix, GROUP, QuantizedRow};
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, bail};
+use rayon::prelude::*;
+
+impl BlockMatrix {
+    /// `y = x W^T` for `x` of `n` rows (`[n, cols]`, row-major); `y` is `[n, rows]`.
+    pub fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
+        matmul_many(&[self], x, n).pop().unwrap_or_default()
+    }
+
+    /// `out[l] = a · row(GROUP g + l)` for the rows of group `g` (padding rows give 0).
+    pub(crate) fn dot_group(&self, kernel: Kernel, g: usize, a: &QuantizedRow) -> [f32; GROUP] {
+        let w = self.group(g);
+        let offsets = match self.kind {
+            BlockKind::Q4_0 => &a.s8,
+            BlockKind::Q4_1 | BlockKind::Q8_0 => &a.s,
+        };
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the kernel's features were detected at run time (`Kernel::detect`); the
+            // group and the activations have the same number of blocks.
+            Kernel::Vnni => unsafe {
+                match self.kind {
+                    BlockKind::Q8_0 => simd::dot_q8_vnni(&w, a),
+                    BlockKind::Q4_0 | BlockKind::Q4_1 => simd::dot_q4_vnni(&w, a, offsets),
+                }
+            },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Kernel::Avx2 => unsafe {
+                match self.kind {
+                    BlockKind::Q8_0 => simd::dot_q8_avx2(&w, a),
+                    BlockKind::Q4_0 | BlockKind::Q4_1 => simd::dot_q4_avx2(&w, a, offsets),
+                }
+            },
+            Kernel::Portable => portable::dot(&w, a, offsets),
+        }
+    }
+}
+
+/// The dot-product code this CPU runs, detected once per product rather than once per row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    #[cfg(target_arch = "x86_64")]
+    Vnni,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    Portable,
+}
+
+impl Kernel {
+    pub(crate) fn detect() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if simd::vnni_available() {
+                return Kernel::Vnni;
+            }
+            if simd::available() {
+                return Kernel::Avx2;
+            }
+        }
+        Kernel::Portable
+    }
+}
+
+/// `x W^T` for each of `weights` (all `cols` wide), `[n, rows_i]` each: the activations are rounded
+/// once and every product runs in one parallel region, so a decode step wakes the thread pool once
+/// for q/k/v and once for gate/up instead of per weight.
+pub fn matmul_many(weights: &[&BlockMatrix], x: &[f32], n: usize) -> Vec<Vec<f32>> {
+    let cols = weights.first().map_or(0, |w| w.cols);
+    debug_assert!(weights.iter().all(|w| w.cols == cols));
+    let acts: Vec<QuantizedRow> = x.chunks_exact(cols).map(QuantizedRow::new).collect();
+    let total_groups: usize = weights.iter().map(|w| w.groups()).sum();
+    // Groups in chunks per task; each task writes `n` values per padded weight row.
+    let per_task = (total_groups / (4 * rayon::current_num_threads())).clamp(2, 128);
+    let mut by_weight: Vec<Vec<f32>> = weights
+        .iter()
+        .map(|w| vec![0f32; w.groups() * GROUP * n])
+        .collect();
+    let tasks: Vec<(&BlockMatrix, usize, &mut [f32])> = weights
+        .iter()
+        .zip(by_weight.iter_mut())
+        .flat_map(|(w, out)| {
+            out.chunks_mut(per_task * GROUP * n)
+                .enumerate()
+                .map(move |(t, chunk)| (*w, t * per_task, chunk))
+        })
+        .collect();
+    let kernel = Kernel::detect();
+    tasks.into_par_iter().for_each(|(w, first, chunk)| {
+        for (i, out) in chunk.chunks_exact_mut(GROUP * n).enumerate() {
+            for (j, a) in acts.iter().enumerate() {
+                let y = w.dot_group(kernel, first + i, a);
+                for (l, v) in y.iter().enumerate() {
+                    out[l * n + j] = *v;
+                }
+            }
+        }
+    });
+    weights
+        .iter()
+        .zip(by_weight)
+        .map(|(w, values)| {
+            if n == 1 {
+                let mut values = values;
+                values.truncate(w.rows);
+                return values;
+            }
+            let mut y = vec![0f32; n * w.rows];
+            for (row, v) in values.chunks_exact(n).take(w.rows).enumerate() {
+                for (r, value) in v.iter().enumerate() {
+                    y[r * w.rows + row] = *value;
+                }
+            }
+            y
+        })
+        .collect()
+}
+
+/// `x W^T` as a candle op over `[.., cols]` f32 input on the CPU.
+pub struct BlockMatmul<'a>(pub &'a BlockMatrix);
+
+impl CustomOp1 for BlockMatmul<'_> {
+    fn name(&self) -> &'static str {
+        "block-matmul"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            bail!("block-matmul needs f32 input");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            bail!("block-matmul needs contiguous input");
+        };
+        let dims = layout.dims();
+        let (rows, cols) = self.0.dims();
+        if dims.last() != Some(&cols) {
+            bail!("block-matmul: input {dims:?} does not end in {cols}");
+        }
+        let x = &data[start..end];
+        let n = x.len() / cols;
+        let mut out_dims = dims.to_vec();
+        if let Some(last) = out_dims.last_mut() {
+            *last = rows;
+        }
+        Ok((CpuStorage::F32(self.0.matmul(x, n)), Shape::from(out_dims)))
+    }
+}
