@@ -2,12 +2,13 @@
 //! clinical text into something a patient or a clinician can use.
 //!
 //! Layers, lowest first (a layer imports only those before it, and no two files import each
-//! other; `tests/architecture.rs` checks both): `store` (atomic writes, folder locks) → `data`
-//! (records, datasets, templates) → `model` (the decoder, adapters, tokenizers, decoding) →
-//! `pipeline` (prompt to text, the one way anything generates) → `project` (the project folder,
-//! its outputs and reviews) → `train` → `eval` → `analysis` (bias, explanations) → `engine` (the
-//! GUI's background jobs) → `app` (the GUI), `cli` (the command line; it runs the same job
-//! functions as the engine, and starts the GUI).
+//! other; `tests/architecture.rs` checks both): `store` (atomic writes, folder locks), `job`
+//! (the contract of long jobs: progress, stop, errors) → `data` (records, datasets, templates) →
+//! `model` (the decoder, adapters, tokenizers, decoding) → `pipeline` (prompt to text, the one
+//! way anything generates) → `project` (the project folder, its outputs and reviews) → `train` →
+//! `eval` → `analysis` (bias, explanations) → `engine` (the GUI's background jobs) → `app` (the
+//! GUI), `cli` (the command line; it runs the same job functions as the engine, and starts the
+//! GUI).
 
 pub mod analysis;
 pub mod app;
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod data;
 pub mod engine;
 pub mod eval;
+pub mod job;
 pub mod model;
 pub mod pipeline;
 pub mod project;

@@ -4,12 +4,12 @@
 
 use super::CliError;
 use super::eval_command::TargetArgs;
+use super::progress::{JobBar, job_err};
 use crate::analysis::bias::counterfactual::CounterfactualReport;
-use crate::analysis::bias::job::{
-    BiasJobError, BiasRequest, CounterfactualOptions, report_json, run,
-};
+use crate::analysis::bias::job::{BiasRequest, CounterfactualOptions, report_json, run};
 use crate::analysis::bias::{BiasOptions, BiasReport, parse_dims};
 use crate::eval::names::metric_label;
+use crate::job::{Job, Progress};
 use crate::model::generation::GenerationParams;
 use std::path::PathBuf;
 
@@ -92,13 +92,10 @@ impl BiasArgs {
 pub fn bias_cmd(args: &BiasArgs, json_out: bool) -> Result<(), CliError> {
     let request = args.request()?;
     let started = std::time::Instant::now();
-    let outcome = run(&request, &|| false, &mut |stage, done, total| {
-        eprintln!("{stage}: {done}/{total}");
-    })
-    .map_err(|e| match e {
-        BiasJobError::Usage(m) => CliError::usage(m),
-        other => CliError::failed(other.to_string()),
-    })?;
+    let bar = JobBar::new("records");
+    let mut show = |p: &Progress| bar.show(p);
+    let outcome = run(&request, &mut Job::unstopped(&mut show)).map_err(job_err)?;
+    drop(bar);
     for issue in &outcome.issues {
         eprintln!("predictions.jsonl {issue}");
     }

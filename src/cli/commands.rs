@@ -7,6 +7,7 @@ use crate::data::record::{Split, Task};
 use crate::data::split::{SplitSpec, assign_splits, partition};
 use crate::data::synth::{Disparity, generate};
 use crate::data::validate::Limits;
+use crate::job::{Job, Progress};
 use crate::project::OpenProject;
 use crate::store::write_atomic;
 use serde_json::json;
@@ -117,14 +118,16 @@ fn open_with_progress(
     options: &OpenOptions,
 ) -> Result<crate::data::dataset::DatasetView, CliError> {
     let started = Instant::now();
-    open_dataset(path, options, &mut |stage, done, total| {
+    let mut show = |p: &Progress| {
         eprintln!(
-            "[{done}/{total}] {stage} ({:.2}s)",
+            "[{}/{}] {} ({:.2}s)",
+            p.done,
+            p.total,
+            p.stage,
             started.elapsed().as_secs_f64()
         );
-        true
-    })
-    .map_err(|e| CliError::usage(e.to_string()))
+    };
+    open_dataset(path, options, &mut Job::unstopped(&mut show)).map_err(super::progress::job_err)
 }
 
 pub fn validate(

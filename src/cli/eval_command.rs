@@ -2,10 +2,11 @@
 //! output, and write predictions.jsonl and eval.json; progress on stderr, summary on stdout.
 
 use super::CliError;
+use super::progress::{JobBar, job_err};
 use crate::data::record::Split;
-use crate::eval::job::{EvalError, EvalEvent, EvalOptions, Target, evaluate};
+use crate::eval::job::{EvalOptions, Target, evaluate};
+use crate::job::{Job, JobError, Progress};
 use crate::model::generation::GenerationParams;
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
 /// A project and which of its models: a run's adapter or the base model.
@@ -75,41 +76,17 @@ pub fn eval_cmd(args: &EvalArgs, json_out: bool) -> Result<(), CliError> {
         },
         dataset: args.dataset.clone(),
     };
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} records  ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let result = evaluate(
-        &project,
-        &target,
-        &opts,
-        &|| false,
-        &mut |event| match event {
-            EvalEvent::Started {
-                total,
-                already_done,
-                notes,
-            } => {
-                for n in notes {
-                    bar.println(n);
-                }
-                if already_done > 0 {
-                    bar.println(format!(
-                        "continuing after {already_done} records already generated"
-                    ));
-                }
-                bar.set_length(total as u64);
-                bar.set_position(already_done as u64);
+    let bar = JobBar::new("records");
+    let mut show = |p: &Progress| bar.show(p);
+    let summary = evaluate(&project, &target, &opts, &mut Job::unstopped(&mut show)).map_err(
+        |e| match e {
+            JobError::Cancelled { .. } => {
+                CliError::failed(format!("{e} records; run again to continue from there"))
             }
-            EvalEvent::Batch { done, .. } => bar.set_position(done as u64),
+            e => job_err(e),
         },
-    );
-    bar.finish_and_clear();
-    let summary = result.map_err(|e| match e {
-        EvalError::Usage(_) | EvalError::File { .. } => CliError::usage(e.to_string()),
-        _ => CliError::failed(e.to_string()),
-    })?;
+    )?;
+    drop(bar);
     let c = &summary.corpus;
     eprintln!(
         "{}: {} records, ROUGE-L F1 {:.4} [{:.4}, {:.4}], BLEU {:.2}, reading grade {}, {:.1} records/min",

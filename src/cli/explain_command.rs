@@ -4,12 +4,13 @@
 
 use super::CliError;
 use super::eval_command::TargetArgs;
+use super::progress::{JobBar, job_err};
 use crate::analysis::explain::{
-    ExplainError, ExplainRequest, ExplainSettings, Explanation, FeatureKind, FeatureWeight, Method,
-    SplitRequest, TargetText, explain_record, explain_split,
+    ExplainRequest, ExplainSettings, Explanation, FeatureKind, FeatureWeight, Method, SplitRequest,
+    TargetText, explain_record, explain_split,
 };
 use crate::data::record::Split;
-use indicatif::{ProgressBar, ProgressStyle};
+use crate::job::{Job, Progress};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -88,32 +89,11 @@ fn settings(args: &ExplainArgs) -> Result<ExplainSettings, CliError> {
     })
 }
 
-fn cli_err(e: ExplainError) -> CliError {
-    match e {
-        ExplainError::Usage(_) | ExplainError::File { .. } => CliError::usage(e.to_string()),
-        _ => CliError::failed(e.to_string()),
-    }
-}
-
-fn progress_bar() -> ProgressBar {
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:32} {bar:30} {pos}/{len}  ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar
-}
-
 pub fn explain_cmd(args: &ExplainArgs, json_out: bool) -> Result<(), CliError> {
     let settings = settings(args)?;
     let target = args.model.target();
-    let bar = progress_bar();
-    let mut on_progress = |stage: &str, done: usize, total: usize| {
-        bar.set_message(stage.to_string());
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-        true
-    };
+    let bar = JobBar::new("");
+    let mut show = |p: &Progress| bar.show(p);
     if let Some(split) = &args.split {
         if settings.method != Method::Sections {
             return Err(CliError::usage("--split goes with --method sections"));
@@ -134,9 +114,9 @@ pub fn explain_cmd(args: &ExplainArgs, json_out: bool) -> Result<(), CliError> {
             settings,
             dataset: args.dataset.clone(),
         };
-        let result = explain_split(&request, &|| false, &mut on_progress);
-        bar.finish_and_clear();
-        let (report, file) = result.map_err(cli_err)?;
+        let result = explain_split(&request, &mut Job::unstopped(&mut show));
+        drop(bar);
+        let (report, file) = result.map_err(job_err)?;
         eprintln!("{}: {} records", file.display(), report.records);
         for s in &report.sections {
             eprintln!(
@@ -156,9 +136,9 @@ pub fn explain_cmd(args: &ExplainArgs, json_out: bool) -> Result<(), CliError> {
         settings: settings.clone(),
         dataset: args.dataset.clone(),
     };
-    let result = explain_record(&request, &|| false, &mut on_progress);
-    bar.finish_and_clear();
-    let (explanation, file) = result.map_err(cli_err)?;
+    let result = explain_record(&request, &mut Job::unstopped(&mut show));
+    drop(bar);
+    let (explanation, file) = result.map_err(job_err)?;
     eprintln!("{}", file.display());
     summarize(&explanation, settings.method);
     if json_out {

@@ -10,6 +10,7 @@ mod explain_command;
 mod metrics_command;
 mod model_commands;
 mod pretrain_command;
+mod progress;
 mod reviews_command;
 mod train_command;
 

@@ -1,13 +1,11 @@
 //! `lablens pretrain`: trains the embedded tiny model (tokenizer and weights) on dataset files.
 
 use super::CliError;
-use crate::model::generation::Flow;
-use crate::train::pretrain::{Corpus, PretrainError, PretrainOptions, pretrain};
+use super::progress::{JobBar, job_err};
+use crate::job::{Job, JobError, Progress};
+use crate::train::pretrain::{Corpus, PretrainOptions, pretrain};
 use serde_json::json;
 use std::path::{Path, PathBuf};
-
-/// Prints the loss every this many steps.
-const LOG_EVERY: usize = 10;
 
 pub fn pretrain_cmd(
     corpus: &[PathBuf],
@@ -30,19 +28,14 @@ pub fn pretrain_cmd(
         seed,
         ..PretrainOptions::default()
     };
-    let report = pretrain(&corpus, out, &opts, &mut |s| {
-        if s.step == 1 || s.step % LOG_EVERY == 0 || s.step == s.steps {
-            eprintln!(
-                "step {}/{}  loss {:.4}  lr {:.2e}  {:.0} tokens/s",
-                s.step, s.steps, s.loss, s.lr, s.tokens_per_s
-            );
-        }
-        Flow::Continue
-    })
-    .map_err(|e| match e {
-        PretrainError::Corpus(m) => CliError::usage(format!("--corpus: {m}")),
-        other => CliError::failed(other.to_string()),
-    })?;
+    let bar = JobBar::new("steps");
+    let mut show = |p: &Progress| bar.show(p);
+    let report =
+        pretrain(&corpus, out, &opts, &mut Job::unstopped(&mut show)).map_err(|e| match e {
+            JobError::Usage(m) => CliError::usage(format!("--corpus: {m}")),
+            other => job_err(other),
+        })?;
+    drop(bar);
     eprintln!(
         "wrote {} ({:.2}M parameters, {:.1} MB) in {:.0}s; final loss {}",
         out.display(),

@@ -2,9 +2,10 @@
 //! line, with a progress bar on stderr and the run's summary as JSON on stdout.
 
 use super::CliError;
+use crate::job::Control;
 use crate::project::OpenProject;
 use crate::train::run::list_runs;
-use crate::train::{Control, RunOptions, TrainConfig, TrainError, TrainEvent, train};
+use crate::train::{RunOptions, TrainConfig, TrainError, TrainEvent, train};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::path::{Path, PathBuf};

@@ -1,10 +1,11 @@
 //! Opening a dataset the way every front end does: load, validate and split in one call with
 //! stage progress, and writing records back out as JSONL.
 
-use super::load::{LoadError, LoadOptions, LoadedDataset, load_path};
+use super::load::{LoadOptions, LoadedDataset, load_path};
 use super::record::{Record, Split};
 use super::split::{SplitSpec, assign_splits};
 use super::validate::{Limits, ValidationReport, validate};
+use crate::job::{Job, JobError};
 use std::path::{Path, PathBuf};
 
 /// Everything the Dataset panel and `lablens validate` show about one file.
@@ -37,30 +38,26 @@ pub struct OpenOptions {
     pub split: SplitSpec,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    #[error(transparent)]
-    Load(#[from] LoadError),
-    #[error("cancelled")]
-    Cancelled,
-}
-
-/// Loads, validates and splits `path`. `progress(stage, done, total)` is called between stages
-/// and returns `false` to cancel.
+/// Loads, validates and splits `path`, reporting each of the three stages as it starts; a stop
+/// is seen between them.
 pub fn open_dataset(
     path: &Path,
     options: &OpenOptions,
-    progress: &mut dyn FnMut(&str, u64, u64) -> bool,
-) -> Result<DatasetView, OpenError> {
+    job: &mut Job,
+) -> Result<DatasetView, JobError> {
     let mut step = |stage: &str, done: u64| {
-        if progress(stage, done, 3) {
-            Ok(())
+        job.progress(stage, done, 3);
+        if job.is_stopping() {
+            Err(JobError::Cancelled {
+                done: done as usize,
+                total: 3,
+            })
         } else {
-            Err(OpenError::Cancelled)
+            Ok(())
         }
     };
     step("Loading", 0)?;
-    let loaded = load_path(path, &options.load)?;
+    let loaded = load_path(path, &options.load).map_err(|e| JobError::Usage(e.to_string()))?;
     step("Validating", 1)?;
     let report = validate(&loaded, &options.limits);
     step("Splitting by patient", 2)?;
@@ -99,6 +96,7 @@ pub fn split_file_names(dir: &Path) -> [PathBuf; 3] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::{Control, Progress};
 
     #[test]
     fn open_reports_stages_and_can_be_cancelled() {
@@ -108,10 +106,12 @@ mod tests {
         std::fs::write(&path, to_jsonl(&recs)).expect("write");
 
         let mut stages = Vec::new();
-        let view = open_dataset(&path, &OpenOptions::default(), &mut |s, d, t| {
-            stages.push((s.to_string(), d, t));
-            true
-        })
+        let mut seen = |p: &Progress| stages.push((p.stage.clone(), p.done, p.total));
+        let view = open_dataset(
+            &path,
+            &OpenOptions::default(),
+            &mut Job::unstopped(&mut seen),
+        )
         .expect("open");
         assert_eq!(view.records().len(), 40);
         assert_eq!(view.splits.len(), 40);
@@ -119,7 +119,14 @@ mod tests {
         assert_eq!(stages[3], ("Done".to_string(), 3, 3));
         assert_eq!(view.records(), &recs[..]);
 
-        let cancelled = open_dataset(&path, &OpenOptions::default(), &mut |_, d, _| d < 1);
-        assert!(matches!(cancelled, Err(OpenError::Cancelled)));
+        let control = Control::new();
+        let mut stop_after_first = |p: &Progress| {
+            if p.done >= 1 {
+                control.stop();
+            }
+        };
+        let mut job = Job::new(&control, &mut stop_after_first);
+        let cancelled = open_dataset(&path, &OpenOptions::default(), &mut job);
+        assert!(matches!(cancelled, Err(JobError::Cancelled { .. })));
     }
 }

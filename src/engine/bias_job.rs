@@ -2,19 +2,12 @@
 //! counterfactual test's generations reported as progress and the engine's cancel checked
 //! between records.
 
-use super::{Event, JobContext, JobError};
-use crate::analysis::bias::job::{BiasJobError, BiasRequest, run as run_audit};
+use super::{Event, JobContext};
+use crate::analysis::bias::job::{BiasRequest, run as run_audit};
+use crate::job::JobError;
 
 pub(super) fn run(ctx: &JobContext, request: BiasRequest) -> Result<Event, JobError> {
-    let outcome = run_audit(
-        &request,
-        &|| ctx.is_cancelled(),
-        &mut |stage, done, total| ctx.progress(stage, done as u64, total as u64),
-    )
-    .map_err(|e| match e {
-        BiasJobError::Cancelled => JobError::Cancelled,
-        e => JobError::Failed(super::model::first_line(&e.to_string())),
-    })?;
+    let outcome = ctx.run(|job| run_audit(&request, job))?;
     Ok(Event::BiasAudited {
         job: ctx.job,
         outcome: Box::new(outcome),
@@ -46,7 +39,13 @@ mod tests {
             params: short(),
             ..EvalOptions::default()
         };
-        evaluate(&p, &Target::Base, &options, &|| false, &mut |_| {}).expect("evaluate");
+        evaluate(
+            &p,
+            &Target::Base,
+            &options,
+            &mut crate::job::Job::unstopped(&mut |_| {}),
+        )
+        .expect("evaluate");
         p.dir
     }
 

@@ -1,8 +1,9 @@
 //! Evaluation on the engine thread: `crate::eval::job::evaluate` over a split, progress per
 //! batch with an ETA, the engine's cancel checked between batches (a later start continues).
 
-use super::{Event, JobContext, JobError};
-use crate::eval::job::{EvalError, EvalEvent, EvalOptions, EvalSummary, Target, evaluate};
+use super::{Event, JobContext};
+use crate::eval::job::{EvalOptions, EvalSummary, Target, evaluate};
+use crate::job::JobError;
 use crate::project::OpenProject;
 use std::path::PathBuf;
 
@@ -25,27 +26,9 @@ impl EvalRequest {
 
 pub(super) fn run(ctx: &JobContext, request: EvalRequest) -> Result<Event, JobError> {
     let project = OpenProject::open(&request.project_dir)
-        .map_err(|e| JobError::Failed(format!("could not open the project: {e}")))?;
-    let summary: EvalSummary = evaluate(
-        &project,
-        &request.target,
-        &request.options,
-        &|| ctx.is_cancelled(),
-        &mut |event| match event {
-            EvalEvent::Started {
-                total,
-                already_done,
-                ..
-            } => ctx.progress("evaluating", already_done as u64, total as u64),
-            EvalEvent::Batch { done, total } => {
-                ctx.progress("evaluating", done as u64, total as u64)
-            }
-        },
-    )
-    .map_err(|e| match e {
-        EvalError::Cancelled { .. } => JobError::Cancelled,
-        e => JobError::Failed(super::model::first_line(&e.to_string())),
-    })?;
+        .map_err(|e| JobError::Usage(format!("could not open the project: {e}")))?;
+    let summary: EvalSummary =
+        ctx.run(|job| evaluate(&project, &request.target, &request.options, job))?;
     Ok(Event::Evaluated {
         job: ctx.job,
         summary: Box::new(summary),

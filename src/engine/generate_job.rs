@@ -1,8 +1,9 @@
 //! Generation for the playground: one prompt through the engine's model, once with no adapter
 //! and once per chosen PEFT adapter, each output streamed as `Event::Token` while it grows.
 
-use super::{Event, JobContext, JobError};
+use super::{Event, JobContext};
 use crate::data::record::Task;
+use crate::job::JobError;
 use crate::model::adapters::load_peft;
 use crate::model::generation::{GenerationParams, StopReason};
 use crate::model::llama::Llama;
@@ -40,7 +41,7 @@ pub(super) fn run(
 ) -> Result<Event, JobError> {
     let model = slot
         .as_mut()
-        .ok_or_else(|| JobError::Failed("no model is loaded: load one in the sidebar".into()))?;
+        .ok_or_else(|| JobError::Usage("no model is loaded: load one in the sidebar".into()))?;
     let result = generate_each(ctx, model, &request);
     // Later jobs expect the base model.
     remove_adapters(&mut model.llama);
@@ -68,7 +69,7 @@ fn generate_each(
             None => remove_adapters(&mut model.llama),
             Some(dir) => {
                 load_peft(&mut model.llama, dir).map_err(|e| {
-                    JobError::Failed(format!("the adapter could not be loaded: {e}"))
+                    JobError::Usage(format!("the adapter could not be loaded: {e}"))
                 })?;
             }
         }
@@ -88,14 +89,14 @@ fn generate_each(
         let generated = pipeline::generate(model, &[prompt], run)
             .map_err(|e| match e {
                 GenerateError::Prompt { source, .. } => {
-                    JobError::Failed(format!("the prompt could not be encoded: {source}"))
+                    JobError::Usage(format!("the prompt could not be encoded: {source}"))
                 }
-                e => JobError::Failed(super::model::first_line(&e.to_string())),
+                e => JobError::Model(e.to_string()),
             })?
             .outputs
             .into_iter()
             .next()
-            .ok_or_else(|| JobError::Failed("no output for the prompt".into()))?;
+            .ok_or_else(|| JobError::Model("no output for the prompt".into()))?;
         ctx.check()?;
         ctx.emit(Event::Generated {
             job: ctx.job,

@@ -2,40 +2,47 @@
 //! into `Event::Failed` so that a broken job never takes the program down.
 
 use super::{Command, Event, JobId, Shared};
+use crate::job::{Control, Job, JobError, Progress};
 use crate::model::loading::LoadedModel;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-#[derive(Debug, thiserror::Error)]
-pub enum JobError {
-    #[error("cancelled")]
-    Cancelled,
-    #[error("{0}")]
-    Failed(String),
-}
-
-/// What a running job sees: its id, the cancel flag and a way to report progress.
+/// What a running job sees: its id, its control (which `Engine::cancel` stops) and a way to
+/// report progress.
 pub struct JobContext {
     pub job: JobId,
     started: Instant,
-    cancel: Arc<AtomicBool>,
+    control: Arc<Control>,
+    /// The last progress reported, `(done, total)`, for the count a cancel reports.
+    done: AtomicU64,
+    total: AtomicU64,
     shared: Arc<Shared>,
 }
 
 impl JobContext {
     pub fn is_cancelled(&self) -> bool {
-        self.cancel.load(Ordering::Acquire)
+        self.control.is_stopping()
     }
 
     /// Returns `Err(Cancelled)` once a cancel was requested; call it inside long loops.
     pub fn check(&self) -> Result<(), JobError> {
         if self.is_cancelled() {
-            Err(JobError::Cancelled)
+            Err(JobError::Cancelled {
+                done: self.done.load(Ordering::Relaxed) as usize,
+                total: self.total.load(Ordering::Relaxed) as usize,
+            })
         } else {
             Ok(())
         }
+    }
+
+    /// Runs `work` as a [`Job`] of this context: its progress reported with an ETA, its stop
+    /// the engine's cancel.
+    pub fn run<R>(&self, work: impl FnOnce(&mut Job) -> R) -> R {
+        let mut report = |p: &Progress| self.progress(&p.stage, p.done, p.total);
+        work(&mut Job::new(&self.control, &mut report))
     }
 
     /// Reports `done` of `total`, with an ETA from the rate so far.
@@ -50,6 +57,8 @@ impl JobContext {
 
     /// Reports progress with an ETA the job worked out itself.
     pub fn report(&self, stage: &str, done: u64, total: u64, eta: Option<Duration>) {
+        self.done.store(done, Ordering::Relaxed);
+        self.total.store(total, Ordering::Relaxed);
         self.emit(Event::Progress {
             job: self.job,
             stage: stage.to_string(),
@@ -79,14 +88,22 @@ pub(super) fn run(
     let ctx = JobContext {
         job,
         started: Instant::now(),
-        cancel: Arc::clone(&shared.cancel),
+        control: shared
+            .control
+            .lock()
+            .map_or_else(|_| Arc::new(Control::new()), |c| Arc::clone(&c)),
+        done: AtomicU64::new(0),
+        total: AtomicU64::new(0),
         shared: Arc::clone(shared),
     };
     let outcome = catch_unwind(AssertUnwindSafe(|| execute(&ctx, model, command)));
     let (event, succeeded) = match outcome {
         Ok(Ok(event)) => (event, true),
-        Ok(Err(JobError::Cancelled)) => (Event::Cancelled { job }, false),
-        Ok(Err(JobError::Failed(error))) => (Event::Failed { job, name, error }, false),
+        Ok(Err(JobError::Cancelled { .. })) => (Event::Cancelled { job }, false),
+        Ok(Err(e)) => {
+            let error = e.to_string().lines().next().unwrap_or_default().to_string();
+            (Event::Failed { job, name, error }, false)
+        }
         Err(panic) => (
             Event::Failed {
                 job,
@@ -115,14 +132,7 @@ fn execute(
     match command {
         Command::OpenDataset { path, options } => {
             let dataset =
-                crate::data::dataset::open_dataset(&path, &options, &mut |stage, done, total| {
-                    ctx.progress(stage, done, total);
-                    ctx.check().is_ok()
-                })
-                .map_err(|e| match e {
-                    crate::data::dataset::OpenError::Cancelled => JobError::Cancelled,
-                    other => JobError::Failed(other.to_string()),
-                })?;
+                ctx.run(|job| crate::data::dataset::open_dataset(&path, &options, job))?;
             Ok(Event::DatasetOpened {
                 job: ctx.job,
                 dataset: Box::new(dataset),

@@ -12,12 +12,13 @@ mod train_job;
 
 pub use eval_job::EvalRequest;
 pub use generate_job::{GenerateRequest, GenerationOutput};
-pub use job::{JobContext, JobError};
+pub use job::JobContext;
 pub use model::{ModelInfo, ModelSourceKind, device_choices, is_gguf};
 pub use train_job::TrainRequest;
 
 use crate::data::dataset::{DatasetView, OpenOptions};
 use crate::eval::job::EvalSummary;
+use crate::job::{Control, JobError};
 use crate::model::loading::{LoadedModel, ModelSpec};
 use crate::train::{TrainEvent, TrainSummary};
 use crossbeam_channel::{Receiver, Sender, unbounded};
@@ -175,7 +176,8 @@ pub enum Event {
 
 struct Shared {
     busy: AtomicBool,
-    cancel: Arc<AtomicBool>,
+    /// The running (or next) job's control: `Engine::cancel` stops it.
+    control: std::sync::Mutex<Arc<Control>>,
     next_job: AtomicU64,
     running_name: std::sync::Mutex<String>,
     events: Sender<Event>,
@@ -204,7 +206,7 @@ impl Engine {
         let (ev_tx, ev_rx) = unbounded();
         let shared = Arc::new(Shared {
             busy: AtomicBool::new(false),
-            cancel: Arc::new(AtomicBool::new(false)),
+            control: std::sync::Mutex::new(Arc::new(Control::new())),
             next_job: AtomicU64::new(1),
             running_name: std::sync::Mutex::new(String::new()),
             events: ev_tx,
@@ -254,7 +256,9 @@ impl Engine {
         if let Ok(mut n) = self.shared.running_name.lock() {
             *n = name;
         }
-        self.shared.cancel.store(false, Ordering::Release);
+        if let Ok(mut control) = self.shared.control.lock() {
+            *control = Arc::new(Control::new());
+        }
         let job = self.shared.next_job.fetch_add(1, Ordering::Relaxed);
         let sent = self
             .commands
@@ -274,7 +278,9 @@ impl Engine {
 
     /// Asks the running job to stop at its next check; it reports `Event::Cancelled`.
     pub fn cancel(&self) {
-        self.shared.cancel.store(true, Ordering::Release);
+        if let Ok(control) = self.shared.control.lock() {
+            control.stop();
+        }
     }
 
     pub fn is_busy(&self) -> bool {

@@ -1,7 +1,8 @@
 //! The model the engine holds: loading it on the engine thread and describing it as plain data,
 //! so that front ends can show it without touching candle.
 
-use super::{Event, JobContext, JobError};
+use super::{Event, JobContext};
+use crate::job::JobError;
 use crate::model::gpu::{self, GpuFacts};
 use crate::model::loading::{self, DeviceChoice, LoadedModel, ModelSpec};
 use std::collections::BTreeMap;
@@ -112,17 +113,11 @@ pub(super) fn load_model(
     ctx.check()?;
     ctx.progress("reading weights", 0, 1);
     let started = Instant::now();
-    let model = loading::load(spec).map_err(|e| JobError::Failed(first_line(&e.to_string())))?;
+    let model = loading::load(spec).map_err(|e| JobError::Model(e.to_string()))?;
     let info = describe(&model, spec, started.elapsed());
     ctx.progress("ready", 1, 1);
     *slot = Some(model);
     Ok(Event::ModelLoaded { job: ctx.job, info })
-}
-
-/// candle appends a backtrace to its errors when `RUST_BACKTRACE` is set; a person needs the
-/// message before it.
-pub(super) fn first_line(message: &str) -> String {
-    message.lines().next().unwrap_or_default().to_string()
 }
 
 fn describe(model: &LoadedModel, spec: &ModelSpec, load_time: Duration) -> ModelInfo {

@@ -284,9 +284,9 @@ fn fast_config(max_steps: usize) -> crate::train::TrainConfig {
 fn start_training(
     dir: &std::path::Path,
     config: crate::train::TrainConfig,
-) -> (Engine, Arc<crate::train::Control>) {
+) -> (Engine, Arc<crate::job::Control>) {
     let engine = Engine::start(NoNotifier);
-    let control = Arc::new(crate::train::Control::default());
+    let control = Arc::new(crate::job::Control::default());
     engine.submit(Command::Train(Box::new(TrainRequest {
         project_dir: small_project(dir),
         config,

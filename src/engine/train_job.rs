@@ -2,9 +2,11 @@
 //! forwarded as it happens, progress with an ETA from the steps of this session, and the engine's
 //! cancel turned into a stop at a checkpoint (even while the run is paused).
 
-use super::{Event, JobContext, JobError};
+use super::{Event, JobContext};
+use crate::job::Control;
+use crate::job::JobError;
 use crate::project::OpenProject;
-use crate::train::{Control, RunOptions, TrainConfig, TrainEvent};
+use crate::train::{RunOptions, TrainConfig, TrainEvent};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -74,7 +76,7 @@ fn watch_cancel(ctx: &JobContext, control: &Control, finished: &AtomicBool) {
 
 pub(super) fn train(ctx: &JobContext, request: TrainRequest) -> Result<Event, JobError> {
     let project = OpenProject::open(&request.project_dir)
-        .map_err(|e| JobError::Failed(format!("could not open the project: {e}")))?;
+        .map_err(|e| JobError::Usage(format!("could not open the project: {e}")))?;
     let opts = RunOptions {
         resume: request.resume.clone(),
         record_batches: false,
@@ -100,7 +102,7 @@ pub(super) fn train(ctx: &JobContext, request: TrainRequest) -> Result<Event, Jo
             },
         )
     });
-    let summary = result.map_err(|e| JobError::Failed(super::model::first_line(&e.to_string())))?;
+    let summary = result?;
     Ok(Event::Trained {
         job: ctx.job,
         summary,

@@ -12,9 +12,11 @@ pub mod run;
 pub mod session;
 pub mod trainer;
 
+use crate::job::JobError;
+
 pub use config::{FieldError, TrainConfig};
 pub use events::{StepMetrics, TrainEvent, TrainSummary, validating_text};
-pub use trainer::{Control, RunOptions, train};
+pub use trainer::{RunOptions, train};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -52,6 +54,17 @@ impl TrainError {
             self,
             TrainError::Config(_) | TrainError::Data(_) | TrainError::Model(_)
         )
+    }
+}
+
+impl From<TrainError> for JobError {
+    fn from(e: TrainError) -> JobError {
+        match e {
+            TrainError::Run(run::RunError { path, message }) => JobError::File { path, message },
+            TrainError::Busy(m) => JobError::Busy(m),
+            e if e.is_bad_input() => JobError::Usage(e.to_string()),
+            e => JobError::Model(e.to_string()),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ pub mod trainer;
 use crate::data::load::{LoadIssue, LoadOptions, load_path};
 use crate::data::record::Record;
 use crate::data::rng::SeededRng;
-use crate::model::generation::Flow;
+use crate::job::{Job, JobError};
 use crate::model::tokenizer::Tokenizer;
 use crate::model::tokenizer::chat::{ChatMessage, ChatTemplate};
 use crate::model::tokenizer::example::encode_example;
@@ -62,16 +62,6 @@ impl Default for PretrainOptions {
     }
 }
 
-/// Progress after one optimizer step.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PretrainStep {
-    pub step: usize,
-    pub steps: usize,
-    pub loss: f32,
-    pub lr: f64,
-    pub tokens_per_s: f64,
-}
-
 /// What a pretraining run wrote; also the content of `training.json` (with `loss_curve`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PretrainReport {
@@ -93,22 +83,6 @@ pub struct PretrainReport {
     pub loss_curve: Vec<(usize, f32)>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum PretrainError {
-    #[error("{0}")]
-    Corpus(String),
-    #[error("{path}: {message}")]
-    Write { path: PathBuf, message: String },
-    #[error("{0}")]
-    Compute(String),
-}
-
-impl From<candle_core::Error> for PretrainError {
-    fn from(e: candle_core::Error) -> Self {
-        PretrainError::Compute(e.to_string())
-    }
-}
-
 /// The records of the corpus files and their digests.
 #[derive(Debug, Clone)]
 pub struct Corpus {
@@ -121,22 +95,20 @@ pub struct Corpus {
 impl Corpus {
     /// Reads dataset files (JSONL or CSV, as `load_path` does); an unreadable file or a corpus
     /// without records is an error.
-    pub fn load(paths: &[PathBuf]) -> Result<Corpus, PretrainError> {
+    pub fn load(paths: &[PathBuf]) -> Result<Corpus, JobError> {
         let mut records = Vec::new();
         let mut issues = Vec::new();
         let mut digests = String::new();
         for path in paths {
             let loaded = load_path(path, &LoadOptions::default())
-                .map_err(|e| PretrainError::Corpus(e.to_string()))?;
+                .map_err(|e| JobError::Usage(e.to_string()))?;
             records.extend(loaded.records);
             issues.extend(loaded.issues);
             digests.push_str(&loaded.sha256);
             digests.push('\n');
         }
         if records.is_empty() {
-            return Err(PretrainError::Corpus(
-                "the corpus holds no usable records".into(),
-            ));
+            return Err(JobError::Usage("the corpus holds no usable records".into()));
         }
         Ok(Corpus {
             records,
@@ -146,24 +118,24 @@ impl Corpus {
     }
 }
 
-fn compute(e: impl std::fmt::Display) -> PretrainError {
-    PretrainError::Compute(e.to_string())
+fn compute(e: impl std::fmt::Display) -> JobError {
+    JobError::Model(e.to_string())
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn write_file(path: &Path, bytes: &[u8]) -> Result<u64, PretrainError> {
-    write_atomic(path, bytes).map_err(|e| PretrainError::Write {
+fn write_file(path: &Path, bytes: &[u8]) -> Result<u64, JobError> {
+    write_atomic(path, bytes).map_err(|e| JobError::File {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
     Ok(bytes.len() as u64)
 }
 
-fn write_json(path: &Path, value: &impl Serialize) -> Result<u64, PretrainError> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| PretrainError::Write {
+fn write_json(path: &Path, value: &impl Serialize) -> Result<u64, JobError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| JobError::File {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
@@ -176,7 +148,7 @@ fn make_tokenizer(
     corpus: &Corpus,
     out: &Path,
     opts: &PretrainOptions,
-) -> Result<(Tokenizer, ChatTemplate, u64), PretrainError> {
+) -> Result<(Tokenizer, ChatTemplate, u64), JobError> {
     let template = ChatTemplate::chatml();
     let texts = corpus
         .records
@@ -191,7 +163,7 @@ fn make_tokenizer(
             template.render(&messages, false).map_err(compute)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let trained = train_tokenizer(&texts, opts.vocab_size).map_err(PretrainError::Compute)?;
+    let trained = train_tokenizer(&texts, opts.vocab_size).map_err(JobError::Model)?;
     let path = out.join("tokenizer.json");
     let json = trained.to_string(false).map_err(compute)?;
     let mut bytes = write_file(&path, json.as_bytes())?;
@@ -211,24 +183,31 @@ fn token_stream(
     corpus: &Corpus,
     tokenizer: &Tokenizer,
     template: &ChatTemplate,
-) -> Result<Vec<u32>, PretrainError> {
+) -> Result<Vec<u32>, JobError> {
     let mut stream = Vec::new();
     for r in &corpus.records {
         let ex = encode_example(tokenizer, template, Some(r.task), &r.input, Some(&r.target))
-            .map_err(|e| PretrainError::Corpus(format!("record {}: {e}", r.id)))?;
+            .map_err(|e| JobError::Usage(format!("record {}: {e}", r.id)))?;
         stream.extend(ex.ids);
     }
     Ok(stream)
 }
 
+/// The stage pretraining reports its steps in.
+pub const PRETRAINING: &str = "pretraining";
+
+/// Steps between the lines that say a step's loss.
+pub const NOTE_EVERY: usize = 10;
+
 /// Trains a tokenizer and a decoder on `corpus` and writes the model folder `out`.
-/// `progress` sees every step and may stop the run early; what was trained so far is saved.
+/// Every step is reported, with its loss, rate and throughput at the first, every
+/// [`NOTE_EVERY`] and the last; a stop ends the run early and what was trained so far is saved.
 pub fn pretrain(
     corpus: &Corpus,
     out: &Path,
     opts: &PretrainOptions,
-    progress: &mut dyn FnMut(&PretrainStep) -> Flow,
-) -> Result<PretrainReport, PretrainError> {
+    job: &mut Job,
+) -> Result<PretrainReport, JobError> {
     let started = Instant::now();
     let device = Device::Cpu;
     let (tokenizer, template, mut bytes) = make_tokenizer(corpus, out, opts)?;
@@ -255,14 +234,18 @@ pub fn pretrain(
         let stats = trainer.step(&model, &windows, step)?;
         tokens += windows.elem_count() - opts.batch_size;
         loss_curve.push((step, stats.loss));
-        let report = PretrainStep {
-            step,
-            steps: opts.steps,
-            loss: stats.loss,
-            lr: stats.lr,
-            tokens_per_s: tokens as f64 / train_started.elapsed().as_secs_f64(),
-        };
-        if progress(&report) == Flow::Stop {
+        let (done, total) = (step as u64, opts.steps as u64);
+        if step == 1 || step % NOTE_EVERY == 0 || step == opts.steps {
+            let tokens_per_s = tokens as f64 / train_started.elapsed().as_secs_f64();
+            let line = format!(
+                "step {step}/{}  loss {:.4}  lr {:.2e}  {tokens_per_s:.0} tokens/s",
+                opts.steps, stats.loss, stats.lr
+            );
+            job.note(PRETRAINING, done, total, line);
+        } else {
+            job.progress(PRETRAINING, done, total);
+        }
+        if job.is_stopping() {
             break;
         }
     }
@@ -303,7 +286,7 @@ fn save_weights(
     out: &Path,
     cfg: &crate::model::config::LlamaConfig,
     vars: &[(String, candle_core::Var)],
-) -> Result<u64, PretrainError> {
+) -> Result<u64, JobError> {
     let f32_bytes: usize = vars.iter().map(|(_, v)| v.elem_count() * 4).sum();
     let dtype = if f32_bytes > MAX_F32_BYTES {
         DType::BF16
@@ -315,11 +298,10 @@ fn save_weights(
         .map(|(n, v)| Ok((n.clone(), v.as_tensor().to_dtype(dtype)?)))
         .collect::<Result<Vec<(String, Tensor)>, candle_core::Error>>()?;
     let path = out.join("model.safetensors");
-    let st =
-        crate::model::adapters::safetensors_bytes(&tensors).map_err(|e| PretrainError::Write {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+    let st = crate::model::adapters::safetensors_bytes(&tensors).map_err(|e| JobError::File {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
     let mut bytes = write_file(&path, &st)?;
     let mut config = serde_json::to_value(cfg).map_err(compute)?;
     if let Some(map) = config.as_object_mut() {
@@ -342,6 +324,7 @@ fn save_weights(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::Progress;
     use crate::model::generation::score::{mean, token_nll};
     use crate::model::loading::{ModelSpec, load};
 
@@ -400,13 +383,23 @@ mod tests {
         assert_eq!(corpus.records.len(), 24);
 
         let (init, trained) = (dir.path().join("init"), dir.path().join("trained"));
-        let at_init = pretrain(&corpus, &init, &small_options(0), &mut |_| Flow::Continue).unwrap();
+        let mut quiet = |_: &Progress| {};
+        let at_init = pretrain(
+            &corpus,
+            &init,
+            &small_options(0),
+            &mut Job::unstopped(&mut quiet),
+        )
+        .unwrap();
         assert_eq!((at_init.steps, at_init.final_loss), (0, None));
         let mut seen = 0;
-        let report = pretrain(&corpus, &trained, &small_options(30), &mut |s| {
-            seen = s.step;
-            Flow::Continue
-        })
+        let mut count = |p: &Progress| seen = p.done;
+        let report = pretrain(
+            &corpus,
+            &trained,
+            &small_options(30),
+            &mut Job::unstopped(&mut count),
+        )
         .unwrap();
         assert_eq!((report.steps, seen), (30, 30));
         let curve = &report.loss_curve;
@@ -439,6 +432,6 @@ mod tests {
         let data = dir.path().join("empty.jsonl");
         std::fs::write(&data, "").unwrap();
         let err = Corpus::load(&[data]).unwrap_err();
-        assert!(matches!(err, PretrainError::Corpus(_)), "{err}");
+        assert!(matches!(err, JobError::Usage(_)), "{err}");
     }
 }

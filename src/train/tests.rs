@@ -1,5 +1,6 @@
 use super::run::{METRICS_FILE, RunStatus, list_runs, read_jsonl};
 use super::*;
+use crate::job::Control;
 use crate::project::OpenProject;
 use std::path::Path;
 

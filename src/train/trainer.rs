@@ -15,6 +15,7 @@ use super::run::{
 use super::session::{
     Data, adapter_and_optimizer, check_memory, load_data, load_model, read_config,
 };
+use crate::job::Control;
 use crate::model::adapters::{safetensors_bytes, save_peft};
 use crate::model::loading::LoadedModel;
 use crate::model::nn::dropout::DropoutRounds;
@@ -23,39 +24,7 @@ use crate::project::OpenProject;
 use crate::store::lock::{FolderLock, LockError};
 use crate::store::write_atomic;
 use candle_core::Tensor;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
-
-/// Pause, resume and stop from another thread; the loop looks between optimizer steps.
-#[derive(Debug, Default)]
-pub struct Control(AtomicU8);
-
-const RUN: u8 = 0;
-const PAUSE: u8 = 1;
-const STOP: u8 = 2;
-
-impl Control {
-    pub fn pause(&self) {
-        let _ = self
-            .0
-            .compare_exchange(RUN, PAUSE, Ordering::SeqCst, Ordering::SeqCst);
-    }
-    pub fn resume(&self) {
-        let _ = self
-            .0
-            .compare_exchange(PAUSE, RUN, Ordering::SeqCst, Ordering::SeqCst);
-    }
-    pub fn stop(&self) {
-        self.0.store(STOP, Ordering::SeqCst);
-    }
-    pub fn is_paused(&self) -> bool {
-        self.0.load(Ordering::SeqCst) == PAUSE
-    }
-    /// A stop was asked for (the loop may still be finishing its step and checkpoint).
-    pub fn is_stopping(&self) -> bool {
-        self.0.load(Ordering::SeqCst) == STOP
-    }
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {

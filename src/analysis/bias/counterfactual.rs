@@ -6,6 +6,7 @@
 use crate::data::record::Task;
 use crate::eval::rouge;
 use crate::eval::{ExampleInput, score_example};
+use crate::job::{Job, JobError};
 use crate::model::generation::GenerationParams;
 use crate::model::loading::LoadedModel;
 use crate::pipeline::{self, Prompt, Run};
@@ -226,13 +227,13 @@ fn generate_outputs(
     inputs: &[&str],
     params: &GenerationParams,
     cancelled: &dyn Fn() -> bool,
-) -> Result<Option<Vec<String>>, String> {
+) -> Result<Option<Vec<String>>, JobError> {
     let prompts: Vec<Prompt> = inputs
         .iter()
         .map(|input| Prompt::Chat { task, input })
         .collect();
     let batch = pipeline::generate(model, &prompts, Run::new(params, cancelled))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| JobError::Model(e.to_string()))?;
     if cancelled() {
         return Ok(None);
     }
@@ -261,18 +262,20 @@ fn metric_of(row: &PredictionRow, prediction: &str, metric: &str) -> Option<f64>
     rows.first()?.metric(metric)
 }
 
+/// The stage the test reports its records in.
+pub const COUNTERFACTUAL: &str = "counterfactual test";
+
 /// Runs the test over the first `limit` rows: each row's input as is and with each kind of
-/// mention swapped, generated with `model`; `progress(done, total)` after each record; `None`
-/// when `cancelled`.
+/// mention swapped, generated with `model`; progress in records after each, and a stop seen
+/// within a record's generations.
 pub fn run(
     model: &LoadedModel,
     rows: &[PredictionRow],
     metric: &str,
     limit: usize,
     params: &GenerationParams,
-    cancelled: &dyn Fn() -> bool,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<Option<CounterfactualReport>, String> {
+    job: &mut Job,
+) -> Result<CounterfactualReport, JobError> {
     let rows = &rows[..rows.len().min(limit)];
     let mut shifts: Vec<Vec<(bool, f64, Option<f64>)>> = vec![Vec::new(); SwapKind::ALL.len()];
     let mut examples = Vec::new();
@@ -285,8 +288,12 @@ pub fn run(
         let mut inputs: Vec<&str> = vec![&row.input];
         inputs.extend(swapped.iter().map(|(_, s)| s.as_str()));
         let task = row.task.as_deref().and_then(Task::parse);
-        let Some(outputs) = generate_outputs(model, task, &inputs, params, cancelled)? else {
-            return Ok(None);
+        let stopping = || job.is_stopping();
+        let Some(outputs) = generate_outputs(model, task, &inputs, params, &stopping)? else {
+            return Err(JobError::Cancelled {
+                done,
+                total: rows.len(),
+            });
         };
         let original = &outputs[0];
         let base = metric_of(row, original, metric);
@@ -310,7 +317,7 @@ pub fn run(
                 });
             }
         }
-        progress(done + 1, rows.len());
+        job.progress(COUNTERFACTUAL, done as u64 + 1, rows.len() as u64);
     }
     let effects = SwapKind::ALL
         .iter()
@@ -318,12 +325,12 @@ pub fn run(
         .filter(|(_, s)| !s.is_empty())
         .map(|(kind, s)| effect(*kind, s))
         .collect();
-    Ok(Some(CounterfactualReport {
+    Ok(CounterfactualReport {
         metric: metric.to_string(),
         records: rows.len(),
         effects,
         examples,
-    }))
+    })
 }
 
 fn effect(kind: SwapKind, s: &[(bool, f64, Option<f64>)]) -> SwapEffect {

@@ -4,7 +4,8 @@
 
 use super::counterfactual::{self, CounterfactualReport};
 use super::{BiasError, BiasOptions, BiasReport, audit};
-use crate::eval::job::{BASE_DIR, EvalError, Target, load_resolved, resolve};
+use crate::eval::job::{BASE_DIR, Target, load_resolved, resolve};
+use crate::job::{Job, JobError};
 use crate::model::generation::GenerationParams;
 use crate::project::OpenProject;
 use crate::project::predictions::{
@@ -54,17 +55,6 @@ impl BiasRequest {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum BiasJobError {
-    /// Bad input: a missing file, an unknown metric, a bad option.
-    #[error("{0}")]
-    Usage(String),
-    #[error("{0}")]
-    Failed(String),
-    #[error("cancelled")]
-    Cancelled,
-}
-
 /// What a finished audit wrote.
 #[derive(Debug, Clone)]
 pub struct BiasOutcome {
@@ -85,9 +75,9 @@ pub fn predictions_path(project_dir: &Path, target: &Target) -> PathBuf {
 }
 
 /// Reads a prediction file, saying how to make it when it is missing.
-pub fn read_predictions(path: &Path) -> Result<PredictionSet, BiasJobError> {
+pub fn read_predictions(path: &Path) -> Result<PredictionSet, JobError> {
     if !path.is_file() {
-        return Err(BiasJobError::Usage(format!(
+        return Err(JobError::Usage(format!(
             "{}: not found; evaluate first (lablens eval --project P --run R, or --base)",
             path.display()
         )));
@@ -96,49 +86,38 @@ pub fn read_predictions(path: &Path) -> Result<PredictionSet, BiasJobError> {
         name: String::new(),
         path: path.to_path_buf(),
     };
-    PredictionSet::read(source).map_err(|e| BiasJobError::Usage(e.to_string()))
+    PredictionSet::read(source).map_err(|e| JobError::Usage(e.to_string()))
 }
 
-/// Runs the request; `progress(stage, done, total)` reports the counterfactual generations and
-/// `cancelled` is polled between records.
-pub fn run(
-    request: &BiasRequest,
-    cancelled: &dyn Fn() -> bool,
-    progress: &mut dyn FnMut(&str, usize, usize),
-) -> Result<BiasOutcome, BiasJobError> {
+/// Runs the request; the counterfactual test reports its generations as progress, and a stop
+/// ends it between records.
+pub fn run(request: &BiasRequest, job: &mut Job) -> Result<BiasOutcome, JobError> {
     let path = predictions_path(&request.project_dir, &request.target);
     let set = read_predictions(&path)?;
-    let usage = |e: BiasError| BiasJobError::Usage(format!("{}: {e}", path.display()));
+    let usage = |e: BiasError| JobError::Usage(format!("{}: {e}", path.display()));
     let report = audit(&set.rows, &request.options).map_err(usage)?;
     let counterfactual = match &request.counterfactual {
         None => None,
         Some(opts) => {
             let project = OpenProject::open(&request.project_dir)
-                .map_err(|e| BiasJobError::Usage(format!("could not open the project: {e}")))?;
-            let eval_err = |e: EvalError| match e {
-                EvalError::Usage(m) => BiasJobError::Usage(m),
-                other => BiasJobError::Failed(other.to_string()),
-            };
-            progress("loading the model", 0, opts.limit.min(set.rows.len()));
+                .map_err(|e| JobError::Usage(format!("could not open the project: {e}")))?;
+            let total = opts.limit.min(set.rows.len()) as u64;
+            job.progress("loading the model", 0, total);
             let model = resolve(&project, &request.target, None, opts.params.max_new_tokens)
-                .and_then(|r| load_resolved(&r))
-                .map_err(eval_err)?;
-            let found = counterfactual::run(
+                .and_then(|r| load_resolved(&r))?;
+            Some(counterfactual::run(
                 &model,
                 &set.rows,
                 &report.metric,
                 opts.limit,
                 &opts.params,
-                cancelled,
-                &mut |done, total| progress("counterfactual test", done, total),
-            )
-            .map_err(BiasJobError::Failed)?;
-            Some(found.ok_or(BiasJobError::Cancelled)?)
+                job,
+            )?)
         }
     };
     let dir = path.parent().unwrap_or(Path::new("."));
-    let written = write_report(dir, &report, counterfactual.as_ref())
-        .map_err(|e| BiasJobError::Failed(format!("{}: {e}", dir.display())))?;
+    let written =
+        write_report(dir, &report, counterfactual.as_ref()).map_err(|e| JobError::file(dir, e))?;
     Ok(BiasOutcome {
         report,
         counterfactual,

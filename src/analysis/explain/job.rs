@@ -4,13 +4,11 @@
 //! into `explain/<record>.json` under the run's folder, written atomically.
 
 use super::methods::Explainer;
-use super::{
-    ExplainError, ExplainSettings, Explanation, Method, OnProgress, SectionMean, SplitSections,
-    Targeted,
-};
+use super::{ExplainSettings, Explanation, Method, SectionMean, SplitSections, Targeted};
 use crate::data::load::load_path;
 use crate::data::record::{Record, Split};
 use crate::eval::job::{Resolved, Target, load_resolved, resolve, split_records};
+use crate::job::{Job, JobError, Progress};
 use crate::model::loading::LoadedModel;
 use crate::project::OpenProject;
 use crate::project::predictions::{PREDICTIONS_FILE, parse_predictions};
@@ -48,15 +46,8 @@ pub struct SplitRequest {
     pub dataset: Option<String>,
 }
 
-fn file_err(path: &Path, e: impl std::fmt::Display) -> ExplainError {
-    ExplainError::File {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    }
-}
-
-fn usage(e: impl std::fmt::Display) -> ExplainError {
-    ExplainError::Usage(e.to_string())
+fn usage(e: impl std::fmt::Display) -> JobError {
+    JobError::Usage(e.to_string())
 }
 
 /// `base` or the run's id.
@@ -81,13 +72,13 @@ pub fn explanation_path(out_dir: &Path, record: &str) -> PathBuf {
 }
 
 /// The explanation kept at `path`; `None` when there is none yet.
-pub fn read_explanation(path: &Path) -> Result<Option<Explanation>, ExplainError> {
+pub fn read_explanation(path: &Path) -> Result<Option<Explanation>, JobError> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| file_err(path, e)),
+            .map_err(|e| JobError::file(path, e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(file_err(path, e)),
+        Err(e) => Err(JobError::file(path, e)),
     }
 }
 
@@ -95,7 +86,7 @@ fn open(
     project_dir: &Path,
     target: &Target,
     dataset: Option<&str>,
-) -> Result<(OpenProject, Resolved), ExplainError> {
+) -> Result<(OpenProject, Resolved), JobError> {
     let project = OpenProject::open(project_dir).map_err(|e| usage(format!("--project: {e}")))?;
     let resolved = resolve(&project, target, dataset, ANSWER_ROOM).map_err(usage)?;
     Ok((project, resolved))
@@ -118,7 +109,7 @@ fn output_for(
     known: &BTreeMap<String, String>,
     settings: &ExplainSettings,
     cancelled: &dyn Fn() -> bool,
-) -> Result<(String, &'static str), ExplainError> {
+) -> Result<(String, &'static str), JobError> {
     if let Some(text) = known.get(&record.id) {
         return Ok((text.clone(), "predictions.jsonl"));
     }
@@ -148,9 +139,10 @@ fn explainer_for<'a>(
 /// Explains one record with the request's method and merges the result into its file.
 pub fn explain_record(
     request: &ExplainRequest,
-    cancelled: &dyn Fn() -> bool,
-    progress: &mut OnProgress,
-) -> Result<(Explanation, PathBuf), ExplainError> {
+    job: &mut Job,
+) -> Result<(Explanation, PathBuf), JobError> {
+    let control = job.control();
+    let cancelled = &|| control.is_stopping();
     let (project, resolved) = open(
         &request.project_dir,
         &request.target,
@@ -169,8 +161,8 @@ pub fn explain_record(
                 request.record
             ))
         })?;
-    progress("loading the model", 0, 1);
-    let model = load_resolved(&resolved).map_err(|e| ExplainError::Model(e.to_string()))?;
+    job.progress("loading the model", 0, 1);
+    let model = load_resolved(&resolved).map_err(|e| JobError::Model(e.to_string()))?;
     let (output, source) = output_for(
         &model,
         &record,
@@ -189,12 +181,12 @@ pub fn explain_record(
     explanation.output = output.clone();
     explanation.output_source = source.into();
     let explainer = explainer_for(&model, &record, &output, &request.settings, cancelled);
-    run_method(&explainer, &mut explanation, progress)?;
-    let json = serde_json::to_vec_pretty(&explanation).map_err(|e| file_err(&file, e))?;
+    run_method(&explainer, &mut explanation, job)?;
+    let json = serde_json::to_vec_pretty(&explanation).map_err(|e| JobError::file(&file, e))?;
     if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+        std::fs::create_dir_all(dir).map_err(|e| JobError::file(dir, e))?;
     }
-    write_atomic(&file, &json).map_err(|e| file_err(&file, e))?;
+    write_atomic(&file, &json).map_err(|e| JobError::file(&file, e))?;
     Ok((explanation, file))
 }
 
@@ -211,23 +203,21 @@ fn targeted<T>(result: (T, String), target: &str, started: Instant) -> Targeted<
 fn run_method(
     explainer: &Explainer,
     explanation: &mut Explanation,
-    progress: &mut OnProgress,
-) -> Result<(), ExplainError> {
+    job: &mut Job,
+) -> Result<(), JobError> {
     let started = Instant::now();
     let target = &explainer.settings.target.name();
     match explainer.settings.method {
-        Method::Lime => {
-            explanation.lime = Some(targeted(explainer.lime(progress)?, target, started))
-        }
+        Method::Lime => explanation.lime = Some(targeted(explainer.lime(job)?, target, started)),
         Method::Saliency => {
-            progress("gradient x input", 0, 1);
+            job.progress("gradient x input", 0, 1);
             explanation.saliency = Some(targeted(explainer.saliency()?, target, started));
         }
         Method::Sections => {
-            explanation.sections = Some(targeted(explainer.sections(progress)?, target, started));
+            explanation.sections = Some(targeted(explainer.sections(job)?, target, started));
         }
         Method::Length => {
-            explanation.length = Some(targeted(explainer.length(progress)?, target, started));
+            explanation.length = Some(targeted(explainer.length(job)?, target, started));
         }
     }
     Ok(())
@@ -237,9 +227,10 @@ fn run_method(
 /// written to `explain/sections-<split>.json`.
 pub fn explain_split(
     request: &SplitRequest,
-    cancelled: &dyn Fn() -> bool,
-    progress: &mut OnProgress,
-) -> Result<(SplitSections, PathBuf), ExplainError> {
+    job: &mut Job,
+) -> Result<(SplitSections, PathBuf), JobError> {
+    let control = job.control();
+    let cancelled = &|| control.is_stopping();
     let (project, resolved) = open(
         &request.project_dir,
         &request.target,
@@ -257,20 +248,19 @@ pub fn explain_split(
             request.split.name()
         )));
     }
-    let model = load_resolved(&resolved).map_err(|e| ExplainError::Model(e.to_string()))?;
+    let model = load_resolved(&resolved).map_err(|e| JobError::Model(e.to_string()))?;
     let known = known_outputs(&resolved.out_dir);
     let mut sums: BTreeMap<String, (usize, f64, f64)> = BTreeMap::new();
     let mut explained = 0;
     for (k, record) in records.iter().enumerate() {
-        if !progress("records", k, records.len()) {
-            return Err(ExplainError::Cancelled);
-        }
+        job.step("records", k, records.len())?;
         let (output, _) = output_for(&model, record, &known, &request.settings, cancelled)?;
         let explainer = explainer_for(&model, record, &output, &request.settings, cancelled);
         // A record without sections (or with an empty output) has nothing to add.
-        let result = match explainer.sections(&mut |_, _, _| !cancelled()) {
+        let mut quiet = |_: &Progress| {};
+        let result = match explainer.sections(&mut Job::new(control, &mut quiet)) {
             Ok((r, _)) => r,
-            Err(ExplainError::Usage(_)) => continue,
+            Err(JobError::Usage(_)) => continue,
             Err(e) => return Err(e),
         };
         explained += 1;
@@ -303,10 +293,10 @@ pub fn explain_split(
         .out_dir
         .join(EXPLAIN_DIR)
         .join(format!("sections-{}.json", request.split.name()));
-    let json = serde_json::to_vec_pretty(&report).map_err(|e| file_err(&file, e))?;
+    let json = serde_json::to_vec_pretty(&report).map_err(|e| JobError::file(&file, e))?;
     if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+        std::fs::create_dir_all(dir).map_err(|e| JobError::file(dir, e))?;
     }
-    write_atomic(&file, &json).map_err(|e| file_err(&file, e))?;
+    write_atomic(&file, &json).map_err(|e| JobError::file(&file, e))?;
     Ok((report, file))
 }

@@ -5,11 +5,12 @@ use super::features::{self, Feature, FeatureKind};
 use super::lime::{self, KERNEL_WIDTH, RIDGE_ALPHA};
 use super::scoring::{self, Answer};
 use super::{
-    ExplainError, ExplainSettings, FeatureWeight, LengthPoint, LengthResult, LimeResult,
-    OnProgress, SaliencyResult, SectionImpact, SectionsResult, TargetText, Throughput,
+    ExplainSettings, FeatureWeight, LengthPoint, LengthResult, LimeResult, SaliencyResult,
+    SectionImpact, SectionsResult, TargetText, Throughput,
 };
 use crate::data::record::Task;
 use crate::eval::rouge::rouge;
+use crate::job::{Job, JobError};
 use crate::model::generation::GenerationParams;
 use crate::model::loading::LoadedModel;
 use crate::model::tokenizer::example::{encode_example, render_example};
@@ -29,8 +30,8 @@ pub struct Explainer<'a> {
     pub cancelled: &'a dyn Fn() -> bool,
 }
 
-fn model_err(e: impl std::fmt::Display) -> ExplainError {
-    ExplainError::Model(e.to_string())
+fn model_err(e: impl std::fmt::Display) -> JobError {
+    JobError::Model(e.to_string())
 }
 
 /// Per word of `input`, the sum of the weights of the items overlapping it: a token's
@@ -53,13 +54,13 @@ pub fn word_weights_of(input: &str, items: &[FeatureWeight]) -> Vec<FeatureWeigh
 
 impl Explainer<'_> {
     /// The scored answer and the text it stands for.
-    fn answer(&self) -> Result<(Answer, String), ExplainError> {
+    fn answer(&self) -> Result<(Answer, String), JobError> {
         let text = match &self.settings.target {
             TargetText::Reference => self.reference,
             TargetText::Output | TargetText::Medication(_) => self.output,
         };
         if text.trim().is_empty() {
-            return Err(ExplainError::Usage(format!(
+            return Err(JobError::Usage(format!(
                 "the {} is empty: there is nothing to explain",
                 self.settings.target.name()
             )));
@@ -86,7 +87,7 @@ impl Explainer<'_> {
             .to_ascii_lowercase()
             .find(&name.to_ascii_lowercase())
             .ok_or_else(|| {
-                ExplainError::Usage(format!(
+                JobError::Usage(format!(
                     "--target: medication {name:?} is not mentioned in the model's output"
                 ))
             })?;
@@ -95,7 +96,7 @@ impl Explainer<'_> {
             .filter(|&i| offsets[i].0 < end && offsets[i].1 > start)
             .collect();
         let (Some(&first), Some(&last)) = (inside.first(), inside.last()) else {
-            return Err(ExplainError::Model(format!(
+            return Err(JobError::Model(format!(
                 "no token of the output covers the mention of {name:?}"
             )));
         };
@@ -109,7 +110,7 @@ impl Explainer<'_> {
         ))
     }
 
-    fn prompt(&self, input: &str) -> Result<Vec<u32>, ExplainError> {
+    fn prompt(&self, input: &str) -> Result<Vec<u32>, JobError> {
         encode_example(
             &self.model.tokenizer,
             &self.model.template,
@@ -127,8 +128,8 @@ impl Explainer<'_> {
         inputs: &[String],
         answer: &Answer,
         stage: &str,
-        progress: &mut OnProgress,
-    ) -> Result<scoring::Scores, ExplainError> {
+        job: &mut Job,
+    ) -> Result<scoring::Scores, JobError> {
         let prompts = inputs
             .iter()
             .map(|i| self.prompt(i))
@@ -136,13 +137,14 @@ impl Explainer<'_> {
         let total = prompts.len();
         let batch = self.settings.batch;
         scoring::score_prompts(&self.model.llama, &prompts, answer, batch, &mut |done| {
-            progress(stage, done, total)
+            job.progress(stage, done as u64, total as u64);
+            !job.is_stopping()
         })?
-        .ok_or(ExplainError::Cancelled)
+        .ok_or(JobError::Cancelled { done: 0, total })
     }
 
     /// Greedy output for `input`.
-    pub fn generate(&self, input: &str) -> Result<String, ExplainError> {
+    pub fn generate(&self, input: &str) -> Result<String, JobError> {
         let cancelled = self.cancelled;
         let params = GenerationParams {
             max_new_tokens: self.settings.max_new_tokens,
@@ -155,7 +157,7 @@ impl Explainer<'_> {
         };
         let out = pipeline::generate(self.model, &[prompt], run).map_err(model_err)?;
         if cancelled() {
-            return Err(ExplainError::Cancelled);
+            return Err(JobError::Cancelled { done: 0, total: 1 });
         }
         Ok(out
             .outputs
@@ -165,17 +167,17 @@ impl Explainer<'_> {
     }
 
     /// LIME over the chosen features.
-    pub fn lime(&self, progress: &mut OnProgress) -> Result<(LimeResult, String), ExplainError> {
+    pub fn lime(&self, job: &mut Job) -> Result<(LimeResult, String), JobError> {
         let s = self.settings;
         let feats: Vec<Feature> = features::features(self.input, s.features);
         if feats.is_empty() {
-            return Err(ExplainError::Usage(format!(
+            return Err(JobError::Usage(format!(
                 "the input has no {} to weigh",
                 s.features.name()
             )));
         }
         if s.samples < 2 {
-            return Err(ExplainError::Usage("--samples must be at least 2".into()));
+            return Err(JobError::Usage("--samples must be at least 2".into()));
         }
         let (answer, target_text) = self.answer()?;
         let masks = lime::sample_masks(feats.len(), s.samples, s.seed);
@@ -186,7 +188,7 @@ impl Explainer<'_> {
         if let Some(path) = &s.samples_out {
             self.write_samples(path, &inputs, &target_text)?;
         }
-        let scores = self.score(&inputs, &answer, "scoring perturbed inputs", progress)?;
+        let scores = self.score(&inputs, &answer, "scoring perturbed inputs", job)?;
         let kernel: Vec<f64> = masks
             .iter()
             .map(|m| lime::kernel(lime::distance(m), KERNEL_WIDTH))
@@ -228,7 +230,7 @@ impl Explainer<'_> {
         path: &std::path::Path,
         inputs: &[String],
         target: &str,
-    ) -> Result<(), ExplainError> {
+    ) -> Result<(), JobError> {
         let task = self.task.unwrap_or(Task::Discharge);
         let mut text = String::new();
         for (k, input) in inputs.iter().enumerate() {
@@ -236,14 +238,14 @@ impl Explainer<'_> {
             text.push_str(&line.to_string());
             text.push('\n');
         }
-        crate::store::write_atomic(path, text.as_bytes()).map_err(|e| ExplainError::File {
+        crate::store::write_atomic(path, text.as_bytes()).map_err(|e| JobError::File {
             path: path.to_path_buf(),
             message: e.to_string(),
         })
     }
 
     /// Gradient x input per token of the input, and per word.
-    pub fn saliency(&self) -> Result<(SaliencyResult, String), ExplainError> {
+    pub fn saliency(&self) -> Result<(SaliencyResult, String), JobError> {
         let started = Instant::now();
         let (answer, target_text) = self.answer()?;
         let (prompt_text, _) =
@@ -258,9 +260,9 @@ impl Explainer<'_> {
             ids.insert(0, bos);
             offsets.insert(0, (0, 0));
         }
-        let at = prompt_text.rfind(self.input).ok_or_else(|| {
-            ExplainError::Model("the chat template changed the input text".into())
-        })?;
+        let at = prompt_text
+            .rfind(self.input)
+            .ok_or_else(|| JobError::Model("the chat template changed the input text".into()))?;
         let (per_token, loglik) = scoring::saliency(&self.model.llama, &ids, &answer)?;
         let end = at + self.input.len();
         let mut tokens = Vec::new();
@@ -287,19 +289,16 @@ impl Explainer<'_> {
     /// ROUGE-L F1 of the output generated greedily for `input`. The whole input is generated
     /// again too rather than taking the known output: that one may come from an evaluation that
     /// cut the input to the run's context, and the changes must compare like with like.
-    fn rouge_after(&self, input: &str) -> Result<(f64, String), ExplainError> {
+    fn rouge_after(&self, input: &str) -> Result<(f64, String), JobError> {
         let output = self.generate(input)?;
         Ok((rouge(self.reference, &output).rouge_l.fmeasure, output))
     }
 
     /// Removes each clinical section in turn.
-    pub fn sections(
-        &self,
-        progress: &mut OnProgress,
-    ) -> Result<(SectionsResult, String), ExplainError> {
+    pub fn sections(&self, job: &mut Job) -> Result<(SectionsResult, String), JobError> {
         let sections = features::features(self.input, FeatureKind::Sections);
         if sections.is_empty() {
-            return Err(ExplainError::Usage(
+            return Err(JobError::Usage(
                 "the input has no clinical sections (headers such as \"Discharge Medications:\")"
                     .into(),
             ));
@@ -310,13 +309,11 @@ impl Explainer<'_> {
             let keep: Vec<bool> = (0..sections.len()).map(|j| j != k).collect();
             inputs.push(features::remove(self.input, &sections, &keep));
         }
-        let scores = self.score(&inputs, &answer, "scoring without each section", progress)?;
+        let scores = self.score(&inputs, &answer, "scoring without each section", job)?;
         let (full_rouge, full_output) = self.rouge_after(self.input)?;
         let mut impacts = Vec::new();
         for (k, s) in sections.iter().enumerate() {
-            if !progress("generating without each section", k, sections.len()) {
-                return Err(ExplainError::Cancelled);
-            }
+            job.step("generating without each section", k, sections.len())?;
             let (r, output) = self.rouge_after(&inputs[k + 1])?;
             impacts.push(SectionImpact {
                 section: s.label.clone(),
@@ -338,13 +335,10 @@ impl Explainer<'_> {
     }
 
     /// The input cut to each fraction of its words.
-    pub fn length(
-        &self,
-        progress: &mut OnProgress,
-    ) -> Result<(LengthResult, String), ExplainError> {
+    pub fn length(&self, job: &mut Job) -> Result<(LengthResult, String), JobError> {
         let fractions = &self.settings.fractions;
         if fractions.is_empty() || fractions.iter().any(|f| !(*f > 0.0 && *f <= 1.0)) {
-            return Err(ExplainError::Usage(
+            return Err(JobError::Usage(
                 "input-length fractions must lie in (0, 1]".into(),
             ));
         }
@@ -353,12 +347,10 @@ impl Explainer<'_> {
             .iter()
             .map(|f| features::truncate_words(self.input, *f))
             .collect();
-        let scores = self.score(&inputs, &answer, "scoring truncated inputs", progress)?;
+        let scores = self.score(&inputs, &answer, "scoring truncated inputs", job)?;
         let mut points = Vec::new();
         for (k, (f, input)) in fractions.iter().zip(&inputs).enumerate() {
-            if !progress("generating for each length", k, inputs.len()) {
-                return Err(ExplainError::Cancelled);
-            }
+            job.step("generating for each length", k, inputs.len())?;
             let (r, _) = self.rouge_after(input)?;
             points.push(LengthPoint {
                 fraction: *f,

@@ -300,24 +300,3 @@ pub struct SectionMean {
     pub loglik_change: f64,
     pub rouge_l_change: f64,
 }
-
-#[derive(Debug, thiserror::Error)]
-pub enum ExplainError {
-    #[error("{0}")]
-    Usage(String),
-    #[error("{path}: {message}")]
-    File { path: PathBuf, message: String },
-    #[error("{0}")]
-    Model(String),
-    #[error("cancelled")]
-    Cancelled,
-}
-
-impl From<candle_core::Error> for ExplainError {
-    fn from(e: candle_core::Error) -> Self {
-        ExplainError::Model(e.to_string())
-    }
-}
-
-/// Progress: a stage, done and total; answers false to cancel.
-pub type OnProgress<'a> = dyn FnMut(&str, usize, usize) -> bool + 'a;

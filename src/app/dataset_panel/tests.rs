@@ -2,6 +2,7 @@ use super::*;
 use crate::data::dataset::{OpenOptions, open_dataset, to_jsonl};
 use crate::data::record::Task;
 use crate::data::synth::generate;
+use crate::job::Job;
 use egui::accesskit::Role;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
@@ -10,7 +11,12 @@ fn view(n: usize) -> Arc<DatasetView> {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("notes.jsonl");
     std::fs::write(&path, to_jsonl(&generate(Task::Discharge, n, 11, None))).expect("write");
-    let v = open_dataset(&path, &OpenOptions::default(), &mut |_, _, _| true).expect("open");
+    let v = open_dataset(
+        &path,
+        &OpenOptions::default(),
+        &mut Job::unstopped(&mut |_| {}),
+    )
+    .expect("open");
     Arc::new(v)
 }
 
@@ -102,7 +108,14 @@ fn big_view(n: usize) -> Arc<DatasetView> {
         ));
     }
     std::fs::write(&path, text).expect("write");
-    Arc::new(open_dataset(&path, &OpenOptions::default(), &mut |_, _, _| true).expect("open"))
+    Arc::new(
+        open_dataset(
+            &path,
+            &OpenOptions::default(),
+            &mut Job::unstopped(&mut |_| {}),
+        )
+        .expect("open"),
+    )
 }
 
 #[test]

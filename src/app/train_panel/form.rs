@@ -478,8 +478,12 @@ mod tests {
             ..Default::default()
         };
         let data = project_dir.join("discharge.jsonl");
-        let view = crate::data::dataset::open_dataset(&data, &options, &mut |_, _, _| true)
-            .expect("dataset");
+        let view = crate::data::dataset::open_dataset(
+            &data,
+            &options,
+            &mut crate::job::Job::unstopped(&mut |_| {}),
+        )
+        .expect("dataset");
         let cfg = TrainConfig {
             max_seq_len: 96,
             micro_batch: 3,
@@ -490,7 +494,7 @@ mod tests {
             ..TrainConfig::default()
         };
         let estimate = estimate(&cfg, &view).expect("an estimate");
-        let control = crate::train::Control::default();
+        let control = crate::job::Control::default();
         let mut total_steps = None;
         let opts = crate::train::RunOptions::default();
         crate::train::train(&project, &cfg, &opts, &control, &mut |e| {

@@ -17,8 +17,9 @@ pub use runs::RunsView;
 
 use crate::data::dataset::DatasetView;
 use crate::engine::{Command, Engine, Event, JobId, ModelInfo, TrainRequest};
+use crate::job::Control;
 use crate::project::{ModelEntry, ModelSource, OpenProject};
-use crate::train::{Control, TrainEvent, TrainSummary};
+use crate::train::{TrainEvent, TrainSummary};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,5 +1,21 @@
 use super::*;
-use std::cell::Cell;
+use crate::job::{Control, Progress};
+
+/// Evaluates the base model or a run with nobody watching.
+fn quietly(p: &OpenProject, target: &Target, opts: &EvalOptions) -> Result<EvalSummary, JobError> {
+    evaluate(p, target, opts, &mut Job::unstopped(&mut |_| {}))
+}
+
+/// Evaluates the base model, asking it to stop once `done` records are generated.
+fn stopped_at(p: &OpenProject, opts: &EvalOptions, done: u64) -> Result<EvalSummary, JobError> {
+    let control = Control::new();
+    let mut stop = |p: &Progress| {
+        if p.done >= done {
+            control.stop();
+        }
+    };
+    evaluate(p, &Target::Base, opts, &mut Job::new(&control, &mut stop))
+}
 
 fn project(dir: &Path, n: usize) -> OpenProject {
     crate::test_support::discharge_project(dir, n, (50.0, 0.0, 50.0))
@@ -26,10 +42,10 @@ fn lines(path: &Path) -> Vec<serde_json::Value> {
 }
 
 #[test]
-fn the_base_model_is_evaluated_into_predictions_and_a_report() -> Result<(), EvalError> {
+fn the_base_model_is_evaluated_into_predictions_and_a_report() -> Result<(), JobError> {
     let tmp = tempfile::tempdir().expect("tempdir");
     let p = project(tmp.path(), 24);
-    let summary = evaluate(&p, &Target::Base, &options(5, 2), &|| false, &mut |_| {})?;
+    let summary = quietly(&p, &Target::Base, &options(5, 2))?;
     assert_eq!((summary.n, summary.generated_now), (5, 5));
     let dir = tmp.path().join(BASE_DIR);
     let rows = lines(&dir.join(PREDICTIONS_FILE));
@@ -68,12 +84,12 @@ fn the_base_model_is_evaluated_into_predictions_and_a_report() -> Result<(), Eva
 }
 
 #[test]
-fn outputs_stopped_at_the_token_limit_are_marked_as_cut() -> Result<(), EvalError> {
+fn outputs_stopped_at_the_token_limit_are_marked_as_cut() -> Result<(), JobError> {
     let tmp = tempfile::tempdir().expect("tempdir");
     let p = project(tmp.path(), 24);
     let mut opts = options(5, 2);
     opts.params.max_new_tokens = 2;
-    let summary = evaluate(&p, &Target::Base, &opts, &|| false, &mut |_| {})?;
+    let summary = quietly(&p, &Target::Base, &opts)?;
     let dir = tmp.path().join(BASE_DIR);
     let rows = lines(&dir.join(PREDICTIONS_FILE));
     let cut: Vec<bool> = rows
@@ -99,39 +115,37 @@ fn outputs_stopped_at_the_token_limit_are_marked_as_cut() -> Result<(), EvalErro
 
 #[test]
 fn a_cancelled_evaluation_continues_from_its_last_batch_with_the_same_outputs()
--> Result<(), EvalError> {
+-> Result<(), JobError> {
     let tmp = tempfile::tempdir().expect("tempdir");
     let p = project(tmp.path(), 24);
-    let whole = evaluate(&p, &Target::Base, &options(6, 2), &|| false, &mut |_| {})?;
+    let whole = quietly(&p, &Target::Base, &options(6, 2))?;
     let dir = whole.out_dir.clone();
     let expected = lines(&dir.join(PREDICTIONS_FILE));
     std::fs::remove_dir_all(&dir).expect("clear");
 
     // Cancel once two batches are through.
-    let batches = Cell::new(0);
-    let cancelled = || batches.get() >= 2;
-    let first = evaluate(&p, &Target::Base, &options(6, 2), &cancelled, &mut |e| {
-        if matches!(e, EvalEvent::Batch { .. }) {
-            batches.set(batches.get() + 1);
-        }
-    });
+    let first = stopped_at(&p, &options(6, 2), 4);
     assert!(
-        matches!(first, Err(EvalError::Cancelled { done: 4, total: 6 })),
+        matches!(first, Err(JobError::Cancelled { done: 4, total: 6 })),
         "{first:?}"
     );
     assert!(!dir.join(PREDICTIONS_FILE).exists());
 
     let mut resumed_after = None;
-    let second = evaluate(&p, &Target::Base, &options(6, 2), &|| false, &mut |e| {
-        if let EvalEvent::Started { already_done, .. } = e {
-            resumed_after = Some(already_done);
-        }
-    })?;
+    let mut first_seen = |p: &Progress| {
+        resumed_after.get_or_insert(p.done);
+    };
+    let second = evaluate(
+        &p,
+        &Target::Base,
+        &options(6, 2),
+        &mut Job::unstopped(&mut first_seen),
+    )?;
     assert_eq!((resumed_after, second.generated_now), (Some(4), 2));
     assert_eq!(lines(&dir.join(PREDICTIONS_FILE)), expected);
 
     // Other settings start over.
-    let other = evaluate(&p, &Target::Base, &options(3, 3), &|| false, &mut |_| {})?;
+    let other = quietly(&p, &Target::Base, &options(3, 3))?;
     assert_eq!(other.generated_now, 3);
     Ok(())
 }
@@ -139,23 +153,17 @@ fn a_cancelled_evaluation_continues_from_its_last_batch_with_the_same_outputs()
 /// Rows of the partial file that repeat an id or name no record of the split are generated
 /// again, said in a note, and the report counts each record once.
 #[test]
-fn a_partial_file_with_repeated_or_unknown_ids_is_not_trusted() -> Result<(), EvalError> {
+fn a_partial_file_with_repeated_or_unknown_ids_is_not_trusted() -> Result<(), JobError> {
     let tmp = tempfile::tempdir().expect("tempdir");
     let p = project(tmp.path(), 24);
-    let whole = evaluate(&p, &Target::Base, &options(4, 2), &|| false, &mut |_| {})?;
+    let whole = quietly(&p, &Target::Base, &options(4, 2))?;
     let dir = whole.out_dir.clone();
     let expected = lines(&dir.join(PREDICTIONS_FILE));
     std::fs::remove_dir_all(&dir).expect("clear");
 
-    let batches = Cell::new(0);
-    let cancelled = || batches.get() >= 1;
-    let first = evaluate(&p, &Target::Base, &options(4, 2), &cancelled, &mut |e| {
-        if matches!(e, EvalEvent::Batch { .. }) {
-            batches.set(batches.get() + 1);
-        }
-    });
+    let first = stopped_at(&p, &options(4, 2), 2);
     assert!(
-        matches!(first, Err(EvalError::Cancelled { done: 2, .. })),
+        matches!(first, Err(JobError::Cancelled { done: 2, .. })),
         "{first:?}"
     );
     let partial = dir.join(PARTIAL_FILE);
@@ -172,11 +180,13 @@ fn a_partial_file_with_repeated_or_unknown_ids_is_not_trusted() -> Result<(), Ev
     append_synced(&partial, &[wrong, stranger])?;
 
     let mut notes = Vec::new();
-    let second = evaluate(&p, &Target::Base, &options(4, 2), &|| false, &mut |e| {
-        if let EvalEvent::Started { notes: n, .. } = e {
-            notes = n;
-        }
-    })?;
+    let mut noted = |p: &Progress| notes.extend(p.message.clone());
+    let second = evaluate(
+        &p,
+        &Target::Base,
+        &options(4, 2),
+        &mut Job::unstopped(&mut noted),
+    )?;
     assert!(
         notes
             .iter()
@@ -190,18 +200,18 @@ fn a_partial_file_with_repeated_or_unknown_ids_is_not_trusted() -> Result<(), Ev
 
 /// A second evaluation of the same folder is refused while the first holds it.
 #[test]
-fn an_evaluation_in_progress_is_not_run_twice() -> Result<(), EvalError> {
+fn an_evaluation_in_progress_is_not_run_twice() -> Result<(), JobError> {
     let tmp = tempfile::tempdir().expect("tempdir");
     let p = project(tmp.path(), 12);
-    let whole = evaluate(&p, &Target::Base, &options(2, 2), &|| false, &mut |_| {})?;
+    let whole = quietly(&p, &Target::Base, &options(2, 2))?;
     let held = crate::store::lock::FolderLock::acquire(&whole.out_dir, "eval").expect("lock");
-    let second = evaluate(&p, &Target::Base, &options(2, 2), &|| false, &mut |_| {});
-    let Err(EvalError::Busy(message)) = &second else {
+    let second = quietly(&p, &Target::Base, &options(2, 2));
+    let Err(JobError::Busy(message)) = &second else {
         panic!("{second:?}");
     };
     assert!(message.contains("(eval, since"), "{message}");
     drop(held);
-    evaluate(&p, &Target::Base, &options(2, 2), &|| false, &mut |_| {})?;
+    quietly(&p, &Target::Base, &options(2, 2))?;
     Ok(())
 }
 
@@ -210,7 +220,7 @@ fn bad_requests_are_named() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let p = project(tmp.path(), 24);
     let err = |target: &Target, opts: &EvalOptions| {
-        evaluate(&p, target, opts, &|| false, &mut |_| {})
+        quietly(&p, target, opts)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default()
@@ -230,8 +240,8 @@ fn bad_requests_are_named() {
 }
 
 #[test]
-fn a_runs_adapter_is_evaluated_into_the_run_folder() -> Result<(), EvalError> {
-    use crate::train::{Control, RunOptions, TrainConfig, train};
+fn a_runs_adapter_is_evaluated_into_the_run_folder() -> Result<(), JobError> {
+    use crate::train::{RunOptions, TrainConfig, train};
     let tmp = tempfile::tempdir().expect("tempdir");
     let p = project(tmp.path(), 24);
     let cfg = TrainConfig {
@@ -248,13 +258,7 @@ fn a_runs_adapter_is_evaluated_into_the_run_folder() -> Result<(), EvalError> {
         &mut |_| {},
     )
     .expect("train");
-    let summary = evaluate(
-        &p,
-        &Target::Run(run.run_id.clone()),
-        &options(2, 2),
-        &|| false,
-        &mut |_| {},
-    )?;
+    let summary = quietly(&p, &Target::Run(run.run_id.clone()), &options(2, 2))?;
     assert_eq!(summary.out_dir, run.run_dir);
     assert_eq!(lines(&run.run_dir.join(PREDICTIONS_FILE)).len(), 2);
     let report: serde_json::Value =
@@ -279,13 +283,7 @@ fn a_runs_adapter_is_evaluated_into_the_run_folder() -> Result<(), EvalError> {
         b"not safetensors",
     )
     .expect("corrupt");
-    let corrupt = evaluate(
-        &p,
-        &Target::Run(run.run_id.clone()),
-        &options(2, 2),
-        &|| false,
-        &mut |_| {},
-    );
-    assert!(matches!(corrupt, Err(EvalError::Usage(_))), "{corrupt:?}");
+    let corrupt = quietly(&p, &Target::Run(run.run_id.clone()), &options(2, 2));
+    assert!(matches!(corrupt, Err(JobError::Usage(_))), "{corrupt:?}");
     Ok(())
 }
