@@ -1,8 +1,9 @@
 //! The sidebar's model section: choose the embedded model, SmolLM2 or any Hugging Face folder or
 //! GGUF file, watch it load on the engine, and read what was loaded.
 
-use crate::engine::{JobId, ModelInfo, device_choices, is_gguf};
+use crate::engine::{JobId, ModelInfo, device_choices};
 use crate::model::gpu::thousands;
+use crate::model::loading::is_gguf;
 use crate::model::loading::{DeviceChoice, Precision};
 use crate::project::{ModelEntry, ModelSource};
 use std::path::{Path, PathBuf};

@@ -94,7 +94,7 @@ pub fn bias_cmd(args: &BiasArgs, json_out: bool) -> Result<(), CliError> {
     let started = std::time::Instant::now();
     let bar = JobBar::new("records");
     let mut show = |p: &Progress| bar.show(p);
-    let outcome = run(&request, &mut Job::unstopped(&mut show)).map_err(job_err)?;
+    let outcome = run(&request, None, &mut Job::unstopped(&mut show)).map_err(job_err)?;
     drop(bar);
     for issue in &outcome.issues {
         eprintln!("predictions.jsonl {issue}");

@@ -78,14 +78,19 @@ pub fn eval_cmd(args: &EvalArgs, json_out: bool) -> Result<(), CliError> {
     };
     let bar = JobBar::new("records");
     let mut show = |p: &Progress| bar.show(p);
-    let summary = evaluate(&project, &target, &opts, &mut Job::unstopped(&mut show)).map_err(
-        |e| match e {
-            JobError::Cancelled { .. } => {
-                CliError::failed(format!("{e} records; run again to continue from there"))
-            }
-            e => job_err(e),
-        },
-    )?;
+    let summary = evaluate(
+        &project,
+        &target,
+        &opts,
+        None,
+        &mut Job::unstopped(&mut show),
+    )
+    .map_err(|e| match e {
+        JobError::Cancelled { .. } => {
+            CliError::failed(format!("{e} records; run again to continue from there"))
+        }
+        e => job_err(e),
+    })?;
     drop(bar);
     let c = &summary.corpus;
     eprintln!(

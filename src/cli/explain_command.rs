@@ -114,7 +114,7 @@ pub fn explain_cmd(args: &ExplainArgs, json_out: bool) -> Result<(), CliError> {
             settings,
             dataset: args.dataset.clone(),
         };
-        let result = explain_split(&request, &mut Job::unstopped(&mut show));
+        let result = explain_split(&request, None, &mut Job::unstopped(&mut show));
         drop(bar);
         let (report, file) = result.map_err(job_err)?;
         eprintln!("{}: {} records", file.display(), report.records);
@@ -136,7 +136,7 @@ pub fn explain_cmd(args: &ExplainArgs, json_out: bool) -> Result<(), CliError> {
         settings: settings.clone(),
         dataset: args.dataset.clone(),
     };
-    let result = explain_record(&request, &mut Job::unstopped(&mut show));
+    let result = explain_record(&request, None, &mut Job::unstopped(&mut show));
     drop(bar);
     let (explanation, file) = result.map_err(job_err)?;
     eprintln!("{}", file.display());

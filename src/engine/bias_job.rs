@@ -5,9 +5,14 @@
 use super::{Event, JobContext};
 use crate::analysis::bias::job::{BiasRequest, run as run_audit};
 use crate::job::JobError;
+use crate::model::loading::LoadedModel;
 
-pub(super) fn run(ctx: &JobContext, request: BiasRequest) -> Result<Event, JobError> {
-    let outcome = ctx.run(|job| run_audit(&request, job))?;
+pub(super) fn run(
+    ctx: &JobContext,
+    kept: Option<&mut LoadedModel>,
+    request: BiasRequest,
+) -> Result<Event, JobError> {
+    let outcome = ctx.run(|job| run_audit(&request, kept, job))?;
     Ok(Event::BiasAudited {
         job: ctx.job,
         outcome: Box::new(outcome),
@@ -43,6 +48,7 @@ mod tests {
             &p,
             &Target::Base,
             &options,
+            None,
             &mut crate::job::Job::unstopped(&mut |_| {}),
         )
         .expect("evaluate");

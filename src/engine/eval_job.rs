@@ -4,6 +4,7 @@
 use super::{Event, JobContext};
 use crate::eval::job::{EvalOptions, EvalSummary, Target, evaluate};
 use crate::job::JobError;
+use crate::model::loading::LoadedModel;
 use crate::project::OpenProject;
 use std::path::PathBuf;
 
@@ -24,11 +25,15 @@ impl EvalRequest {
     }
 }
 
-pub(super) fn run(ctx: &JobContext, request: EvalRequest) -> Result<Event, JobError> {
+pub(super) fn run(
+    ctx: &JobContext,
+    kept: Option<&mut LoadedModel>,
+    request: EvalRequest,
+) -> Result<Event, JobError> {
     let project = OpenProject::open(&request.project_dir)
         .map_err(|e| JobError::Usage(format!("could not open the project: {e}")))?;
     let summary: EvalSummary =
-        ctx.run(|job| evaluate(&project, &request.target, &request.options, job))?;
+        ctx.run(|job| evaluate(&project, &request.target, &request.options, kept, job))?;
     Ok(Event::Evaluated {
         job: ctx.job,
         summary: Box::new(summary),

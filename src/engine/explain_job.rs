@@ -5,6 +5,7 @@ use super::{Event, JobContext};
 use crate::analysis::explain::{ExplainRequest, explain_record};
 use crate::eval::job::Target;
 use crate::job::JobError;
+use crate::model::loading::LoadedModel;
 
 pub(super) fn name(request: &ExplainRequest) -> String {
     let model = match &request.target {
@@ -18,8 +19,12 @@ pub(super) fn name(request: &ExplainRequest) -> String {
     )
 }
 
-pub(super) fn run(ctx: &JobContext, request: ExplainRequest) -> Result<Event, JobError> {
-    let (explanation, path) = ctx.run(|job| explain_record(&request, job))?;
+pub(super) fn run(
+    ctx: &JobContext,
+    kept: Option<&mut LoadedModel>,
+    request: ExplainRequest,
+) -> Result<Event, JobError> {
+    let (explanation, path) = ctx.run(|job| explain_record(&request, kept, job))?;
     Ok(Event::Explained {
         job: ctx.job,
         explanation: Box::new(explanation),

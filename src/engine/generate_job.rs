@@ -4,9 +4,8 @@
 use super::{Event, JobContext};
 use crate::data::record::Task;
 use crate::job::JobError;
-use crate::model::adapters::load_peft;
+use crate::model::adapters::{self, load_peft};
 use crate::model::generation::{GenerationParams, StopReason};
-use crate::model::llama::Llama;
 use crate::model::loading::LoadedModel;
 use crate::pipeline::{self, GenerateError, Prompt, Run};
 use std::path::PathBuf;
@@ -44,14 +43,8 @@ pub(super) fn run(
         .ok_or_else(|| JobError::Usage("no model is loaded: load one in the sidebar".into()))?;
     let result = generate_each(ctx, model, &request);
     // Later jobs expect the base model.
-    remove_adapters(&mut model.llama);
+    adapters::remove(&mut model.llama);
     result
-}
-
-fn remove_adapters(llama: &mut Llama) {
-    for (_, layer) in llama.linears_mut() {
-        layer.lora = None;
-    }
 }
 
 fn generate_each(
@@ -66,7 +59,7 @@ fn generate_each(
     for (output, adapter) in request.adapters.iter().enumerate() {
         ctx.check()?;
         match adapter {
-            None => remove_adapters(&mut model.llama),
+            None => adapters::remove(&mut model.llama),
             Some(dir) => {
                 load_peft(&mut model.llama, dir).map_err(|e| {
                     JobError::Usage(format!("the adapter could not be loaded: {e}"))

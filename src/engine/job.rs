@@ -38,10 +38,18 @@ impl JobContext {
         }
     }
 
-    /// Runs `work` as a [`Job`] of this context: its progress reported with an ETA, its stop
-    /// the engine's cancel.
+    /// Runs `work` as a [`Job`] of this context: its progress reported with an ETA (once for
+    /// each new count: the front end has no place for a note's line), its stop the engine's
+    /// cancel.
     pub fn run<R>(&self, work: impl FnOnce(&mut Job) -> R) -> R {
-        let mut report = |p: &Progress| self.progress(&p.stage, p.done, p.total);
+        let mut last: Option<(String, u64, u64)> = None;
+        let mut report = |p: &Progress| {
+            let now = (p.stage.clone(), p.done, p.total);
+            if last.as_ref() != Some(&now) {
+                self.progress(&p.stage, p.done, p.total);
+                last = Some(now);
+            }
+        };
         work(&mut Job::new(&self.control, &mut report))
     }
 
@@ -141,9 +149,9 @@ fn execute(
         Command::LoadModel { spec } => super::model::load_model(ctx, model, &spec),
         Command::Train(request) => super::train_job::train(ctx, *request),
         Command::Generate(request) => super::generate_job::run(ctx, model, *request),
-        Command::Evaluate(request) => super::eval_job::run(ctx, *request),
-        Command::Bias(request) => super::bias_job::run(ctx, *request),
-        Command::Explain(request) => super::explain_job::run(ctx, *request),
+        Command::Evaluate(request) => super::eval_job::run(ctx, model.as_mut(), *request),
+        Command::Bias(request) => super::bias_job::run(ctx, model.as_mut(), *request),
+        Command::Explain(request) => super::explain_job::run(ctx, model.as_mut(), *request),
         Command::Custom { work, .. } => {
             let text = work(ctx, model.as_ref())?;
             Ok(Event::Message { job: ctx.job, text })

@@ -13,7 +13,7 @@ mod train_job;
 pub use eval_job::EvalRequest;
 pub use generate_job::{GenerateRequest, GenerationOutput};
 pub use job::JobContext;
-pub use model::{ModelInfo, ModelSourceKind, device_choices, is_gguf};
+pub use model::{ModelInfo, ModelSourceKind, device_choices};
 pub use train_job::TrainRequest;
 
 use crate::data::dataset::{DatasetView, OpenOptions};

@@ -4,7 +4,7 @@
 use super::{Event, JobContext};
 use crate::job::JobError;
 use crate::model::gpu::{self, GpuFacts};
-use crate::model::loading::{self, DeviceChoice, LoadedModel, ModelSpec};
+use crate::model::loading::{self, DeviceChoice, LoadedModel, ModelSpec, is_gguf};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -145,12 +145,6 @@ fn describe(model: &LoadedModel, spec: &ModelSpec, load_time: Duration) -> Model
         gpu: LoadedOnGpu::of(&model.info.device),
         path,
     }
-}
-
-/// A `.gguf` file name, the one kind of model source that `dequantize` applies to.
-pub fn is_gguf(path: &Path) -> bool {
-    path.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
 }
 
 fn source_kind(path: &Path, dequantize: bool) -> ModelSourceKind {

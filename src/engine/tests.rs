@@ -230,25 +230,29 @@ pub(crate) fn small_project(dir: &std::path::Path) -> PathBuf {
     dir.to_path_buf()
 }
 
+/// The base model over four records, two a batch, eight new tokens each.
+fn base_of_four(project_dir: &std::path::Path) -> EvalRequest {
+    EvalRequest {
+        project_dir: project_dir.to_path_buf(),
+        target: crate::eval::job::Target::Base,
+        options: crate::eval::job::EvalOptions {
+            limit: Some(4),
+            batch: 2,
+            params: crate::model::generation::GenerationParams {
+                max_new_tokens: 8,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    }
+}
+
 #[test]
 fn an_evaluation_reports_progress_and_writes_its_files() {
     let tmp = tempfile::tempdir().expect("tempdir");
     crate::test_support::discharge_project(tmp.path(), 24, (50.0, 0.0, 50.0));
     let engine = Engine::start(NoNotifier);
-    let options = crate::eval::job::EvalOptions {
-        limit: Some(4),
-        batch: 2,
-        params: crate::model::generation::GenerationParams {
-            max_new_tokens: 8,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    engine.submit(Command::Evaluate(Box::new(EvalRequest {
-        project_dir: tmp.path().to_path_buf(),
-        target: crate::eval::job::Target::Base,
-        options,
-    })));
+    engine.submit(Command::Evaluate(Box::new(base_of_four(tmp.path()))));
     let events = events_until_done(&engine);
     let done: Vec<u64> = events
         .iter()
@@ -263,8 +267,19 @@ fn an_evaluation_reports_progress_and_writes_its_files() {
         _ => None,
     });
     assert_eq!(summary.map(|s| s.n), Some(4));
+    assert_eq!(summary.map(|s| s.model_reused), Some(false));
     assert!(tmp.path().join("base/predictions.jsonl").is_file());
     assert!(tmp.path().join("base/eval.json").is_file());
+    // With the project's model loaded, the evaluation uses it instead of loading another.
+    load_tiny(&engine);
+    engine.submit(Command::Evaluate(Box::new(base_of_four(tmp.path()))));
+    let reused = events_until_done(&engine)
+        .into_iter()
+        .find_map(|e| match e {
+            Event::Evaluated { summary, .. } => Some(summary.model_reused),
+            _ => None,
+        });
+    assert_eq!(reused, Some(true));
 }
 
 /// A configuration that takes a few milliseconds a step on the tiny model.

@@ -98,6 +98,13 @@ pub fn enable_dropout(model: &mut Llama, p: f64) -> DropoutRounds {
     rounds
 }
 
+/// Takes every adapter off: the base model again.
+pub fn remove(model: &mut Llama) {
+    for (_, layer) in model.linears_mut() {
+        layer.lora = None;
+    }
+}
+
 /// Switches every adapter on or off (base versus tuned outputs).
 pub fn set_enabled(model: &mut Llama, enabled: bool) {
     for (_, layer) in model.linears_mut() {

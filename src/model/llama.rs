@@ -380,6 +380,17 @@ impl Llama {
         self.norm.dtype()
     }
 
+    /// Rebuilds the RoPE tables for `max_len` positions (within the model's own context), as a
+    /// load with that length would have built them; returns the length they had.
+    pub fn set_context(&mut self, max_len: usize) -> Result<usize> {
+        let before = self.rope.max_len();
+        let len = max_len.min(self.cfg.max_position_embeddings);
+        if len != before {
+            self.rope = Rope::new(&self.cfg, len, self.device())?.to_dtype(self.dtype())?;
+        }
+        Ok(before)
+    }
+
     /// The model in `dtype`: dense weights, biases, norms and RoPE tables are converted;
     /// quantized weights stay as they are (their products convert the activations).
     pub fn to_dtype(self, dtype: DType) -> Result<Llama> {

@@ -4,9 +4,10 @@
 
 use super::counterfactual::{self, CounterfactualReport};
 use super::{BiasError, BiasOptions, BiasReport, audit};
-use crate::eval::job::{BASE_DIR, Target, load_resolved, resolve};
+use crate::eval::job::{BASE_DIR, Target, acquire, resolve};
 use crate::job::{Job, JobError};
 use crate::model::generation::GenerationParams;
+use crate::model::loading::LoadedModel;
 use crate::project::OpenProject;
 use crate::project::predictions::{
     LineIssue, PREDICTIONS_FILE, PredictionSet, PredictionSource, run_dir,
@@ -90,8 +91,13 @@ pub fn read_predictions(path: &Path) -> Result<PredictionSet, JobError> {
 }
 
 /// Runs the request; the counterfactual test reports its generations as progress, and a stop
-/// ends it between records.
-pub fn run(request: &BiasRequest, job: &mut Job) -> Result<BiasOutcome, JobError> {
+/// ends it between records. `kept`, a model the caller keeps loaded, generates them when it holds
+/// the target's weights.
+pub fn run(
+    request: &BiasRequest,
+    kept: Option<&mut LoadedModel>,
+    job: &mut Job,
+) -> Result<BiasOutcome, JobError> {
     let path = predictions_path(&request.project_dir, &request.target);
     let set = read_predictions(&path)?;
     let usage = |e: BiasError| JobError::Usage(format!("{}: {e}", path.display()));
@@ -103,8 +109,8 @@ pub fn run(request: &BiasRequest, job: &mut Job) -> Result<BiasOutcome, JobError
                 .map_err(|e| JobError::Usage(format!("could not open the project: {e}")))?;
             let total = opts.limit.min(set.rows.len()) as u64;
             job.progress("loading the model", 0, total);
-            let model = resolve(&project, &request.target, None, opts.params.max_new_tokens)
-                .and_then(|r| load_resolved(&r))?;
+            let resolved = resolve(&project, &request.target, None, opts.params.max_new_tokens)?;
+            let model = acquire(&resolved, kept)?;
             Some(counterfactual::run(
                 &model,
                 &set.rows,

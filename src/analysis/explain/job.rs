@@ -7,7 +7,7 @@ use super::methods::Explainer;
 use super::{ExplainSettings, Explanation, Method, SectionMean, SplitSections, Targeted};
 use crate::data::load::load_path;
 use crate::data::record::{Record, Split};
-use crate::eval::job::{Resolved, Target, load_resolved, resolve, split_records};
+use crate::eval::job::{Resolved, Target, acquire, resolve, split_records};
 use crate::job::{Job, JobError, Progress};
 use crate::model::loading::LoadedModel;
 use crate::project::OpenProject;
@@ -136,9 +136,11 @@ fn explainer_for<'a>(
     }
 }
 
-/// Explains one record with the request's method and merges the result into its file.
+/// Explains one record with the request's method and merges the result into its file; `kept`, a
+/// model the caller keeps loaded, is used when it holds the target's weights.
 pub fn explain_record(
     request: &ExplainRequest,
+    kept: Option<&mut LoadedModel>,
     job: &mut Job,
 ) -> Result<(Explanation, PathBuf), JobError> {
     let control = job.control();
@@ -162,7 +164,7 @@ pub fn explain_record(
             ))
         })?;
     job.progress("loading the model", 0, 1);
-    let model = load_resolved(&resolved).map_err(|e| JobError::Model(e.to_string()))?;
+    let model = acquire(&resolved, kept).map_err(|e| JobError::Model(e.to_string()))?;
     let (output, source) = output_for(
         &model,
         &record,
@@ -224,9 +226,10 @@ fn run_method(
 }
 
 /// Section importance for every record of a split (up to `limit`), averaged per section kind;
-/// written to `explain/sections-<split>.json`.
+/// written to `explain/sections-<split>.json`; `kept` as for [`explain_record`].
 pub fn explain_split(
     request: &SplitRequest,
+    kept: Option<&mut LoadedModel>,
     job: &mut Job,
 ) -> Result<(SplitSections, PathBuf), JobError> {
     let control = job.control();
@@ -248,7 +251,7 @@ pub fn explain_split(
             request.split.name()
         )));
     }
-    let model = load_resolved(&resolved).map_err(|e| JobError::Model(e.to_string()))?;
+    let model = acquire(&resolved, kept).map_err(|e| JobError::Model(e.to_string()))?;
     let known = known_outputs(&resolved.out_dir);
     let mut sums: BTreeMap<String, (usize, f64, f64)> = BTreeMap::new();
     let mut explained = 0;

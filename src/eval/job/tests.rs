@@ -3,7 +3,7 @@ use crate::job::{Control, Progress};
 
 /// Evaluates the base model or a run with nobody watching.
 fn quietly(p: &OpenProject, target: &Target, opts: &EvalOptions) -> Result<EvalSummary, JobError> {
-    evaluate(p, target, opts, &mut Job::unstopped(&mut |_| {}))
+    evaluate(p, target, opts, None, &mut Job::unstopped(&mut |_| {}))
 }
 
 /// Evaluates the base model, asking it to stop once `done` records are generated.
@@ -14,7 +14,13 @@ fn stopped_at(p: &OpenProject, opts: &EvalOptions, done: u64) -> Result<EvalSumm
             control.stop();
         }
     };
-    evaluate(p, &Target::Base, opts, &mut Job::new(&control, &mut stop))
+    evaluate(
+        p,
+        &Target::Base,
+        opts,
+        None,
+        &mut Job::new(&control, &mut stop),
+    )
 }
 
 fn project(dir: &Path, n: usize) -> OpenProject {
@@ -139,6 +145,7 @@ fn a_cancelled_evaluation_continues_from_its_last_batch_with_the_same_outputs()
         &p,
         &Target::Base,
         &options(6, 2),
+        None,
         &mut Job::unstopped(&mut first_seen),
     )?;
     assert_eq!((resumed_after, second.generated_now), (Some(4), 2));
@@ -185,6 +192,7 @@ fn a_partial_file_with_repeated_or_unknown_ids_is_not_trusted() -> Result<(), Jo
         &p,
         &Target::Base,
         &options(4, 2),
+        None,
         &mut Job::unstopped(&mut noted),
     )?;
     assert!(
@@ -212,6 +220,42 @@ fn an_evaluation_in_progress_is_not_run_twice() -> Result<(), JobError> {
     assert!(message.contains("(eval, since"), "{message}");
     drop(held);
     quietly(&p, &Target::Base, &options(2, 2))?;
+    Ok(())
+}
+
+#[test]
+fn a_kept_model_is_used_and_given_back_as_it_was() -> Result<(), JobError> {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let p = project(tmp.path(), 24);
+    let fresh = quietly(&p, &Target::Base, &options(4, 2))?;
+    assert!(!fresh.model_reused);
+    let expected = lines(&fresh.out_dir.join(PREDICTIONS_FILE));
+    let mut kept = load(&p.model().spec()).expect("the project's model");
+    let context = kept.llama.rope.max_len();
+    let lent = evaluate(
+        &p,
+        &Target::Base,
+        &options(4, 2),
+        Some(&mut kept),
+        &mut Job::unstopped(&mut |_| {}),
+    )?;
+    assert!(lent.model_reused);
+    assert_eq!(lines(&lent.out_dir.join(PREDICTIONS_FILE)), expected);
+    assert_eq!(kept.llama.rope.max_len(), context);
+    // Another model's weights are not used for it.
+    let mut other = load(&ModelSpec {
+        device: DeviceChoice::Cpu,
+        ..p.model().spec()
+    })
+    .expect("the same model, on a device named otherwise");
+    let loaded = evaluate(
+        &p,
+        &Target::Base,
+        &options(4, 2),
+        Some(&mut other),
+        &mut Job::unstopped(&mut |_| {}),
+    )?;
+    assert!(!loaded.model_reused);
     Ok(())
 }
 
@@ -261,6 +305,19 @@ fn a_runs_adapter_is_evaluated_into_the_run_folder() -> Result<(), JobError> {
     let summary = quietly(&p, &Target::Run(run.run_id.clone()), &options(2, 2))?;
     assert_eq!(summary.out_dir, run.run_dir);
     assert_eq!(lines(&run.run_dir.join(PREDICTIONS_FILE)).len(), 2);
+    // The kept base model gives the same outputs with the run's adapter, and loses it after.
+    let expected = lines(&run.run_dir.join(PREDICTIONS_FILE));
+    let mut kept = load(&p.model().spec()).expect("the base model");
+    let lent = evaluate(
+        &p,
+        &Target::Run(run.run_id.clone()),
+        &options(2, 2),
+        Some(&mut kept),
+        &mut Job::unstopped(&mut |_| {}),
+    )?;
+    assert!(lent.model_reused);
+    assert_eq!(lines(&run.run_dir.join(PREDICTIONS_FILE)), expected);
+    assert!(kept.llama.linears().iter().all(|(_, l)| l.lora.is_none()));
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.run_dir.join(EVAL_FILE)).expect("eval.json"))
             .expect("json");

@@ -160,6 +160,22 @@ impl ModelSpec {
             max_len: 4096,
         }
     }
+
+    /// Whether `other` loads the same weights the same way (the same source, device and
+    /// precision, and for a GGUF file the same choice to dequantize); the RoPE tables' length
+    /// may differ.
+    pub fn same_weights(&self, other: &ModelSpec) -> bool {
+        self.path == other.path
+            && (self.dequantize == other.dequantize || !is_gguf(&self.path))
+            && self.device == other.device
+            && self.precision == other.precision
+    }
+}
+
+/// A `.gguf` file name, the one kind of model source that `dequantize` applies to.
+pub fn is_gguf(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
 }
 
 /// A description for the UI and reports.
@@ -183,6 +199,8 @@ pub struct LoadedModel {
     pub tokenizer: Tokenizer,
     pub template: ChatTemplate,
     pub info: ModelInfo,
+    /// What it was loaded from.
+    pub spec: ModelSpec,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -223,11 +241,7 @@ pub fn load(spec: &ModelSpec) -> Result<LoadedModel, ModelError> {
     if !path.exists() {
         return Err(file_error(path, "no such file or folder"));
     }
-    let is_gguf = path.is_file()
-        && path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
-    let (llama, tokenizer, template, weights) = if is_gguf {
+    let (llama, tokenizer, template, weights) = if path.is_file() && is_gguf(path) {
         load_gguf(path, spec, &device)?
     } else if path.is_dir() {
         load_hf_folder(path, spec, &device)?
@@ -243,6 +257,7 @@ pub fn load(spec: &ModelSpec) -> Result<LoadedModel, ModelError> {
         tokenizer,
         template,
         info,
+        spec: spec.clone(),
     })
 }
 
