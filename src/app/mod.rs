@@ -33,7 +33,8 @@ pub use window::{DEFAULT_SIZE, default_models_dir, default_project_dir, run};
 
 use crate::data::dataset::OpenOptions;
 use crate::engine::{Command, Engine, EvalRequest, Event};
-use crate::eval::job::{EvalOptions, Target};
+use crate::eval::job::EvalOptions;
+use crate::eval::job::target::Target;
 use crate::project::{ModelEntry, OpenProject};
 use crossbeam_channel::Receiver;
 use files::{Pick, PickedFile};

@@ -4,7 +4,8 @@
 use super::CliError;
 use super::progress::{JobBar, job_err};
 use crate::data::record::Split;
-use crate::eval::job::{EvalOptions, Target, evaluate};
+use crate::eval::job::target::Target;
+use crate::eval::job::{EvalOptions, evaluate};
 use crate::job::{Job, JobError, Progress};
 use crate::model::generation::GenerationParams;
 use std::path::PathBuf;

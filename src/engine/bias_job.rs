@@ -25,7 +25,8 @@ mod tests {
     use crate::analysis::bias::counterfactual::SwapKind;
     use crate::analysis::bias::job::{BiasRequest, CounterfactualOptions};
     use crate::engine::{Command, Engine, Event, NoNotifier};
-    use crate::eval::job::{EvalOptions, Target, evaluate};
+    use crate::eval::job::target::Target;
+    use crate::eval::job::{EvalOptions, evaluate};
     use crate::model::generation::GenerationParams;
     use std::time::Duration;
 

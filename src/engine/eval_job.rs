@@ -2,7 +2,8 @@
 //! batch with an ETA, the engine's cancel checked between batches (a later start continues).
 
 use super::{Event, JobContext};
-use crate::eval::job::{EvalOptions, EvalSummary, Target, evaluate};
+use crate::eval::job::target::Target;
+use crate::eval::job::{EvalOptions, EvalSummary, evaluate};
 use crate::job::JobError;
 use crate::model::loading::LoadedModel;
 use crate::project::OpenProject;

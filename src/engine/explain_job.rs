@@ -3,7 +3,7 @@
 
 use super::{Event, JobContext};
 use crate::analysis::explain::{ExplainRequest, explain_record};
-use crate::eval::job::Target;
+use crate::eval::job::target::Target;
 use crate::job::JobError;
 use crate::model::loading::LoadedModel;
 

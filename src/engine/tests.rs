@@ -234,7 +234,7 @@ pub(crate) fn small_project(dir: &std::path::Path) -> PathBuf {
 fn base_of_four(project_dir: &std::path::Path) -> EvalRequest {
     EvalRequest {
         project_dir: project_dir.to_path_buf(),
-        target: crate::eval::job::Target::Base,
+        target: crate::eval::job::target::Target::Base,
         options: crate::eval::job::EvalOptions {
             limit: Some(4),
             batch: 2,

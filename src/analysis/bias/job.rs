@@ -4,7 +4,8 @@
 
 use super::counterfactual::{self, CounterfactualReport};
 use super::{BiasError, BiasOptions, BiasReport, audit};
-use crate::eval::job::{BASE_DIR, Target, acquire, resolve};
+use crate::eval::job::BASE_DIR;
+use crate::eval::job::target::{Target, acquire, resolve};
 use crate::job::{Job, JobError};
 use crate::model::generation::GenerationParams;
 use crate::model::loading::LoadedModel;

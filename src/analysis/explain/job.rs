@@ -7,7 +7,7 @@ use super::methods::Explainer;
 use super::{ExplainSettings, Explanation, Method, SectionMean, SplitSections, Targeted};
 use crate::data::load::load_path;
 use crate::data::record::{Record, Split};
-use crate::eval::job::{Resolved, Target, acquire, resolve, split_records};
+use crate::eval::job::target::{Resolved, Target, acquire, resolve, split_records};
 use crate::job::{Job, JobError, Progress};
 use crate::model::loading::LoadedModel;
 use crate::project::OpenProject;

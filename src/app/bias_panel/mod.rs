@@ -16,7 +16,7 @@ use crate::analysis::bias::job::{BiasOutcome, BiasRequest, CounterfactualOptions
 use crate::analysis::bias::{BiasOptions, BiasReport, COMMON_METRICS, SliceKey, audit};
 use crate::data::record::{AgeGroup, Demographic};
 use crate::engine::Event;
-use crate::eval::job::Target;
+use crate::eval::job::target::Target;
 use crate::eval::names::{metric_label, metric_short_label};
 use crate::project::predictions::{
     BASE, PredictionSet, PredictionSource, keep_or_newest, modified, prediction_sources,

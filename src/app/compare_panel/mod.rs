@@ -16,7 +16,7 @@ pub use rows::{Compared, ProblemFilter, RowFilters, Side, SortKey, visible_rows}
 use super::combo;
 use super::record_table::{self, or_dash};
 use crate::data::record::AgeGroup;
-use crate::eval::job::Target;
+use crate::eval::job::target::Target;
 use crate::eval::names::{metric_label, metric_short_label};
 use crate::project::predictions::{PredictionSet, PredictionSource, modified, prediction_sources};
 use crate::train::run::list_runs;

@@ -10,7 +10,7 @@ use crate::analysis::explain::{
     explanation_path, read_explanation,
 };
 use crate::engine::{Event, JobId};
-use crate::eval::job::Target;
+use crate::eval::job::target::Target;
 use crate::project::predictions::{
     BASE, PredictionSource, keep_or_newest, modified, parse_predictions, prediction_sources,
 };

@@ -152,7 +152,7 @@ fn eval_shots() -> Vec<Shot> {
     vec![
         Shot {
             path: None,
-            setup: |app| app.evaluate(crate::eval::job::Target::Base, showcase_eval()),
+            setup: |app| app.evaluate(crate::eval::job::target::Target::Base, showcase_eval()),
             ready: idle,
             region: Region::Window,
         },
@@ -160,7 +160,7 @@ fn eval_shots() -> Vec<Shot> {
             path: None,
             setup: |app| {
                 if let Some(run) = app.train.runs.rows.last() {
-                    let target = crate::eval::job::Target::Run(run.summary.id.clone());
+                    let target = crate::eval::job::target::Target::Run(run.summary.id.clone());
                     app.evaluate(target, showcase_eval());
                 }
             },

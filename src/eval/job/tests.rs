@@ -1,5 +1,6 @@
 use super::*;
 use crate::job::{Control, Progress};
+use crate::model::loading::{DeviceChoice, ModelSpec, load};
 
 /// Evaluates the base model or a run with nobody watching.
 fn quietly(p: &OpenProject, target: &Target, opts: &EvalOptions) -> Result<EvalSummary, JobError> {
