@@ -1,6 +1,7 @@
-//! AdamW over the LoRA matrices exactly as `torch.optim.AdamW` computes it (decoupled weight
-//! decay, bias correction), gradient clipping as `clip_grad_norm_`, the learning-rate schedule,
-//! and the optimizer state as named tensors for checkpoints.
+//! The project's one optimizer, for LoRA fine-tuning and for pretraining alike: AdamW exactly as
+//! `torch.optim.AdamW` computes it (decoupled weight decay, bias correction), gradient clipping
+//! as `clip_grad_norm_`, the learning-rate schedule, and the optimizer state as named tensors for
+//! checkpoints.
 
 use super::config::{ScheduleKind, TrainConfig};
 use candle_core::{Result, Tensor, Var};
@@ -9,37 +10,87 @@ use std::collections::HashMap;
 #[cfg(feature = "cuda")]
 use crate::model::nn::device_ops;
 
-/// The learning rate of step `step` (1-based) out of `total`: linear warm-up from zero, then
-/// constant, linear decay or cosine decay towards zero.
-pub fn learning_rate(cfg: &TrainConfig, step: usize, total: usize) -> f64 {
-    let warmup = cfg.warmup_steps;
-    if step <= warmup {
-        return cfg.lr * step as f64 / warmup as f64;
+/// A learning-rate schedule over `total` steps: linear warm-up from zero to `peak` over
+/// `warmup` steps, then constant, or a linear or cosine decay from `peak` to `floor`; the steps
+/// count from 1 and decay as transformers' schedules do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    pub kind: ScheduleKind,
+    pub peak: f64,
+    pub warmup: usize,
+    pub total: usize,
+    pub floor: f64,
+}
+
+impl Schedule {
+    /// The schedule of a fine-tuning run of `total` steps: decaying to zero.
+    pub fn of(cfg: &TrainConfig, total: usize) -> Schedule {
+        Schedule {
+            kind: cfg.schedule,
+            peak: cfg.lr,
+            warmup: cfg.warmup_steps,
+            total,
+            floor: 0.0,
+        }
     }
-    let span = total.saturating_sub(warmup).max(1) as f64;
-    let progress = ((step - warmup - 1) as f64 / span).clamp(0.0, 1.0);
-    match cfg.schedule {
-        ScheduleKind::Constant => cfg.lr,
-        ScheduleKind::Linear => cfg.lr * (1.0 - progress),
-        ScheduleKind::Cosine => cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+
+    /// The rate of step `step`.
+    pub fn rate(&self, step: usize) -> f64 {
+        if step <= self.warmup {
+            return self.peak * step as f64 / self.warmup as f64;
+        }
+        let span = self.total.saturating_sub(self.warmup).max(1) as f64;
+        let progress = ((step - self.warmup - 1) as f64 / span).clamp(0.0, 1.0);
+        let range = self.peak - self.floor;
+        match self.kind {
+            ScheduleKind::Constant => self.peak,
+            ScheduleKind::Linear => self.floor + range * (1.0 - progress),
+            ScheduleKind::Cosine => {
+                self.floor + range * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
+        }
     }
 }
 
-/// Scales the gradients so that their global L2 norm is at most `max_norm` (0: no limit), as
-/// `torch.nn.utils.clip_grad_norm_` does; returns the norm before clipping. The squares are
-/// summed in f64 where the gradients live, and read back once.
-pub fn clip_gradients(grads: &mut Tensor, max_norm: f64) -> Result<f64> {
-    let total = grads
-        .to_dtype(candle_core::DType::F64)?
-        .sqr()?
-        .sum_all()?
-        .to_scalar::<f64>()?;
+/// Scales the gradients so that their global L2 norm (over every tensor of `grads`) is at most
+/// `max_norm` (0: no limit), as `torch.nn.utils.clip_grad_norm_` does; returns the norm before
+/// clipping. The squares are summed in f64 where the gradients live, and read back once each.
+pub fn clip_gradients(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
+    let mut total = 0.0;
+    for g in grads.iter() {
+        total += g
+            .to_dtype(candle_core::DType::F64)?
+            .sqr()?
+            .sum_all()?
+            .to_scalar::<f64>()?;
+    }
     let norm = total.sqrt();
     let coef = max_norm / (norm + 1e-6);
     if max_norm > 0.0 && coef < 1.0 {
-        *grads = (&*grads * coef)?;
+        for g in grads.iter_mut() {
+            *g = (&*g * coef)?;
+        }
     }
     Ok(norm)
+}
+
+/// AdamW's settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamSettings {
+    pub betas: (f64, f64),
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl AdamSettings {
+    /// Those of a fine-tuning run.
+    pub fn of(cfg: &TrainConfig) -> AdamSettings {
+        AdamSettings {
+            betas: cfg.betas,
+            eps: cfg.eps,
+            weight_decay: cfg.weight_decay,
+        }
+    }
 }
 
 /// AdamW over every adapter matrix at once: the moments, the gradients and the update live in one
@@ -61,7 +112,7 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    pub fn new(params: Vec<(String, Var)>, cfg: &TrainConfig) -> Result<AdamW> {
+    pub fn new(params: Vec<(String, Var)>, settings: AdamSettings) -> Result<AdamW> {
         let mut spans = Vec::with_capacity(params.len());
         let mut total = 0;
         for (_, p) in &params {
@@ -79,9 +130,9 @@ impl AdamW {
             spans,
             params,
             steps: 0,
-            betas: cfg.betas,
-            eps: cfg.eps,
-            weight_decay: cfg.weight_decay,
+            betas: settings.betas,
+            eps: settings.eps,
+            weight_decay: settings.weight_decay,
         })
     }
 
@@ -230,18 +281,31 @@ mod tests {
             schedule: ScheduleKind::Linear,
             ..TrainConfig::default()
         };
-        let rates: Vec<f64> = (1..=6).map(|s| learning_rate(&cfg, s, 6)).collect();
+        let rates: Vec<f64> = (1..=6).map(|s| Schedule::of(&cfg, 6).rate(s)).collect();
         assert_eq!(rates, [0.5, 1.0, 1.0, 0.75, 0.5, 0.25]);
         let cos = TrainConfig {
             schedule: ScheduleKind::Cosine,
             ..cfg.clone()
         };
-        assert!((learning_rate(&cos, 5, 6) - 0.5).abs() < 1e-12);
+        assert!((Schedule::of(&cos, 6).rate(5) - 0.5).abs() < 1e-12);
         let constant = TrainConfig {
             schedule: ScheduleKind::Constant,
             ..cfg
         };
-        assert_eq!(learning_rate(&constant, 6, 6), 1.0);
+        assert_eq!(Schedule::of(&constant, 6).rate(6), 1.0);
+        // Pretraining's: warm-up, then cosine decay to a tenth of the peak, held after the end.
+        let pretraining = Schedule {
+            kind: ScheduleKind::Cosine,
+            peak: 1.0,
+            warmup: 10,
+            total: 110,
+            floor: 0.1,
+        };
+        assert!((pretraining.rate(5) - 0.5).abs() < 1e-12);
+        assert!((pretraining.rate(10) - 1.0).abs() < 1e-12);
+        assert!((pretraining.rate(61) - 0.55).abs() < 1e-12);
+        assert!((pretraining.rate(111) - 0.1).abs() < 1e-12);
+        assert!((pretraining.rate(500) - 0.1).abs() < 1e-12);
     }
 
     #[test]
@@ -256,7 +320,7 @@ mod tests {
             ..TrainConfig::default()
         };
         let p = Var::new(&[1f32, -2.0], &Device::Cpu)?;
-        let mut opt = AdamW::new(vec![("p".into(), p.clone())], &cfg)?;
+        let mut opt = AdamW::new(vec![("p".into(), p.clone())], AdamSettings::of(&cfg))?;
         let g = opt.flatten(&[Tensor::new(&[0.5f32, 0.25], &Device::Cpu)?])?;
         opt.step(&g, 0.1)?;
         let got = p.as_tensor().to_vec1::<f32>()?;
@@ -267,7 +331,7 @@ mod tests {
         );
         // A second optimizer restored from the first's state takes the same next step.
         let q = Var::new(&got[..], &Device::Cpu)?;
-        let mut restored = AdamW::new(vec![("p".into(), q.clone())], &cfg)?;
+        let mut restored = AdamW::new(vec![("p".into(), q.clone())], AdamSettings::of(&cfg))?;
         restored.load_state(&opt.state()?.into_iter().collect())?;
         let g = Tensor::new(&[-0.1f32, 0.3], &Device::Cpu)?;
         opt.step(&g, 0.1)?;
@@ -313,7 +377,7 @@ mod tests {
                     ))
                 })
                 .collect::<Result<_>>()?;
-            let mut opt = AdamW::new(params.clone(), &cfg)?;
+            let mut opt = AdamW::new(params.clone(), AdamSettings::of(&cfg))?;
             for step in 1..=2 {
                 // No gradient for p1: it only decays.
                 let loss = ((params[0].1.as_tensor().sqr()?.sum_all()? * step as f64)?
@@ -349,14 +413,21 @@ mod tests {
 
     #[test]
     fn clipping_scales_to_the_limit_and_reports_the_norm_before() -> Result<()> {
-        let mut grads = Tensor::new(&[3f32, 0.0, 4.0], &Device::Cpu)?;
+        let mut grads = [Tensor::new(&[3f32, 0.0, 4.0], &Device::Cpu)?];
         let norm = clip_gradients(&mut grads, 1.0)?;
         assert!((norm - 5.0).abs() < 1e-9);
-        let after = grads.to_vec1::<f32>()?[0];
+        let after = grads[0].to_vec1::<f32>()?[0];
         assert!((after - 0.6).abs() < 1e-6, "{after}");
-        let mut unclipped = Tensor::new(&[0.3f32], &Device::Cpu)?;
+        let mut unclipped = [Tensor::new(&[0.3f32], &Device::Cpu)?];
         clip_gradients(&mut unclipped, 1.0)?;
-        assert_eq!(unclipped.to_vec1::<f32>()?, [0.3]);
+        assert_eq!(unclipped[0].to_vec1::<f32>()?, [0.3]);
+        // The norm is global over every tensor given, and all of them scale by it.
+        let mut two = [
+            Tensor::new(&[3f32], &Device::Cpu)?,
+            Tensor::new(&[4f32], &Device::Cpu)?,
+        ];
+        assert!((clip_gradients(&mut two, 1.0)? - 5.0).abs() < 1e-9);
+        assert!((two[1].to_vec1::<f32>()?[0] - 0.8).abs() < 1e-6);
         Ok(())
     }
 }

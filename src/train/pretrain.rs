@@ -5,6 +5,8 @@
 pub mod bpe;
 pub mod trainer;
 
+use super::config::ScheduleKind;
+use super::optim::Schedule;
 use crate::data::load::{LoadIssue, LoadOptions, load_path};
 use crate::data::record::Record;
 use crate::data::rng::SeededRng;
@@ -19,7 +21,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use trainer::{Schedule, TinyShape, Trainer, init_weights, model_over, sample_windows};
+use trainer::{TinyShape, Trainer, init_weights, model_over, sample_windows};
 
 /// Above this many bytes of f32 weights, `model.safetensors` is stored in bf16 (the loader
 /// converts back to f32), so the embedded model stays small enough to commit.
@@ -220,9 +222,11 @@ pub fn pretrain(
     let vars = init_weights(&cfg, opts.seed, &device)?;
     let model = model_over(&vars, &cfg, &device).map_err(compute)?;
     let schedule = Schedule {
+        kind: ScheduleKind::Cosine,
         peak: opts.peak_lr,
         warmup: opts.warmup.min(opts.steps / 5),
         total: opts.steps,
+        floor: opts.peak_lr * 0.1,
     };
     let mut trainer = Trainer::new(&vars, schedule, opts.weight_decay, opts.clip_norm)?;
     let mut rng = SeededRng::new(opts.seed).fork(1);

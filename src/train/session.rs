@@ -4,7 +4,7 @@
 
 use super::TrainError;
 use super::config::TrainConfig;
-use super::optim::AdamW;
+use super::optim::{AdamSettings, AdamW};
 use super::run::{LoopState, OPTIMIZER_FILE, RunDir, STATE_FILE, run_err};
 use crate::data::load::load_path;
 use crate::data::record::Split;
@@ -132,12 +132,15 @@ pub fn adapter_and_optimizer(
 ) -> Result<(AdamW, Option<LoopState>), TrainError> {
     let Some((run, step)) = resume else {
         let vars = attach(&mut model.llama, &cfg.lora, cfg.seed).map_err(TrainError::compute)?;
-        return Ok((AdamW::new(vars, cfg).map_err(TrainError::compute)?, None));
+        return Ok((
+            AdamW::new(vars, AdamSettings::of(cfg)).map_err(TrainError::compute)?,
+            None,
+        ));
     };
     let dir = run.checkpoint_dir(step);
     let (_, vars) =
         load_peft(&mut model.llama, &dir).map_err(|e| TrainError::Model(e.to_string()))?;
-    let mut opt = AdamW::new(vars, cfg).map_err(TrainError::compute)?;
+    let mut opt = AdamW::new(vars, AdamSettings::of(cfg)).map_err(TrainError::compute)?;
     let opt_path = dir.join(OPTIMIZER_FILE);
     let state = candle_core::safetensors::load(&opt_path, model.llama.device())
         .map_err(|e| TrainError::Run(run_err(&opt_path, e)))?;

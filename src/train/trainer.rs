@@ -6,7 +6,7 @@ use super::TrainError;
 use super::batches::{MicroBatch, batch_nll, epoch_plan};
 use super::config::{TrainConfig, suited_lr};
 use super::events::{StepMetrics, TrainEvent, TrainSummary};
-use super::optim::{AdamW, clip_gradients, learning_rate};
+use super::optim::{AdamW, Schedule, clip_gradients};
 use super::phase_clock::PhaseClock;
 use super::run::{
     ADAPTER_DIR, CONFIG_FILE, LoopState, METRICS_FILE, OPTIMIZER_FILE, RunDir, RunStatus,
@@ -341,9 +341,9 @@ impl<'a> Loop<'a> {
                 "step {step} has no micro-batches"
             )));
         };
-        let grad_norm =
-            clip_gradients(&mut grads, self.cfg.max_grad_norm).map_err(TrainError::compute)?;
-        let lr = learning_rate(self.cfg, step, self.total_steps);
+        let grad_norm = clip_gradients(std::slice::from_mut(&mut grads), self.cfg.max_grad_norm)
+            .map_err(TrainError::compute)?;
+        let lr = Schedule::of(self.cfg, self.total_steps).rate(step);
         self.opt.step(&grads, lr).map_err(TrainError::compute)?;
         clock.lap("optimizer");
         clock.report(step);

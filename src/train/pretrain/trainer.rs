@@ -1,15 +1,14 @@
 //! Training a decoder from scratch: every weight a seeded variable named as in a Hugging Face
-//! checkpoint, the decoder built over those variables, and AdamW steps with warm-up, cosine
-//! decay and gradient clipping on random windows of a token stream.
+//! checkpoint, the decoder built over those variables, and steps of the project's AdamW with
+//! warm-up, cosine decay and gradient clipping on random windows of a token stream.
 
 use crate::data::rng::SeededRng;
 use crate::model::config::LlamaConfig;
 use crate::model::llama::Llama;
 use crate::model::loading::weights::{MemorySource, WeightsError, build_llama};
 use crate::model::nn::Path;
-use candle_core::backprop::GradStore;
+use crate::train::optim::{AdamSettings, AdamW, Schedule, clip_gradients};
 use candle_core::{DType, Device, Result, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use std::collections::HashMap;
 
 /// The size of a decoder to train.
@@ -167,27 +166,6 @@ pub fn next_token_loss(model: &Llama, windows: &Tensor) -> Result<Tensor> {
     candle_nn::loss::cross_entropy(&logits.reshape((b * t, ()))?, &targets)
 }
 
-/// Linear warm-up to `peak`, then cosine decay to a tenth of it at `total` steps.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Schedule {
-    pub peak: f64,
-    pub warmup: usize,
-    pub total: usize,
-}
-
-impl Schedule {
-    /// The rate for step `step` (1-based).
-    pub fn rate(&self, step: usize) -> f64 {
-        if step <= self.warmup {
-            return self.peak * step as f64 / self.warmup.max(1) as f64;
-        }
-        let span = self.total.saturating_sub(self.warmup).max(1) as f64;
-        let progress = ((step - self.warmup) as f64 / span).min(1.0);
-        let floor = self.peak * 0.1;
-        floor + (self.peak - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
-    }
-}
-
 /// What one optimizer step did.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepStats {
@@ -196,15 +174,18 @@ pub struct StepStats {
     pub lr: f64,
 }
 
-/// AdamW over the variables: weight decay on matrices only (decaying norm gains toward zero
-/// would fight the normalisation), gradients clipped to a global norm.
+/// The project's AdamW over the variables: weight decay on matrices only (decaying norm gains
+/// toward zero would fight the normalisation), gradients clipped to a global norm.
 pub struct Trainer {
-    vars: Vec<Var>,
     decayed: AdamW,
     plain: AdamW,
     schedule: Schedule,
     clip_norm: f64,
 }
+
+/// Pretraining's betas: a shorter memory of the squared gradients than fine-tuning's, as for
+/// training from scratch.
+const BETAS: (f64, f64) = (0.9, 0.95);
 
 impl Trainer {
     pub fn new(
@@ -213,22 +194,16 @@ impl Trainer {
         weight_decay: f64,
         clip_norm: f64,
     ) -> Result<Trainer> {
-        let params = |weight_decay| ParamsAdamW {
-            lr: schedule.rate(1),
-            beta1: 0.9,
-            beta2: 0.95,
+        let settings = |weight_decay| AdamSettings {
+            betas: BETAS,
             eps: 1e-8,
             weight_decay,
         };
-        let (matrices, gains): (Vec<&Var>, Vec<&Var>) =
-            vars.iter().map(|(_, v)| v).partition(|v| v.rank() > 1);
+        let (matrices, gains): (Vec<_>, Vec<_>) =
+            vars.iter().cloned().partition(|(_, v)| v.rank() > 1);
         Ok(Trainer {
-            vars: vars.iter().map(|(_, v)| v.clone()).collect(),
-            decayed: AdamW::new(
-                matrices.into_iter().cloned().collect(),
-                params(weight_decay),
-            )?,
-            plain: AdamW::new(gains.into_iter().cloned().collect(), params(0.0))?,
+            decayed: AdamW::new(matrices, settings(weight_decay))?,
+            plain: AdamW::new(gains, settings(0.0))?,
             schedule,
             clip_norm,
         })
@@ -237,45 +212,27 @@ impl Trainer {
     /// One optimizer step (1-based `step`) on the loss of `windows`.
     pub fn step(&mut self, model: &Llama, windows: &Tensor, step: usize) -> Result<StepStats> {
         let loss = next_token_loss(model, windows)?;
-        let mut grads = loss.backward()?;
-        let grad_norm = self.clip(&mut grads)?;
+        let store = loss.backward()?;
+        let mut grads = [
+            self.decayed.gradients(&store)?,
+            self.plain.gradients(&store)?,
+        ];
+        let grad_norm = clip_gradients(&mut grads, self.clip_norm)? as f32;
         let lr = self.schedule.rate(step);
-        self.decayed.set_learning_rate(lr);
-        self.plain.set_learning_rate(lr);
-        self.decayed.step(&grads)?;
-        self.plain.step(&grads)?;
+        self.decayed.step(&grads[0], lr)?;
+        self.plain.step(&grads[1], lr)?;
         Ok(StepStats {
             loss: loss.to_scalar::<f32>()?,
             grad_norm,
             lr,
         })
     }
-
-    /// Scales the gradients down to `clip_norm` when their global norm is above it; returns the
-    /// norm before clipping.
-    fn clip(&self, grads: &mut GradStore) -> Result<f32> {
-        let mut sum = 0f64;
-        for v in &self.vars {
-            if let Some(g) = grads.get(v.as_tensor()) {
-                sum += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
-            }
-        }
-        let norm = sum.sqrt();
-        if norm > self.clip_norm {
-            let factor = self.clip_norm / norm;
-            for v in &self.vars {
-                if let Some(g) = grads.remove(v.as_tensor()) {
-                    grads.insert(v.as_tensor(), (g * factor)?);
-                }
-            }
-        }
-        Ok(norm as f32)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::config::ScheduleKind;
 
     fn small() -> LlamaConfig {
         TinyShape {
@@ -319,9 +276,11 @@ mod tests {
         let stream: Vec<u32> = (0..64).map(|i| (i % 10) as u32 + 5).collect();
         let windows = sample_windows(&stream, 4, 32, &mut SeededRng::new(4), &Device::Cpu)?;
         let schedule = Schedule {
+            kind: ScheduleKind::Cosine,
             peak: 1e-2,
             warmup: 0,
             total: 10,
+            floor: 1e-3,
         };
         let mut trainer = Trainer::new(&vars, schedule, 0.01, 1.0)?;
         let before = trainer.step(&model, &windows, 1)?;
@@ -330,34 +289,6 @@ mod tests {
         assert!((before.loss - (50f32).ln()).abs() < 0.1, "{}", before.loss);
         assert!(after < before.loss - 0.05, "{} -> {after}", before.loss);
         assert!(before.grad_norm > 0.0);
-        Ok(())
-    }
-
-    #[test]
-    fn clipping_bounds_the_update_and_the_schedule_warms_up_then_decays() -> Result<()> {
-        let s = Schedule {
-            peak: 1.0,
-            warmup: 10,
-            total: 110,
-        };
-        assert!((s.rate(5) - 0.5).abs() < 1e-12);
-        assert!((s.rate(10) - 1.0).abs() < 1e-12);
-        assert!((s.rate(60) - 0.55).abs() < 1e-12);
-        assert!((s.rate(110) - 0.1).abs() < 1e-12);
-        assert!((s.rate(500) - 0.1).abs() < 1e-12);
-
-        let v = Var::new(&[3f32, 4.0], &Device::Cpu)?;
-        let trainer = Trainer::new(&[("w".into(), v.clone())], s, 0.0, 1.0)?;
-        let mut grads = v
-            .as_tensor()
-            .sqr()?
-            .sum_all()?
-            .affine(0.5, 0.0)?
-            .backward()?;
-        assert!((trainer.clip(&mut grads)? - 5.0).abs() < 1e-5);
-        let clipped = grads.get(v.as_tensor()).map(|g| g.to_vec1::<f32>());
-        let clipped = clipped.transpose()?.unwrap_or_default();
-        assert!((clipped[0] - 0.6).abs() < 1e-6 && (clipped[1] - 0.8).abs() < 1e-6);
         Ok(())
     }
 }
