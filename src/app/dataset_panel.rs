@@ -1,8 +1,10 @@
 //! The Dataset panel: a virtualized table of records with filters, the selected record in full,
 //! the validation report and the distributions of lengths and demographics.
 
+use super::AppState;
 use super::charts::{self, ChartData};
 use super::combo;
+use super::panel::{Panel, PanelContext, Request};
 use super::record_table::{self, or_dash};
 use super::record_view;
 use super::validation_view;
@@ -120,6 +122,7 @@ pub struct DatasetPanel {
     scroll_to_selected: bool,
     choices: Choices,
     charts: Option<ChartData>,
+    requests: Vec<Request>,
 }
 
 /// Above this many records the text filter waits for a pause in typing.
@@ -137,11 +140,8 @@ impl DatasetPanel {
             scroll_to_selected: false,
             choices: Choices::default(),
             charts: None,
+            requests: Vec::new(),
         }
-    }
-
-    pub fn ui_state(&self) -> DatasetUiState {
-        self.state.clone()
     }
 
     pub fn path(&self) -> Option<&Path> {
@@ -150,6 +150,11 @@ impl DatasetPanel {
 
     pub fn view(&self) -> Option<&DatasetView> {
         self.view.as_deref()
+    }
+
+    /// The view, shared: for a context the panel itself is drawn beside.
+    pub fn shared_view(&self) -> Option<Arc<DatasetView>> {
+        self.view.clone()
     }
 
     pub fn set_dataset(&mut self, view: Arc<DatasetView>) {
@@ -206,44 +211,6 @@ impl DatasetPanel {
         self.rows = self.state.filters.apply(view);
         self.charts = Some(ChartData::compute(view, &self.rows));
         self.applied = Some(self.state.filters.clone());
-    }
-
-    /// Draws the panel; returns true when the user asked to open a dataset file.
-    pub fn ui(&mut self, ui: &mut egui::Ui) -> bool {
-        self.refresh_rows();
-        if self.text_edited_at.is_some() && self.applied.as_ref() != Some(&self.state.filters) {
-            ui.ctx().request_repaint_after(Duration::from_millis(100));
-        }
-        let Some(view) = self.view.clone() else {
-            return empty_state(ui);
-        };
-        self.header(ui, &view);
-        self.filter_bar(ui);
-        ui.separator();
-        egui::Panel::right("record_view")
-            .resizable(true)
-            .default_size(ui.available_width() * 0.4)
-            .show(ui, |ui| self.record_side(ui, &view));
-        ui.horizontal(|ui| {
-            for tab in DatasetTab::ALL {
-                ui.selectable_value(&mut self.state.tab, tab, tab.label());
-            }
-        });
-        ui.separator();
-        match self.state.tab {
-            DatasetTab::Records => self.table(ui, &view),
-            DatasetTab::Validation => {
-                if let Some(index) = validation_view::show(ui, &view) {
-                    self.select(index);
-                }
-            }
-            DatasetTab::Distributions => {
-                if let Some(c) = &self.charts {
-                    charts::show(ui, c);
-                }
-            }
-        }
-        false
     }
 
     fn header(&self, ui: &mut egui::Ui, view: &DatasetView) {
@@ -390,6 +357,63 @@ impl DatasetPanel {
         if let Some(i) = chosen {
             self.select(i);
         }
+    }
+}
+
+impl Panel for DatasetPanel {
+    /// The window opens the project's dataset (the one open last, else its first), which
+    /// replaces the one shown here.
+    fn set_project(&mut self, _dir: &Path) {}
+
+    fn refresh(&mut self) {
+        self.refresh_rows();
+    }
+
+    fn save_state(&mut self, state: &mut AppState) {
+        state.dataset = self.state.clone();
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _ctx: &PanelContext<'_>) {
+        self.refresh_rows();
+        if self.text_edited_at.is_some() && self.applied.as_ref() != Some(&self.state.filters) {
+            ui.ctx().request_repaint_after(Duration::from_millis(100));
+        }
+        let Some(view) = self.view.clone() else {
+            if empty_state(ui) {
+                self.requests.push(Request::PickDataset);
+            }
+            return;
+        };
+        self.header(ui, &view);
+        self.filter_bar(ui);
+        ui.separator();
+        egui::Panel::right("record_view")
+            .resizable(true)
+            .default_size(ui.available_width() * 0.4)
+            .show(ui, |ui| self.record_side(ui, &view));
+        ui.horizontal(|ui| {
+            for tab in DatasetTab::ALL {
+                ui.selectable_value(&mut self.state.tab, tab, tab.label());
+            }
+        });
+        ui.separator();
+        match self.state.tab {
+            DatasetTab::Records => self.table(ui, &view),
+            DatasetTab::Validation => {
+                if let Some(index) = validation_view::show(ui, &view) {
+                    self.select(index);
+                }
+            }
+            DatasetTab::Distributions => {
+                if let Some(c) = &self.charts {
+                    charts::show(ui, c);
+                }
+            }
+        }
+    }
+
+    fn take_requests(&mut self) -> Vec<Request> {
+        std::mem::take(&mut self.requests)
     }
 }
 

@@ -14,6 +14,7 @@ mod files;
 mod frame_time;
 mod legibility;
 mod model_picker;
+mod panel;
 mod record_table;
 mod record_view;
 mod screenshot;
@@ -27,8 +28,9 @@ pub use compare_panel::{ComparePanel, CompareUiState};
 pub use dataset_panel::{DatasetPanel, DatasetTab, Filters};
 pub use explain_panel::{ExplainPanel, ExplainUiState, Highlight};
 pub use frame_time::{FrameTimes, quantile};
+pub use panel::{Panel, PanelContext, Request};
 pub use screenshot::screenshots;
-pub use train_panel::{TrainContext, TrainPanel, TrainTab, TrainUiState};
+pub use train_panel::{TrainPanel, TrainTab, TrainUiState};
 pub use window::{DEFAULT_SIZE, default_models_dir, default_project_dir, run};
 
 use crate::data::dataset::OpenOptions;
@@ -199,10 +201,9 @@ impl LabLensApp {
                     .clone()
                     .filter(|d| p.project.datasets.iter().any(|e| &p.dataset_path(e) == d));
                 let model = p.model();
-                self.train.set_project(p.dir.clone());
-                self.compare.set_project(p.dir.clone());
-                self.bias.set_project(p.dir.clone());
-                self.explain.set_project(p.dir.clone());
+                for panel in self.panels() {
+                    panel.set_project(&p.dir);
+                }
                 if !p.warnings.is_empty() {
                     self.status.error(p.warnings.join("; "));
                 }
@@ -260,8 +261,8 @@ impl LabLensApp {
     }
 
     /// Lets `act` use the Train panel with what it reads from the rest of the window.
-    fn with_train_panel(&mut self, act: impl FnOnce(&mut TrainPanel, &TrainContext<'_>)) {
-        let ctx = TrainContext {
+    fn with_train_panel(&mut self, act: impl FnOnce(&mut TrainPanel, &PanelContext<'_>)) {
+        let ctx = PanelContext {
             engine: &self.engine,
             project: self.project.as_ref(),
             model: self.model.loaded_entry(),
@@ -295,14 +296,10 @@ impl LabLensApp {
         })));
     }
 
-    /// Sends the Explain panel's request (or its cancel) to the engine.
-    pub fn send_explain_commands(&mut self) {
-        if let Some(request) = self.explain.requested.take() {
-            let job = self.engine.submit(Command::Explain(Box::new(request)));
-            self.explain.submitted(job);
-        }
-        if std::mem::take(&mut self.explain.cancel_requested) {
-            self.engine.cancel();
+    /// Does what the panel `kind` asked of the window since it was last asked.
+    pub fn act_on_requests(&mut self, kind: PanelKind) {
+        for request in self.panel_mut(kind).take_requests() {
+            self.handle_request(kind, request);
         }
     }
 
@@ -323,21 +320,34 @@ impl LabLensApp {
         }
     }
 
+    /// Every panel, in the order of the tabs.
+    fn panels(&mut self) -> [&mut dyn Panel; 5] {
+        [
+            &mut self.dataset,
+            &mut self.train,
+            &mut self.compare,
+            &mut self.bias,
+            &mut self.explain,
+        ]
+    }
+
+    fn panel_mut(&mut self, kind: PanelKind) -> &mut dyn Panel {
+        match kind {
+            PanelKind::Dataset => &mut self.dataset,
+            PanelKind::Train => &mut self.train,
+            PanelKind::Compare => &mut self.compare,
+            PanelKind::Bias => &mut self.bias,
+            PanelKind::Explain => &mut self.explain,
+        }
+    }
+
     fn handle_event(&mut self, event: Event) {
-        self.train.on_event(&event);
-        self.bias.on_event(&event);
-        self.explain.on_event(&event);
+        for panel in self.panels() {
+            panel.on_event(&event);
+        }
         match &event {
             Event::Failed { job, error, .. } => self.model.ended(*job, Some(error.clone())),
             Event::Cancelled { job } => self.model.ended(*job, None),
-            // A finished job may have written predictions.
-            Event::Finished { .. } => {
-                self.compare.refresh();
-                self.bias.refresh();
-                if !self.explain.is_running() {
-                    self.explain.refresh();
-                }
-            }
             _ => {}
         }
         match event {
@@ -450,15 +460,42 @@ impl LabLensApp {
         }
     }
 
-    /// The Bias panel, and what it asks of the window: Compare on a slice, or an engine job.
-    fn bias_ui(&mut self, ui: &mut egui::Ui) {
-        self.bias.ui(ui);
-        if let Some((source, filters)) = self.bias.requested_compare.take() {
-            bias_panel::open_in_compare(&mut self.compare, source, filters);
-            self.state.panel = PanelKind::Compare;
-        }
-        if let Some(job) = self.bias.requested_job.take() {
-            self.engine.submit(Command::Bias(Box::new(job)));
+    /// Draws the panel shown, then does what it asked.
+    fn panel_ui(&mut self, ui: &mut egui::Ui) {
+        let kind = self.state.panel;
+        // The Dataset panel draws its own view; the others read it through the context.
+        let dataset = self.dataset.shared_view();
+        let ctx = PanelContext {
+            engine: &self.engine,
+            project: self.project.as_ref(),
+            model: self.model.loaded_entry(),
+            dataset: dataset.as_deref(),
+        };
+        // The fields one by one, not `panel_mut`: the context borrows the others.
+        let panel: &mut dyn Panel = match kind {
+            PanelKind::Dataset => &mut self.dataset,
+            PanelKind::Train => &mut self.train,
+            PanelKind::Compare => &mut self.compare,
+            PanelKind::Bias => &mut self.bias,
+            PanelKind::Explain => &mut self.explain,
+        };
+        panel.ui(ui, &ctx);
+        self.act_on_requests(kind);
+    }
+
+    fn handle_request(&mut self, from: PanelKind, request: Request) {
+        match request {
+            Request::PickDataset => self.pick(Pick::Dataset),
+            Request::Evaluate(target) => self.evaluate(target, EvalOptions::default()),
+            Request::CompareSlice { source, filters } => {
+                bias_panel::open_in_compare(&mut self.compare, source, filters);
+                self.state.panel = PanelKind::Compare;
+            }
+            Request::Submit(command) => {
+                let job = self.engine.submit(command);
+                self.panel_mut(from).submitted(job);
+            }
+            Request::Cancel => self.engine.cancel(),
         }
     }
 
@@ -516,25 +553,7 @@ impl eframe::App for LabLensApp {
         if let Some(action) = action {
             self.act(action);
         }
-        egui::CentralPanel::default().show(ui, |ui| match self.state.panel {
-            PanelKind::Dataset => {
-                if self.dataset.ui(ui) {
-                    self.pick(Pick::Dataset);
-                }
-            }
-            PanelKind::Train => self.with_train_panel(|panel, ctx| panel.ui(ui, ctx)),
-            PanelKind::Compare => {
-                self.compare.ui(ui);
-                if let Some(target) = self.compare.requested_eval.take() {
-                    self.evaluate(target, EvalOptions::default());
-                }
-            }
-            PanelKind::Bias => self.bias_ui(ui),
-            PanelKind::Explain => {
-                self.explain.ui(ui);
-                self.send_explain_commands();
-            }
-        });
+        egui::CentralPanel::default().show(ui, |ui| self.panel_ui(ui));
         self.frame_times.record(started.elapsed());
         self.frame_times.show(ui.ctx());
         if let Some(script) = &mut self.screenshot {
@@ -542,14 +561,13 @@ impl eframe::App for LabLensApp {
         }
     }
 
+    /// Called on closing too: a comment typed into a review is not lost.
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
-        self.state.dataset = self.dataset.ui_state();
-        self.state.train = self.train.ui_state();
-        // Called on closing too: a comment typed into a review is not lost.
-        self.compare.review.save_comment();
-        self.state.compare = self.compare.ui_state();
-        self.state.bias = self.bias.ui_state();
-        self.state.explain = self.explain.ui_state();
+        let mut state = std::mem::take(&mut self.state);
+        for panel in self.panels() {
+            panel.save_state(&mut state);
+        }
+        self.state = state;
         eframe::set_value(storage, eframe::APP_KEY, &self.state);
     }
 }

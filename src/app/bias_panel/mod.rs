@@ -9,13 +9,15 @@ mod heatmap;
 
 pub use heatmap::{Cell, Grid};
 
+use super::AppState;
 use super::combo;
 use super::compare_panel::{ComparePanel, RowFilters};
+use super::panel::{Panel, PanelContext, Request};
 use crate::analysis::bias::counterfactual::CounterfactualReport;
 use crate::analysis::bias::job::{BiasOutcome, BiasRequest, CounterfactualOptions};
 use crate::analysis::bias::{BiasOptions, BiasReport, COMMON_METRICS, SliceKey, audit};
 use crate::data::record::{AgeGroup, Demographic};
-use crate::engine::Event;
+use crate::engine::{Command, Event};
 use crate::eval::job::target::Target;
 use crate::eval::names::{metric_label, metric_short_label};
 use crate::project::predictions::{
@@ -23,7 +25,7 @@ use crate::project::predictions::{
 };
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// What the heatmap's columns are.
@@ -103,10 +105,9 @@ pub struct BiasPanel {
     done_rx: Receiver<Computed>,
     /// The last counterfactual test's result, with the set it ran on.
     pub counterfactual: Option<(String, CounterfactualReport)>,
-    /// A slice the user clicked: the window opens Compare on it.
-    pub requested_compare: Option<(String, RowFilters)>,
-    /// A job for the engine (bias.json, the counterfactual test).
-    pub requested_job: Option<BiasRequest>,
+    /// What the user asked of the window: Compare on a slice, a job for the engine (bias.json,
+    /// the counterfactual test).
+    requests: Vec<Request>,
     /// Where the last engine job wrote bias.json.
     pub written: Option<PathBuf>,
 }
@@ -152,30 +153,9 @@ impl BiasPanel {
             done_tx,
             done_rx,
             counterfactual: None,
-            requested_compare: None,
-            requested_job: None,
+            requests: Vec::new(),
             written: None,
         }
-    }
-
-    pub fn ui_state(&self) -> BiasUiState {
-        self.state.clone()
-    }
-
-    pub fn set_project(&mut self, dir: PathBuf) {
-        if self.project_dir.as_ref() != Some(&dir) {
-            self.audits = None;
-            self.counterfactual = None;
-        }
-        self.project_dir = Some(dir);
-        self.refresh();
-    }
-
-    /// Looks again for prediction sets (a finished evaluation adds one).
-    pub fn refresh(&mut self) {
-        let Some(dir) = &self.project_dir else { return };
-        self.sources = prediction_sources(dir);
-        self.state.source = keep_or_newest(&self.sources, self.state.source.as_deref());
     }
 
     /// The audits of the chosen set, once computed with the current settings.
@@ -228,21 +208,6 @@ impl BiasPanel {
         });
     }
 
-    /// Takes the result of an engine job this panel asked for.
-    pub fn on_event(&mut self, event: &Event) {
-        if let Event::BiasAudited { outcome, .. } = event {
-            let BiasOutcome {
-                counterfactual,
-                written,
-                ..
-            } = outcome.as_ref();
-            if let (Some(cf), Some(source)) = (counterfactual, &self.state.source) {
-                self.counterfactual = Some((source.clone(), cf.clone()));
-            }
-            self.written = Some(written.clone());
-        }
-    }
-
     /// The heatmap of the current settings.
     pub fn grid(&self) -> Option<Grid> {
         let audits = self.audits()?;
@@ -252,7 +217,10 @@ impl BiasPanel {
     /// Acts as a click on the cell of `key` does.
     pub fn open_slice(&mut self, key: &SliceKey) {
         if let Some(source) = &self.state.source {
-            self.requested_compare = Some((source.clone(), filters_of(key)));
+            self.requests.push(Request::CompareSlice {
+                source: source.clone(),
+                filters: filters_of(key),
+            });
         }
     }
 
@@ -260,7 +228,7 @@ impl BiasPanel {
         let (Some(dir), Some(source)) = (&self.project_dir, &self.state.source) else {
             return;
         };
-        self.requested_job = Some(BiasRequest {
+        let request = BiasRequest {
             project_dir: dir.clone(),
             target: if source == BASE {
                 Target::Base
@@ -277,62 +245,9 @@ impl BiasPanel {
                 limit: self.state.counterfactual_limit,
                 ..CounterfactualOptions::default()
             }),
-        });
-    }
-
-    pub fn ui(&mut self, ui: &mut egui::Ui) {
-        self.compute(ui.ctx());
-        if self.sources.is_empty() {
-            ui.vertical_centered(|ui| {
-                ui.add_space(80.0);
-                ui.heading("No predictions to audit yet");
-                ui.label("Evaluate the base model or a run (Compare panel, or lablens eval); its predictions.jsonl is audited here.");
-                if ui.button("Look again").clicked() {
-                    self.refresh();
-                }
-            });
-            return;
-        }
-        self.controls(ui);
-        ui.separator();
-        let error = match &self.audits {
-            Some((_, Err(e))) => Some(e.clone()),
-            _ => None,
         };
-        if let Some(e) = error {
-            ui.colored_label(ui.visuals().error_fg_color, format!("Could not read: {e}"));
-            return;
-        }
-        let Some(grid) = self.grid() else {
-            ui.horizontal(|ui| {
-                ui.spinner();
-                ui.label("Computing slices…");
-            });
-            return;
-        };
-        egui::ScrollArea::vertical().show(ui, |ui| {
-            self.findings(ui);
-            ui.add_space(6.0);
-            if grid.rows.is_empty() {
-                ui.label("No record of this set has this demographic field.");
-            } else {
-                // Scrolled sideways where the metrics do not fit, so that what follows keeps
-                // the pane's width.
-                let clicked = egui::ScrollArea::horizontal()
-                    .id_salt("bias_heatmap")
-                    .show(ui, |ui| {
-                        heatmap::show(ui, &grid, self.state.threshold, self.state.min_size)
-                    })
-                    .inner;
-                if let Some(key) = clicked {
-                    self.open_slice(&key);
-                }
-            }
-            ui.add_space(6.0);
-            heatmap::legend(ui, self.state.threshold, self.state.min_size);
-            ui.separator();
-            self.counterfactual_ui(ui);
-        });
+        self.requests
+            .push(Request::Submit(Command::Bias(Box::new(request))));
     }
 
     fn controls(&mut self, ui: &mut egui::Ui) {
@@ -453,6 +368,106 @@ impl BiasPanel {
                     ui.end_row();
                 }
             });
+    }
+}
+
+impl Panel for BiasPanel {
+    fn set_project(&mut self, dir: &Path) {
+        if self.project_dir.as_deref() != Some(dir) {
+            self.audits = None;
+            self.counterfactual = None;
+        }
+        self.project_dir = Some(dir.to_path_buf());
+        self.refresh();
+    }
+
+    /// Looks again for prediction sets (a finished evaluation adds one).
+    fn refresh(&mut self) {
+        let Some(dir) = &self.project_dir else { return };
+        self.sources = prediction_sources(dir);
+        self.state.source = keep_or_newest(&self.sources, self.state.source.as_deref());
+    }
+
+    /// Takes the result of an engine job this panel asked for; any finished job may have
+    /// written a prediction set.
+    fn on_event(&mut self, event: &Event) {
+        if let Event::Finished { .. } = event {
+            self.refresh();
+        }
+        if let Event::BiasAudited { outcome, .. } = event {
+            let BiasOutcome {
+                counterfactual,
+                written,
+                ..
+            } = outcome.as_ref();
+            if let (Some(cf), Some(source)) = (counterfactual, &self.state.source) {
+                self.counterfactual = Some((source.clone(), cf.clone()));
+            }
+            self.written = Some(written.clone());
+        }
+    }
+
+    fn save_state(&mut self, state: &mut AppState) {
+        state.bias = self.state.clone();
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _ctx: &PanelContext<'_>) {
+        self.compute(ui.ctx());
+        if self.sources.is_empty() {
+            ui.vertical_centered(|ui| {
+                ui.add_space(80.0);
+                ui.heading("No predictions to audit yet");
+                ui.label("Evaluate the base model or a run (Compare panel, or lablens eval); its predictions.jsonl is audited here.");
+                if ui.button("Look again").clicked() {
+                    self.refresh();
+                }
+            });
+            return;
+        }
+        self.controls(ui);
+        ui.separator();
+        let error = match &self.audits {
+            Some((_, Err(e))) => Some(e.clone()),
+            _ => None,
+        };
+        if let Some(e) = error {
+            ui.colored_label(ui.visuals().error_fg_color, format!("Could not read: {e}"));
+            return;
+        }
+        let Some(grid) = self.grid() else {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label("Computing slices…");
+            });
+            return;
+        };
+        egui::ScrollArea::vertical().show(ui, |ui| {
+            self.findings(ui);
+            ui.add_space(6.0);
+            if grid.rows.is_empty() {
+                ui.label("No record of this set has this demographic field.");
+            } else {
+                // Scrolled sideways where the metrics do not fit, so that what follows keeps
+                // the pane's width.
+                let clicked = egui::ScrollArea::horizontal()
+                    .id_salt("bias_heatmap")
+                    .show(ui, |ui| {
+                        heatmap::show(ui, &grid, self.state.threshold, self.state.min_size)
+                    })
+                    .inner;
+                if let Some(key) = clicked {
+                    self.open_slice(&key);
+                }
+            }
+            ui.add_space(6.0);
+            heatmap::legend(ui, self.state.threshold, self.state.min_size);
+            ui.separator();
+            self.counterfactual_ui(ui);
+        });
+    }
+
+    fn take_requests(&mut self) -> Vec<Request> {
+        std::mem::take(&mut self.requests)
     }
 }
 

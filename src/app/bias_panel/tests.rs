@@ -1,4 +1,21 @@
 use super::*;
+use crate::test_support::{draw_alone, submitted_jobs};
+
+/// The slice the panel asked Compare to show.
+fn compare_slice(panel: &mut BiasPanel) -> Option<(String, RowFilters)> {
+    panel.take_requests().into_iter().find_map(|r| match r {
+        Request::CompareSlice { source, filters } => Some((source, filters)),
+        _ => None,
+    })
+}
+
+/// The audit the panel asked the engine to run.
+fn bias_job(panel: &mut BiasPanel) -> Option<BiasRequest> {
+    submitted_jobs(panel).into_iter().find_map(|c| match c {
+        Command::Bias(request) => Some(*request),
+        _ => None,
+    })
+}
 use crate::project::predictions::tests::sample_project;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
@@ -10,10 +27,10 @@ const RUN: &str = "20260101-000000";
 fn harness(dir: &std::path::Path, state: BiasUiState) -> Harness<'static, BiasPanel> {
     let project = sample_project(dir, 80);
     let mut panel = BiasPanel::new(state);
-    panel.set_project(project);
+    panel.set_project(&project);
     let mut h = Harness::builder()
         .with_size(egui::vec2(1400.0, 900.0))
-        .build_ui_state(|ui, panel: &mut BiasPanel| panel.ui(ui), panel);
+        .build_ui_state(|ui, panel: &mut BiasPanel| draw_alone(ui, panel), panel);
     wait_for_audits(&mut h);
     h
 }
@@ -85,7 +102,7 @@ fn the_worse_group_is_outlined_small_cells_greyed_and_a_click_opens_compare() {
 
     h.get_by_label("M × ROUGE-L F1").click();
     h.run();
-    let (source, filters) = h.state_mut().requested_compare.take().expect("requested");
+    let (source, filters) = compare_slice(h.state_mut()).expect("requested");
     assert_eq!(source, RUN);
     assert_eq!(filters.gender.as_deref(), Some("M"));
     assert_eq!((filters.age_group, filters.ethnicity), (None, None));
@@ -107,7 +124,7 @@ fn the_worse_group_is_outlined_small_cells_greyed_and_a_click_opens_compare() {
     );
     h.get_by_label("M × 65+").click();
     h.run();
-    let (_, filters) = h.state_mut().requested_compare.take().expect("requested");
+    let (_, filters) = compare_slice(h.state_mut()).expect("requested");
     assert_eq!(filters.age_group, Some(AgeGroup::Over65));
     assert_eq!(filters.gender.as_deref(), Some("M"));
 }
@@ -146,12 +163,12 @@ fn write_and_counterfactual_buttons_ask_the_engine() {
     let mut h = harness(dir.path(), BiasUiState::default());
     h.get_by_label("Write bias.json").click();
     h.run();
-    let job = h.state_mut().requested_job.take().expect("job");
+    let job = bias_job(h.state_mut()).expect("job");
     assert_eq!(job.target, Target::Run(RUN.into()));
     assert!(job.counterfactual.is_none());
     h.get_by_label("Run counterfactual test").click();
     h.run();
-    let job = h.state_mut().requested_job.take().expect("job");
+    let job = bias_job(h.state_mut()).expect("job");
     assert_eq!(job.counterfactual.map(|c| c.limit), Some(30));
 }
 
@@ -159,10 +176,10 @@ fn write_and_counterfactual_buttons_ask_the_engine() {
 fn a_project_without_predictions_says_what_to_do() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut panel = BiasPanel::new(BiasUiState::default());
-    panel.set_project(dir.path().to_path_buf());
+    panel.set_project(dir.path());
     let mut h = Harness::builder()
         .with_size(egui::vec2(1000.0, 700.0))
-        .build_ui_state(|ui, panel: &mut BiasPanel| panel.ui(ui), panel);
+        .build_ui_state(|ui, panel: &mut BiasPanel| draw_alone(ui, panel), panel);
     h.run();
     assert!(h.query_by_label("No predictions to audit yet").is_some());
 }

@@ -13,9 +13,12 @@ mod rows;
 pub use review::ReviewView;
 pub use rows::{Compared, ProblemFilter, RowFilters, Side, SortKey, visible_rows};
 
+use super::AppState;
 use super::combo;
+use super::panel::{Panel, PanelContext, Request};
 use super::record_table::{self, or_dash};
 use crate::data::record::AgeGroup;
+use crate::engine::Event;
 use crate::eval::job::target::Target;
 use crate::eval::names::{metric_label, metric_short_label};
 use crate::project::predictions::{PredictionSet, PredictionSource, modified, prediction_sources};
@@ -71,8 +74,8 @@ pub struct ComparePanel {
     choice: choose::ReviewChoice,
     /// The project's runs, newest last, for the Evaluate menu.
     runs: Vec<String>,
-    /// An evaluation the user asked for, for the window to send to the engine.
-    pub requested_eval: Option<Target>,
+    /// What the user asked of the window (an evaluation).
+    requests: Vec<Request>,
 }
 
 impl ComparePanel {
@@ -96,64 +99,7 @@ impl ComparePanel {
             scroll_to_selected: false,
             detail: None,
             runs: Vec::new(),
-            requested_eval: None,
-        }
-    }
-
-    pub fn ui_state(&self) -> CompareUiState {
-        self.state.clone()
-    }
-
-    /// Shows the prediction sets of the project in `dir`.
-    pub fn set_project(&mut self, dir: PathBuf) {
-        if self.project_dir.as_ref() != Some(&dir) {
-            self.sets.clear();
-            self.compared = None;
-            self.compared_names = None;
-        }
-        self.project_dir = Some(dir);
-        self.refresh();
-    }
-
-    /// Looks again for prediction files (a finished evaluation adds one) and reads changed
-    /// sets again.
-    pub fn refresh(&mut self) {
-        let Some(dir) = &self.project_dir else { return };
-        self.choice.forget();
-        let known: Vec<String> = self.sources.iter().map(|s| s.name.clone()).collect();
-        self.sources = prediction_sources(dir);
-        self.runs = list_runs(dir).into_iter().map(|r| r.id).collect();
-        let sources = &self.sources;
-        let before = self.sets.len();
-        self.sets.retain(|name, (read_at, _)| {
-            sources
-                .iter()
-                .any(|s| &s.name == name && modified(&s.path) == *read_at)
-        });
-        if self.sets.len() != before {
-            self.compared_names = None;
-        }
-        let names: Vec<&str> = self.sources.iter().map(|s| s.name.as_str()).collect();
-        if self.state.a.as_deref().is_none_or(|a| !names.contains(&a)) {
-            self.state.a = names.last().map(|s| s.to_string());
-            self.state.b = names
-                .iter()
-                .rev()
-                .nth(1)
-                .map(|s| s.to_string())
-                .filter(|_| names.len() > 1);
-        }
-        if self.state.b.as_deref().is_some_and(|b| !names.contains(&b)) {
-            self.state.b = None;
-        }
-        // A set that appeared while the panel was open (an evaluation just finished) is shown
-        // as A, against what A was before.
-        let appeared = names.iter().rev().find(|n| !known.iter().any(|k| k == *n));
-        if let (false, Some(new)) = (known.is_empty(), appeared) {
-            let before = self.state.a.replace(new.to_string());
-            if self.state.b.is_none() || self.state.b.as_deref() == Some(new) {
-                self.state.b = before.filter(|b| b != new);
-            }
+            requests: Vec::new(),
         }
     }
 
@@ -244,82 +190,6 @@ impl ComparePanel {
         }
     }
 
-    /// Draws the panel.
-    pub fn ui(&mut self, ui: &mut egui::Ui) {
-        self.load(ui.ctx());
-        self.refresh_rows();
-        if self.sources.is_empty() {
-            self.empty_state(ui);
-            return;
-        }
-        if self.state.review_mode {
-            // Reviewers see no model names: only the way back to the comparison.
-            ui.horizontal(|ui| {
-                ui.toggle_value(&mut self.state.review_mode, "Review mode")
-                    .on_hover_text("Leave review mode for the full comparison");
-            });
-        } else {
-            self.source_bar(ui);
-        }
-        ui.separator();
-        let errors: Vec<String> = [&self.state.a, &self.state.b]
-            .into_iter()
-            .flatten()
-            .filter_map(|n| self.sets.get(n)?.1.as_ref().err().cloned())
-            .collect();
-        for e in &errors {
-            ui.colored_label(ui.visuals().error_fg_color, format!("Could not read: {e}"));
-        }
-        let Some(compared) = self.compared.clone() else {
-            if errors.is_empty() {
-                ui.horizontal(|ui| {
-                    ui.spinner();
-                    ui.label("Reading predictions…");
-                });
-            }
-            return;
-        };
-        if self.state.review_mode {
-            let dir = self.project_dir.clone();
-            self.review
-                .ui(ui, &compared, dir.as_deref(), &mut self.state.reviewer);
-            return;
-        }
-        self.issues_line(ui, &compared);
-        self.filter_bar(ui, &compared);
-        if let Some(dir) = self.project_dir.clone()
-            && self.choice.ui(ui, &dir, &compared, &self.rows)
-        {
-            // Reviewing opens on the new choice.
-            self.review.session = None;
-        }
-        ui.separator();
-        egui::Panel::top("compare_rows")
-            .resizable(true)
-            .default_size(230.0)
-            .show(ui, |ui| self.table(ui, &compared));
-        egui::CentralPanel::default().show(ui, |ui| {
-            let show_removed = &mut self.state.show_removed;
-            match self.selected {
-                Some(i) => {
-                    let detail = self
-                        .detail
-                        .take()
-                        .filter(|d| d.row == i)
-                        .unwrap_or_else(|| detail::Detail::new(&compared, i));
-                    detail.show(ui, &compared, show_removed);
-                    self.detail = Some(detail);
-                }
-                None => {
-                    ui.label(
-                        "Select a row to read its source, reference and outputs side by side. \
-                         Up and down arrows (or j and k) move through the rows.",
-                    );
-                }
-            }
-        });
-    }
-
     fn empty_state(&mut self, ui: &mut egui::Ui) {
         ui.vertical_centered(|ui| {
             ui.add_space(80.0);
@@ -349,11 +219,12 @@ impl ComparePanel {
                 .on_hover_text("The project's model without an adapter, over the test split")
                 .clicked()
             {
-                self.requested_eval = Some(Target::Base);
+                self.requests.push(Request::Evaluate(Target::Base));
             }
             for id in self.runs.iter().rev() {
                 if ui.button(format!("run {id}")).clicked() {
-                    self.requested_eval = Some(Target::Run(id.clone()));
+                    self.requests
+                        .push(Request::Evaluate(Target::Run(id.clone())));
                 }
             }
         });
@@ -572,6 +443,154 @@ impl ComparePanel {
         if let Some(i) = chosen {
             self.select(i);
         }
+    }
+}
+
+impl Panel for ComparePanel {
+    /// Shows the prediction sets of the project in `dir`.
+    fn set_project(&mut self, dir: &Path) {
+        if self.project_dir.as_deref() != Some(dir) {
+            self.sets.clear();
+            self.compared = None;
+            self.compared_names = None;
+        }
+        self.project_dir = Some(dir.to_path_buf());
+        self.refresh();
+    }
+
+    /// Looks again for prediction files (a finished evaluation adds one) and reads changed
+    /// sets again.
+    fn refresh(&mut self) {
+        let Some(dir) = &self.project_dir else { return };
+        self.choice.forget();
+        let known: Vec<String> = self.sources.iter().map(|s| s.name.clone()).collect();
+        self.sources = prediction_sources(dir);
+        self.runs = list_runs(dir).into_iter().map(|r| r.id).collect();
+        let sources = &self.sources;
+        let before = self.sets.len();
+        self.sets.retain(|name, (read_at, _)| {
+            sources
+                .iter()
+                .any(|s| &s.name == name && modified(&s.path) == *read_at)
+        });
+        if self.sets.len() != before {
+            self.compared_names = None;
+        }
+        let names: Vec<&str> = self.sources.iter().map(|s| s.name.as_str()).collect();
+        if self.state.a.as_deref().is_none_or(|a| !names.contains(&a)) {
+            self.state.a = names.last().map(|s| s.to_string());
+            self.state.b = names
+                .iter()
+                .rev()
+                .nth(1)
+                .map(|s| s.to_string())
+                .filter(|_| names.len() > 1);
+        }
+        if self.state.b.as_deref().is_some_and(|b| !names.contains(&b)) {
+            self.state.b = None;
+        }
+        // A set that appeared while the panel was open (an evaluation just finished) is shown
+        // as A, against what A was before.
+        let appeared = names.iter().rev().find(|n| !known.iter().any(|k| k == *n));
+        if let (false, Some(new)) = (known.is_empty(), appeared) {
+            let before = self.state.a.replace(new.to_string());
+            if self.state.b.is_none() || self.state.b.as_deref() == Some(new) {
+                self.state.b = before.filter(|b| b != new);
+            }
+        }
+    }
+
+    /// A finished job may have written a prediction set.
+    fn on_event(&mut self, event: &Event) {
+        if let Event::Finished { .. } = event {
+            self.refresh();
+        }
+    }
+
+    /// Keeps the reviewer's comment too (the window saves on closing as well).
+    fn save_state(&mut self, state: &mut AppState) {
+        self.review.save_comment();
+        state.compare = self.state.clone();
+    }
+
+    /// Draws the panel.
+    fn ui(&mut self, ui: &mut egui::Ui, _ctx: &PanelContext<'_>) {
+        self.load(ui.ctx());
+        self.refresh_rows();
+        if self.sources.is_empty() {
+            self.empty_state(ui);
+            return;
+        }
+        if self.state.review_mode {
+            // Reviewers see no model names: only the way back to the comparison.
+            ui.horizontal(|ui| {
+                ui.toggle_value(&mut self.state.review_mode, "Review mode")
+                    .on_hover_text("Leave review mode for the full comparison");
+            });
+        } else {
+            self.source_bar(ui);
+        }
+        ui.separator();
+        let errors: Vec<String> = [&self.state.a, &self.state.b]
+            .into_iter()
+            .flatten()
+            .filter_map(|n| self.sets.get(n)?.1.as_ref().err().cloned())
+            .collect();
+        for e in &errors {
+            ui.colored_label(ui.visuals().error_fg_color, format!("Could not read: {e}"));
+        }
+        let Some(compared) = self.compared.clone() else {
+            if errors.is_empty() {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.label("Reading predictions…");
+                });
+            }
+            return;
+        };
+        if self.state.review_mode {
+            let dir = self.project_dir.clone();
+            self.review
+                .ui(ui, &compared, dir.as_deref(), &mut self.state.reviewer);
+            return;
+        }
+        self.issues_line(ui, &compared);
+        self.filter_bar(ui, &compared);
+        if let Some(dir) = self.project_dir.clone()
+            && self.choice.ui(ui, &dir, &compared, &self.rows)
+        {
+            // Reviewing opens on the new choice.
+            self.review.session = None;
+        }
+        ui.separator();
+        egui::Panel::top("compare_rows")
+            .resizable(true)
+            .default_size(230.0)
+            .show(ui, |ui| self.table(ui, &compared));
+        egui::CentralPanel::default().show(ui, |ui| {
+            let show_removed = &mut self.state.show_removed;
+            match self.selected {
+                Some(i) => {
+                    let detail = self
+                        .detail
+                        .take()
+                        .filter(|d| d.row == i)
+                        .unwrap_or_else(|| detail::Detail::new(&compared, i));
+                    detail.show(ui, &compared, show_removed);
+                    self.detail = Some(detail);
+                }
+                None => {
+                    ui.label(
+                        "Select a row to read its source, reference and outputs side by side. \
+                         Up and down arrows (or j and k) move through the rows.",
+                    );
+                }
+            }
+        });
+    }
+
+    fn take_requests(&mut self) -> Vec<Request> {
+        std::mem::take(&mut self.requests)
     }
 }
 

@@ -1,6 +1,7 @@
 use super::*;
 use crate::project::predictions::tests::sample_project;
 use crate::project::reviews::{REVIEWS_FILE, ReviewFlag, read_reviews};
+use crate::test_support::draw_alone;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 
@@ -8,10 +9,10 @@ const RUN: &str = "20260101-000000";
 
 fn harness(project: &Path, state: CompareUiState) -> Harness<'static, ComparePanel> {
     let mut panel = ComparePanel::new(state);
-    panel.set_project(project.to_path_buf());
+    panel.set_project(project);
     let mut h = Harness::builder()
         .with_size(egui::vec2(1500.0, 950.0))
-        .build_ui_state(|ui, panel: &mut ComparePanel| panel.ui(ui), panel);
+        .build_ui_state(|ui, panel: &mut ComparePanel| draw_alone(ui, panel), panel);
     // Generous: the files are read on a thread, and the whole suite may be loading the CPU.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while std::time::Instant::now() < deadline {
@@ -114,10 +115,10 @@ fn rows_sort_worst_first_and_filter_by_group_and_problem() {
 fn a_project_without_predictions_says_how_to_make_them() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut panel = ComparePanel::new(CompareUiState::default());
-    panel.set_project(dir.path().to_path_buf());
+    panel.set_project(dir.path());
     let mut h = Harness::builder()
         .with_size(egui::vec2(1200.0, 800.0))
-        .build_ui_state(|ui, panel: &mut ComparePanel| panel.ui(ui), panel);
+        .build_ui_state(|ui, panel: &mut ComparePanel| draw_alone(ui, panel), panel);
     h.run();
     assert!(h.query_by_label("No predictions yet").is_some());
     let command = format!("lablens eval --project {} --run R", dir.path().display());
@@ -127,7 +128,16 @@ fn a_project_without_predictions_says_how_to_make_them() {
     h.run();
     h.get_by_label("the base model").click();
     h.run();
-    assert_eq!(h.state_mut().requested_eval.take(), Some(Target::Base));
+    let asked: Vec<Target> = h
+        .state_mut()
+        .take_requests()
+        .into_iter()
+        .filter_map(|r| match r {
+            Request::Evaluate(target) => Some(target),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked, [Target::Base]);
 
     let project = sample_project(dir.path(), 3);
     h.get_by_label("Look again").click();
@@ -301,7 +311,7 @@ fn a_set_that_appears_while_open_is_shown_against_the_one_before() {
     let aside = dir.path().join("aside.jsonl");
     std::fs::rename(&run_file, &aside).expect("move the run's predictions away");
     let mut panel = ComparePanel::new(CompareUiState::default());
-    panel.set_project(project.clone());
+    panel.set_project(&project);
     assert_eq!(
         (panel.state.a.as_deref(), panel.state.b.as_deref()),
         (Some("base"), None)

@@ -30,9 +30,7 @@ fn harness_over(view: Arc<DatasetView>) -> Harness<'static, DatasetPanel> {
     let mut h = Harness::builder()
         .with_size(egui::vec2(1400.0, 900.0))
         .build_ui_state(
-            |ui, panel: &mut DatasetPanel| {
-                panel.ui(ui);
-            },
+            |ui, panel: &mut DatasetPanel| crate::test_support::draw_alone(ui, panel),
             panel,
         );
     h.run();

@@ -5,11 +5,13 @@
 
 mod views;
 
+use super::AppState;
+use super::panel::{Panel, PanelContext, Request};
 use crate::analysis::explain::{
     ExplainRequest, ExplainSettings, Explanation, FeatureKind, FeatureWeight, Method, TargetText,
     explanation_path, read_explanation,
 };
-use crate::engine::{Event, JobId};
+use crate::engine::{Command, Event, JobId};
 use crate::eval::job::target::Target;
 use crate::project::predictions::{
     BASE, PredictionSource, keep_or_newest, modified, parse_predictions, prediction_sources,
@@ -72,10 +74,8 @@ pub struct ExplainPanel {
     pub explanation: Option<Explanation>,
     pub message: Option<String>,
     pub running: Option<Running>,
-    /// A job the user asked for, for the window to send to the engine.
-    pub requested: Option<ExplainRequest>,
-    /// The user pressed Cancel; the window tells the engine.
-    pub cancel_requested: bool,
+    /// What the user asked of the window: an explanation job, or its cancel.
+    requests: Vec<Request>,
     loaded_for: Option<(String, String)>,
     /// The prediction file `records` came from and when it was written.
     records_from: Option<(PathBuf, Option<std::time::SystemTime>)>,
@@ -91,32 +91,10 @@ impl ExplainPanel {
             explanation: None,
             message: None,
             running: None,
-            requested: None,
-            cancel_requested: false,
+            requests: Vec::new(),
             loaded_for: None,
             records_from: None,
         }
-    }
-
-    pub fn ui_state(&self) -> ExplainUiState {
-        self.state.clone()
-    }
-
-    pub fn set_project(&mut self, dir: PathBuf) {
-        if self.project_dir.as_ref() != Some(&dir) {
-            self.loaded_for = None;
-            self.explanation = None;
-        }
-        self.project_dir = Some(dir);
-        self.refresh();
-    }
-
-    /// Looks again for evaluated prediction sets (an evaluation adds one).
-    pub fn refresh(&mut self) {
-        let Some(dir) = &self.project_dir else { return };
-        self.sources = prediction_sources(dir);
-        self.state.source = keep_or_newest(&self.sources, self.state.source.as_deref());
-        self.read_records();
     }
 
     fn source(&self) -> Option<&PredictionSource> {
@@ -200,78 +178,15 @@ impl ExplainPanel {
         } else {
             Target::Run(source)
         };
-        self.requested = Some(ExplainRequest {
+        let request = ExplainRequest {
             project_dir: dir,
             target,
             record,
             settings: self.state.settings.clone(),
             dataset: None,
-        });
-    }
-
-    /// The window submitted the request; `job` is `None` when the engine was busy.
-    pub fn submitted(&mut self, job: Option<JobId>) {
-        self.running = job.map(|job| Running {
-            job: Some(job),
-            stage: "starting".into(),
-            done: 0,
-            total: 0,
-        });
-    }
-
-    pub fn on_event(&mut self, event: &Event) {
-        let mine = |job: &JobId| self.running.as_ref().is_some_and(|r| r.job == Some(*job));
-        match event {
-            Event::Progress {
-                job,
-                stage,
-                done,
-                total,
-                ..
-            } if mine(job) => {
-                if let Some(r) = &mut self.running {
-                    r.stage = stage.clone();
-                    r.done = *done;
-                    r.total = *total;
-                }
-            }
-            Event::Explained {
-                job, explanation, ..
-            } if mine(job) => {
-                self.running = None;
-                self.message = None;
-                if self.state.record.as_deref() == Some(explanation.record.as_str()) {
-                    self.explanation = Some((**explanation).clone());
-                }
-            }
-            Event::Failed { job, error, .. } if mine(job) => {
-                self.running = None;
-                self.message = Some(format!("The explanation failed: {error}"));
-            }
-            Event::Cancelled { job } if mine(job) => {
-                self.running = None;
-                self.message = Some("Cancelled.".into());
-            }
-            _ => {}
-        }
-    }
-
-    pub fn ui(&mut self, ui: &mut egui::Ui) {
-        self.controls(ui);
-        ui.separator();
-        if let Some(m) = &self.message {
-            ui.colored_label(ui.visuals().warn_fg_color, m);
-        }
-        let Some(e) = &self.explanation else {
-            ui.label(if self.records.is_empty() {
-                "No evaluated records yet: evaluate a model (Compare panel, Evaluate…) to explain its outputs."
-            } else {
-                "No explanation of this record yet: choose a method and press Explain."
-            });
-            return;
         };
-        let e = e.clone();
-        egui::ScrollArea::vertical().show(ui, |ui| self.explanation_ui(ui, &e));
+        self.requests
+            .push(Request::Submit(Command::Explain(Box::new(request))));
     }
 
     fn controls(&mut self, ui: &mut egui::Ui) {
@@ -347,7 +262,7 @@ impl ExplainPanel {
                         .text(format!("{} {}/{}", r.stage, r.done, r.total)),
                 );
                 if ui.button("Cancel").clicked() {
-                    self.cancel_requested = true;
+                    self.requests.push(Request::Cancel);
                 }
             }
             None => {
@@ -437,6 +352,100 @@ impl ExplainPanel {
             ui.heading("Input length");
             views::length_curves(ui, &l.result);
         }
+    }
+}
+
+impl Panel for ExplainPanel {
+    fn set_project(&mut self, dir: &Path) {
+        if self.project_dir.as_deref() != Some(dir) {
+            self.loaded_for = None;
+            self.explanation = None;
+        }
+        self.project_dir = Some(dir.to_path_buf());
+        self.refresh();
+    }
+
+    /// Looks again for evaluated prediction sets (an evaluation adds one).
+    fn refresh(&mut self) {
+        let Some(dir) = &self.project_dir else { return };
+        self.sources = prediction_sources(dir);
+        self.state.source = keep_or_newest(&self.sources, self.state.source.as_deref());
+        self.read_records();
+    }
+
+    fn on_event(&mut self, event: &Event) {
+        let mine = |job: &JobId| self.running.as_ref().is_some_and(|r| r.job == Some(*job));
+        match event {
+            // Another job may have written a prediction set; this panel's own keeps its records.
+            Event::Finished { .. } if !self.is_running() => self.refresh(),
+            Event::Progress {
+                job,
+                stage,
+                done,
+                total,
+                ..
+            } if mine(job) => {
+                if let Some(r) = &mut self.running {
+                    r.stage = stage.clone();
+                    r.done = *done;
+                    r.total = *total;
+                }
+            }
+            Event::Explained {
+                job, explanation, ..
+            } if mine(job) => {
+                self.running = None;
+                self.message = None;
+                if self.state.record.as_deref() == Some(explanation.record.as_str()) {
+                    self.explanation = Some((**explanation).clone());
+                }
+            }
+            Event::Failed { job, error, .. } if mine(job) => {
+                self.running = None;
+                self.message = Some(format!("The explanation failed: {error}"));
+            }
+            Event::Cancelled { job } if mine(job) => {
+                self.running = None;
+                self.message = Some("Cancelled.".into());
+            }
+            _ => {}
+        }
+    }
+
+    fn save_state(&mut self, state: &mut AppState) {
+        state.explain = self.state.clone();
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _ctx: &PanelContext<'_>) {
+        self.controls(ui);
+        ui.separator();
+        if let Some(m) = &self.message {
+            ui.colored_label(ui.visuals().warn_fg_color, m);
+        }
+        let Some(e) = &self.explanation else {
+            ui.label(if self.records.is_empty() {
+                "No evaluated records yet: evaluate a model (Compare panel, Evaluate…) to explain its outputs."
+            } else {
+                "No explanation of this record yet: choose a method and press Explain."
+            });
+            return;
+        };
+        let e = e.clone();
+        egui::ScrollArea::vertical().show(ui, |ui| self.explanation_ui(ui, &e));
+    }
+
+    fn take_requests(&mut self) -> Vec<Request> {
+        std::mem::take(&mut self.requests)
+    }
+
+    /// The window submitted the request; `job` is `None` when the engine was busy.
+    fn submitted(&mut self, job: Option<JobId>) {
+        self.running = job.map(|job| Running {
+            job: Some(job),
+            stage: "starting".into(),
+            done: 0,
+            total: 0,
+        });
     }
 }
 

@@ -5,6 +5,7 @@ use crate::analysis::explain::{
 };
 use crate::project::predictions::run_dir;
 use crate::project::predictions::tests::sample_project;
+use crate::test_support::{draw_alone, submitted_jobs};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 
@@ -100,10 +101,10 @@ fn saved_explanation(project: &Path) -> Explanation {
 
 fn harness(project: &Path) -> Harness<'static, ExplainPanel> {
     let mut panel = ExplainPanel::new(ExplainUiState::default());
-    panel.set_project(project.to_path_buf());
+    panel.set_project(project);
     let mut h = Harness::builder()
         .with_size(egui::vec2(1400.0, 900.0))
-        .build_ui_state(|ui, panel: &mut ExplainPanel| panel.ui(ui), panel);
+        .build_ui_state(|ui, panel: &mut ExplainPanel| draw_alone(ui, panel), panel);
     h.run();
     h
 }
@@ -159,7 +160,13 @@ fn explain_requests_the_chosen_method_and_progress_offers_cancel() {
     h.state_mut().state.settings.samples = 64;
     h.get_by_label("Explain").click();
     h.run();
-    let request = h.state_mut().requested.take().expect("a request");
+    let request = submitted_jobs(h.state_mut())
+        .into_iter()
+        .find_map(|c| match c {
+            Command::Explain(request) => Some(*request),
+            _ => None,
+        })
+        .expect("a request");
     assert_eq!(request.record, "d-0000");
     assert_eq!(request.target, Target::Run(RUN.into()));
     assert_eq!(request.settings.method, Method::Lime);
@@ -181,7 +188,12 @@ fn explain_requests_the_chosen_method_and_progress_offers_cancel() {
     assert!(h.query_by_label("Explain").is_none());
     h.get_by_label("Cancel").click();
     h.run();
-    assert!(h.state().cancel_requested);
+    assert!(
+        h.state_mut()
+            .take_requests()
+            .iter()
+            .any(|r| matches!(r, Request::Cancel))
+    );
     h.state_mut().on_event(&Event::Cancelled { job: 7 });
     h.run();
     assert!(!h.state().is_running());

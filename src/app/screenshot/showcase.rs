@@ -1,6 +1,7 @@
 //! The showcase `lablens screenshots` takes of a project: what each shot sets up and waits for.
 
 use super::{Ready, Region, Setup, Shot, at_once, noop};
+use crate::app::Panel;
 use crate::app::train_panel::ConfigForm;
 use crate::app::{DatasetPanel, DatasetTab, Filters, LabLensApp, PanelKind, TrainTab};
 use crate::data::record::Split;
@@ -249,7 +250,7 @@ fn explain_with(app: &mut LabLensApp, method: crate::analysis::explain::Method) 
     settings.samples = 128;
     settings.max_new_tokens = 160;
     app.explain.request();
-    app.send_explain_commands();
+    app.act_on_requests(PanelKind::Explain);
 }
 
 /// The Explain panel's shot: LIME, section importance and the length curve of one record.

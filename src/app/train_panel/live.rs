@@ -1,9 +1,10 @@
 //! The Live tab: the form with start / pause / resume / stop beside the plots of the run on
 //! screen, headed by its latest numbers.
 
+use super::TrainPanel;
 use super::form::{self, Issue};
 use super::plots::{self, Curves, Trace};
-use super::{TrainContext, TrainPanel};
+use crate::app::panel::PanelContext;
 use crate::train::{StepMetrics, TrainEvent};
 use crossbeam_channel::Receiver;
 use std::path::Path;
@@ -114,7 +115,7 @@ impl LiveRun {
     }
 }
 
-pub fn show(ui: &mut egui::Ui, panel: &mut TrainPanel, ctx: &TrainContext<'_>) {
+pub fn show(ui: &mut egui::Ui, panel: &mut TrainPanel, ctx: &PanelContext<'_>) {
     egui::Panel::left("train_form_column")
         .resizable(true)
         .default_size(340.0)
@@ -135,7 +136,7 @@ pub fn show(ui: &mut egui::Ui, panel: &mut TrainPanel, ctx: &TrainContext<'_>) {
 }
 
 /// Why Start is disabled, if it is.
-fn start_blocker(panel: &TrainPanel, ctx: &TrainContext<'_>, issues: &[Issue]) -> Option<String> {
+fn start_blocker(panel: &TrainPanel, ctx: &PanelContext<'_>, issues: &[Issue]) -> Option<String> {
     if ctx.project.is_none() {
         return Some("Open a project first".into());
     }
@@ -155,7 +156,7 @@ fn start_blocker(panel: &TrainPanel, ctx: &TrainContext<'_>, issues: &[Issue]) -
     None
 }
 
-fn controls(ui: &mut egui::Ui, panel: &mut TrainPanel, ctx: &TrainContext<'_>, issues: &[Issue]) {
+fn controls(ui: &mut egui::Ui, panel: &mut TrainPanel, ctx: &PanelContext<'_>, issues: &[Issue]) {
     match ctx.model {
         Some((_, info)) => {
             ui.label(format!(

@@ -15,13 +15,14 @@ pub use live::LiveRun;
 pub use playground::Playground;
 pub use runs::RunsView;
 
-use crate::data::dataset::DatasetView;
-use crate::engine::{Command, Engine, Event, JobId, ModelInfo, TrainRequest};
+use super::AppState;
+use super::panel::{Panel, PanelContext};
+use crate::engine::{Command, Engine, Event, JobId, TrainRequest};
 use crate::job::Control;
-use crate::project::{ModelEntry, ModelSource, OpenProject};
+use crate::project::{ModelEntry, ModelSource};
 use crate::train::{TrainEvent, TrainSummary};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -66,16 +67,6 @@ impl Default for TrainUiState {
     }
 }
 
-/// What the panel reads from the rest of the window each frame.
-pub struct TrainContext<'a> {
-    pub engine: &'a Engine,
-    pub project: Option<&'a OpenProject>,
-    /// The model the sidebar loaded, which new runs train.
-    pub model: Option<(&'a ModelEntry, &'a ModelInfo)>,
-    /// The dataset open in the Dataset panel: estimates and playground records.
-    pub dataset: Option<&'a DatasetView>,
-}
-
 pub struct TrainPanel {
     pub state: TrainUiState,
     pub form: ConfigForm,
@@ -101,7 +92,7 @@ fn model_text(entry: &ModelEntry) -> String {
 }
 
 fn playground_context<'a>(
-    ctx: &TrainContext<'a>,
+    ctx: &PanelContext<'a>,
     runs: &'a [runs::RunRow],
 ) -> playground::PlaygroundContext<'a> {
     playground::PlaygroundContext {
@@ -126,25 +117,6 @@ impl TrainPanel {
             control: Arc::new(Control::default()),
             summary: None,
             error: None,
-        }
-    }
-
-    pub fn ui_state(&self) -> TrainUiState {
-        TrainUiState {
-            preset: self.form.preset.clone(),
-            ..self.state.clone()
-        }
-    }
-
-    /// Shows the runs of the project in `dir`.
-    pub fn set_project(&mut self, dir: PathBuf) {
-        self.runs.refresh(&dir);
-        self.project_dir = Some(dir);
-    }
-
-    fn refresh_runs(&mut self) {
-        if let Some(dir) = &self.project_dir {
-            self.runs.refresh(dir);
         }
     }
 
@@ -192,37 +164,13 @@ impl TrainPanel {
         }
     }
 
-    /// Takes the engine's events: those of this panel's jobs change it, the rest pass by.
-    pub fn on_event(&mut self, event: &Event) {
-        self.playground.on_event(event);
-        let ours = |job: &JobId| Some(*job) == self.job;
-        match event {
-            Event::Train { job, event } if ours(job) => {
-                let started = matches!(event, TrainEvent::Started { .. });
-                self.record(event);
-                if started {
-                    self.refresh_runs();
-                }
-            }
-            Event::Trained { job, summary } if ours(job) => {
-                self.summary = Some(summary.clone());
-            }
-            Event::Failed { job, error, .. } if ours(job) => {
-                self.error = Some(error.clone());
-                self.end_job();
-            }
-            Event::Finished { job, .. } | Event::Cancelled { job } if ours(job) => self.end_job(),
-            _ => {}
-        }
-    }
-
     fn end_job(&mut self) {
         self.job = None;
-        self.refresh_runs();
+        self.refresh();
     }
 
     /// Starts a new run of the form's configuration on the sidebar's model.
-    pub fn start(&mut self, ctx: &TrainContext<'_>) {
+    pub fn start(&mut self, ctx: &PanelContext<'_>) {
         let (Some(project), Some((entry, _))) = (ctx.project, ctx.model) else {
             return;
         };
@@ -240,7 +188,7 @@ impl TrainPanel {
     }
 
     /// Continues run `id` from its last checkpoint with its own configuration.
-    pub fn resume_run(&mut self, ctx: &TrainContext<'_>, id: String) {
+    pub fn resume_run(&mut self, ctx: &PanelContext<'_>, id: String) {
         if let Some(project) = ctx.project {
             let (config, _) = self.form.config();
             self.submit(ctx.engine, project.dir.clone(), config, Some(id));
@@ -266,7 +214,7 @@ impl TrainPanel {
     }
 
     /// Generates in the playground with its current choices.
-    pub fn generate(&mut self, ctx: &TrainContext<'_>) {
+    pub fn generate(&mut self, ctx: &PanelContext<'_>) {
         let pctx = playground_context(ctx, &self.runs.rows);
         self.playground.start(&pctx);
     }
@@ -283,9 +231,54 @@ impl TrainPanel {
     pub fn stop(&self) {
         self.control.stop();
     }
+}
+
+impl Panel for TrainPanel {
+    /// Shows the runs of the project in `dir`.
+    fn set_project(&mut self, dir: &Path) {
+        self.runs.refresh(dir);
+        self.project_dir = Some(dir.to_path_buf());
+    }
+
+    fn refresh(&mut self) {
+        if let Some(dir) = &self.project_dir {
+            self.runs.refresh(dir);
+        }
+    }
+
+    /// Takes the engine's events: those of this panel's jobs change it, the rest pass by.
+    fn on_event(&mut self, event: &Event) {
+        self.playground.on_event(event);
+        let ours = |job: &JobId| Some(*job) == self.job;
+        match event {
+            Event::Train { job, event } if ours(job) => {
+                let started = matches!(event, TrainEvent::Started { .. });
+                self.record(event);
+                if started {
+                    self.refresh();
+                }
+            }
+            Event::Trained { job, summary } if ours(job) => {
+                self.summary = Some(summary.clone());
+            }
+            Event::Failed { job, error, .. } if ours(job) => {
+                self.error = Some(error.clone());
+                self.end_job();
+            }
+            Event::Finished { job, .. } | Event::Cancelled { job } if ours(job) => self.end_job(),
+            _ => {}
+        }
+    }
+
+    fn save_state(&mut self, state: &mut AppState) {
+        state.train = TrainUiState {
+            preset: self.form.preset.clone(),
+            ..self.state.clone()
+        };
+    }
 
     /// Draws the panel.
-    pub fn ui(&mut self, ui: &mut egui::Ui, ctx: &TrainContext<'_>) {
+    fn ui(&mut self, ui: &mut egui::Ui, ctx: &PanelContext<'_>) {
         ui.horizontal(|ui| {
             for tab in TrainTab::ALL {
                 ui.selectable_value(&mut self.state.tab, tab, tab.label());

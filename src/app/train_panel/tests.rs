@@ -446,7 +446,7 @@ fn frame_times(
     frames: usize,
 ) -> (Vec<Duration>, Vec<Duration>) {
     let engine = crate::engine::Engine::start(crate::engine::NoNotifier);
-    let train_ctx = TrainContext {
+    let train_ctx = PanelContext {
         engine: &engine,
         project: None,
         model: None,
