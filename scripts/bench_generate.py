@@ -2,6 +2,8 @@
 """The measuring side of scripts/bench-generate.sh: greedy generation speed of lablens, llama.cpp and transformers.
 
   bench_generate.py [--quick] LABLENS MODEL          the whole comparison: table, ratios, agreement checks
+  bench_generate.py --builds OLD NEW MODEL           two lablens binaries, alternating: tokens/s, new/old and
+                                                     whether their greedy ids agree
   bench_generate.py --engine ENGINE MODEL REQUEST    time one Python-hosted engine (llama.cpp or transformers)
                                                      in this process; REQUEST is a JSON file {"text", "ids",
                                                      "new_tokens", "repeats"}; prints one JSON line
@@ -260,6 +262,32 @@ def compare(lablens, model, settings):
     report(model, prompt_ids, settings, rows)
 
 
+def builds(old, new, model, settings, rounds=2):
+    """Two lablens binaries side by side on the Q4_1 model, alternating so that drift hits both alike: decode
+    and prefill tokens/s, the ratio new/old, and whether their greedy ids are the same."""
+    text, prompt_ids = build_prompt(new, model)
+    args = (model, text, prompt_ids, settings["new_tokens"], settings["repeats"])
+    runs = {"old": [], "new": []}
+    for _ in range(rounds):
+        for key, binary in (("old", old), ("new", new)):
+            print(f"timing the {key} build ({binary})", file=sys.stderr)
+            runs[key].append(time_lablens(binary, *args, dequantize=False))
+    rates = {}
+    for key, rows in runs.items():
+        prefill = statistics.median(len(prompt_ids) / r["prefill_s"] for r in rows)
+        decode = statistics.median(settings["new_tokens"] / r["decode_s"] for r in rows)
+        rates[key] = (prefill, decode)
+    print(f"\ngenerate, {len(prompt_ids)}-token prompt, {settings['new_tokens']} new tokens, batch 1, {THREADS} threads, "
+          f"{rounds} rounds of {settings['repeats']} timed runs")
+    print(f"{'build':<8} {'prefill tok/s':>14} {'decode tok/s':>14}")
+    for key in ("old", "new"):
+        print(f"{key:<8} {rates[key][0]:>14.1f} {rates[key][1]:>14.1f}")
+    print(f"{'new/old':<8} {rates['new'][0] / rates['old'][0]:>13.3f}x {rates['new'][1] / rates['old'][1]:>13.3f}x")
+    same = all(r["ids"] == runs["old"][0]["ids"] for rows in runs.values() for r in rows)
+    print(f"greedy ids of every run the same: {same}")
+    return same
+
+
 ENGINES = {"llama.cpp": llama_cpp_engine, "transformers": transformers_engine}
 
 
@@ -268,6 +296,8 @@ def main(argv):
         with open(argv[3]) as f:
             request = json.load(f)
         print(json.dumps(ENGINES[argv[1]](argv[2], request)))
+    elif len(argv) == 4 and argv[0] == "--builds":
+        sys.exit(0 if builds(argv[1], argv[2], argv[3], FULL) else 1)
     elif len(argv) == 3 and argv[0] == "--quick":
         compare(argv[1], argv[2], QUICK)
     elif len(argv) == 2 and not argv[0].startswith("-"):

@@ -4,6 +4,7 @@ transformers + PEFT on the same batches. scripts/make-train-fixture.py uses its 
 
   bench_train.py [--quick] LABLENS MODEL   the whole comparison: table, ratios against issue 4's goals, loss
                                            agreement
+  bench_train.py --builds OLD NEW MODEL  two lablens binaries on the same run: tokens/s, new/old, loss agreement
   bench_train.py --replay RUN_DIR          replay a lablens run made with --record-batches in transformers + PEFT
                                            in this process, from its step-0 adapter; prints one JSON line: each
                                            step's loss, grad_norm, tokens and seconds, and the peak RSS while
@@ -400,7 +401,36 @@ def compare(lablens, model, settings):
         report(settings, rows, peaks, summaries, torch_train_peak)
 
 
+def builds(old, new, model, settings):
+    """Two lablens binaries side by side on the same configuration and batches: tokens/s over the warm steps,
+    the ratio new/old, and the largest difference of a step's loss."""
+    model = pathlib.Path(model).resolve()
+    with tempfile.TemporaryDirectory(prefix="bench-train-builds-") as tmp:
+        rows = {}
+        for key, binary in (("old", old), ("new", new)):
+            folder = pathlib.Path(tmp) / key
+            folder.mkdir()
+            project = demo_project(folder)
+            print(f"training with the {key} build ({binary}) for {settings['steps']} steps", file=sys.stderr)
+            text = config_ron(model, True, max_steps=settings["steps"], **BENCH_SHAPE)
+            summary, _ = train_lablens(binary, project, key, text)
+            rows[key] = lablens_steps(summary["run_dir"])
+    warmup = settings["warmup"]
+    rates = {key: rate(steps, warmup) for key, steps in rows.items()}
+    print(f"\ntrain, LoRA r=16 on seven targets, micro-batch {BENCH_SHAPE['micro_batch']} x sequence "
+          f"{RECIPE['max_seq_len']}, GGUF dequantized, rates over steps {warmup + 1}-{settings['steps']}")
+    print(f"{'build':<8} {'tokens/s':>10}")
+    for key in ("old", "new"):
+        print(f"{key:<8} {rates[key]:>10.0f}")
+    print(f"{'new/old':<8} {rates['new'] / rates['old']:>9.3f}x")
+    worst, step = max_difference(rows["old"], rows["new"], "loss")
+    print(f"largest difference of a step's loss: {worst:.2e} (step {step})")
+    return worst < 1e-5
+
+
 def main(argv):
+    if len(argv) == 4 and argv[0] == "--builds":
+        sys.exit(0 if builds(argv[1], argv[2], argv[3], FULL) else 1)
     if len(argv) == 2 and argv[0] == "--replay":
         print(json.dumps(replay_measured(argv[1])))
     elif len(argv) == 3 and argv[0] == "--quick":

@@ -344,3 +344,27 @@ fn read_bounds_are_set_on_the_command_line() {
     let out = lablens(&["validate", path, "--max-field-mb", "0"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A job's lines for people reach stderr also where it is a log, not a terminal (its bar is
+/// hidden there).
+#[test]
+fn a_jobs_notes_reach_a_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("model");
+    let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/sample_data/qa.jsonl");
+    let out = lablens(&[
+        "pretrain",
+        "--corpus",
+        corpus,
+        "--out",
+        out_dir.to_str().expect("utf8"),
+        "--steps",
+        "2",
+        "--seed",
+        "1",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("step 1/2  loss"), "{stderr}");
+    assert!(stderr.contains("step 2/2  loss"), "{stderr}");
+}

@@ -20,10 +20,15 @@ impl JobBar {
         JobBar(bar)
     }
 
-    /// Shows `p`: its message above the bar, its counts on it.
+    /// Shows `p`: its message above the bar (on stderr by itself where the bar is hidden, as
+    /// when stderr is a log file), its counts on it.
     pub fn show(&self, p: &Progress) {
         if let Some(message) = &p.message {
-            self.0.println(message);
+            if self.0.is_hidden() {
+                eprintln!("{message}");
+            } else {
+                self.0.println(message);
+            }
         }
         self.0.set_message(p.stage.clone());
         self.0.set_length(p.total);
