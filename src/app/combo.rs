@@ -1,5 +1,7 @@
 //! The labelled combo boxes the panels' filter and option bars are made of.
 
+use crate::data::record::AgeGroup;
+
 /// A labelled combo box choosing `value` among `choices`, each shown by `name`.
 pub fn choice<T: Clone + PartialEq>(
     ui: &mut egui::Ui,
@@ -35,4 +37,18 @@ pub fn filter<T: Clone + PartialEq>(
     choice(ui, label, value, &options, |v| {
         v.as_ref().map_or("all".into(), &name)
     });
+}
+
+/// The demographic filters of a record table: sex and ethnicity among the values its records
+/// have, and the age group.
+pub fn demographics(
+    ui: &mut egui::Ui,
+    gender: &mut Option<String>,
+    age_group: &mut Option<AgeGroup>,
+    ethnicity: &mut Option<String>,
+    (genders, ethnicities): (&[String], &[String]),
+) {
+    filter(ui, "Sex", gender, genders, Clone::clone);
+    filter(ui, "Age", age_group, &AgeGroup::ALL, |g| g.label().into());
+    filter(ui, "Ethnicity", ethnicity, ethnicities, Clone::clone);
 }

@@ -259,22 +259,12 @@ impl DatasetPanel {
             combo::filter(ui, "Split", &mut f.split, &Split::ALL, |s| {
                 s.name().to_string()
             });
-            combo::filter(
+            combo::demographics(
                 ui,
-                "Sex",
                 &mut f.gender,
-                &self.choices.genders,
-                Clone::clone,
-            );
-            combo::filter(ui, "Age", &mut f.age_group, &AgeGroup::ALL, |g| {
-                g.label().to_string()
-            });
-            combo::filter(
-                ui,
-                "Ethnicity",
+                &mut f.age_group,
                 &mut f.ethnicity,
-                &self.choices.ethnicities,
-                Clone::clone,
+                (&self.choices.genders, &self.choices.ethnicities),
             );
             if *f != Filters::default() && ui.button("Clear filters").clicked() {
                 *f = Filters::default();

@@ -17,7 +17,6 @@ use super::AppState;
 use super::combo;
 use super::panel::{Panel, PanelContext, Request};
 use super::record_table::{self, or_dash};
-use crate::data::record::AgeGroup;
 use crate::engine::Event;
 use crate::eval::job::target::Target;
 use crate::eval::names::{metric_label, metric_short_label};
@@ -359,16 +358,12 @@ impl ComparePanel {
             combo::choice(ui, "Problem", &mut f.problem, &ProblemFilter::ALL, |p| {
                 p.label().into()
             });
-            combo::filter(ui, "Sex", &mut f.gender, &genders, Clone::clone);
-            combo::filter(ui, "Age", &mut f.age_group, &AgeGroup::ALL, |g| {
-                g.label().into()
-            });
-            combo::filter(
+            combo::demographics(
                 ui,
-                "Ethnicity",
+                &mut f.gender,
+                &mut f.age_group,
                 &mut f.ethnicity,
-                &ethnicities,
-                Clone::clone,
+                (&genders, &ethnicities),
             );
             let label = ui.label("Search").id;
             ui.add(

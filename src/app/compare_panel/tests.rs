@@ -1,4 +1,5 @@
 use super::*;
+use crate::data::record::AgeGroup;
 use crate::project::predictions::tests::sample_project;
 use crate::project::reviews::{REVIEWS_FILE, ReviewFlag, read_reviews};
 use crate::test_support::draw_alone;
