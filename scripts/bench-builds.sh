@@ -38,18 +38,22 @@ status=0
 python3 scripts/bench_generate.py --builds "$OLD" "$NEW" "$MODEL" || status=1
 python3 scripts/bench_train.py --builds "$OLD" "$NEW" "$MODEL" || status=1
 
-echo "timing bench-rouge with both builds" >&2
-old_rouge=$("$OLD" bench-rouge --pairs "$PAIRS")
-new_rouge=$("$NEW" bench-rouge --pairs "$PAIRS")
-python3 - "$old_rouge" "$new_rouge" <<'PY' || status=1
-import json, sys
-old, new = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-print(f"\nROUGE-1/2/L/Lsum, stemmed, one thread, {new['pairs']} pairs")
+echo "timing bench-rouge with both builds, alternating, three rounds" >&2
+rounds=()
+for _ in 1 2 3; do
+    rounds+=("$("$OLD" bench-rouge --pairs "$PAIRS")" "$("$NEW" bench-rouge --pairs "$PAIRS")")
+done
+python3 - "${rounds[@]}" <<'PY' || status=1
+import json, statistics, sys
+runs = [json.loads(a) for a in sys.argv[1:]]
+old, new = runs[0::2], runs[1::2]
+rate = lambda rs: statistics.median(r["pairs"] / r["seconds"] for r in rs)
+print(f"\nROUGE-1/2/L/Lsum, stemmed, one thread, {new[0]['pairs']} pairs, median of {len(new)} rounds")
 print(f"{'build':<8} {'pairs/s':>10}")
-for name, r in (("old", old), ("new", new)):
-    print(f"{name:<8} {r['pairs'] / r['seconds']:>10.0f}")
-print(f"{'new/old':<8} {old['seconds'] / new['seconds']:>9.3f}x")
-same = old["mean_fmeasure"] == new["mean_fmeasure"]
+for name, rs in (("old", old), ("new", new)):
+    print(f"{name:<8} {rate(rs):>10.0f}")
+print(f"{'new/old':<8} {rate(new) / rate(old):>9.3f}x")
+same = all(r["mean_fmeasure"] == old[0]["mean_fmeasure"] for r in runs)
 print(f"mean F1 of every variant the same: {same}")
 sys.exit(0 if same else 1)
 PY

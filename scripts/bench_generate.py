@@ -262,7 +262,7 @@ def compare(lablens, model, settings):
     report(model, prompt_ids, settings, rows)
 
 
-def builds(old, new, model, settings, rounds=2):
+def builds(old, new, model, settings, rounds=6):
     """Two lablens binaries side by side on the Q4_1 model, alternating so that drift hits both alike: decode
     and prefill tokens/s, the ratio new/old, and whether their greedy ids are the same."""
     text, prompt_ids = build_prompt(new, model)

@@ -23,6 +23,7 @@ import hashlib
 import json
 import pathlib
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -401,29 +402,31 @@ def compare(lablens, model, settings):
         report(settings, rows, peaks, summaries, torch_train_peak)
 
 
-def builds(old, new, model, settings):
-    """Two lablens binaries side by side on the same configuration and batches: tokens/s over the warm steps,
-    the ratio new/old, and the largest difference of a step's loss."""
+def builds(old, new, model, settings, rounds=3):
+    """Two lablens binaries side by side on the same configuration and batches, alternating: tokens/s over the
+    warm steps (the median of the rounds), the ratio new/old, and the largest difference of a step's loss."""
     model = pathlib.Path(model).resolve()
+    rows = {"old": [], "new": []}
     with tempfile.TemporaryDirectory(prefix="bench-train-builds-") as tmp:
-        rows = {}
-        for key, binary in (("old", old), ("new", new)):
-            folder = pathlib.Path(tmp) / key
-            folder.mkdir()
-            project = demo_project(folder)
-            print(f"training with the {key} build ({binary}) for {settings['steps']} steps", file=sys.stderr)
-            text = config_ron(model, True, max_steps=settings["steps"], **BENCH_SHAPE)
-            summary, _ = train_lablens(binary, project, key, text)
-            rows[key] = lablens_steps(summary["run_dir"])
+        for round_ in range(rounds):
+            for key, binary in (("old", old), ("new", new)):
+                folder = pathlib.Path(tmp) / f"{key}-{round_}"
+                folder.mkdir()
+                project = demo_project(folder)
+                print(f"training with the {key} build ({binary}) for {settings['steps']} steps", file=sys.stderr)
+                text = config_ron(model, True, max_steps=settings["steps"], **BENCH_SHAPE)
+                summary, _ = train_lablens(binary, project, key, text)
+                rows[key].append(lablens_steps(summary["run_dir"]))
     warmup = settings["warmup"]
-    rates = {key: rate(steps, warmup) for key, steps in rows.items()}
+    rates = {key: statistics.median(rate(steps, warmup) for steps in runs) for key, runs in rows.items()}
     print(f"\ntrain, LoRA r=16 on seven targets, micro-batch {BENCH_SHAPE['micro_batch']} x sequence "
-          f"{RECIPE['max_seq_len']}, GGUF dequantized, rates over steps {warmup + 1}-{settings['steps']}")
+          f"{RECIPE['max_seq_len']}, GGUF dequantized, rates over steps {warmup + 1}-{settings['steps']}, "
+          f"median of {rounds} rounds")
     print(f"{'build':<8} {'tokens/s':>10}")
     for key in ("old", "new"):
         print(f"{key:<8} {rates[key]:>10.0f}")
     print(f"{'new/old':<8} {rates['new'] / rates['old']:>9.3f}x")
-    worst, step = max_difference(rows["old"], rows["new"], "loss")
+    worst, step = max(max_difference(rows["old"][0], steps, "loss") for runs in rows.values() for steps in runs)
     print(f"largest difference of a step's loss: {worst:.2e} (step {step})")
     return worst < 1e-5
 

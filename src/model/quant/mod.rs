@@ -53,6 +53,7 @@ impl BlockKind {
     }
 
     /// f16 numbers kept per block: `d`, and for the 4-bit kinds the offset's factor.
+    #[inline]
     fn scales_per_block(self) -> usize {
         match self {
             BlockKind::Q4_0 | BlockKind::Q4_1 => 2,
@@ -61,6 +62,7 @@ impl BlockKind {
     }
 
     /// Bytes of one block's quantized values.
+    #[inline]
     fn value_bytes(self) -> usize {
         match self {
             BlockKind::Q4_0 | BlockKind::Q4_1 => BLOCK / 2,
@@ -78,6 +80,7 @@ impl BlockKind {
 }
 
 /// Every f16 bit pattern as f32, so that a block's scale costs one load.
+#[inline]
 fn f16_table() -> &'static [f32] {
     static TABLE: OnceLock<Vec<f32>> = OnceLock::new();
     TABLE.get_or_init(|| {
@@ -247,6 +250,7 @@ impl BlockMatrix {
     }
 
     /// Group `g`'s values and scales.
+    #[inline]
     fn group(&self, g: usize) -> Group<'_> {
         let blocks = self.cols / BLOCK;
         let (vb, spb) = (self.kind.value_bytes(), self.kind.scales_per_block());
@@ -279,7 +283,8 @@ impl BlockMatrix {
     }
 }
 
-/// One group's blocks.
+/// One group's blocks. Its accessors, and those of the block kinds, are marked `#[inline]`: the
+/// kernels that call them for every block live in other modules (and code-generation units).
 struct Group<'a> {
     kind: BlockKind,
     blocks: usize,
@@ -289,16 +294,19 @@ struct Group<'a> {
 
 impl Group<'_> {
     /// Lane `l`'s scale in block `b`.
+    #[inline]
     fn d(&self, b: usize, l: usize) -> f32 {
         f16_table()[usize::from(self.scales[b * self.kind.scales_per_block() * GROUP + l])]
     }
 
     /// The second number kept for lane `l` in block `b` (Q4_1's `m`, Q4_0's `d`).
+    #[inline]
     fn second(&self, b: usize, l: usize) -> f32 {
         f16_table()[usize::from(self.scales[(2 * b + 1) * GROUP + l])]
     }
 
     /// Lane `l`'s offset in block `b`: `d · q + m` for Q4_1, `d · (q - 8)` for Q4_0.
+    #[inline]
     fn m(&self, b: usize, l: usize) -> f32 {
         match self.kind {
             BlockKind::Q4_0 => -8.0 * self.d(b, l),
@@ -308,6 +316,7 @@ impl Group<'_> {
     }
 
     /// Byte `j` of lane `l`'s block `b`, as in the file.
+    #[inline]
     fn byte(&self, b: usize, l: usize, j: usize) -> u8 {
         let block = b * GROUP * self.kind.value_bytes();
         self.values[block + (j / LANE_BYTES) * GROUP * LANE_BYTES + l * LANE_BYTES + j % LANE_BYTES]
