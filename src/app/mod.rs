@@ -487,7 +487,8 @@ impl LabLensApp {
         match request {
             Request::PickDataset => self.pick(Pick::Dataset),
             Request::Evaluate(target) => self.evaluate(target, EvalOptions::default()),
-            Request::CompareSlice { source, filters } => {
+            Request::CompareSlice { source, key } => {
+                let filters = bias_panel::filters_of(&key);
                 bias_panel::open_in_compare(&mut self.compare, source, filters);
                 self.state.panel = PanelKind::Compare;
             }

@@ -4,7 +4,7 @@
 //! dialog, an evaluation, another panel, an engine job) it asks for as [`Request`]s.
 
 use super::AppState;
-use super::compare_panel::RowFilters;
+use crate::analysis::bias::SliceKey;
 use crate::data::dataset::DatasetView;
 use crate::engine::{Command, Engine, Event, JobId, ModelInfo};
 use crate::eval::job::target::Target;
@@ -27,8 +27,8 @@ pub enum Request {
     PickDataset,
     /// An evaluation of the base model or a run with the default options.
     Evaluate(Target),
-    /// The Compare panel on the prediction set `source`, its rows filtered to a slice.
-    CompareSlice { source: String, filters: RowFilters },
+    /// The Compare panel on the prediction set `source`, its rows filtered to the slice `key`.
+    CompareSlice { source: String, key: SliceKey },
     /// A job for the engine; the panel hears whether it started through [`Panel::submitted`].
     Submit(Command),
     /// Cancel the engine's running job.

@@ -219,7 +219,7 @@ impl BiasPanel {
         if let Some(source) = &self.state.source {
             self.requests.push(Request::CompareSlice {
                 source: source.clone(),
-                filters: filters_of(key),
+                key: key.clone(),
             });
         }
     }

@@ -4,7 +4,7 @@ use crate::test_support::{draw_alone, submitted_jobs};
 /// The slice the panel asked Compare to show.
 fn compare_slice(panel: &mut BiasPanel) -> Option<(String, RowFilters)> {
     panel.take_requests().into_iter().find_map(|r| match r {
-        Request::CompareSlice { source, filters } => Some((source, filters)),
+        Request::CompareSlice { source, key } => Some((source, filters_of(&key))),
         _ => None,
     })
 }
