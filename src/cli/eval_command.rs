@@ -6,7 +6,7 @@ use super::progress::{JobBar, job_err};
 use crate::data::record::Split;
 use crate::eval::job::target::Target;
 use crate::eval::job::{EvalOptions, evaluate};
-use crate::job::{Job, JobError, Progress};
+use crate::job::{Job, Progress};
 use crate::model::generation::GenerationParams;
 use std::path::PathBuf;
 
@@ -86,12 +86,7 @@ pub fn eval_cmd(args: &EvalArgs, json_out: bool) -> Result<(), CliError> {
         None,
         &mut Job::unstopped(&mut show),
     )
-    .map_err(|e| match e {
-        JobError::Cancelled { .. } => {
-            CliError::failed(format!("{e} records; run again to continue from there"))
-        }
-        e => job_err(e),
-    })?;
+    .map_err(job_err)?;
     drop(bar);
     let c = &summary.corpus;
     eprintln!(
