@@ -1,16 +1,20 @@
 //! With the `cuda` feature, compiles the project's CUDA kernels (the training path's
-//! src/model/nn/device_ops/train_kernels.cu and the decoder's src/model/decode/gpu_kernels.cu) to
-//! PTX for `CUDA_COMPUTE_CAP` (90 unless set) with the nvcc of `CUDA_HOME` (or the one on PATH);
+//! src/model/nn/device_ops/train_kernels.cu and tile_products.cu, and the decoder's
+//! src/model/decode/gpu_kernels.cu) to PTX for `CUDA_COMPUTE_CAP` (90 unless set) with the nvcc of `CUDA_HOME` (or the one on PATH);
 //! scripts/build-cuda.sh sets both. The CPU build compiles nothing.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 /// Each kernel source and the PTX file it becomes in `OUT_DIR`.
-const KERNELS: [(&str, &str); 2] = [
+const KERNELS: [(&str, &str); 3] = [
     (
         "src/model/nn/device_ops/train_kernels.cu",
         "train_kernels.ptx",
+    ),
+    (
+        "src/model/nn/device_ops/tile_products.cu",
+        "tile_products.ptx",
     ),
     ("src/model/decode/gpu_kernels.cu", "decode_kernels.ptx"),
 ];

@@ -12,7 +12,10 @@ use std::sync::Mutex;
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
+mod frozen;
 mod loss;
+
+use frozen::{Frozen, rows_times};
 
 #[cfg(test)]
 use loss::LOSS_CHUNK_ROWS;
@@ -195,26 +198,8 @@ impl<B: Backward> candle_core::CustomOp3 for Recorded<B> {
 /// (candle's matmul would also compute, and keep, one for the weight). The rows are multiplied
 /// as one matrix, not one batch row at a time.
 pub fn frozen_matmul(x: &Tensor, w: &BaseWeight) -> Result<Tensor> {
-    let y = rows_times(&x.detach(), &dense_weight(w, x)?.t()?)?;
+    let y = Frozen::of(w, x)?.times_transposed(&x.detach())?;
     x.apply_op1(Recorded::new(y, FrozenBackward { w: w.clone() }))
-}
-
-/// The weight in `x`'s precision on `x`'s device. A quantized weight is dequantized for each
-/// product, forward and backward, and the dense copy dropped after it: only one layer's weight
-/// is ever dense at a time (the QLoRA setting).
-fn dense_weight(w: &BaseWeight, x: &Tensor) -> Result<Tensor> {
-    w.to_dense(x.device())?.to_dtype(x.dtype())
-}
-
-/// `x [.., k] · m [k, n]` as one `[rows, k]` product, reshaped back to `[.., n]`.
-fn rows_times(x: &Tensor, m: &Tensor) -> Result<Tensor> {
-    let k = x.dim(D::Minus1)?;
-    let n = m.dim(1)?;
-    let mut dims = x.dims().to_vec();
-    if let Some(last) = dims.last_mut() {
-        *last = n;
-    }
-    x.reshape(((), k))?.matmul(m)?.reshape(dims)
 }
 
 struct FrozenBackward {
@@ -227,7 +212,7 @@ impl Backward for FrozenBackward {
     }
 
     fn grads(&self, _: &[Tensor], _: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(rows_times(grad, &dense_weight(&self.w, grad)?)?)])
+        Ok(vec![Some(Frozen::of(&self.w, grad)?.times(grad)?)])
     }
 }
 
@@ -250,7 +235,7 @@ pub fn lora_matmul(
     };
     let (a16, b16) = (a.to_dtype(x.dtype())?, b.to_dtype(x.dtype())?);
     let low = (rows_times(&adapter_in, &a16.t()?)? * scale)?;
-    let y = (rows_times(&xd, &dense_weight(w, x)?.t()?)? + rows_times(&low, &b16.t()?)?)?;
+    let y = (Frozen::of(w, x)?.times_transposed(&xd)? + rows_times(&low, &b16.t()?)?)?;
     let backward = LoraBackward {
         w: w.clone(),
         scale,
@@ -291,7 +276,7 @@ impl Backward for LoraBackward {
         if let Some(m) = &self.mask {
             d_adapter_in = (d_adapter_in * m.reshape(((), in_dim))?)?;
         }
-        let dx = (g.matmul(&dense_weight(&self.w, grad)?)? + d_adapter_in)?.reshape(x.shape())?;
+        let dx = (Frozen::of(&self.w, grad)?.times(&g)? + d_adapter_in)?.reshape(x.shape())?;
         debug_assert_eq!(low.dim(1)?, rank);
         Ok(vec![Some(dx), Some(da), Some(db)])
     }

@@ -536,4 +536,6 @@ impl GpuOp for NllRowsBackward {
 custom_op!(NllRowsBackward: 3);
 
 mod optim;
+mod tiles;
 pub use optim::{AdamStep, adamw_parts, flatten_parts};
+pub use tiles::{Side, tile_product, tiles_apply};

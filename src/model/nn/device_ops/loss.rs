@@ -3,7 +3,7 @@
 
 #[cfg(feature = "cuda")]
 use super::cuda;
-use super::{Backward, Recorded, dense_weight};
+use super::{Backward, Frozen, Recorded};
 use crate::model::nn::weight::BaseWeight;
 use candle_core::{D, DType, Result, Tensor};
 
@@ -16,13 +16,13 @@ pub(super) const LOSS_CHUNK_ROWS: usize = 1024;
 /// logits are computed a chunk of rows at a time, in the forward and again in the backward, and
 /// never kept: only each row's log-sum-exp is.
 pub fn nll_at_labels(hidden: &Tensor, w: &BaseWeight, labels: &Tensor) -> Result<Tensor> {
-    let dense = dense_weight(w, hidden)?;
+    let head = Frozen::of(w, hidden)?;
     let h = hidden.detach();
     let n = h.dim(0)?;
     let (mut nll, mut lse) = (Vec::new(), Vec::new());
     for start in (0..n).step_by(LOSS_CHUNK_ROWS) {
         let len = LOSS_CHUNK_ROWS.min(n - start);
-        let logits = h.narrow(0, start, len)?.matmul(&dense.t()?)?;
+        let logits = head.times_transposed(&h.narrow(0, start, len)?)?;
         let (row_nll, row_lse) = rows_nll(&logits, &labels.narrow(0, start, len)?)?;
         nll.push(row_nll);
         lse.push(row_lse);
@@ -85,19 +85,19 @@ impl Backward for NllBackward {
     fn grads(&self, args: &[Tensor], _: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let h = &args[0];
         let n = h.dim(0)?;
-        let w = dense_weight(&self.w, h)?;
+        let head = Frozen::of(&self.w, h)?;
         let grad = grad.to_dtype(DType::F32)?.reshape(n)?;
         let mut parts = Vec::new();
         for start in (0..n).step_by(LOSS_CHUNK_ROWS) {
             let len = LOSS_CHUNK_ROWS.min(n - start);
-            let logits = h.narrow(0, start, len)?.matmul(&w.t()?)?;
+            let logits = head.times_transposed(&h.narrow(0, start, len)?)?;
             let d_logits = rows_nll_grad(
                 &logits,
                 &self.labels.narrow(0, start, len)?,
                 &self.lse.narrow(0, start, len)?,
                 &grad.narrow(0, start, len)?,
             )?;
-            parts.push(d_logits.matmul(&w)?);
+            parts.push(head.times(&d_logits)?);
         }
         Ok(vec![Some(Tensor::cat(&parts, 0)?)])
     }

@@ -4,7 +4,9 @@
 
 use super::*;
 use crate::model::loading::DeviceChoice;
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Var};
+use std::sync::Arc;
 
 fn device() -> Device {
     let choice = std::env::var("LABLENS_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
@@ -283,4 +285,92 @@ fn a_recorded_output_is_taken_once() {
     assert!(op.take().is_ok());
     let second = op.take().expect_err("second take");
     assert!(second.to_string().contains("ran twice"), "{second}");
+}
+
+/// A seeded weight `[rows, cols]` quantized to `dtype` on `dev`, and its dequantized values in
+/// `like`'s precision.
+fn quantized(rows: usize, cols: usize, dtype: GgmlDType, like: DType) -> (BaseWeight, Tensor) {
+    let dev = device();
+    let w = var(&[rows, cols], 17, DType::F32, &Device::Cpu)
+        .as_tensor()
+        .detach();
+    let q = QTensor::quantize_onto(&w, dtype, &dev).expect("quantize");
+    let dense = q
+        .dequantize(&dev)
+        .and_then(|d| d.to_dtype(like))
+        .expect("dequantize");
+    (BaseWeight::Quantized(QMatMul::QTensor(Arc::new(q))), dense)
+}
+
+/// Whether `w`'s products with `x` dequantize tile by tile inside the GPU kernel.
+fn tiled(w: &BaseWeight, x: &Tensor) -> bool {
+    match Frozen::of(w, x).expect("frozen") {
+        Frozen::Dense(_) => false,
+        #[cfg(feature = "cuda")]
+        Frozen::Tiles(_) => true,
+    }
+}
+
+/// A quantized base in bf16 on a GPU stays quantized: the forward and the input's gradient
+/// dequantize it a tile at a time inside the kernel, and give what the whole dequantized weight
+/// gives, in every format the kernels read and in shapes that leave partial tiles (300 rows,
+/// 224 and 160 outputs, 288 inputs). On the CPU, and in f32, the weight is dequantized whole.
+#[test]
+fn quantized_products_dequantize_tile_by_tile_on_a_gpu() {
+    let dev = device();
+    let formats = [
+        (GgmlDType::Q4_0, 224, 512),
+        (GgmlDType::Q4_0, 160, 288),
+        (GgmlDType::Q4_1, 224, 512),
+        (GgmlDType::Q8_0, 224, 512),
+        (GgmlDType::Q4K, 224, 512),
+    ];
+    for (format, rows, cols) in formats {
+        let (base, dense) = quantized(rows, cols, format, DType::BF16);
+        let probe = Tensor::zeros((1, cols), DType::BF16, &dev).expect("probe");
+        assert_eq!(tiled(&base, &probe), dev.is_cuda(), "{format:?}");
+        let f32_probe = probe.to_dtype(DType::F32).expect("f32");
+        assert!(!tiled(&base, &f32_probe), "{format:?} in f32");
+        agree(
+            &|x| frozen_matmul(&x[0], &base),
+            &|x| x[0].broadcast_matmul(&dense.t()?),
+            &[&[3, 100, cols]],
+            DType::BF16,
+            1e-2,
+        );
+        let composite = |x: &[Tensor]| -> Result<Tensor> {
+            let low = (x[0].broadcast_matmul(&x[1].to_dtype(DType::BF16)?.t()?)? * 0.5)?;
+            x[0].broadcast_matmul(&dense.t()?)?
+                + low.broadcast_matmul(&x[2].to_dtype(DType::BF16)?.t()?)?
+        };
+        agree_mixed(
+            &|x| lora_matmul(&x[0], &base, &x[1], &x[2], 0.5, None),
+            &composite,
+            &[&[3, 100, cols], &[4, cols], &[rows, 4]],
+            &[DType::BF16, DType::F32, DType::F32],
+            2e-2,
+        );
+    }
+}
+
+/// A quantized output head: the loss's chunked products read it tile by tile on a GPU and give
+/// the log-softmax of the dequantized head's logits.
+#[test]
+fn nll_at_labels_with_a_quantized_head() {
+    let dev = device();
+    let n = LOSS_CHUNK_ROWS + 37;
+    let labels: Vec<u32> = (0..n as u32).map(|i| (i * 7919) % 96).collect();
+    let labels = Tensor::new(labels.as_slice(), &dev).unwrap();
+    let (base, dense) = quantized(96, 64, GgmlDType::Q4_0, DType::BF16);
+    agree(
+        &|x| nll_at_labels(&x[0], &base, &labels),
+        &|x| {
+            let logits = x[0].matmul(&dense.t()?)?.to_dtype(DType::F32)?;
+            let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+            logp.gather(&labels.unsqueeze(1)?, 1)?.squeeze(1)?.neg()
+        },
+        &[&[n, 64]],
+        DType::BF16,
+        3e-2,
+    );
 }

@@ -1,0 +1,142 @@
+//! Products with a frozen weight that stays quantized on the GPU (tile_products.cu): each
+//! product dequantizes the weight a 128 × 32 tile at a time into shared memory, never whole, and
+//! multiplies on the tensor cores in bf16. The input is bf16; the weight one of GGUF's Q4_0,
+//! Q4_1, Q8_0 or Q4_K with rows and columns multiples of 32.
+
+use super::{count, output};
+use candle_core::cuda_backend::WrapErr;
+use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{
+    CpuStorage, CudaStorage, CustomOp1, D, DType, Layout, Result, Shape, Tensor, bail,
+};
+use half::bf16;
+use std::sync::Arc;
+
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/tile_products.ptx"));
+const MODULE: &str = "lablens_tile_products";
+/// The output tile of a block (tile_products.cu's TILE_M and TILE_N) and its threads.
+const TILE: u32 = 128;
+const THREADS: u32 = 256;
+
+/// Which product with a weight `W` `[rows, cols]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// `x Wᵀ`, `x` `[.., cols]` (a layer's forward).
+    Transposed,
+    /// `x W`, `x` `[.., rows]` (its input's gradient).
+    Plain,
+}
+
+/// The kernels' name for a weight format, if they read it.
+fn format_name(dtype: GgmlDType) -> Option<&'static str> {
+    match dtype {
+        GgmlDType::Q4_0 => Some("q4_0"),
+        GgmlDType::Q4_1 => Some("q4_1"),
+        GgmlDType::Q8_0 => Some("q8_0"),
+        GgmlDType::Q4K => Some("q4_k"),
+        _ => None,
+    }
+}
+
+/// Whether [`tile_product`] takes `w` with inputs like `x`: a bf16 input on a GPU, a weight on a
+/// GPU in one of the kernels' formats, both of its dimensions multiples of 32.
+pub fn tiles_apply(x: &Tensor, w: &QTensor) -> bool {
+    x.dtype() == DType::BF16
+        && x.device().is_cuda()
+        && w.device().is_cuda()
+        && format_name(w.dtype()).is_some()
+        && w.shape()
+            .dims2()
+            .is_ok_and(|(rows, cols)| rows % 32 == 0 && cols % 32 == 0)
+}
+
+/// `x Wᵀ` or `x W` (see [`Side`]) for a bf16 `x` and a weight [`tiles_apply`] accepts, in bf16.
+pub fn tile_product(x: &Tensor, w: &Arc<QTensor>, side: Side) -> Result<Tensor> {
+    let (rows, cols) = w.shape().dims2()?;
+    let (reduce, width) = match side {
+        Side::Transposed => (cols, rows),
+        Side::Plain => (rows, cols),
+    };
+    if x.dim(D::Minus1)? != reduce {
+        bail!(
+            "tile-product: input {:?} for a weight [{rows}, {cols}] ({side:?})",
+            x.dims()
+        );
+    }
+    let mut dims = x.dims().to_vec();
+    if let Some(last) = dims.last_mut() {
+        *last = width;
+    }
+    let mut rows_in = x.reshape(((), reduce))?.contiguous()?;
+    // The kernel copies the input 16 bytes at a time: a view starting mid-row is copied first.
+    if rows_in.layout().start_offset() % 8 != 0 {
+        rows_in = rows_in.affine(1.0, 0.0)?;
+    }
+    let op = TileProduct {
+        w: w.clone(),
+        side,
+        rows: count(rows, "tile-product")?,
+        cols: count(cols, "tile-product")?,
+    };
+    rows_in.apply_op1_no_bwd(&op)?.reshape(dims)
+}
+
+struct TileProduct {
+    w: Arc<QTensor>,
+    side: Side,
+    rows: u32,
+    cols: u32,
+}
+
+impl CustomOp1 for TileProduct {
+    fn name(&self) -> &'static str {
+        "tile-product"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        bail!("tile-product: a GPU kernel, called on the CPU")
+    }
+
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        let dev = &s.device;
+        let Some(format) = format_name(self.w.dtype()) else {
+            bail!("tile-product: no kernel reads {:?}", self.w.dtype());
+        };
+        let (m, reduce) = l.shape().dims2()?;
+        let Some((start, end)) = l.contiguous_offsets() else {
+            bail!("tile-product: the input is not contiguous");
+        };
+        if start % 8 != 0 || reduce % 32 != 0 {
+            bail!("tile-product: input rows of {reduce} starting at element {start}");
+        }
+        let input = s.as_cuda_slice::<bf16>()?.slice(start..end);
+        let (suffix, width) = match self.side {
+            Side::Transposed => ("t", self.rows),
+            Side::Plain => ("n", self.cols),
+        };
+        let block_values = self.w.dtype().block_size() as u32;
+        let row_bytes = self.cols / block_values * self.w.dtype().type_size() as u32;
+        let m = count(m, "tile-product")?;
+        let out = unsafe { dev.alloc::<bf16>(m as usize * width as usize) }?;
+        let stream = dev.cuda_stream();
+        let (weights, _guard) = self.w.device_ptr_with_guard(&stream)?;
+        let weights = weights as u64;
+        let func = dev.get_or_load_custom_func(&format!("tile_{format}_{suffix}"), MODULE, PTX)?;
+        let mut builder = func.builder();
+        builder.arg(&input);
+        builder.arg(&weights);
+        builder.arg(&out);
+        builder.arg(&m);
+        builder.arg(&self.rows);
+        builder.arg(&self.cols);
+        builder.arg(&row_bytes);
+        let cfg = LaunchConfig {
+            grid_dim: (width.div_ceil(TILE), m.div_ceil(TILE), 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        unsafe { builder.launch(cfg) }.w()?;
+        output(out, dev, (m as usize, width as usize))
+    }
+}

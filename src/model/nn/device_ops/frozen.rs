@@ -1,0 +1,61 @@
+//! A frozen weight made ready for the products of one op with inputs like `x`.
+
+#[cfg(feature = "cuda")]
+use super::cuda::{self, Side};
+use crate::model::nn::weight::BaseWeight;
+#[cfg(feature = "cuda")]
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{D, Result, Tensor};
+#[cfg(feature = "cuda")]
+use std::sync::Arc;
+
+/// A frozen weight `W` `[out, in]` for products with inputs like `x`. Quantized on a GPU in a
+/// format the tile kernels read, it stays quantized and each product dequantizes it a tile at a
+/// time (the QLoRA setting); otherwise it is dense in `x`'s precision on `x`'s device, a
+/// quantized weight dequantized whole and dropped with this value.
+pub(super) enum Frozen {
+    #[cfg(feature = "cuda")]
+    Tiles(Arc<QTensor>),
+    Dense(Tensor),
+}
+
+impl Frozen {
+    pub(super) fn of(w: &BaseWeight, x: &Tensor) -> Result<Frozen> {
+        #[cfg(feature = "cuda")]
+        if let BaseWeight::Quantized(QMatMul::QTensor(q)) = w
+            && cuda::tiles_apply(x, q)
+        {
+            return Ok(Frozen::Tiles(q.clone()));
+        }
+        Ok(Frozen::Dense(w.to_dense(x.device())?.to_dtype(x.dtype())?))
+    }
+
+    /// `x [.., in] · Wᵀ`, `[.., out]`.
+    pub(super) fn times_transposed(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            #[cfg(feature = "cuda")]
+            Frozen::Tiles(q) => cuda::tile_product(x, q, Side::Transposed),
+            Frozen::Dense(w) => rows_times(x, &w.t()?),
+        }
+    }
+
+    /// `g [.., out] · W`, `[.., in]`.
+    pub(super) fn times(&self, g: &Tensor) -> Result<Tensor> {
+        match self {
+            #[cfg(feature = "cuda")]
+            Frozen::Tiles(q) => cuda::tile_product(g, q, Side::Plain),
+            Frozen::Dense(w) => rows_times(g, w),
+        }
+    }
+}
+
+/// `x [.., k] · m [k, n]` as one `[rows, k]` product, reshaped back to `[.., n]`.
+pub(super) fn rows_times(x: &Tensor, m: &Tensor) -> Result<Tensor> {
+    let k = x.dim(D::Minus1)?;
+    let n = m.dim(1)?;
+    let mut dims = x.dims().to_vec();
+    if let Some(last) = dims.last_mut() {
+        *last = n;
+    }
+    x.reshape(((), k))?.matmul(m)?.reshape(dims)
+}
