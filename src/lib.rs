@@ -6,9 +6,9 @@
 //! (the contract of long jobs: progress, stop, errors) → `data` (records, datasets, templates) →
 //! `model` (the decoder, adapters, tokenizers, decoding) → `pipeline` (prompt to text, the one
 //! way anything generates) → `project` (the project folder, its outputs and reviews) → `train` →
-//! `eval` → `analysis` (bias, explanations) → `engine` (the GUI's background jobs) → `app` (the
-//! GUI), `cli` (the command line; it runs the same job functions as the engine, and starts the
-//! GUI).
+//! `eval` → `analysis` (bias, explanations) → `registry` (versions, aliases and their history,
+//! quality gates) → `engine` (the GUI's background jobs) → `app` (the GUI), `cli` (the command
+//! line; it runs the same job functions as the engine, and starts the GUI).
 
 pub mod analysis;
 pub mod app;
@@ -20,6 +20,7 @@ pub mod job;
 pub mod model;
 pub mod pipeline;
 pub mod project;
+pub mod registry;
 pub mod store;
 pub mod train;
 

@@ -1,6 +1,6 @@
 //! The command line: argument parsing and exit codes. Human progress goes to stderr, the
 //! machine-readable result (`--json`) to stdout. Exit codes: 0 success, 1 the job failed,
-//! 2 bad input or usage.
+//! 2 bad input or usage; `registry promote` adds 3 (a gate failed) and 4 (worse than production).
 
 mod bias_command;
 mod commands;
@@ -11,6 +11,7 @@ mod metrics_command;
 mod model_commands;
 mod pretrain_command;
 mod progress;
+mod registry_command;
 mod reviews_command;
 mod train_command;
 
@@ -235,6 +236,12 @@ pub enum CliCommand {
         choose_all: bool,
         #[arg(long)]
         json: bool,
+    },
+    /// The project's model registry: versions of trained adapters, aliases such as production
+    /// moved through quality gates, rollback and the history of every move.
+    Registry {
+        #[command(subcommand)]
+        command: registry_command::RegistryCommand,
     },
     /// Whether this build and machine can run models on a GPU: the GPUs, their memory, the driver,
     /// bf16, and a short forward and backward pass of a model on the device against the CPU;
@@ -498,6 +505,7 @@ pub fn run(command: CliCommand) -> Result<(), CliError> {
             };
             reviews_command::reviews_cmd(&project, &run, csv.as_deref(), &choice, json)
         }
+        CliCommand::Registry { command } => registry_command::registry_cmd(&command),
         CliCommand::Doctor {
             device,
             model,

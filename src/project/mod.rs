@@ -1,7 +1,9 @@
 //! The persistence layer: a project folder (`project.ron`) naming its datasets, task, template,
 //! split and model, written atomically so a crash never leaves a half-written project; the
-//! evaluated outputs of its runs (`predictions`) and the clinicians' reviews of them (`reviews`).
+//! evaluated outputs of its runs (`predictions`) and the clinicians' reviews of them (`reviews`);
+//! the quality gates a registered model must pass (`gates`).
 
+pub mod gates;
 pub mod predictions;
 pub mod reviews;
 
@@ -134,6 +136,12 @@ pub struct Project {
     /// The bounds on what reading its datasets holds.
     #[serde(default)]
     pub read_limits: ReadLimits,
+    /// What a registered version must reach to be promoted to production.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<gates::Gate>,
+    /// How a promotion compares the candidate with the version in production.
+    #[serde(default, skip_serializing_if = "gates::RegistrySettings::is_default")]
+    pub registry: gates::RegistrySettings,
 }
 
 fn default_template() -> TemplateKind {
@@ -356,6 +364,8 @@ mod tests {
                 split: SplitSpec::default(),
                 model: ModelEntry::default(),
                 read_limits: ReadLimits::default(),
+                gates: Vec::new(),
+                registry: gates::RegistrySettings::default(),
             },
             warnings: Vec::new(),
         }
