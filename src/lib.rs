@@ -7,8 +7,9 @@
 //! `model` (the decoder, adapters, tokenizers, decoding) → `pipeline` (prompt to text, the one
 //! way anything generates) → `project` (the project folder, its outputs and reviews) → `train` →
 //! `eval` → `analysis` (bias, explanations) → `registry` (versions, aliases and their history,
-//! quality gates) → `engine` (the GUI's background jobs) → `app` (the GUI), `cli` (the command
-//! line; it runs the same job functions as the engine, and starts the GUI).
+//! quality gates, the CI pipeline over them) → `engine` (the GUI's background jobs) → `app`
+//! (the GUI), `cli` (the command line; it runs the same job functions as the engine, and
+//! starts the GUI).
 
 pub mod analysis;
 pub mod app;

@@ -7,7 +7,6 @@ use crate::data::record::Split;
 use crate::eval::job::target::Target;
 use crate::eval::job::{EvalOptions, evaluate};
 use crate::job::{Job, Progress};
-use crate::model::generation::GenerationParams;
 use std::path::PathBuf;
 
 /// A project and which of its models: a run's adapter or the base model.
@@ -68,14 +67,13 @@ pub fn eval_cmd(args: &EvalArgs, json_out: bool) -> Result<(), CliError> {
     let project = super::commands::open_project(&args.target.project)?;
     let target = args.target.target();
     let opts = EvalOptions {
-        split: split_of(&args.split)?,
-        limit: args.limit,
-        batch: args.batch,
-        params: GenerationParams {
-            max_new_tokens: args.max_new_tokens,
-            ..GenerationParams::default()
-        },
         dataset: args.dataset.clone(),
+        ..EvalOptions::with(
+            split_of(&args.split)?,
+            args.limit,
+            args.batch,
+            args.max_new_tokens,
+        )
     };
     let bar = JobBar::new("records");
     let mut show = |p: &Progress| bar.show(p);

@@ -1,6 +1,7 @@
 //! The command line: argument parsing and exit codes. Human progress goes to stderr, the
 //! machine-readable result (`--json`) to stdout. Exit codes: 0 success, 1 the job failed,
-//! 2 bad input or usage; `registry promote` adds 3 (a gate failed) and 4 (worse than production).
+//! 2 bad input or usage; `registry promote` and `pipeline` add 3 (a gate failed) and 4 (worse
+//! than production).
 
 mod bias_command;
 mod commands;
@@ -9,6 +10,7 @@ mod eval_command;
 mod explain_command;
 mod metrics_command;
 mod model_commands;
+mod pipeline_command;
 mod pretrain_command;
 mod progress;
 mod registry_command;
@@ -189,6 +191,16 @@ pub enum CliCommand {
     Explain {
         #[command(flatten)]
         args: explain_command::ExplainArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Train, evaluate on the test split, audit for bias, register, check the gates and promote
+    /// when better, in one command for CI; pipeline.json in the run folder records each stage.
+    /// Exit 0 promoted or registered, 3 a gate failed, 4 worse than production, 1 a job failed,
+    /// 2 bad input; --resume RUN goes on from the stages finished.
+    Pipeline {
+        #[command(flatten)]
+        args: pipeline_command::PipelineArgs,
         #[arg(long)]
         json: bool,
     },
@@ -484,6 +496,7 @@ pub fn run(command: CliCommand) -> Result<(), CliError> {
         CliCommand::Train { args, json } => train_command::train_cmd(&args, json),
         CliCommand::Bias { args, json } => bias_command::bias_cmd(&args, json),
         CliCommand::Explain { args, json } => explain_command::explain_cmd(&args, json),
+        CliCommand::Pipeline { args, json } => pipeline_command::pipeline_cmd(&args, json),
         CliCommand::Runs { project, json } => train_command::runs_cmd(&project, json),
         CliCommand::Eval { args, json } => eval_command::eval_cmd(&args, json),
         CliCommand::Metrics { pred, task, json } => {

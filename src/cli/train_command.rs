@@ -39,7 +39,7 @@ fn open_project(path: &Path) -> Result<OpenProject, CliError> {
 }
 
 /// The configuration: a preset (default quick-demo), then a RON file over it, then flags.
-fn config(args: &TrainArgs) -> Result<TrainConfig, CliError> {
+pub fn config(args: &TrainArgs) -> Result<TrainConfig, CliError> {
     let mut cfg = match &args.preset {
         Some(name) => TrainConfig::preset(name).ok_or_else(|| {
             CliError::usage(format!(
@@ -66,80 +66,122 @@ fn config(args: &TrainArgs) -> Result<TrainConfig, CliError> {
     Ok(cfg)
 }
 
-fn progress_bar() -> ProgressBar {
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar
+/// How `lablens train` shows a run on stderr: a bar of steps with the loss, the rate and the
+/// ETA, and a line for each validation and note.
+pub struct TrainBar(ProgressBar);
+
+impl TrainBar {
+    pub fn new() -> TrainBar {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        TrainBar(bar)
+    }
+
+    /// A line above the bar (on stderr by itself where the bar is hidden, as in a log file).
+    fn line(&self, text: impl AsRef<str>) {
+        if self.0.is_hidden() {
+            eprintln!("{}", text.as_ref());
+        } else {
+            self.0.println(text);
+        }
+    }
+
+    pub fn show(&self, event: TrainEvent) {
+        let bar = &self.0;
+        match event {
+            TrainEvent::Started {
+                run_id,
+                total_steps,
+                resumed_from,
+                notes,
+                ..
+            } => {
+                for n in notes {
+                    self.line(n);
+                }
+                if let Some(step) = resumed_from {
+                    self.line(format!("resuming {run_id} from step {step}"));
+                    bar.set_position(step as u64);
+                } else {
+                    self.line(format!("run {run_id}"));
+                }
+                bar.set_length(total_steps as u64);
+            }
+            TrainEvent::Step(m) => {
+                bar.set_position(m.step as u64);
+                bar.set_message(format!(
+                    "loss {:.4}  lr {:.2e}  {:.0} tokens/s",
+                    m.loss, m.lr, m.tokens_per_s
+                ));
+            }
+            TrainEvent::Eval {
+                step,
+                val_loss,
+                best,
+            } => self.line(format!(
+                "step {step}: validation loss {val_loss:.4}{}",
+                if best { " (best)" } else { "" }
+            )),
+            TrainEvent::Validating {
+                step, done, total, ..
+            } => {
+                if step == 0 && done == 0 {
+                    self.line(format!(
+                        "validating before training ({total} examples): the untrained adapter's loss"
+                    ));
+                }
+                bar.set_message(crate::train::validating_text(step, done, total));
+            }
+            TrainEvent::Checkpoint { .. } => {}
+        }
+    }
+}
+
+impl Default for TrainBar {
+    fn default() -> Self {
+        TrainBar::new()
+    }
+}
+
+impl Drop for TrainBar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+/// The run options of `args`, as `lablens train` trains with them.
+pub fn run_options(args: &TrainArgs) -> RunOptions {
+    RunOptions {
+        resume: args.resume.clone(),
+        record_batches: args.record_batches,
+        // A --config file's rate is the user's; a preset's suits the model.
+        suited_lr: args.config.is_none(),
+    }
+}
+
+/// A training error as an exit code: 2 for bad input, 1 for the rest.
+pub fn train_err(e: TrainError) -> CliError {
+    if e.is_bad_input() {
+        CliError::usage(e.to_string())
+    } else {
+        CliError::failed(e.to_string())
+    }
 }
 
 pub fn train_cmd(args: &TrainArgs, json_out: bool) -> Result<(), CliError> {
     let project = open_project(&args.project)?;
     let cfg = config(args)?;
-    let opts = RunOptions {
-        resume: args.resume.clone(),
-        record_batches: args.record_batches,
-        // A --config file's rate is the user's; a preset's suits the model.
-        suited_lr: args.config.is_none(),
-    };
-    let bar = progress_bar();
+    let opts = run_options(args);
+    let bar = TrainBar::new();
     let control = Control::default();
-    let result = train(&project, &cfg, &opts, &control, &mut |event| match event {
-        TrainEvent::Started {
-            run_id,
-            total_steps,
-            resumed_from,
-            notes,
-            ..
-        } => {
-            for n in notes {
-                bar.println(n);
-            }
-            if let Some(step) = resumed_from {
-                bar.println(format!("resuming {run_id} from step {step}"));
-                bar.set_position(step as u64);
-            } else {
-                bar.println(format!("run {run_id}"));
-            }
-            bar.set_length(total_steps as u64);
-        }
-        TrainEvent::Step(m) => {
-            bar.set_position(m.step as u64);
-            bar.set_message(format!(
-                "loss {:.4}  lr {:.2e}  {:.0} tokens/s",
-                m.loss, m.lr, m.tokens_per_s
-            ));
-        }
-        TrainEvent::Eval {
-            step,
-            val_loss,
-            best,
-        } => bar.println(format!(
-            "step {step}: validation loss {val_loss:.4}{}",
-            if best { " (best)" } else { "" }
-        )),
-        TrainEvent::Validating {
-            step, done, total, ..
-        } => {
-            if step == 0 && done == 0 {
-                bar.println(format!(
-                    "validating before training ({total} examples): the untrained adapter's loss"
-                ));
-            }
-            bar.set_message(crate::train::validating_text(step, done, total));
-        }
-        TrainEvent::Checkpoint { .. } => {}
+    let result = train(&project, &cfg, &opts, &control, &mut |event| {
+        bar.show(event)
     });
-    bar.finish_and_clear();
-    let summary = result.map_err(|e: TrainError| {
-        if e.is_bad_input() {
-            CliError::usage(e.to_string())
-        } else {
-            CliError::failed(e.to_string())
-        }
-    })?;
+    drop(bar);
+    let summary = result.map_err(train_err)?;
     eprintln!(
         "{}: {:?} after {} steps, {:.0} tokens/s, train loss {}, validation loss {}",
         summary.run_dir.display(),

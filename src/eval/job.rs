@@ -42,6 +42,28 @@ pub struct EvalOptions {
     pub dataset: Option<String>,
 }
 
+impl EvalOptions {
+    /// `lablens eval`'s options: a split, at most `limit` of its records, `batch` prompts
+    /// together, at most `max_new_tokens` generated; the run's dataset.
+    pub fn with(
+        split: Split,
+        limit: Option<usize>,
+        batch: usize,
+        max_new_tokens: usize,
+    ) -> EvalOptions {
+        EvalOptions {
+            split,
+            limit,
+            batch,
+            params: GenerationParams {
+                max_new_tokens,
+                ..GenerationParams::default()
+            },
+            dataset: None,
+        }
+    }
+}
+
 impl Default for EvalOptions {
     fn default() -> Self {
         EvalOptions {

@@ -4,12 +4,14 @@
 //! version that serves (`aliases.ron`), and the history of every alias move (`history.jsonl`).
 //! Every write is atomic and made under the model folder's lock, so that two registrations never
 //! share a number and a process killed at any moment leaves every version and the history whole.
+//! `pipeline` runs train → eval → bias → register → gates → promote in one go, for CI.
 
 mod add;
 pub mod aliases;
 pub mod compare;
 mod files;
 pub mod gates;
+pub mod pipeline;
 pub mod promote;
 pub mod version;
 
