@@ -4,7 +4,8 @@
 //! production is not promoted (exit 4), bad gates and resumed options that differ exit 2, a
 //! pipeline killed while training resumes from its checkpoint, a run trained by `lablens train`
 //! goes on with `--resume` and a stage that fails is recorded in pipeline.json; and every
-//! `lablens` command of the workflows parses and is the one docs/registry.md documents.
+//! `lablens` command of the workflows parses and is the one README.md and docs/registry.md
+//! document.
 
 mod common;
 use common::lablens;
@@ -362,6 +363,7 @@ fn a_pipeline_killed_while_training_resumes_from_its_checkpoint() {
 #[test]
 fn the_workflows_commands_parse_and_are_the_documented_ones() {
     let docs = std::fs::read_to_string(root().join("docs/registry.md")).expect("docs");
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README");
     let mut all = Vec::new();
     for file in WORKFLOWS {
         let commands = workflow_commands(file);
@@ -374,6 +376,10 @@ fn the_workflows_commands_parse_and_are_the_documented_ones() {
             assert!(
                 docs.contains(&line),
                 "{file}: `{line}` is not in docs/registry.md"
+            );
+            assert!(
+                readme.contains(&line),
+                "{file}: `{line}` is not in README.md"
             );
             // --help last: clap refuses an unknown option or a bad value before it.
             let mut parse: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -17,6 +17,7 @@ mod model_picker;
 mod panel;
 mod record_table;
 mod record_view;
+mod registry_panel;
 mod screenshot;
 mod status;
 mod train_panel;
@@ -29,6 +30,7 @@ pub use dataset_panel::{DatasetPanel, DatasetTab, Filters};
 pub use explain_panel::{ExplainPanel, ExplainUiState, Highlight};
 pub use frame_time::{FrameTimes, quantile};
 pub use panel::{Panel, PanelContext, Request};
+pub use registry_panel::{RegistryPanel, RegistryUiState};
 pub use screenshot::screenshots;
 pub use train_panel::{TrainPanel, TrainTab, TrainUiState};
 pub use window::{DEFAULT_SIZE, default_models_dir, default_project_dir, run};
@@ -56,15 +58,17 @@ pub enum PanelKind {
     Compare,
     Bias,
     Explain,
+    Registry,
 }
 
 impl PanelKind {
-    pub const ALL: [PanelKind; 5] = [
+    pub const ALL: [PanelKind; 6] = [
         PanelKind::Dataset,
         PanelKind::Train,
         PanelKind::Compare,
         PanelKind::Bias,
         PanelKind::Explain,
+        PanelKind::Registry,
     ];
 
     /// The digit of the panel's Ctrl shortcut.
@@ -75,6 +79,7 @@ impl PanelKind {
             PanelKind::Compare => 3,
             PanelKind::Bias => 4,
             PanelKind::Explain => 5,
+            PanelKind::Registry => 6,
         }
     }
 
@@ -85,6 +90,7 @@ impl PanelKind {
             PanelKind::Compare => "Compare",
             PanelKind::Bias => "Bias",
             PanelKind::Explain => "Explain",
+            PanelKind::Registry => "Registry",
         }
     }
 }
@@ -103,6 +109,7 @@ pub struct AppState {
     pub compare: CompareUiState,
     pub bias: BiasUiState,
     pub explain: ExplainUiState,
+    pub registry: RegistryUiState,
 }
 
 impl Default for AppState {
@@ -118,6 +125,7 @@ impl Default for AppState {
             compare: CompareUiState::default(),
             bias: BiasUiState::default(),
             explain: ExplainUiState::default(),
+            registry: RegistryUiState::default(),
         }
     }
 }
@@ -133,6 +141,7 @@ pub struct LabLensApp {
     pub compare: ComparePanel,
     pub bias: BiasPanel,
     pub explain: ExplainPanel,
+    pub registry: RegistryPanel,
     model: ModelPicker,
     frame_times: FrameTimes,
     status: StatusLine,
@@ -158,6 +167,7 @@ impl LabLensApp {
             compare: ComparePanel::new(state.compare.clone()),
             bias: BiasPanel::new(state.bias.clone()),
             explain: ExplainPanel::new(state.explain.clone()),
+            registry: RegistryPanel::new(state.registry.clone()),
             frame_times: FrameTimes::default(),
             state,
             engine,
@@ -321,13 +331,14 @@ impl LabLensApp {
     }
 
     /// Every panel, in the order of the tabs.
-    fn panels(&mut self) -> [&mut dyn Panel; 5] {
+    fn panels(&mut self) -> [&mut dyn Panel; 6] {
         [
             &mut self.dataset,
             &mut self.train,
             &mut self.compare,
             &mut self.bias,
             &mut self.explain,
+            &mut self.registry,
         ]
     }
 
@@ -338,6 +349,7 @@ impl LabLensApp {
             PanelKind::Compare => &mut self.compare,
             PanelKind::Bias => &mut self.bias,
             PanelKind::Explain => &mut self.explain,
+            PanelKind::Registry => &mut self.registry,
         }
     }
 
@@ -478,6 +490,7 @@ impl LabLensApp {
             PanelKind::Compare => &mut self.compare,
             PanelKind::Bias => &mut self.bias,
             PanelKind::Explain => &mut self.explain,
+            PanelKind::Registry => &mut self.registry,
         };
         panel.ui(ui, &ctx);
         self.act_on_requests(kind);

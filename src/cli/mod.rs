@@ -9,6 +9,7 @@ mod doctor_command;
 mod eval_command;
 mod explain_command;
 mod metrics_command;
+mod mlflow_command;
 mod model_commands;
 mod pipeline_command;
 mod pretrain_command;
@@ -254,6 +255,11 @@ pub enum CliCommand {
     Registry {
         #[command(subcommand)]
         command: registry_command::RegistryCommand,
+    },
+    /// Send the project's runs and registry to an MLflow tracking server (REST API): `push`.
+    Mlflow {
+        #[command(subcommand)]
+        command: mlflow_command::MlflowCommand,
     },
     /// Whether this build and machine can run models on a GPU: the GPUs, their memory, the driver,
     /// bf16, and a short forward and backward pass of a model on the device against the CPU;
@@ -519,6 +525,7 @@ pub fn run(command: CliCommand) -> Result<(), CliError> {
             reviews_command::reviews_cmd(&project, &run, csv.as_deref(), &choice, json)
         }
         CliCommand::Registry { command } => registry_command::registry_cmd(&command),
+        CliCommand::Mlflow { command } => mlflow_command::mlflow_cmd(&command),
         CliCommand::Doctor {
             device,
             model,

@@ -11,6 +11,7 @@ pub mod aliases;
 pub mod compare;
 mod files;
 pub mod gates;
+pub mod mlflow;
 pub mod pipeline;
 pub mod promote;
 pub mod version;

@@ -3,6 +3,7 @@
 
 use crate::model::adapters::{ALL_TARGETS, LoraConfig};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -242,6 +243,39 @@ impl TrainConfig {
     pub fn to_ron(&self) -> String {
         ron::ser::to_string_pretty(self, ron::ser::PrettyConfig::default()).unwrap_or_default()
     }
+}
+
+/// Every field of a configuration (as JSON, e.g. `serde_json::to_value(&config)`) as text, nested
+/// fields named with dots (`lora.r`): strings as they are, numbers, booleans and lists as JSON
+/// text, an absent value (`null`) as `None`. What the Train panel's and the Registry panel's
+/// configuration diffs and MLflow's params show.
+pub fn flat_fields(value: &serde_json::Value) -> BTreeMap<String, Option<String>> {
+    fn walk(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, Option<String>>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, out);
+                }
+            }
+            serde_json::Value::String(s) => {
+                out.insert(prefix.to_string(), Some(s.clone()));
+            }
+            serde_json::Value::Null => {
+                out.insert(prefix.to_string(), None);
+            }
+            other => {
+                out.insert(prefix.to_string(), Some(other.to_string()));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk("", value, &mut out);
+    out
 }
 
 /// A value the trainer cannot use.

@@ -52,6 +52,20 @@ pub(super) fn shots(out: &Path) -> Vec<Shot> {
     shots.extend(compare_shots(out));
     shots.extend(bias_shots(out));
     shots.extend(explain_shots(out));
+    shots.extend(registry_shots(out));
+    // `LABLENS_SHOTS=registry` renders only the shots whose file names start with it (and the
+    // steps they need), for a quick look at one panel.
+    if let Some(only) = std::env::var("LABLENS_SHOTS")
+        .ok()
+        .filter(|s| !s.is_empty())
+    {
+        shots.retain(|s| {
+            s.path
+                .as_ref()
+                .and_then(|p| p.file_name())
+                .is_some_and(|n| n.to_string_lossy().starts_with(&only))
+        });
+    }
     shots
 }
 
@@ -306,4 +320,58 @@ fn select_showcase(panel: &mut DatasetPanel) {
     if let Some(i) = index {
         panel.select(i);
     }
+}
+
+/// Where the Registry shots' fixture registry is written (the demo project has none of its own,
+/// and the shots leave the demo project as it was); the last shot removes it.
+fn registry_fixture_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("lablens-registry-shots-{}", std::process::id()))
+}
+
+/// The Registry panel over a fixture registry of three versions: the table, version 3's detail
+/// and v2 against v3; then a promotion of version 3 to production, refused by its gates.
+fn registry_shots(out: &Path) -> Vec<Shot> {
+    let idle: Ready = |app| app.registry.loaded.is_some() && !app.registry.is_busy();
+    vec![
+        Shot {
+            path: Some(out.join("registry.png")),
+            setup: |app| {
+                app.state.dark = true;
+                app.state.panel = PanelKind::Registry;
+                let dir = registry_fixture_dir();
+                let _ = std::fs::remove_dir_all(&dir);
+                match crate::app::registry_panel::fixture::demo_registry(&dir) {
+                    Ok(_) => app.registry.set_project(&dir),
+                    Err(e) => eprintln!("registry fixture: {e}"),
+                }
+                app.registry.state = Default::default();
+            },
+            ready: idle,
+            region: Region::Window,
+        },
+        Shot {
+            path: Some(out.join("registry-refused.png")),
+            setup: |app| {
+                use crate::app::registry_panel::{Action, Form};
+                app.registry.form = Some(Form::promote(3));
+                app.registry.perform(Action::Promote {
+                    name: crate::app::registry_panel::fixture::MODEL.into(),
+                    version: 3,
+                    alias: crate::registry::PRODUCTION.into(),
+                    reason: "try the new learning rate".into(),
+                    force: false,
+                });
+            },
+            ready: idle,
+            region: Region::Window,
+        },
+        Shot {
+            path: None,
+            setup: |_| {
+                let _ = std::fs::remove_dir_all(registry_fixture_dir());
+            },
+            ready: at_once,
+            region: Region::Window,
+        },
+    ]
 }

@@ -5,6 +5,7 @@
 use super::plots::{self, Curves, RUN_COLORS, Trace};
 use crate::app::status::format_eta;
 use crate::train::TrainConfig;
+use crate::train::config::flat_fields;
 use crate::train::run::{
     ADAPTER_DIR, CONFIG_FILE, METRICS_FILE, RunDir, RunStatus, RunSummary, list_runs, read_jsonl,
 };
@@ -197,10 +198,11 @@ impl RunsView {
 
 /// Every field of both configurations as text, nested fields named with dots (`lora.r`).
 pub fn config_diff(a: &TrainConfig, b: &TrainConfig) -> Vec<DiffRow> {
-    let flat = |cfg: &TrainConfig| {
-        let mut out = BTreeMap::new();
-        flatten("", &serde_json::to_value(cfg).unwrap_or_default(), &mut out);
-        out
+    let flat = |cfg: &TrainConfig| -> BTreeMap<String, String> {
+        flat_fields(&serde_json::to_value(cfg).unwrap_or_default())
+            .into_iter()
+            .map(|(k, v)| (k, v.unwrap_or_else(|| "—".into())))
+            .collect()
     };
     let (fa, fb) = (flat(a), flat(b));
     let fields: BTreeSet<&String> = fa.keys().chain(fb.keys()).collect();
@@ -212,30 +214,6 @@ pub fn config_diff(a: &TrainConfig, b: &TrainConfig) -> Vec<DiffRow> {
             b: fb.get(f).cloned().unwrap_or_default(),
         })
         .collect()
-}
-
-fn flatten(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, String>) {
-    match value {
-        serde_json::Value::Object(map) => {
-            for (k, v) in map {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten(&key, v, out);
-            }
-        }
-        serde_json::Value::String(s) => {
-            out.insert(prefix.to_string(), s.clone());
-        }
-        serde_json::Value::Null => {
-            out.insert(prefix.to_string(), "—".to_string());
-        }
-        other => {
-            out.insert(prefix.to_string(), other.to_string());
-        }
-    }
 }
 
 fn status_text(ui: &egui::Ui, status: RunStatus) -> egui::RichText {

@@ -1,0 +1,56 @@
+//! What the push sends, shaped for MLflow: the training configuration flattened into params,
+//! tags as key/value objects, report files read with their SHA-256, times in milliseconds.
+
+use super::client::MlflowError;
+use crate::train::config::{TrainConfig, flat_fields};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Tags to set, by key.
+#[derive(Default)]
+pub struct Tags(pub BTreeMap<String, String>);
+
+impl Tags {
+    pub fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_string(), value);
+    }
+}
+
+pub fn tag(key: &str, value: &str) -> Value {
+    json!({"key": key, "value": value})
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A JSON report of the run folder with its SHA-256; `None` when the run has none.
+pub fn read_json(path: &Path) -> Result<Option<(Value, String)>, MlflowError> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Ok(None);
+    };
+    let value = serde_json::from_slice(&bytes)
+        .map_err(|e| MlflowError::Usage(format!("{}: not JSON ({e})", path.display())))?;
+    Ok(Some((value, sha256_hex(&bytes))))
+}
+
+/// The training configuration as MLflow params: nested fields joined by `.` (`lora.r`), lists
+/// as JSON text, an absent value as `None`.
+pub fn flatten_config(config: &TrainConfig) -> Vec<(String, String)> {
+    let value = serde_json::to_value(config).unwrap_or_default();
+    flat_fields(&value)
+        .into_iter()
+        .map(|(k, v)| (k, v.unwrap_or_else(|| "None".into())))
+        .collect()
+}
