@@ -16,7 +16,6 @@ use crate::project::OpenProject;
 use crate::store::lock::{FolderLock, LockError};
 use crate::store::write_atomic;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -455,13 +454,7 @@ fn finish(
 
 /// Hex SHA-256 of a file, `None` for a folder or a file that cannot be read (the embedded model).
 fn sha256_of_file(path: &Path) -> Option<String> {
-    let bytes = std::fs::read(path).ok()?;
-    Some(
-        Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-    )
+    crate::store::sha256_file(path).ok().map(|(_, sha)| sha)
 }
 
 pub mod target;

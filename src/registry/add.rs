@@ -7,7 +7,7 @@
 use super::RegisteredModel;
 use super::files::{
     MAX_PREDICTIONS_BYTES, MIB, json_error, link_or_copy, now_rfc3339, read_bounded, read_text,
-    sha256_file, user,
+    user,
 };
 use super::gates::{CheckedGate, check_gates, evaluate};
 use super::version::{
@@ -21,6 +21,7 @@ use crate::job::JobError;
 use crate::model::loading::TINY;
 use crate::project::predictions::parse_predictions;
 use crate::project::{OpenProject, PROJECT_FILE, from_ron};
+use crate::store::sha256_file;
 use crate::store::write_atomic;
 use crate::train::config::TrainConfig;
 use crate::train::run::{ADAPTER_DIR, CONFIG_FILE, RunDir};

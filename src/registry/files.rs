@@ -1,10 +1,8 @@
 //! How the registry reads and places files: reads bounded by a size that names the file when it
-//! is over it, SHA-256 of files read in pieces (adapters and base models can be large), files
-//! placed by hard link where the file system allows it and copied otherwise, the time and the
+//! is over it, files placed by hard link where the file system allows it and copied otherwise, the time and the
 //! user a record names, and JSON errors that name the line and the field.
 
 use crate::job::JobError;
-use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
@@ -48,27 +46,6 @@ pub fn read_text(path: &Path, limit: u64) -> Result<Option<String>, JobError> {
     String::from_utf8(bytes)
         .map(Some)
         .map_err(|e| JobError::file(path, format!("not UTF-8 text ({e})")))
-}
-
-/// The size and hex SHA-256 of a file, read a MiB at a time.
-pub fn sha256_file(path: &Path) -> io::Result<(u64, String)> {
-    let mut file = File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; MIB as usize];
-    let mut bytes = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        bytes += n as u64;
-    }
-    Ok((bytes, hex(&hasher.finalize())))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Puts `from` at `to`: a hard link (no copy, the same bytes) where the file system allows one,

@@ -4,10 +4,11 @@
 //! registered, and every file of the folder with its SHA-256, so that a changed file is found.
 
 use super::RegisteredModel;
-use super::files::{MIB, json_error, read_bounded, sha256_file};
+use super::files::{MIB, json_error, read_bounded};
 use super::gates::{GateResult, Measured, MetricDef, Source};
 use crate::eval::bootstrap::Interval;
 use crate::job::JobError;
+use crate::store::sha256_file;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

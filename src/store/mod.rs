@@ -1,11 +1,14 @@
 //! The ground floor: writing files so that a crash never leaves a torn one, locking a folder
-//! against a second writer, and the time stamps both put in names. Every layer above uses it; it
+//! against a second writer, the SHA-256 fingerprints of files, and the time stamps both put in
+//! names. Every layer above uses it; it
 //! uses nothing of the crate.
 
 mod atomic;
+mod hash;
 pub mod lock;
 
 pub use atomic::write_atomic;
+pub use hash::{sha256_file, sha256_hex};
 
 /// `YYYYMMDD-HHMMSS` in UTC.
 pub fn utc_stamp(t: std::time::SystemTime) -> String {

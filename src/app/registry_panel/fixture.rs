@@ -7,9 +7,9 @@ use crate::eval::{ExampleInput, corpus, score_example};
 use crate::project::{OpenProject, PROJECT_FILE};
 use crate::registry::promote::{Promotion, promote, rollback};
 use crate::registry::{RegisteredModel, register};
+use crate::store::sha256_hex;
 use crate::train::config::TrainConfig;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use std::path::Path;
 
 /// The registered model's name.
@@ -40,13 +40,6 @@ pub fn project(dir: &Path) -> Result<OpenProject, String> {
     let file = dir.join(PROJECT_FILE);
     std::fs::write(&file, text).map_err(|e| format!("{}: {e}", file.display()))?;
     OpenProject::open(dir).map_err(|e| e.to_string())
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// A finished, evaluated run `id` of `project` whose 12 outputs are taken in turn from `outputs`,

@@ -6,9 +6,9 @@ mod csv;
 mod json;
 
 use crate::data::record::{Record, Task};
+use crate::store::sha256_hex;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use self::json::RawRow;
@@ -250,15 +250,6 @@ pub fn load_path(path: &Path, opts: &LoadOptions) -> Result<LoadedDataset, LoadE
 fn count_lines(bytes: &[u8]) -> usize {
     let newlines = bytes.iter().filter(|&&b| b == b'\n').count();
     newlines + usize::from(bytes.last().is_some_and(|&b| b != b'\n'))
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut hex = String::with_capacity(64);
-    for byte in digest {
-        let _ = write!(hex, "{byte:02x}");
-    }
-    hex
 }
 
 /// Runs `work` on each job in its own scoped thread and returns the results in job order.

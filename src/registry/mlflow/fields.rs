@@ -2,9 +2,9 @@
 //! tags as key/value objects, report files read with their SHA-256, times in milliseconds.
 
 use super::client::MlflowError;
+use crate::store::sha256_hex;
 use crate::train::config::{TrainConfig, flat_fields};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -26,13 +26,6 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// A JSON report of the run folder with its SHA-256; `None` when the run has none.

@@ -5,11 +5,11 @@
 //! reports whose SHA-256 its tags already record.
 
 use super::client::{MlflowClient, MlflowError};
-use super::fields::{Tags, flatten_config, now_ms, read_json, sha256_hex, tag};
+use super::fields::{Tags, flatten_config, now_ms, read_json, tag};
 use crate::analysis::bias::BIAS_FILE;
 use crate::eval::job::{EVAL_FILE, PREDICTIONS_FILE};
 use crate::project::from_ron;
-use crate::registry::files::sha256_file;
+use crate::store::{sha256_file, sha256_hex};
 use crate::train::config::TrainConfig;
 use crate::train::run::{ADAPTER_DIR, CONFIG_FILE, METRICS_FILE, RunStatus, STATUS_FILE};
 use serde::Serialize;

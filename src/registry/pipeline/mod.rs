@@ -12,7 +12,6 @@ pub use record::{
 };
 
 use super::aliases::read_state;
-use super::files::sha256_file;
 use super::gates::{GateResult, check_gates, check_settings, evaluate};
 use super::promote::{Promotion, Refused, promote};
 use super::version::{VersionRecord, read_version};
@@ -24,6 +23,7 @@ use crate::eval::job::target::Target;
 use crate::eval::job::{EVAL_FILE, EvalOptions, PREDICTIONS_FILE, evaluate as eval_job};
 use crate::job::{Control, Job, JobError, Progress};
 use crate::project::{OpenProject, PROJECT_FILE};
+use crate::store::sha256_file;
 use crate::train::run::{ADAPTER_DIR, RunDir, RunStatus};
 use crate::train::{RunOptions, TrainConfig, TrainEvent, train};
 use serde_json::json;
