@@ -6,8 +6,8 @@
 
 use super::RegisteredModel;
 use super::files::{
-    MAX_PREDICTIONS_BYTES, MIB, json_error, link_or_copy, now_rfc3339, read_bounded, read_text,
-    user,
+    MAX_BIAS_BYTES, MAX_EVAL_BYTES, MAX_PREDICTIONS_BYTES, MIB, json_error, link_or_copy,
+    now_rfc3339, read_bounded, read_text, user,
 };
 use super::gates::{CheckedGate, check_gates, evaluate};
 use super::version::{
@@ -29,8 +29,6 @@ use serde::Serialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-const MAX_EVAL_BYTES: u64 = 16 * MIB;
-const MAX_BIAS_BYTES: u64 = 64 * MIB;
 const MAX_CONFIG_BYTES: u64 = MIB;
 /// The adapter's weights: what eval.json's `adapter_sha256` is the hash of.
 const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";

@@ -8,6 +8,9 @@ use std::io::{self, Read};
 use std::path::Path;
 
 pub const MIB: u64 = 1 << 20;
+/// The largest eval.json and bias.json the registry reads.
+pub const MAX_EVAL_BYTES: u64 = 16 * MIB;
+pub const MAX_BIAS_BYTES: u64 = 64 * MIB;
 
 /// The whole of `path`, refused when it is larger than `limit` bytes.
 pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, JobError> {

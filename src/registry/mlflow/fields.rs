@@ -2,6 +2,7 @@
 //! tags as key/value objects, report files read with their SHA-256, times in milliseconds.
 
 use super::client::MlflowError;
+use crate::registry::files::read_bounded;
 use crate::store::sha256_hex;
 use crate::train::config::{TrainConfig, flat_fields};
 use serde_json::{Value, json};
@@ -28,11 +29,13 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// A JSON report of the run folder with its SHA-256; `None` when the run has none.
-pub fn read_json(path: &Path) -> Result<Option<(Value, String)>, MlflowError> {
-    let Ok(bytes) = std::fs::read(path) else {
+/// A JSON report of the run folder (at most `limit` bytes) with its SHA-256; `None` when the
+/// run has none.
+pub fn read_json(path: &Path, limit: u64) -> Result<Option<(Value, String)>, MlflowError> {
+    if !path.exists() {
         return Ok(None);
-    };
+    }
+    let bytes = read_bounded(path, limit).map_err(|e| MlflowError::Usage(e.to_string()))?;
     let value = serde_json::from_slice(&bytes)
         .map_err(|e| MlflowError::Usage(format!("{}: not JSON ({e})", path.display())))?;
     Ok(Some((value, sha256_hex(&bytes))))

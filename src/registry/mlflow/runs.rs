@@ -9,6 +9,7 @@ use super::fields::{Tags, flatten_config, now_ms, read_json, tag};
 use crate::analysis::bias::BIAS_FILE;
 use crate::eval::job::{EVAL_FILE, PREDICTIONS_FILE};
 use crate::project::from_ron;
+use crate::registry::files::{MAX_BIAS_BYTES, MAX_EVAL_BYTES};
 use crate::store::{sha256_file, sha256_hex};
 use crate::train::config::TrainConfig;
 use crate::train::run::{ADAPTER_DIR, CONFIG_FILE, METRICS_FILE, RunStatus, STATUS_FILE};
@@ -279,7 +280,7 @@ fn log_reports(
         |key: String, value: f64| json!({"key": key, "value": value, "timestamp": now, "step": 0});
     let mut metrics = Vec::new();
     let eval_path = dir.join(EVAL_FILE);
-    if let Some((eval, sha)) = read_json(&eval_path)? {
+    if let Some((eval, sha)) = read_json(&eval_path, MAX_EVAL_BYTES)? {
         if existing.tags.get(EVAL_TAG) != Some(&sha) {
             let mut flat = Vec::new();
             flatten_corpus("eval", &eval["corpus"], &mut flat);
@@ -302,7 +303,7 @@ fn log_reports(
             }
         }
     }
-    if let Some((bias, sha)) = read_json(&dir.join(BIAS_FILE))? {
+    if let Some((bias, sha)) = read_json(&dir.join(BIAS_FILE), MAX_BIAS_BYTES)? {
         let slices = bias["slices"].as_array().cloned().unwrap_or_default();
         let flagged = slices
             .iter()
