@@ -250,6 +250,7 @@ pub fn generate_cmd(args: &ModelArgs, g: &GenerateArgs, json_out: bool) -> Resul
         );
         timing.prompt_tokens += t.prompt_tokens;
         timing.new_tokens += t.new_tokens;
+        timing.decoded_tokens += t.decoded_tokens;
         timing.prefill += t.prefill;
         timing.decode += t.decode;
         for ((id, _, _), out) in chunk.iter().zip(batch.outputs) {
@@ -277,6 +278,7 @@ pub fn generate_cmd(args: &ModelArgs, g: &GenerateArgs, json_out: bool) -> Resul
                 "prompt_tokens": timing.prompt_tokens,
                 "prefill_s": timing.prefill.as_secs_f64(),
                 "new_tokens": timing.new_tokens,
+                "decoded_tokens": timing.decoded_tokens,
                 "decode_s": timing.decode.as_secs_f64(),
             }
         }))?;

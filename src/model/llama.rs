@@ -196,12 +196,14 @@ impl KvCache {
     }
 
     /// The left padding of each row.
+    #[cfg(feature = "cuda")]
     pub(super) fn pads(&self) -> &[usize] {
         &self.pads
     }
 
     /// Keys and values cached for layer `i`, `[b, kv, positions, d]` each; `None` before the
     /// first step.
+    #[cfg(feature = "cuda")]
     pub(super) fn layer(&self, i: usize) -> Result<Option<(Tensor, Tensor)>> {
         let Some(c) = self.layers.get(i) else {
             return Ok(None);

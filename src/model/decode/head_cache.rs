@@ -7,6 +7,8 @@
 //! position. The softmax's exponentials are a polynomial that vectorizes too. The queries of a
 //! group read the same blocks one after the other while they are in the core's first-level cache.
 
+use std::ops::Range;
+
 /// Positions per block of transposed keys.
 const KEYS: usize = 64;
 
@@ -46,56 +48,67 @@ impl HeadCache {
         self.len += 1;
     }
 
-    /// Blocks of [`KEYS`] positions cached (the last one may be partial).
-    pub fn blocks(&self) -> usize {
-        self.len.div_ceil(KEYS)
+    /// Blocks of [`KEYS`] positions that hold the first `len` positions (the last one may be
+    /// partial).
+    pub fn blocks_for(len: usize) -> usize {
+        len.div_ceil(KEYS)
     }
 
-    /// The queries' attention over the positions of key blocks `blocks`, unnormalized, for
-    /// [`combine`]: per query `[max score, Σ e^(s - max), Σ e^(s - max) v]` (`head_dim + 2`
-    /// values) into `part`. Splitting the positions lets several cores share one head's work.
+    /// The queries' attention over the positions of key blocks `blocks` below `len` (the
+    /// query's own position and those before it), unnormalized, for [`combine`]: per query
+    /// `[max score, Σ e^(s - max), Σ e^(s - max) v]` (`head_dim + 2` values) into `part`.
+    /// Splitting the positions lets several cores share one head's work.
     pub fn attend_part(
         &self,
         queries: &[f32],
         scale: f32,
-        blocks: std::ops::Range<usize>,
+        blocks: Range<usize>,
+        len: usize,
         part: &mut [f32],
     ) {
+        let len = len.min(self.len);
         #[cfg(target_arch = "x86_64")]
         {
             if is_x86_feature_detected!("avx512f") {
                 // SAFETY: AVX-512F was detected at run time.
-                return unsafe { self.part_avx512(queries, scale, blocks, part) };
+                return unsafe { self.part_avx512(queries, scale, blocks, len, part) };
             }
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                 // SAFETY: AVX2 and FMA were detected at run time.
-                return unsafe { self.part_avx2(queries, scale, blocks, part) };
+                return unsafe { self.part_avx2(queries, scale, blocks, len, part) };
             }
         }
-        self.part(queries, scale, blocks, part);
+        self.part(queries, scale, blocks, len, part);
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx2,fma")]
-    fn part_avx512(&self, q: &[f32], scale: f32, b: std::ops::Range<usize>, part: &mut [f32]) {
-        self.part(q, scale, b, part);
+    fn part_avx512(&self, q: &[f32], scale: f32, b: Range<usize>, len: usize, part: &mut [f32]) {
+        self.part(q, scale, b, len, part);
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    fn part_avx2(&self, q: &[f32], scale: f32, b: std::ops::Range<usize>, part: &mut [f32]) {
-        self.part(q, scale, b, part);
+    fn part_avx2(&self, q: &[f32], scale: f32, b: Range<usize>, len: usize, part: &mut [f32]) {
+        self.part(q, scale, b, len, part);
     }
 
     /// The code of every variant, inlined into each so that it compiles for its features:
     /// for the common head sizes with the size known, so that a query's output stays in
     /// registers over the positions.
     #[inline(always)]
-    fn part(&self, queries: &[f32], scale: f32, blocks: std::ops::Range<usize>, part: &mut [f32]) {
+    fn part(
+        &self,
+        queries: &[f32],
+        scale: f32,
+        blocks: Range<usize>,
+        len: usize,
+        part: &mut [f32],
+    ) {
         match self.head_dim {
-            64 => self.part_with::<64>(queries, scale, blocks, part),
-            128 => self.part_with::<128>(queries, scale, blocks, part),
-            _ => self.part_with::<0>(queries, scale, blocks, part),
+            64 => self.part_with::<64>(queries, scale, blocks, len, part),
+            128 => self.part_with::<128>(queries, scale, blocks, len, part),
+            _ => self.part_with::<0>(queries, scale, blocks, len, part),
         }
     }
 
@@ -106,64 +119,92 @@ impl HeadCache {
         &self,
         queries: &[f32],
         scale: f32,
-        blocks: std::ops::Range<usize>,
+        blocks: Range<usize>,
+        len: usize,
         part: &mut [f32],
     ) {
         let d = self.head_dim;
         let first = blocks.start * KEYS;
-        let n = (blocks.end * KEYS).min(self.len).saturating_sub(first);
-        let mut scores = vec![0f32; blocks.len() * KEYS];
+        let n = (blocks.end * KEYS).min(len).saturating_sub(first);
+        if n == 0 {
+            for part in part.chunks_exact_mut(d + 2) {
+                part.fill(0.0);
+                part[0] = f32::NEG_INFINITY;
+            }
+            return;
+        }
+        let stride = blocks.len() * KEYS;
+        let nq = queries.len() / d;
+        // `[query][position]`.
+        let mut scores = vec![0f32; nq * stride];
         let keys = &self.keys[blocks.start * d * KEYS..blocks.end * d * KEYS];
         let values = &self.values[first * d..(first + n) * d];
-        for (query, part) in queries.chunks_exact(d).zip(part.chunks_exact_mut(d + 2)) {
-            for (s, block) in scores
-                .chunks_exact_mut(KEYS)
-                .zip(keys.chunks_exact(d * KEYS))
-            {
-                let mut acc = [0f32; KEYS];
-                for (q, keys) in query.iter().zip(block.chunks_exact(KEYS)) {
-                    for (a, k) in acc.iter_mut().zip(keys) {
-                        *a = q.mul_add(*k, *a);
+        // A block of keys at a time for every query: the block is read from memory once.
+        for (b, block) in keys.chunks_exact(d * KEYS).enumerate() {
+            for (query, s) in queries.chunks_exact(d).zip(scores.chunks_exact_mut(stride)) {
+                // Even and odd dimensions in two sets of registers: two chains of multiply-adds.
+                let (mut even, mut odd) = ([0f32; KEYS], [0f32; KEYS]);
+                for (q, keys) in query.chunks_exact(2).zip(block.chunks_exact(2 * KEYS)) {
+                    let (k0, k1) = keys.split_at(KEYS);
+                    for t in 0..KEYS {
+                        even[t] = q[0].mul_add(k0[t], even[t]);
+                        odd[t] = q[1].mul_add(k1[t], odd[t]);
                     }
                 }
-                for (s, a) in s.iter_mut().zip(acc) {
-                    *s = a * scale;
+                let s = &mut s[b * KEYS..(b + 1) * KEYS];
+                for (s, (e, o)) in s.iter_mut().zip(even.iter().zip(&odd)) {
+                    *s = (e + o) * scale;
                 }
             }
-            let scores = &mut scores[..n];
+        }
+        for (s, part) in scores
+            .chunks_exact_mut(stride)
+            .zip(part.chunks_exact_mut(d + 2))
+        {
+            let s = &mut s[..n];
             // Sixteen lanes of maxima and sums, so that the loops vectorize.
             let mut lanes = [f32::NEG_INFINITY; 16];
-            for chunk in scores.chunks(16) {
+            for chunk in s.chunks(16) {
                 for (m, s) in lanes.iter_mut().zip(chunk) {
                     *m = if *s > *m { *s } else { *m };
                 }
             }
             let max = lanes.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b));
-            for s in scores.iter_mut() {
+            for s in s.iter_mut() {
                 *s = exp(*s - max);
             }
             let mut sums = [0f32; 16];
-            for chunk in scores.chunks(16) {
+            for chunk in s.chunks(16) {
                 for (t, s) in sums.iter_mut().zip(chunk) {
                     *t += s;
                 }
             }
-            let (head, out) = part.split_at_mut(2);
-            head[0] = max;
-            head[1] = sums.iter().sum();
-            if D == 0 {
+            part[0] = max;
+            part[1] = sums.iter().sum();
+        }
+        if D == 0 {
+            for (s, part) in scores
+                .chunks_exact(stride)
+                .zip(part.chunks_exact_mut(d + 2))
+            {
+                let out = &mut part[2..];
                 out.fill(0.0);
-                for (p, v) in scores.iter().zip(values.chunks_exact(d)) {
+                for (p, v) in s[..n].iter().zip(values.chunks_exact(d)) {
                     for (o, v) in out.iter_mut().zip(v) {
                         *o = p.mul_add(*v, *o);
                     }
                 }
-                continue;
             }
+            return;
+        }
+        for (s, part) in scores
+            .chunks_exact(stride)
+            .zip(part.chunks_exact_mut(d + 2))
+        {
+            let (s, out) = (&s[..n], &mut part[2..]);
             // Even and odd positions in two sets of registers: two chains of multiply-adds.
             let (mut even, mut odd) = ([0f32; D], [0f32; D]);
-            let pairs = scores.chunks_exact(2).zip(values.chunks_exact(2 * D));
-            for (p, v) in pairs {
+            for (p, v) in s.chunks_exact(2).zip(values.chunks_exact(2 * D)) {
                 let (v0, v1) = v.split_at(D);
                 let (Ok(v0), Ok(v1)) = (<&[f32; D]>::try_from(v0), <&[f32; D]>::try_from(v1))
                 else {
@@ -175,7 +216,7 @@ impl HeadCache {
                 }
             }
             if n % 2 == 1 {
-                let p = scores[n - 1];
+                let p = s[n - 1];
                 for (o, v) in even.iter_mut().zip(&values[(n - 1) * D..n * D]) {
                     *o = p.mul_add(*v, *o);
                 }
@@ -288,29 +329,32 @@ mod tests {
             for (k, v) in keys.iter().zip(&values) {
                 cache.push(k, v);
             }
-            assert_eq!(cache.blocks(), len.div_ceil(KEYS));
             let queries = random(3 * d);
-            // In one part, with the vector features...
-            let mut part = vec![f32::NAN; 3 * (d + 2)];
-            cache.attend_part(&queries, 0.4, 0..cache.blocks(), &mut part);
-            let mut out = vec![f32::NAN; 3 * d];
-            combine(&[&part], d, &mut out);
-            // ...and in two parts, one of them without the vector features.
-            let split = cache.blocks() / 2;
-            let mut parts = [vec![f32::NAN; 3 * (d + 2)], vec![f32::NAN; 3 * (d + 2)]];
-            cache.part(&queries, 0.4, 0..split, &mut parts[0]);
-            cache.attend_part(&queries, 0.4, split..cache.blocks(), &mut parts[1]);
-            let mut portable = vec![f32::NAN; 3 * d];
-            combine(&[&parts[0], &parts[1]], d, &mut portable);
-            for (r, q) in queries.chunks_exact(d).enumerate() {
-                let want = reference(&keys, &values, q, 0.4);
-                for t in 0..d {
-                    for got in [out[r * d + t], portable[r * d + t]] {
-                        assert!(
-                            (f64::from(got) - want[t]).abs() < 1e-5,
-                            "len {len}, query {r}, dim {t}: {got} vs {}",
-                            want[t]
-                        );
+            // Every position, and (a query at an earlier position) the first few only.
+            for upto in [len, len.div_ceil(3)] {
+                let blocks = HeadCache::blocks_for(upto);
+                // In one part, with the vector features...
+                let mut part = vec![f32::NAN; 3 * (d + 2)];
+                cache.attend_part(&queries, 0.4, 0..blocks, upto, &mut part);
+                let mut out = vec![f32::NAN; 3 * d];
+                combine(&[&part], d, &mut out);
+                // ...and in two parts, one of them without the vector features.
+                let split = blocks / 2;
+                let mut parts = [vec![f32::NAN; 3 * (d + 2)], vec![f32::NAN; 3 * (d + 2)]];
+                cache.part(&queries, 0.4, 0..split, upto, &mut parts[0]);
+                cache.attend_part(&queries, 0.4, split..blocks, upto, &mut parts[1]);
+                let mut portable = vec![f32::NAN; 3 * d];
+                combine(&[&parts[0], &parts[1]], d, &mut portable);
+                for (r, q) in queries.chunks_exact(d).enumerate() {
+                    let want = reference(&keys[..upto], &values[..upto], q, 0.4);
+                    for t in 0..d {
+                        for got in [out[r * d + t], portable[r * d + t]] {
+                            assert!(
+                                (f64::from(got) - want[t]).abs() < 1e-5,
+                                "len {len} upto {upto}, query {r}, dim {t}: {got} vs {}",
+                                want[t]
+                            );
+                        }
                     }
                 }
             }

@@ -2,9 +2,11 @@
 //! penalty, stopping on end-of-sequence ids or when the caller says so (stop strings, cancel),
 //! and a callback per token for streaming.
 
+pub mod continuous;
 pub mod score;
 use crate::data::rng::SeededRng;
-use crate::model::decode::FastDecoder;
+use crate::model::decode::{BatchStep, Decoder, gpu_batch};
+use crate::model::generation::continuous::{Request, Update, decode_continuously};
 use crate::model::llama::{KvCache, Llama};
 use crate::model::nn::Path;
 use candle_core::{Result, Tensor};
@@ -170,11 +172,15 @@ pub(crate) fn argmax(values: &[f32]) -> u32 {
 }
 
 /// Tokens and time of a generation, for tokens/s: prefill is the forward over the prompts up to
-/// the first new token's logits and the decoder's setup from its cache, decode the rest.
+/// the first new token's logits and the decoder's setup from its cache (with sequences joining
+/// while others decode, every step that prefills a prompt), decode the rest. `decoded_tokens`
+/// are the new tokens that came out of the decode steps: `decoded_tokens / decode` is the rate
+/// of decoding alone.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Timing {
     pub prompt_tokens: usize,
     pub new_tokens: usize,
+    pub decoded_tokens: usize,
     pub prefill: Duration,
     pub decode: Duration,
 }
@@ -204,11 +210,81 @@ pub fn generate(
         .ok_or_else(|| candle_core::Error::Msg("no output for the prompt".into()))
 }
 
-/// Generates after every prompt at once: the prompts are left-padded to one length and masked,
-/// so each row's tokens are those it would get alone. `on_token(row, generated)` runs after each
-/// new token of a row; a row that stops (end of sequence, its callback, max tokens) stays
-/// stopped while the others go on.
+/// Generates after every prompt at once, each row getting the tokens it would get alone.
+/// `on_token(row, generated)` runs after each new token of a row; a row that stops (end of
+/// sequence, its callback, max tokens) leaves the batch while the others go on.
+///
+/// A block-quantized model on the CPU decodes the rows as sequences of their own
+/// ([`continuous`]: no padding, each prompt's prefill and every step's products shared, a row's
+/// bits those it gets alone). Other models left-pad the prompts to one length and mask the
+/// padding (on a GPU the decode steps then take its decoder).
 pub fn generate_batch(
+    model: &Llama,
+    prompts: &[Vec<u32>],
+    params: &GenerationParams,
+    eos: &[u32],
+    on_token: &mut dyn FnMut(usize, &[u32]) -> Flow,
+) -> Result<Batch> {
+    if prompts.iter().any(Vec::is_empty) {
+        candle_core::bail!("cannot generate after an empty prompt");
+    }
+    if let Some(mut decoder) = Decoder::new(model, Vec::new())? {
+        return generate_sequences(&mut decoder, prompts, params, eos, on_token);
+    }
+    generate_padded(model, prompts, params, eos, on_token)
+}
+
+/// [`generate_batch`] on the CPU decoder: every prompt a request, all of them decoding together.
+fn generate_sequences(
+    decoder: &mut Decoder,
+    prompts: &[Vec<u32>],
+    params: &GenerationParams,
+    eos: &[u32],
+    on_token: &mut dyn FnMut(usize, &[u32]) -> Flow,
+) -> Result<Batch> {
+    let started = Instant::now();
+    let mut waiting = prompts.iter().enumerate();
+    let mut outputs: Vec<Option<Generated>> = vec![None; prompts.len()];
+    let steps = decode_continuously(
+        decoder,
+        prompts.len(),
+        &mut |_| {
+            waiting.next().map(|(i, p)| {
+                let request = Request {
+                    prompt: p.clone(),
+                    params: params.clone(),
+                    eos: eos.to_vec(),
+                    adapter: 0,
+                };
+                (i as u64, request)
+            })
+        },
+        &mut |id, update| match update {
+            Update::Token(generated) => on_token(id as usize, generated),
+            Update::Done(output, _) => {
+                outputs[id as usize] = Some(output);
+                Flow::Continue
+            }
+        },
+    )?;
+    let outputs: Vec<Generated> = outputs
+        .into_iter()
+        .map(|o| o.ok_or_else(|| candle_core::Error::Msg("a prompt got no output".into())))
+        .collect::<Result<_>>()?;
+    Ok(Batch {
+        timing: Timing {
+            prompt_tokens: prompts.iter().map(Vec::len).sum(),
+            new_tokens: outputs.iter().map(|o| o.ids.len()).sum(),
+            decoded_tokens: steps.decoded_tokens,
+            prefill: steps.prefill,
+            decode: started.elapsed().saturating_sub(steps.prefill),
+        },
+        outputs,
+    })
+}
+
+/// [`generate_batch`] with the prompts left-padded to one length and masked.
+fn generate_padded(
     model: &Llama,
     prompts: &[Vec<u32>],
     params: &GenerationParams,
@@ -218,25 +294,17 @@ pub fn generate_batch(
     let started = Instant::now();
     let b = prompts.len();
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    if prompts.iter().any(Vec::is_empty) {
-        candle_core::bail!("cannot generate after an empty prompt");
-    }
     let mut rows: Vec<Row> = prompts
         .iter()
-        .map(|p| Row {
-            context: p.clone(),
-            generated: Vec::new(),
-            stop: (params.max_new_tokens == 0).then_some(StopReason::MaxTokens),
-            sampler: Sampler::new(params),
-        })
+        .map(|p| Row::new(p.clone(), params))
         .collect();
     let (pads, padded) = left_padded(prompts);
     let mut cache = KvCache::with_left_padding(pads);
     let mut input = Tensor::from_vec(padded, (b, longest), model.device())?;
     let mut offset = 0;
     let mut prefill = None;
-    // After the prefill, the decode steps take the fast path where the model allows.
-    let mut decoder: Option<FastDecoder> = None;
+    // After the prefill, the decode steps take the GPU's decoder where the model is on one.
+    let mut decoder: Option<BatchStep> = None;
     // The ids fed at the last step, one per row.
     let mut fed: Vec<u32> = Vec::new();
     while rows.iter().any(|r| r.stop.is_none()) {
@@ -248,7 +316,7 @@ pub fn generate_batch(
             break;
         }
         let logits = match decoder.as_mut() {
-            Some(d) => d.step(&fed)?,
+            Some(step) => step(&fed)?,
             // On a pool thread: the step's many parallel products then start from inside the
             // pool instead of each waking it from outside, which costs more than a small product.
             None => rayon::scope(|_| -> Result<Vec<Vec<f32>>> {
@@ -261,7 +329,7 @@ pub fn generate_batch(
         };
         if prefill.is_none() {
             // Setting the decoder up from the prefill's cache counts as prefill.
-            decoder = FastDecoder::new(model, &cache, longest + params.max_new_tokens)?;
+            decoder = gpu_batch(model, &cache, longest + params.max_new_tokens)?;
             prefill = Some(started.elapsed());
         }
         offset += t;
@@ -281,10 +349,14 @@ pub fn generate_batch(
             stop: r.stop.unwrap_or(StopReason::MaxTokens),
         })
         .collect();
+    let new_tokens = outputs.iter().map(|o| o.ids.len()).sum();
+    // Each row's first token came out of the prefill.
+    let first_tokens = outputs.iter().filter(|o| !o.ids.is_empty()).count();
     Ok(Batch {
         timing: Timing {
             prompt_tokens: prompts.iter().map(Vec::len).sum(),
-            new_tokens: outputs.iter().map(|o| o.ids.len()).sum(),
+            new_tokens,
+            decoded_tokens: new_tokens - first_tokens,
             prefill,
             decode: started.elapsed().saturating_sub(prefill),
         },
@@ -306,7 +378,7 @@ pub(crate) fn left_padded(prompts: &[Vec<u32>]) -> (Vec<usize>, Vec<u32>) {
 }
 
 /// One prompt of a batch.
-struct Row {
+pub(crate) struct Row {
     context: Vec<u32>,
     generated: Vec<u32>,
     stop: Option<StopReason>,
@@ -314,9 +386,18 @@ struct Row {
 }
 
 impl Row {
+    pub(crate) fn new(prompt: Vec<u32>, params: &GenerationParams) -> Row {
+        Row {
+            context: prompt,
+            generated: Vec::new(),
+            stop: (params.max_new_tokens == 0).then_some(StopReason::MaxTokens),
+            sampler: Sampler::new(params),
+        }
+    }
+
     /// Takes the next token from this row's logits; returns the id to feed next (a stopped row
     /// feeds its last token, whose outputs are ignored).
-    fn step(
+    pub(crate) fn step(
         &mut self,
         logits: &[f32],
         eos: &[u32],

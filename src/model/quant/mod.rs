@@ -323,6 +323,10 @@ impl Group<'_> {
     }
 }
 
+/// 1.5 · 2^23, and its bits: `x + MAGIC` holds `round(x)` in its low bits for `|x| < 2^22`.
+const MAGIC: f32 = 12_582_912.0;
+const MAGIC_BITS: i32 = 0x4b40_0000;
+
 /// An activation row rounded to 8 bits per block: `x ≈ d · q`, and `s = d · Σq` per block. As in
 /// ggml, `d` and `s` are rounded to f16 and the values to the nearest integer, ties to even.
 pub(crate) struct QuantizedRow {
@@ -345,17 +349,25 @@ impl QuantizedRow {
         };
         let to_f16 = |v: f32| half::f16::from_f32(v).to_f32();
         for block in x.chunks_exact(BLOCK) {
-            let amax = block.iter().fold(0f32, |a, v| a.max(v.abs()));
+            // Plain comparisons in eight lanes, so that the loop vectorizes.
+            let mut lanes = [0f32; 8];
+            for chunk in block.chunks_exact(8) {
+                for (m, v) in lanes.iter_mut().zip(chunk) {
+                    let a = v.abs();
+                    *m = if a > *m { a } else { *m };
+                }
+            }
+            let amax = lanes.iter().fold(0f32, |a, v| a.max(*v));
             let d = amax / 127.0;
             let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-            let mut sum = 0i32;
-            for v in block {
-                // Adding and removing 1.5 · 2^23 rounds to the nearest integer, ties to even
-                // (|v · inv| ≤ 127), without a call to the C library's rintf.
-                let q = ((v * inv + 12_582_912.0) - 12_582_912.0) as i8;
-                sum += i32::from(q);
-                out.q.push(q);
+            let mut q = [0i8; BLOCK];
+            for (q, v) in q.iter_mut().zip(block) {
+                // Adding 1.5 · 2^23 rounds to the nearest integer, ties to even (|v · inv| ≤
+                // 127), and leaves it in the low bits of the sum.
+                *q = ((v * inv + MAGIC).to_bits() as i32 - MAGIC_BITS) as i8;
             }
+            let sum: i32 = q.iter().map(|q| i32::from(*q)).sum();
+            out.q.extend_from_slice(&q);
             let (d, s) = (to_f16(d), to_f16(d * sum as f32));
             out.d.push(d);
             out.s.push(s);

@@ -14,35 +14,65 @@ impl BlockMatrix {
         matmul_many(&[self], x, n).pop().unwrap_or_default()
     }
 
-    /// `out[l] = a · row(GROUP g + l)` for the rows of group `g` (padding rows give 0).
-    pub(crate) fn dot_group(&self, kernel: Kernel, g: usize, a: &QuantizedRow) -> [f32; GROUP] {
+    /// `out[r][l] = a[r] · row(GROUP g + l)` for the rows of group `g` (padding rows give 0) and
+    /// each activation row: the group's values are read once for up to four activation rows.
+    /// A row's result has the same bits whichever rows are beside it.
+    pub(crate) fn dot_group(
+        &self,
+        kernel: Kernel,
+        g: usize,
+        a: &[&QuantizedRow],
+        out: &mut [[f32; GROUP]],
+    ) {
         let w = self.group(g);
-        let offsets = match self.kind {
-            BlockKind::Q4_0 => &a.s8,
-            BlockKind::Q4_1 | BlockKind::Q8_0 => &a.s,
-        };
+        for (a, out) in a.chunks(ROWS_AT_ONCE).zip(out.chunks_mut(ROWS_AT_ONCE)) {
+            match a.len() {
+                4 => out.copy_from_slice(&self.dot_rows::<4>(kernel, &w, a)),
+                3 => out.copy_from_slice(&self.dot_rows::<3>(kernel, &w, a)),
+                2 => out.copy_from_slice(&self.dot_rows::<2>(kernel, &w, a)),
+                _ => out.copy_from_slice(&self.dot_rows::<1>(kernel, &w, a)),
+            }
+        }
+    }
+
+    #[inline]
+    fn dot_rows<const R: usize>(
+        &self,
+        kernel: Kernel,
+        w: &super::Group,
+        a: &[&QuantizedRow],
+    ) -> [[f32; GROUP]; R] {
+        let a: &[&QuantizedRow; R] = a.try_into().expect("R activation rows");
+        let offsets: [&[f32]; R] = std::array::from_fn(|r| match self.kind {
+            BlockKind::Q4_0 => a[r].s8.as_slice(),
+            BlockKind::Q4_1 | BlockKind::Q8_0 => a[r].s.as_slice(),
+        });
         match kernel {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: the kernel's features were detected at run time (`Kernel::detect`); the
             // group and the activations have the same number of blocks.
             Kernel::Vnni => unsafe {
                 match self.kind {
-                    BlockKind::Q8_0 => simd::dot_q8_vnni(&w, a),
-                    BlockKind::Q4_0 | BlockKind::Q4_1 => simd::dot_q4_vnni(&w, a, offsets),
+                    BlockKind::Q8_0 => simd::dot_q8_vnni(w, a),
+                    BlockKind::Q4_0 | BlockKind::Q4_1 => simd::dot_q4_vnni(w, a, offsets),
                 }
             },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
             Kernel::Avx2 => unsafe {
                 match self.kind {
-                    BlockKind::Q8_0 => simd::dot_q8_avx2(&w, a),
-                    BlockKind::Q4_0 | BlockKind::Q4_1 => simd::dot_q4_avx2(&w, a, offsets),
+                    BlockKind::Q8_0 => simd::dot_q8_avx2(w, a),
+                    BlockKind::Q4_0 | BlockKind::Q4_1 => simd::dot_q4_avx2(w, a, offsets),
                 }
             },
-            Kernel::Portable => portable::dot(&w, a, offsets),
+            Kernel::Portable => std::array::from_fn(|r| portable::dot(w, a[r], offsets[r])),
         }
     }
 }
+
+/// Activation rows a kernel call takes: each adds two chains of integer sums and two of floats
+/// in registers.
+const ROWS_AT_ONCE: usize = 4;
 
 /// The dot-product code this CPU runs, detected once per product rather than once per row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,10 +123,12 @@ pub fn matmul_many(weights: &[&BlockMatrix], x: &[f32], n: usize) -> Vec<Vec<f32
         })
         .collect();
     let kernel = Kernel::detect();
+    let acts: Vec<&QuantizedRow> = acts.iter().collect();
     tasks.into_par_iter().for_each(|(w, first, chunk)| {
+        let mut y = vec![[0f32; GROUP]; n];
         for (i, out) in chunk.chunks_exact_mut(GROUP * n).enumerate() {
-            for (j, a) in acts.iter().enumerate() {
-                let y = w.dot_group(kernel, first + i, a);
+            w.dot_group(kernel, first + i, &acts, &mut y);
+            for (j, y) in y.iter().enumerate() {
                 for (l, v) in y.iter().enumerate() {
                     out[l * n + j] = *v;
                 }

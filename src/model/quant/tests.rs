@@ -205,13 +205,35 @@ fn every_kernel_gives_the_portable_code_s_bits() -> Result<()> {
                 }
             })
             .collect();
-        let a = QuantizedRow::new(&x);
+        // Seven activation rows: a call of four rows and one of three, each row's bits those
+        // of the row alone.
+        let rows_of_x: Vec<QuantizedRow> = (0..7)
+            .map(|r| {
+                let xr: Vec<f32> = x.iter().map(|v| v * (1.0 + r as f32 * 0.37)).collect();
+                QuantizedRow::new(&xr)
+            })
+            .collect();
+        let acts: Vec<&QuantizedRow> = rows_of_x.iter().collect();
         let m = BlockMatrix::from_bytes(kind, rows, cols, &random_blocks(kind, rows, cols, 2))?;
+        let bits = |out: &[[f32; GROUP]]| -> Vec<u32> {
+            out.iter().flatten().map(|v| v.to_bits()).collect()
+        };
         for g in 0..m.groups() {
-            let want = m.dot_group(Kernel::Portable, g, &a).map(f32::to_bits);
+            let mut want = vec![[0f32; GROUP]; acts.len()];
+            m.dot_group(Kernel::Portable, g, &acts, &mut want);
             for k in &kernels {
-                let got = m.dot_group(*k, g, &a).map(f32::to_bits);
-                assert_eq!(got, want, "{kind:?} {cols} cols, group {g}: {k:?}");
+                let mut got = vec![[0f32; GROUP]; acts.len()];
+                m.dot_group(*k, g, &acts, &mut got);
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "{kind:?} {cols} cols, group {g}: {k:?}"
+                );
+                for (r, a) in acts.iter().enumerate() {
+                    let mut alone = [[0f32; GROUP]];
+                    m.dot_group(*k, g, &[a], &mut alone);
+                    assert_eq!(bits(&alone), bits(&got[r..r + 1]), "row {r} alone, {k:?}");
+                }
             }
         }
     }

@@ -65,105 +65,136 @@ fn dp_vnni(acc: __m256i, x: __m256i, q: __m256i) -> __m256i {
     _mm256_dpbusd_epi32(acc, x, q)
 }
 
-/// The loop over a group's blocks, shared by the kernels: `$sums(b)` gives block `b`'s
-/// eight exact integer sums; the 4-bit kinds add their offsets. A macro so that each kernel
-/// inlines its own code; it expands to unsafe calls whose features the enclosing function
-/// must enable.
+/// The loop over a group's blocks, shared by the kernels, for `R` activation rows at once: the
+/// group's values are loaded (and for the 4-bit kinds unpacked) once per step for all rows.
+/// `$sums(b, sums)` adds block `b`'s exact integer sums of row `r` into the two chains
+/// `sums[r]`; the 4-bit kinds add their offsets. Each row's floating-point operations are those
+/// of a row alone, in the same order, so a row's result does not depend on the rows beside it.
+/// A macro so that each kernel inlines its own code; it expands to unsafe calls whose features
+/// the enclosing function must enable.
 macro_rules! group_dot {
-    ($w:expr, $a:expr, $offsets:expr, |$b:ident| $sums:expr) => {{
-        let (w, a): (&Group, &QuantizedRow) = ($w, $a);
-        let offsets: Option<&[f32]> = $offsets;
-        let (mut acc, mut off) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    ($w:expr, $a:expr, $offsets:expr, |$b:ident, $sums:ident| $step:expr) => {{
+        let (w, a): (&Group, &[&QuantizedRow; R]) = ($w, $a);
+        let offsets: Option<[&[f32]; R]> = $offsets;
+        let (mut acc, mut off) = ([_mm256_setzero_ps(); R], [_mm256_setzero_ps(); R]);
         let per_block = w.kind.scales_per_block() * GROUP;
         for $b in 0..w.blocks {
-            let sums = _mm256_cvtepi32_ps($sums);
+            let mut $sums = [[_mm256_setzero_si256(); 2]; R];
+            $step;
             // SAFETY: block b's scales are in the group (`per_block` of them).
             let d = unsafe { load8_f16(w.scales, $b * per_block) };
-            acc = _mm256_fmadd_ps(sums, _mm256_mul_ps(d, _mm256_set1_ps(a.d[$b])), acc);
+            for r in 0..R {
+                let sums = _mm256_cvtepi32_ps(_mm256_add_epi32($sums[r][0], $sums[r][1]));
+                acc[r] =
+                    _mm256_fmadd_ps(sums, _mm256_mul_ps(d, _mm256_set1_ps(a[r].d[$b])), acc[r]);
+            }
             if let Some(offsets) = offsets {
                 // SAFETY: as above; the second eight follow the scales.
                 let m = unsafe { load8_f16(w.scales, $b * per_block + GROUP) };
-                off = _mm256_fmadd_ps(m, _mm256_set1_ps(offsets[$b]), off);
+                for r in 0..R {
+                    off[r] = _mm256_fmadd_ps(m, _mm256_set1_ps(offsets[r][$b]), off[r]);
+                }
             }
         }
-        let mut out = [0f32; GROUP];
-        // SAFETY: eight floats fit `out`.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(acc, off)) };
+        let mut out = [[0f32; GROUP]; R];
+        for r in 0..R {
+            // SAFETY: eight floats fit `out[r]`.
+            unsafe { _mm256_storeu_ps(out[r].as_mut_ptr(), _mm256_add_ps(acc[r], off[r])) };
+        }
         out
     }};
 }
 
 /// Block `b` of a 4-bit group: per four-byte step, the low nibbles pair with activations
-/// `4k..4k + 4` and the high ones with `16 + 4k..`; two chains of sums.
+/// `4k..4k + 4` and the high ones with `16 + 4k..`, in two chains per row.
 macro_rules! q4_sums {
-    ($dp:ident, $w:expr, $a:expr, $b:expr) => {{
-        let (w, a, b): (&Group, &QuantizedRow, usize) = ($w, $a, $b);
+    ($dp:ident, $w:expr, $a:expr, $b:expr, $sums:expr) => {{
+        let (w, a, b): (&Group, &[&QuantizedRow; R], usize) = ($w, $a, $b);
+        let sums: &mut [[__m256i; 2]; R] = $sums;
         let low = _mm256_set1_epi8(0x0f);
-        let (mut lo_sum, mut hi_sum) = (_mm256_setzero_si256(), _mm256_setzero_si256());
         let base = b * GROUP * (BLOCK / 2);
         for k in 0..BLOCK / 2 / LANE_BYTES {
-            // SAFETY: the four steps of block b lie in the group's values and activations.
-            let (packed, q_lo, q_hi) = unsafe {
-                (
-                    load32(w.values, base + k * GROUP * LANE_BYTES),
-                    broadcast4(&a.q, b * BLOCK + k * LANE_BYTES),
-                    broadcast4(&a.q, b * BLOCK + BLOCK / 2 + k * LANE_BYTES),
-                )
-            };
+            // SAFETY: the four steps of block b lie in the group's values.
+            let packed = unsafe { load32(w.values, base + k * GROUP * LANE_BYTES) };
             let lo = _mm256_and_si256(packed, low);
             let hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low);
-            lo_sum = $dp(lo_sum, lo, q_lo);
-            hi_sum = $dp(hi_sum, hi, q_hi);
+            for r in 0..R {
+                // SAFETY: the activations have the group's blocks.
+                let (q_lo, q_hi) = unsafe {
+                    (
+                        broadcast4(&a[r].q, b * BLOCK + k * LANE_BYTES),
+                        broadcast4(&a[r].q, b * BLOCK + BLOCK / 2 + k * LANE_BYTES),
+                    )
+                };
+                sums[r][0] = $dp(sums[r][0], lo, q_lo);
+                sums[r][1] = $dp(sums[r][1], hi, q_hi);
+            }
         }
-        _mm256_add_epi32(lo_sum, hi_sum)
     }};
 }
 
 /// Block `b` of an 8-bit group: the weights' signs moved onto the activations, since the
 /// instructions multiply unsigned by signed.
 macro_rules! q8_sums {
-    ($dp:ident, $w:expr, $a:expr, $b:expr) => {{
-        let (w, a, b): (&Group, &QuantizedRow, usize) = ($w, $a, $b);
-        let mut sums = [_mm256_setzero_si256(); 2];
+    ($dp:ident, $w:expr, $a:expr, $b:expr, $sums:expr) => {{
+        let (w, a, b): (&Group, &[&QuantizedRow; R], usize) = ($w, $a, $b);
+        let sums: &mut [[__m256i; 2]; R] = $sums;
         let base = b * GROUP * BLOCK;
         for k in 0..BLOCK / LANE_BYTES {
-            // SAFETY: the eight steps of block b lie in the group's values and activations.
-            let (x, q) = unsafe {
-                (
-                    load32(w.values, base + k * GROUP * LANE_BYTES),
-                    broadcast4(&a.q, b * BLOCK + k * LANE_BYTES),
-                )
-            };
-            sums[k % 2] = $dp(sums[k % 2], _mm256_sign_epi8(x, x), _mm256_sign_epi8(q, x));
+            // SAFETY: the eight steps of block b lie in the group's values.
+            let x = unsafe { load32(w.values, base + k * GROUP * LANE_BYTES) };
+            let unsigned = _mm256_sign_epi8(x, x);
+            for r in 0..R {
+                // SAFETY: the activations have the group's blocks.
+                let q = unsafe { broadcast4(&a[r].q, b * BLOCK + k * LANE_BYTES) };
+                sums[r][k % 2] = $dp(sums[r][k % 2], unsigned, _mm256_sign_epi8(q, x));
+            }
         }
-        _mm256_add_epi32(sums[0], sums[1])
     }};
 }
 
 /// # Safety
-/// AVX2, FMA, F16C, AVX-512 VNNI and VL must be present; `a` has the group's blocks.
+/// AVX2, FMA, F16C, AVX-512 VNNI and VL must be present; each row of `a` has the group's blocks.
 #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-pub(crate) unsafe fn dot_q4_vnni(w: &Group, a: &QuantizedRow, offsets: &[f32]) -> [f32; 8] {
-    group_dot!(w, a, Some(offsets), |b| q4_sums!(dp_vnni, w, a, b))
+pub(crate) unsafe fn dot_q4_vnni<const R: usize>(
+    w: &Group,
+    a: &[&QuantizedRow; R],
+    offsets: [&[f32]; R],
+) -> [[f32; GROUP]; R] {
+    group_dot!(w, a, Some(offsets), |b, sums| q4_sums!(
+        dp_vnni, w, a, b, &mut sums
+    ))
 }
 
 /// # Safety
-/// AVX2, FMA and F16C must be present; `a` has the group's blocks.
+/// AVX2, FMA and F16C must be present; each row of `a` has the group's blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q4_avx2(w: &Group, a: &QuantizedRow, offsets: &[f32]) -> [f32; 8] {
-    group_dot!(w, a, Some(offsets), |b| q4_sums!(dp_avx2, w, a, b))
+pub(crate) unsafe fn dot_q4_avx2<const R: usize>(
+    w: &Group,
+    a: &[&QuantizedRow; R],
+    offsets: [&[f32]; R],
+) -> [[f32; GROUP]; R] {
+    group_dot!(w, a, Some(offsets), |b, sums| q4_sums!(
+        dp_avx2, w, a, b, &mut sums
+    ))
 }
 
 /// # Safety
 /// As [`dot_q4_vnni`].
 #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-pub(crate) unsafe fn dot_q8_vnni(w: &Group, a: &QuantizedRow) -> [f32; 8] {
-    group_dot!(w, a, None, |b| q8_sums!(dp_vnni, w, a, b))
+pub(crate) unsafe fn dot_q8_vnni<const R: usize>(
+    w: &Group,
+    a: &[&QuantizedRow; R],
+) -> [[f32; GROUP]; R] {
+    group_dot!(w, a, None, |b, sums| q8_sums!(dp_vnni, w, a, b, &mut sums))
 }
 
 /// # Safety
 /// As [`dot_q4_avx2`].
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_q8_avx2(w: &Group, a: &QuantizedRow) -> [f32; 8] {
-    group_dot!(w, a, None, |b| q8_sums!(dp_avx2, w, a, b))
+pub(crate) unsafe fn dot_q8_avx2<const R: usize>(
+    w: &Group,
+    a: &[&QuantizedRow; R],
+) -> [[f32; GROUP]; R] {
+    group_dot!(w, a, None, |b, sums| q8_sums!(dp_avx2, w, a, b, &mut sums))
 }
