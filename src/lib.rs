@@ -7,9 +7,9 @@
 //! `model` (the decoder, adapters, tokenizers, decoding) → `pipeline` (prompt to text, the one
 //! way anything generates) → `project` (the project folder, its outputs and reviews) → `train` →
 //! `eval` → `analysis` (bias, explanations) → `registry` (versions, aliases and their history,
-//! quality gates, the CI pipeline over them) → `engine` (the GUI's background jobs) → `app`
-//! (the GUI), `cli` (the command line; it runs the same job functions as the engine, and
-//! starts the GUI).
+//! quality gates, the CI pipeline over them) → `engine` (the GUI's background jobs), `serve` (the
+//! HTTP API, with a model worker of its own) → `app` (the GUI), `cli` (the command line; it runs
+//! the same job functions as the engine, and starts the GUI).
 
 pub mod analysis;
 pub mod app;
@@ -22,6 +22,7 @@ pub mod model;
 pub mod pipeline;
 pub mod project;
 pub mod registry;
+pub mod serve;
 pub mod store;
 pub mod train;
 

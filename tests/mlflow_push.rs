@@ -9,21 +9,18 @@
 //! is put on the server's and the reader's PYTHONPATH.
 
 mod common;
+mod local;
+#[path = "local/python.rs"]
+mod python;
 use common::lablens;
+use local::{demo_project, free_port};
+use python::python;
 
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn python() -> Command {
-    let mut cmd = Command::new("python3");
-    if let Some(path) = std::env::var_os("LABLENS_TEST_PYTHONPATH") {
-        cmd.env("PYTHONPATH", path);
-    }
-    cmd
-}
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -64,11 +61,6 @@ impl Drop for Server {
         }
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("address").port()
 }
 
 fn start_server(dir: &Path) -> Server {
@@ -129,16 +121,7 @@ fn start_server(dir: &Path) -> Server {
 /// A copy of the demo project (the embedded tiny model) with two pipeline runs registered as
 /// versions 1 and 2 of `demo`: production on 1, staging on 2.
 fn project(dir: &Path) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let demo = std::fs::read_to_string(root.join("projects/demo/project.ron")).expect("demo");
-    let sample = root.join("sample_data").display().to_string();
-    let project = dir.join("project");
-    std::fs::create_dir_all(&project).expect("mkdir");
-    std::fs::write(
-        project.join("project.ron"),
-        demo.replace("../../sample_data", &sample),
-    )
-    .expect("project");
+    let project = demo_project(dir);
     let p = project.to_str().expect("utf8");
     for _ in 0..2 {
         ok_json(&lablens(&[

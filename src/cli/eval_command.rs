@@ -42,8 +42,9 @@ pub struct EvalArgs {
     pub split: String,
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Records generated together (1 is faster on the CPU today: see scripts/bench-eval.sh).
-    #[arg(long, default_value_t = 1)]
+    /// Records generated together (each gets what it would alone; scripts/bench-eval.sh
+    /// measures batches against one at a time).
+    #[arg(long, default_value_t = crate::eval::job::DEFAULT_BATCH)]
     pub batch: usize,
     #[arg(long, default_value_t = 256)]
     pub max_new_tokens: usize,

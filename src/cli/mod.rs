@@ -16,6 +16,7 @@ mod pretrain_command;
 mod progress;
 mod registry_command;
 mod reviews_command;
+mod serve_command;
 mod train_command;
 
 use crate::data::load::{DuplicateIds, LoadOptions, ReadLimits};
@@ -155,9 +156,8 @@ pub enum CliCommand {
         /// Keep generating past the end-of-sequence token (for benchmarks).
         #[arg(long)]
         ignore_eos: bool,
-        /// Records of --data generated together (each gets what it would alone). 1 by
-        /// default: one sequence decodes fastest on the CPU.
-        #[arg(long, default_value_t = 1)]
+        /// Records of --data generated together (each gets what it would alone).
+        #[arg(long, default_value_t = crate::eval::job::DEFAULT_BATCH)]
         batch_size: usize,
         #[arg(long)]
         json: bool,
@@ -260,6 +260,14 @@ pub enum CliCommand {
     Mlflow {
         #[command(subcommand)]
         command: mlflow_command::MlflowCommand,
+    },
+    /// Serve the project's model (and a run's or a registry alias's adapter) over an
+    /// OpenAI-compatible HTTP API with clinical endpoints, until SIGINT or SIGTERM.
+    Serve {
+        #[command(flatten)]
+        args: serve_command::ServeArgs,
+        #[arg(long)]
+        json: bool,
     },
     /// Whether this build and machine can run models on a GPU: the GPUs, their memory, the driver,
     /// bf16, and a short forward and backward pass of a model on the device against the CPU;
@@ -526,6 +534,7 @@ pub fn run(command: CliCommand) -> Result<(), CliError> {
         }
         CliCommand::Registry { command } => registry_command::registry_cmd(&command),
         CliCommand::Mlflow { command } => mlflow_command::mlflow_cmd(&command),
+        CliCommand::Serve { args, json } => serve_command::serve_cmd(&args, json),
         CliCommand::Doctor {
             device,
             model,

@@ -33,7 +33,7 @@ pub struct PipelineArgs {
     /// Records of the test split evaluated (default: all).
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Records generated together by the evaluation (default 1).
+    /// Records generated together by the evaluation (default 8, as `lablens eval`).
     #[arg(long)]
     pub batch: Option<usize>,
     /// The longest output the evaluation generates, in tokens (default 256).

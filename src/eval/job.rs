@@ -29,12 +29,15 @@ const PARTIAL_SETTINGS_FILE: &str = "eval.partial.json";
 /// Where the base model's evaluation goes, under the project.
 pub const BASE_DIR: &str = "base";
 
+/// Prompts generated together unless told otherwise.
+pub const DEFAULT_BATCH: usize = 8;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvalOptions {
     pub split: Split,
     pub limit: Option<usize>,
-    /// Prompts generated together. 1 by default: batches of 8 measured slower on the CPU
-    /// (`scripts/bench-eval.sh`: 0.93x on the tiny model, 0.83x on SmolLM2 Q4_1).
+    /// Prompts generated together, each getting what it would alone (8 by default:
+    /// `scripts/bench-eval.sh` measures it against one at a time).
     pub batch: usize,
     pub params: GenerationParams,
     /// Dataset of the project to read; default: the run's, or the one named like the project's task.
@@ -68,7 +71,7 @@ impl Default for EvalOptions {
         EvalOptions {
             split: Split::Test,
             limit: None,
-            batch: 1,
+            batch: DEFAULT_BATCH,
             params: GenerationParams::default(),
             dataset: None,
         }

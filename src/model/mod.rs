@@ -8,7 +8,7 @@
 
 pub mod adapters;
 pub mod config;
-mod decode;
+pub mod decode;
 pub mod doctor;
 pub mod generation;
 pub mod gpu;

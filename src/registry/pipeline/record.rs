@@ -148,7 +148,7 @@ impl Given {
             promote_to: self.promote_to.clone(),
             note: self.note.clone(),
             eval_limit: self.eval_limit,
-            eval_batch: self.eval_batch.unwrap_or(1),
+            eval_batch: self.eval_batch.unwrap_or(crate::eval::job::DEFAULT_BATCH),
             max_new_tokens: self.max_new_tokens.unwrap_or(MAX_NEW_TOKENS),
         };
         check_name("--register", &s.model)?;
@@ -407,7 +407,10 @@ mod tests {
     #[test]
     fn a_new_pipeline_takes_the_evals_defaults_and_refuses_bad_names() {
         let s = given().settings("demo").expect("settings");
-        assert_eq!((s.model.as_str(), s.eval_batch), ("demo", 1));
+        assert_eq!(
+            (s.model.as_str(), s.eval_batch),
+            ("demo", crate::eval::job::DEFAULT_BATCH)
+        );
         assert_eq!(s.max_new_tokens, MAX_NEW_TOKENS);
         let bad = Given {
             promote_to: Some("../prod".into()),

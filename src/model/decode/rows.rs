@@ -1,0 +1,260 @@
+//! The arithmetic of a decode step over its rows (one per token fed): RMSNorm, RoPE, and the
+//! block-quantized products with each row's adapter, the row groups of the weights shared by the
+//! team and read once for every row.
+
+use super::team::{Disjoint, Team};
+use crate::model::nn::linear::LoraLinear;
+use crate::model::nn::weight::BaseWeight;
+use crate::model::quant::products::Kernel;
+use crate::model::quant::{BlockMatrix, GROUP, QuantizedRow};
+use candle_core::Result;
+
+/// Row groups a product is split into per thread, each of at least `MIN_CHUNK_GROUPS`:
+/// long runs of rows stream better than short ones.
+const CHUNKS_PER_THREAD: usize = 4;
+const MIN_CHUNK_GROUPS: usize = 4;
+
+/// A frozen block-quantized projection and its bias.
+pub(super) struct Projection<'m> {
+    pub(super) w: &'m BlockMatrix,
+    pub(super) bias: Option<Vec<f32>>,
+}
+
+impl<'m> Projection<'m> {
+    pub(super) fn new(l: &'m LoraLinear) -> Result<Option<Projection<'m>>> {
+        let BaseWeight::Blocks(w) = &l.base else {
+            return Ok(None);
+        };
+        let bias = l.bias.as_ref().map(|b| b.to_vec1::<f32>()).transpose()?;
+        Ok(Some(Projection { w, bias }))
+    }
+
+    fn rows(&self) -> usize {
+        self.w.dims().0
+    }
+
+    /// Output `row` of the layer from its base value: `+ B low` (the row's adapter), then the
+    /// bias.
+    fn finish(&self, row: usize, base: f32, lora: Option<(&Adapter, &[f32])>) -> f32 {
+        let mut y = base;
+        if let Some((l, low)) = lora {
+            let b = &l.b[row * l.rank..(row + 1) * l.rank];
+            y += b.iter().zip(low).map(|(b, x)| b * x).sum::<f32>();
+        }
+        match &self.bias {
+            Some(bias) => y + bias[row],
+            None => y,
+        }
+    }
+}
+
+/// A LoRA adapter's matrices: A `[rank, in]`, B `[out, rank]`, and its scale alpha / r.
+#[derive(Clone)]
+pub(super) struct Adapter {
+    pub(super) rank: usize,
+    pub(super) a: Vec<f32>,
+    pub(super) b: Vec<f32>,
+    pub(super) scale: f32,
+}
+
+impl Adapter {
+    /// `scale · A x` into `low` (`rank` values).
+    fn low(&self, x: &[f32], low: &mut [f32]) {
+        for (l, a) in low.iter_mut().zip(self.a.chunks_exact(x.len())) {
+            *l = a.iter().zip(x).map(|(a, x)| a * x).sum::<f32>() * self.scale;
+        }
+    }
+}
+
+/// `x += y`, as candle adds.
+pub(super) fn add(x: &mut [f32], y: &[f32]) {
+    for (x, y) in x.iter_mut().zip(y) {
+        *x += y;
+    }
+}
+
+/// RMSNorm as candle-nn computes it on the CPU.
+fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
+    let sum2 = x.iter().map(|v| v * v).sum::<f32>();
+    let m = (sum2 / x.len() as f32 + eps).sqrt();
+    x.iter().zip(weight).map(|(v, w)| v / m * w).collect()
+}
+
+/// RoPE at one position on every head of `x` (halves rotated, as candle-nn's `rope`).
+pub(super) fn rope(x: &mut [f32], d: usize, cos: &[f32], sin: &[f32]) {
+    let half = d / 2;
+    for head in x.chunks_exact_mut(d) {
+        let (a, b) = head.split_at_mut(half);
+        for (((a, b), c), s) in a.iter_mut().zip(b.iter_mut()).zip(cos).zip(sin) {
+            let (x1, x2) = (*a, *b);
+            *a = x1 * c - x2 * s;
+            *b = x1 * s + x2 * c;
+        }
+    }
+}
+
+/// RMSNorm of each row of `x` (rows as long as `weight`) into `out`.
+pub(super) fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut Vec<f32>) {
+    out.clear();
+    for row in x.chunks_exact(weight.len()) {
+        out.extend(rms_norm(row, weight, eps));
+    }
+}
+
+/// Each row of `x` (rows of `cols`) rounded to 8 bits, the rows shared by the team.
+fn quantize_rows(team: &Team, x: &[f32], cols: usize) -> Vec<QuantizedRow> {
+    let rows: Vec<&[f32]> = x.chunks_exact(cols).collect();
+    if rows.len() == 1 {
+        return rows.into_iter().map(QuantizedRow::new).collect();
+    }
+    let slots: Vec<std::sync::OnceLock<QuantizedRow>> =
+        rows.iter().map(|_| std::sync::OnceLock::new()).collect();
+    team.run(rows.len(), &|r| {
+        slots[r].get_or_init(|| QuantizedRow::new(rows[r]));
+    });
+    slots
+        .into_iter()
+        .zip(rows)
+        .map(|(slot, row)| slot.into_inner().unwrap_or_else(|| QuantizedRow::new(row)))
+        .collect()
+}
+
+/// Each row's adapter product `scale · A x`, row `r`'s at `r · stride` (`stride` the largest
+/// rank; nothing for rows without an adapter).
+struct Lows {
+    values: Vec<f32>,
+    stride: usize,
+}
+
+impl Lows {
+    fn new(team: &Team, adapters: &[Option<&Adapter>], x: &[f32]) -> Lows {
+        let stride = adapters.iter().flatten().map(|a| a.rank).max().unwrap_or(0);
+        let mut values = vec![0f32; adapters.len() * stride];
+        if stride > 0 {
+            let cols = x.len() / adapters.len();
+            let target = Disjoint::new(&mut values);
+            team.run(adapters.len(), &|r| {
+                if let Some(a) = adapters[r] {
+                    // SAFETY: row r writes its own values.
+                    let low = unsafe { target.range(r * stride, a.rank) };
+                    a.low(&x[r * cols..(r + 1) * cols], low);
+                }
+            });
+        }
+        Lows { values, stride }
+    }
+
+    /// Row `r`'s adapter and its low-rank product, if it has an adapter.
+    fn of<'a>(
+        &'a self,
+        adapter: Option<&'a Adapter>,
+        r: usize,
+    ) -> Option<(&'a Adapter, &'a [f32])> {
+        adapter.map(|a| (a, &self.values[r * self.stride..r * self.stride + a.rank]))
+    }
+}
+
+/// `outs[i] = x W_i^T + adapter_i(x) + b_i` for each projection and each row of `x` (row `r`
+/// with its adapter `loras[i][r]`), the row groups of all the projections split into chunks
+/// that the team shares; each chunk reads its groups once for every row.
+pub(super) fn product<const N: usize>(
+    team: &Team,
+    kernel: Kernel,
+    projections: [&Projection; N],
+    loras: [&[Option<&Adapter>]; N],
+    x: &[f32],
+    mut outs: [&mut Vec<f32>; N],
+) {
+    let n = loras[0].len();
+    let cols = x.len() / n.max(1);
+    let acts = quantize_rows(team, x, cols);
+    let acts: Vec<&QuantizedRow> = acts.iter().collect();
+    let lows: [Lows; N] = std::array::from_fn(|i| Lows::new(team, loras[i], x));
+    let total: usize = projections.iter().map(|p| p.w.groups()).sum();
+    let chunk = (total / (CHUNKS_PER_THREAD * team.size())).max(MIN_CHUNK_GROUPS);
+    let counts: [usize; N] = std::array::from_fn(|i| projections[i].w.groups().div_ceil(chunk));
+    for (out, p) in outs.iter_mut().zip(&projections) {
+        out.clear();
+        out.resize(n * p.rows(), 0.0);
+    }
+    let targets: Vec<Disjoint> = outs.iter_mut().map(|o| Disjoint::new(o)).collect();
+    team.run(counts.iter().sum(), &|mut i| {
+        let mut p = 0;
+        while i >= counts[p] {
+            i -= counts[p];
+            p += 1;
+        }
+        let (w, rows) = (projections[p].w, projections[p].rows());
+        let groups = i * chunk..((i + 1) * chunk).min(w.groups());
+        let first = groups.start * GROUP;
+        let last = (groups.end * GROUP).min(rows);
+        // SAFETY: chunk i of projection p writes its own rows of every activation row.
+        let mut out: Vec<&mut [f32]> = (0..n)
+            .map(|r| unsafe { targets[p].range(r * rows + first, last - first) })
+            .collect();
+        let mut y = vec![[0f32; GROUP]; n];
+        for g in groups.clone() {
+            w.dot_group(kernel, g, &acts, &mut y);
+            for (r, (out, y)) in out.iter_mut().zip(&y).enumerate() {
+                let lora = lows[p].of(loras[p][r], r);
+                let at = (g - groups.start) * GROUP;
+                for (l, (o, y)) in out[at..].iter_mut().zip(y).enumerate() {
+                    *o = projections[p].finish(g * GROUP + l, *y, lora);
+                }
+            }
+        }
+    });
+}
+
+/// `silu(gate(x)) · up(x)` into `out` for each row of `x` (each with its adapter and bias):
+/// each chunk takes the same rows of the gate and up projections and combines them, so that the
+/// activation runs on every core.
+pub(super) fn swiglu(
+    team: &Team,
+    kernel: Kernel,
+    [gate, up]: &[Projection; 2],
+    [gate_lora, up_lora]: [&[Option<&Adapter>]; 2],
+    x: &[f32],
+    out: &mut Vec<f32>,
+) {
+    let n = gate_lora.len();
+    let cols = x.len() / n.max(1);
+    let acts = quantize_rows(team, x, cols);
+    let acts: Vec<&QuantizedRow> = acts.iter().collect();
+    let (gate_low, up_low) = (Lows::new(team, gate_lora, x), Lows::new(team, up_lora, x));
+    let rows = gate.rows();
+    let groups = gate.w.groups();
+    let chunk = (2 * groups / (CHUNKS_PER_THREAD * team.size())).max(MIN_CHUNK_GROUPS);
+    out.clear();
+    out.resize(n * rows, 0.0);
+    let target = Disjoint::new(out);
+    team.run(groups.div_ceil(chunk), &|i| {
+        let range = i * chunk..((i + 1) * chunk).min(groups);
+        let (first, last) = (range.start * GROUP, (range.end * GROUP).min(rows));
+        // SAFETY: chunk i writes its own rows of every activation row.
+        let mut out: Vec<&mut [f32]> = (0..n)
+            .map(|r| unsafe { target.range(r * rows + first, last - first) })
+            .collect();
+        let (mut xs, mut us) = (vec![[0f32; GROUP]; n], vec![[0f32; GROUP]; n]);
+        for g in range.clone() {
+            gate.w.dot_group(kernel, g, &acts, &mut xs);
+            up.w.dot_group(kernel, g, &acts, &mut us);
+            for (r, out) in out.iter_mut().enumerate() {
+                let gl = gate_low.of(gate_lora[r], r);
+                let ul = up_low.of(up_lora[r], r);
+                let at = (g - range.start) * GROUP;
+                for (l, (o, (x, u))) in out[at..]
+                    .iter_mut()
+                    .zip(xs[r].iter().zip(&us[r]))
+                    .enumerate()
+                {
+                    let row = g * GROUP + l;
+                    let x = gate.finish(row, *x, gl);
+                    let u = up.finish(row, *u, ul);
+                    // As the fused SwiGLU op computes it.
+                    *o = x / (1.0 + (-x).exp()) * u;
+                }
+            }
+        }
+    });
+}

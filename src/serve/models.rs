@@ -1,0 +1,244 @@
+//! The models a server answers for: the base model, and the adapters on it (a run's, or the
+//! version a registry alias names), each listed under its own id in `GET /v1/models` and picked
+//! by a request's `model` field.
+
+use super::openai::ApiError;
+use crate::eval::job::target::{Target, resolve};
+use crate::job::JobError;
+use crate::model::loading::{DeviceChoice, ModelSpec, TINY, tiny_model_folder};
+use crate::project::OpenProject;
+use crate::registry::RegisteredModel;
+use crate::registry::aliases::read_state;
+use crate::registry::version::{read_version, verify_files};
+use crate::train::config::TrainConfig;
+use crate::train::run::ADAPTER_DIR;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+/// The longest context a server asks of a model (the model's own is the cap).
+const SERVE_CONTEXT: usize = 4096;
+
+/// Which adapter is served beside the base model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdapterSource {
+    None,
+    /// A run of the project: its final adapter, else its last checkpoint.
+    Run(String),
+    /// The version a registry alias names, as `NAME@ALIAS`.
+    Registry {
+        name: String,
+        alias: String,
+    },
+}
+
+impl AdapterSource {
+    /// `NAME@ALIAS` of `--registry`.
+    pub fn registry(text: &str) -> Result<AdapterSource, JobError> {
+        match text.split_once('@') {
+            Some((name, alias)) if !name.is_empty() && !alias.is_empty() => {
+                Ok(AdapterSource::Registry {
+                    name: name.to_string(),
+                    alias: alias.to_string(),
+                })
+            }
+            _ => Err(JobError::Usage(format!(
+                "--registry: {text:?} is not NAME@ALIAS (like demo@production)"
+            ))),
+        }
+    }
+}
+
+/// One model id the server answers for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServedModel {
+    pub id: String,
+    /// The adapter on the base model; `None`: the base model alone.
+    pub adapter: Option<PathBuf>,
+    /// When its files were made, in seconds since 1970 (OpenAI's `created`).
+    pub created: u64,
+}
+
+/// What a server loads and the ids it answers for.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub spec: ModelSpec,
+    pub models: Vec<ServedModel>,
+    /// The model of requests that name none: the adapter when there is one.
+    pub default: usize,
+}
+
+impl Plan {
+    /// The served model `id` names (`None`: the default one).
+    pub fn find(&self, id: Option<&str>) -> Result<usize, ApiError> {
+        let Some(id) = id else {
+            return Ok(self.default);
+        };
+        self.models.iter().position(|m| m.id == id).ok_or_else(|| {
+            let known: Vec<&str> = self.models.iter().map(|m| m.id.as_str()).collect();
+            ApiError {
+                status: 404,
+                ..ApiError::field(
+                    "model",
+                    "model_not_found",
+                    format!(
+                        "model: {id:?} is not served here; the models are {}",
+                        known.join(", ")
+                    ),
+                )
+            }
+        })
+    }
+
+    /// The adapters the worker loads, in the order of `models`.
+    pub fn adapters(&self) -> impl Iterator<Item = &Path> {
+        self.models.iter().filter_map(|m| m.adapter.as_deref())
+    }
+}
+
+fn created(path: &Path) -> u64 {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The base model's id: `tiny`, or its folder's or file's name.
+fn base_id(spec: &ModelSpec) -> String {
+    if spec.path.as_os_str() == TINY {
+        return TINY.to_string();
+    }
+    spec.path.file_name().map_or_else(
+        || spec.path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// The registry version `alias` of model `name` names: its base model and its adapter folder,
+/// refused when a file of the version changed since it was registered.
+fn registered(
+    project: &OpenProject,
+    name: &str,
+    alias: &str,
+) -> Result<(ModelSpec, PathBuf), JobError> {
+    let model = RegisteredModel::existing(&project.dir, name)?;
+    let state = read_state(&model)?;
+    let version = *state.aliases.get(alias).ok_or_else(|| {
+        let known: Vec<&str> = state.aliases.keys().map(String::as_str).collect();
+        JobError::Usage(format!(
+            "--registry: {name} has no alias {alias:?} (its aliases: {})",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        ))
+    })?;
+    let record = read_version(&model, version)?;
+    let dir = model.version_dir(version);
+    if let Some(changed) = verify_files(&dir, &record).first() {
+        return Err(JobError::Usage(format!("--registry: {changed}")));
+    }
+    let cfg: TrainConfig = serde_json::from_value(record.training.clone()).map_err(|e| {
+        JobError::file(
+            &dir.join("version.json"),
+            format!("field \"training\": {e}"),
+        )
+    })?;
+    let mut spec = ModelSpec::new(&cfg.model);
+    spec.dequantize = cfg.dequantize;
+    spec.device = DeviceChoice::parse(&cfg.device).map_err(|e| JobError::Usage(e.to_string()))?;
+    Ok((spec, dir.join(ADAPTER_DIR)))
+}
+
+/// The plan for `project`: its model (or `base`), and the adapter of `source` on the model it
+/// was trained on.
+pub fn plan(
+    project: &OpenProject,
+    base: Option<&Path>,
+    source: &AdapterSource,
+) -> Result<Plan, JobError> {
+    let (mut spec, adapter) = match source {
+        AdapterSource::None => {
+            let mut spec = resolve(project, &Target::Base, None, 0)?.spec;
+            if let Some(path) = base {
+                spec.path = path.to_path_buf();
+            }
+            (spec, None)
+        }
+        AdapterSource::Run(run) => {
+            let resolved = resolve(project, &Target::Run(run.clone()), None, 0)?;
+            let adapter = resolved.adapter.map(|dir| (run.clone(), dir));
+            (resolved.spec, adapter)
+        }
+        AdapterSource::Registry { name, alias } => {
+            let (spec, dir) = registered(project, name, alias)?;
+            (spec, Some((format!("{name}@{alias}"), dir)))
+        }
+    };
+    spec.max_len = spec.max_len.max(SERVE_CONTEXT);
+    let files = match spec.path.as_os_str() == TINY && !spec.path.exists() {
+        true => tiny_model_folder(),
+        false => spec.path.clone(),
+    };
+    let mut models = vec![ServedModel {
+        id: base_id(&spec),
+        adapter: None,
+        created: created(&files),
+    }];
+    if let Some((id, dir)) = adapter {
+        models.push(ServedModel {
+            id,
+            created: created(&dir),
+            adapter: Some(dir),
+        });
+    }
+    Ok(Plan {
+        spec,
+        default: models.len() - 1,
+        models,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_of(ids: &[&str]) -> Plan {
+        Plan {
+            spec: ModelSpec::new(TINY),
+            models: ids
+                .iter()
+                .map(|id| ServedModel {
+                    id: id.to_string(),
+                    adapter: None,
+                    created: 0,
+                })
+                .collect(),
+            default: ids.len() - 1,
+        }
+    }
+
+    #[test]
+    fn a_request_picks_its_model_by_id() {
+        let plan = plan_of(&["tiny", "run-1"]);
+        assert_eq!(plan.find(None), Ok(1));
+        assert_eq!(plan.find(Some("tiny")), Ok(0));
+        let e = plan.find(Some("gpt-4")).expect_err("unknown");
+        assert_eq!((e.status, e.code), (404, "model_not_found"));
+        assert!(e.message.contains("tiny, run-1"), "{}", e.message);
+    }
+
+    #[test]
+    fn registry_names_are_name_at_alias() {
+        assert_eq!(
+            AdapterSource::registry("demo@production").expect("valid"),
+            AdapterSource::Registry {
+                name: "demo".into(),
+                alias: "production".into()
+            }
+        );
+        assert!(AdapterSource::registry("demo").is_err());
+        assert!(AdapterSource::registry("@x").is_err());
+    }
+}
