@@ -2,6 +2,7 @@
 
 use super::AppState;
 use super::model_picker::{self, ModelAction, ModelPicker};
+use super::serve_switch::ServeSwitch;
 use crate::project::OpenProject;
 use std::path::{Path, PathBuf};
 
@@ -23,6 +24,7 @@ pub fn show(
     state: &AppState,
     open_dataset: Option<&Path>,
     model: &mut ModelPicker,
+    serve: &mut ServeSwitch,
 ) -> (Option<Action>, egui::Rect) {
     let mut action = None;
     let panel = egui::Panel::left("browser")
@@ -58,6 +60,9 @@ pub fn show(
                 if let Some(a) = model_picker::section(ui, model) {
                     action = Some(Action::Model(a));
                 }
+                ui.add_space(8.0);
+                let ctx = ui.ctx().clone();
+                serve.section(ui, project, move || ctx.request_repaint());
                 let others: Vec<&PathBuf> = state
                     .recent_projects
                     .iter()

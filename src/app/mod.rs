@@ -19,6 +19,7 @@ mod record_table;
 mod record_view;
 mod registry_panel;
 mod screenshot;
+mod serve_switch;
 mod status;
 mod train_panel;
 mod validation_view;
@@ -561,6 +562,7 @@ impl eframe::App for LabLensApp {
                 &self.state,
                 self.dataset.path(),
                 &mut self.model,
+                &mut self.status.serve,
             )
         };
         self.sidebar = sidebar;

@@ -25,6 +25,8 @@ pub struct StatusLine {
     /// The running training job is paused (the Train panel knows; the engine does not say).
     pub paused: bool,
     pub notice: Option<Notice>,
+    /// The sidebar's Serve switch, whose server the line reports.
+    pub serve: super::serve_switch::ServeSwitch,
     /// GPU memory in use `(used, total)` MiB, and when it was read (at most once a second).
     gpu_memory: Option<(Instant, (f64, f64))>,
 }
@@ -174,6 +176,7 @@ pub fn show(
     engine: &Engine,
     model: Option<&ModelInfo>,
 ) {
+    let serving = status.serve.status();
     egui::Panel::bottom("status_line").show(ui, |ui| {
         ui.horizontal(|ui| {
             match &status.running {
@@ -218,6 +221,13 @@ pub fn show(
                 None => ui.label("No model loaded"),
             };
             ui.separator();
+            if let Some(line) = serving {
+                ui.label(line);
+                // The requests/s move while nobody touches the window.
+                ui.ctx()
+                    .request_repaint_after(std::time::Duration::from_secs(1));
+                ui.separator();
+            }
             let mut dismiss = false;
             // A notice longer than the line ends in an ellipsis; the whole of it on hover.
             match &status.notice {

@@ -5,12 +5,9 @@ use super::CliError;
 use super::commands::open_project;
 use super::progress::job_err;
 use crate::serve::models::{AdapterSource, plan};
-use crate::serve::{ServeError, ServeEvent, ServeOptions, serve};
+use crate::serve::{ServeError, ServeEvent, ServeOptions, serve, stop_on_signals};
 use serde_json::json;
 use std::path::PathBuf;
-
-/// The largest request body read, in bytes.
-const MAX_BODY_BYTES: usize = 1 << 20;
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -56,7 +53,7 @@ pub fn serve_cmd(args: &ServeArgs, json_out: bool) -> Result<(), CliError> {
         api_key: args.api_key.clone(),
         max_concurrency: args.max_concurrency as usize,
         max_batch: args.max_batch as usize,
-        max_body_bytes: MAX_BODY_BYTES,
+        max_body_bytes: crate::serve::MAX_BODY_BYTES,
     };
     let mut report = |event: ServeEvent| match event {
         ServeEvent::Listening(address) => {
@@ -64,7 +61,9 @@ pub fn serve_cmd(args: &ServeArgs, json_out: bool) -> Result<(), CliError> {
                 "listening on http://{address}; loading the model (GET /health answers 503 until it is ready)"
             )
         }
-        ServeEvent::Ready { address, models } => {
+        ServeEvent::Ready {
+            address, models, ..
+        } => {
             let ids: Vec<&str> = models.iter().map(|m| m.id.as_str()).collect();
             eprintln!(
                 "ready on http://{address}: models {}; API docs at http://{address}/docs",
@@ -81,7 +80,7 @@ pub fn serve_cmd(args: &ServeArgs, json_out: bool) -> Result<(), CliError> {
             eprintln!("stopping: finishing {in_flight} request(s) in flight")
         }
     };
-    serve(plan, options, &mut report).map_err(|e| match e {
+    serve(plan, options, stop_on_signals(), &mut report).map_err(|e| match e {
         ServeError::Bind { .. } => CliError::usage(e.to_string()),
         ServeError::Load(_) => CliError::failed(e.to_string()),
     })

@@ -61,6 +61,11 @@ impl Metrics {
         }
     }
 
+    /// Requests answered so far, whatever their status.
+    pub fn answered(&self) -> u64 {
+        self.requests.lock().map_or(0, |r| r.values().sum())
+    }
+
     pub fn in_flight(&self) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self)

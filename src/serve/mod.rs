@@ -26,6 +26,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use worker::Job;
 
+/// The largest request body read, in bytes.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
 /// Request threads beyond `max_concurrency`, for the routes that do not generate.
 const SPARE_HANDLERS: usize = 16;
 /// How often the accept loop looks at the stop flag and the model's loading.
@@ -61,6 +64,8 @@ pub enum ServeEvent<'a> {
     Ready {
         address: SocketAddr,
         models: &'a [ServedModel],
+        /// The server's counters, shared with its threads for as long as it runs.
+        metrics: &'a Arc<Metrics>,
     },
     /// A signal came: no new connections; `in_flight` requests are being finished.
     Stopping { in_flight: usize },
@@ -70,7 +75,7 @@ pub enum ServeEvent<'a> {
 pub(crate) struct Shared {
     options: ServeOptions,
     plan: Plan,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     /// Set once the model is loaded.
     queue: OnceLock<Sender<Job>>,
     generating: AtomicUsize,
@@ -124,7 +129,7 @@ fn loading(max_concurrency: usize, api_key: Option<&str>) -> Shared {
             models: Vec::new(),
             default: 0,
         },
-        metrics: Metrics::default(),
+        metrics: Arc::default(),
         queue: OnceLock::new(),
         generating: AtomicUsize::new(0),
         next_id: AtomicU64::new(0),
@@ -144,13 +149,15 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-fn stop_on_signals() {
+/// The flag SIGINT and SIGTERM set from now on, for [`serve`]'s `stop` (the command line's).
+pub fn stop_on_signals() -> &'static AtomicBool {
     for signal in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe {
             libc::signal(signal, on_signal as *const () as libc::sighandler_t);
         }
     }
+    &STOP
 }
 
 /// The model of `plan` with its adapter.
@@ -217,11 +224,12 @@ fn dispatch(shared: &Arc<Shared>, active: &Arc<AtomicUsize>, request: tiny_http:
     }
 }
 
-/// Serves `plan` until SIGINT or SIGTERM; `report` hears when the port is bound, when the
-/// model is ready and when the server stops.
+/// Serves `plan` until `stop` is set; `report` hears when the port is bound, when the model is
+/// ready and when the server stops.
 pub fn serve(
     plan: Plan,
     options: ServeOptions,
+    stop: &AtomicBool,
     report: &mut dyn FnMut(ServeEvent),
 ) -> Result<(), ServeError> {
     let address = format!("{}:{}", options.host, options.port);
@@ -236,12 +244,11 @@ pub fn serve(
             address,
             message: "not an IP address".into(),
         })?;
-    stop_on_signals();
     report(ServeEvent::Listening(bound));
     let shared = Arc::new(Shared {
         options,
         plan,
-        metrics: Metrics::default(),
+        metrics: Arc::default(),
         queue: OnceLock::new(),
         generating: AtomicUsize::new(0),
         next_id: AtomicU64::new(0),
@@ -254,7 +261,7 @@ pub fn serve(
     );
     let active = Arc::new(AtomicUsize::new(0));
     let mut announced = false;
-    while !STOP.load(Ordering::SeqCst) {
+    while !stop.load(Ordering::SeqCst) {
         if let Some(e) = failed.get() {
             return Err(ServeError::Load(e.clone()));
         }
@@ -263,6 +270,7 @@ pub fn serve(
             report(ServeEvent::Ready {
                 address: bound,
                 models: &shared.plan.models,
+                metrics: &shared.metrics,
             });
         }
         if let Ok(Some(request)) = server.recv_timeout(POLL) {
