@@ -28,6 +28,8 @@ struct Said {
 #[derive(Debug)]
 struct Running {
     stop: Arc<AtomicBool>,
+    /// Asked to stop: it finishes the requests in flight, off the UI thread.
+    stopping: bool,
     said: Arc<Mutex<Said>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -55,7 +57,16 @@ impl Default for ServeSwitch {
 
 impl ServeSwitch {
     pub fn is_on(&self) -> bool {
-        self.running.is_some()
+        self.running.as_ref().is_some_and(|r| !r.stopping)
+    }
+
+    /// Asks the server to stop without waiting: it finishes the requests in flight while the
+    /// window goes on; [`Self::status`] says so until it has stopped.
+    fn request_stop(&mut self) {
+        if let Some(running) = &mut self.running {
+            running.stop.store(true, Ordering::SeqCst);
+            running.stopping = true;
+        }
     }
 
     /// Starts serving `project`'s model on 127.0.0.1 at `port` (0: any free port); `repaint`
@@ -107,6 +118,7 @@ impl ServeSwitch {
             Ok(thread) => {
                 self.running = Some(Running {
                     stop,
+                    stopping: false,
                     said,
                     thread: Some(thread),
                 })
@@ -115,7 +127,7 @@ impl ServeSwitch {
         }
     }
 
-    /// Stops the server: it finishes the requests in flight first.
+    /// Stops the server and waits for it: it finishes the requests in flight first.
     pub fn stop(&mut self) {
         if let Some(mut running) = self.running.take() {
             running.stop.store(true, Ordering::SeqCst);
@@ -135,9 +147,15 @@ impl ServeSwitch {
             Err(_) => (None, None, Some("the server stopped".into()), true),
         };
         if ended {
+            let asked = running.stopping;
             self.stop();
-            self.error = error.or_else(|| Some("the server stopped".into()));
+            if !asked {
+                self.error = error.or_else(|| Some("the server stopped".into()));
+            }
             return None;
+        }
+        if running.stopping {
+            return Some("Serve: stopping (finishing the requests in flight)".into());
         }
         let Some(address) = address else {
             return Some("Serve: starting…".into());
@@ -186,14 +204,14 @@ impl ServeSwitch {
                 );
             let label = ui.label("port");
             ui.add_enabled(
-                !self.is_on(),
+                self.running.is_none(),
                 egui::DragValue::new(&mut self.port).range(0..=65535),
             )
             .labelled_by(label.id);
             if toggle.changed() {
                 match (on, project) {
                     (true, Some(p)) => self.start(p, repaint),
-                    _ => self.stop(),
+                    _ => self.request_stop(),
                 }
             }
         });
@@ -244,6 +262,27 @@ mod tests {
             ureq::get(format!("http://{address}/health"))
                 .call()
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn turning_the_switch_off_does_not_wait_for_the_server() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let project = OpenProject::open(&root.join("projects/demo")).expect("demo project");
+        let mut switch = ServeSwitch::default();
+        switch.port = 0;
+        switch.start(&project, || {});
+        switch.request_stop();
+        assert!(!switch.is_on());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Some(line) = switch.status() {
+            assert!(Instant::now() < deadline, "still running: {line}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            switch.running.is_none() && switch.error.is_none(),
+            "{:?}",
+            switch.error
         );
     }
 

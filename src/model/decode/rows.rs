@@ -73,13 +73,6 @@ pub(super) fn add(x: &mut [f32], y: &[f32]) {
     }
 }
 
-/// RMSNorm as candle-nn computes it on the CPU.
-fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
-    let sum2 = x.iter().map(|v| v * v).sum::<f32>();
-    let m = (sum2 / x.len() as f32 + eps).sqrt();
-    x.iter().zip(weight).map(|(v, w)| v / m * w).collect()
-}
-
 /// RoPE at one position on every head of `x` (halves rotated, as candle-nn's `rope`).
 pub(super) fn rope(x: &mut [f32], d: usize, cos: &[f32], sin: &[f32]) {
     let half = d / 2;
@@ -93,11 +86,14 @@ pub(super) fn rope(x: &mut [f32], d: usize, cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// RMSNorm of each row of `x` (rows as long as `weight`) into `out`.
+/// RMSNorm of each row of `x` (rows as long as `weight`) into `out`, as candle-nn computes it
+/// on the CPU.
 pub(super) fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut Vec<f32>) {
     out.clear();
     for row in x.chunks_exact(weight.len()) {
-        out.extend(rms_norm(row, weight, eps));
+        let sum2 = row.iter().map(|v| v * v).sum::<f32>();
+        let m = (sum2 / row.len() as f32 + eps).sqrt();
+        out.extend(row.iter().zip(weight).map(|(v, w)| v / m * w));
     }
 }
 
