@@ -188,18 +188,44 @@ pub(super) fn product<const N: usize>(
         let mut out: Vec<&mut [f32]> = (0..n)
             .map(|r| unsafe { targets[p].range(r * rows + first, last - first) })
             .collect();
-        let mut y = vec![[0f32; GROUP]; n];
-        for g in groups.clone() {
-            w.dot_group(kernel, g, &acts, &mut y);
-            for (r, (out, y)) in out.iter_mut().zip(&y).enumerate() {
-                let lora = lows[p].of(loras[p][r], r);
-                let at = (g - groups.start) * GROUP;
-                for (l, (o, y)) in out[at..].iter_mut().zip(y).enumerate() {
-                    *o = projections[p].finish(g * GROUP + l, *y, lora);
+        let mut y = [vec![[0f32; GROUP]; n], vec![[0f32; GROUP]; n]];
+        let mut g = groups.start;
+        while g < groups.end {
+            let count = pair_or_one(w, kernel, g, groups.end, &acts, &mut y);
+            for (k, y) in y[..count].iter().enumerate() {
+                let g = g + k;
+                for (r, (out, y)) in out.iter_mut().zip(y).enumerate() {
+                    let lora = lows[p].of(loras[p][r], r);
+                    let at = (g - groups.start) * GROUP;
+                    for (l, (o, y)) in out[at..].iter_mut().zip(y).enumerate() {
+                        *o = projections[p].finish(g * GROUP + l, *y, lora);
+                    }
                 }
             }
+            g += count;
         }
     });
+}
+
+/// Group `g` of `w` against `acts` into `y[0]`, and group `g + 1` into `y[1]` with it where it
+/// is below `end` and there are several rows; the number of groups done. (A single row waits on
+/// memory, which reads one group at a time faster.)
+fn pair_or_one(
+    w: &BlockMatrix,
+    kernel: Kernel,
+    g: usize,
+    end: usize,
+    acts: &[&QuantizedRow],
+    y: &mut [Vec<[f32; GROUP]>; 2],
+) -> usize {
+    let [first, second] = y;
+    if g + 1 < end && acts.len() > 1 {
+        w.dot_group_pair(kernel, g, acts, [first, second]);
+        2
+    } else {
+        w.dot_group(kernel, g, acts, first);
+        1
+    }
 }
 
 /// `silu(gate(x)) · up(x)` into `out` for each row of `x` (each with its adapter and bias):
@@ -231,26 +257,32 @@ pub(super) fn swiglu(
         let mut out: Vec<&mut [f32]> = (0..n)
             .map(|r| unsafe { target.range(r * rows + first, last - first) })
             .collect();
-        let (mut xs, mut us) = (vec![[0f32; GROUP]; n], vec![[0f32; GROUP]; n]);
-        for g in range.clone() {
-            gate.w.dot_group(kernel, g, &acts, &mut xs);
-            up.w.dot_group(kernel, g, &acts, &mut us);
-            for (r, out) in out.iter_mut().enumerate() {
-                let gl = gate_low.of(gate_lora[r], r);
-                let ul = up_low.of(up_lora[r], r);
-                let at = (g - range.start) * GROUP;
-                for (l, (o, (x, u))) in out[at..]
-                    .iter_mut()
-                    .zip(xs[r].iter().zip(&us[r]))
-                    .enumerate()
-                {
-                    let row = g * GROUP + l;
-                    let x = gate.finish(row, *x, gl);
-                    let u = up.finish(row, *u, ul);
-                    // As the fused SwiGLU op computes it.
-                    *o = x / (1.0 + (-x).exp()) * u;
+        let mut xs = [vec![[0f32; GROUP]; n], vec![[0f32; GROUP]; n]];
+        let mut us = [vec![[0f32; GROUP]; n], vec![[0f32; GROUP]; n]];
+        let mut g = range.start;
+        while g < range.end {
+            let count = pair_or_one(gate.w, kernel, g, range.end, &acts, &mut xs);
+            pair_or_one(up.w, kernel, g, range.end, &acts, &mut us);
+            for (k, (xs, us)) in xs[..count].iter().zip(&us).enumerate() {
+                let g = g + k;
+                for (r, out) in out.iter_mut().enumerate() {
+                    let gl = gate_low.of(gate_lora[r], r);
+                    let ul = up_low.of(up_lora[r], r);
+                    let at = (g - range.start) * GROUP;
+                    for (l, (o, (x, u))) in out[at..]
+                        .iter_mut()
+                        .zip(xs[r].iter().zip(&us[r]))
+                        .enumerate()
+                    {
+                        let row = g * GROUP + l;
+                        let x = gate.finish(row, *x, gl);
+                        let u = up.finish(row, *u, ul);
+                        // As the fused SwiGLU op computes it.
+                        *o = x / (1.0 + (-x).exp()) * u;
+                    }
                 }
             }
+            g += count;
         }
     });
 }

@@ -35,6 +35,64 @@ impl BlockMatrix {
         }
     }
 
+    /// [`Self::dot_group`] for groups `g` and `g + 1`, into `out[0]` and `out[1]`: with the
+    /// 512-bit kernels both groups' rows take one register, so each activation is broadcast
+    /// once for sixteen rows. The same bits as two calls of [`Self::dot_group`].
+    pub(crate) fn dot_group_pair(
+        &self,
+        kernel: Kernel,
+        g: usize,
+        a: &[&QuantizedRow],
+        out: [&mut [[f32; GROUP]]; 2],
+    ) {
+        let [first, second] = out;
+        #[cfg(target_arch = "x86_64")]
+        if kernel == Kernel::Vnni {
+            let w = [self.group(g), self.group(g + 1)];
+            for (i, a) in a.chunks(ROWS_AT_ONCE).enumerate() {
+                let rows = i * ROWS_AT_ONCE..i * ROWS_AT_ONCE + a.len();
+                let (x, y) = (&mut first[rows.clone()], &mut second[rows]);
+                match a.len() {
+                    4 => self.dot_rows_pair::<4>(&w, a, x, y),
+                    3 => self.dot_rows_pair::<3>(&w, a, x, y),
+                    2 => self.dot_rows_pair::<2>(&w, a, x, y),
+                    _ => self.dot_rows_pair::<1>(&w, a, x, y),
+                }
+            }
+            return;
+        }
+        self.dot_group(kernel, g, a, first);
+        self.dot_group(kernel, g + 1, a, second);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    fn dot_rows_pair<const R: usize>(
+        &self,
+        w: &[super::Group; 2],
+        a: &[&QuantizedRow],
+        first: &mut [[f32; GROUP]],
+        second: &mut [[f32; GROUP]],
+    ) {
+        let a: &[&QuantizedRow; R] = a.try_into().expect("R activation rows");
+        let offsets: [&[f32]; R] = std::array::from_fn(|r| match self.kind {
+            BlockKind::Q4_0 => a[r].s8.as_slice(),
+            BlockKind::Q4_1 | BlockKind::Q8_0 => a[r].s.as_slice(),
+        });
+        // SAFETY: the kernel's features were detected at run time (`Kernel::Vnni`); both
+        // groups are of this matrix and the activations have its number of blocks.
+        let [x, y] = unsafe {
+            match self.kind {
+                BlockKind::Q8_0 => simd::dot_q8_vnni_pair(w.each_ref(), a),
+                BlockKind::Q4_0 | BlockKind::Q4_1 => {
+                    simd::dot_q4_vnni_pair(w.each_ref(), a, offsets)
+                }
+            }
+        };
+        first.copy_from_slice(&x);
+        second.copy_from_slice(&y);
+    }
+
     #[inline]
     fn dot_rows<const R: usize>(
         &self,

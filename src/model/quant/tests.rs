@@ -234,6 +234,27 @@ fn every_kernel_gives_the_portable_code_s_bits() -> Result<()> {
                     m.dot_group(*k, g, &[a], &mut alone);
                     assert_eq!(bits(&alone), bits(&got[r..r + 1]), "row {r} alone, {k:?}");
                 }
+                // Two groups at once: each group's bits, for every number of rows.
+                if g + 1 < m.groups() {
+                    let mut next = vec![[0f32; GROUP]; acts.len()];
+                    m.dot_group(*k, g + 1, &acts, &mut next);
+                    for n in 1..=acts.len() {
+                        let mut pair = [vec![[0f32; GROUP]; n], vec![[0f32; GROUP]; n]];
+                        let [x, y] = &mut pair;
+                        m.dot_group_pair(*k, g, &acts[..n], [x, y]);
+                        assert_eq!(
+                            bits(&pair[0]),
+                            bits(&got[..n]),
+                            "group {g} of a pair, {k:?}"
+                        );
+                        assert_eq!(
+                            bits(&pair[1]),
+                            bits(&next[..n]),
+                            "group {} of a pair",
+                            g + 1
+                        );
+                    }
+                }
             }
         }
     }
