@@ -9,6 +9,7 @@
 use super::compare::Degradation;
 use super::files::{MIB, json_error, read_bounded, read_text};
 use super::gates::GateResult;
+use super::version::{VersionRecord, read_version, verify_files};
 use super::{RegisteredModel, check_name, version_list};
 use crate::job::JobError;
 use crate::store::write_atomic;
@@ -20,6 +21,33 @@ pub const ALIASES_FILE: &str = "aliases.ron";
 pub const HISTORY_FILE: &str = "history.jsonl";
 const MAX_ALIASES_BYTES: u64 = MIB;
 const MAX_HISTORY_BYTES: u64 = 64 * MIB;
+
+/// The version `alias` names in `model`, with its record: refused, naming the aliases there
+/// are, when the alias is unknown, and naming the file when one of the version's files changed
+/// since it was registered.
+pub fn aliased_version(
+    model: &RegisteredModel,
+    alias: &str,
+) -> Result<(u32, VersionRecord), JobError> {
+    let state = read_state(model)?;
+    let version = *state.aliases.get(alias).ok_or_else(|| {
+        let known: Vec<&str> = state.aliases.keys().map(String::as_str).collect();
+        JobError::Usage(format!(
+            "{} has no alias {alias:?} (its aliases: {})",
+            model.name,
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        ))
+    })?;
+    let record = read_version(model, version)?;
+    if let Some(changed) = verify_files(&model.version_dir(version), &record).first() {
+        return Err(JobError::Usage(changed.clone()));
+    }
+    Ok((version, record))
+}
 
 /// One move of an alias: a line of history.jsonl.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,4 +1,4 @@
-use super::aliases::{ALIASES_FILE, HISTORY_FILE, read_state};
+use super::aliases::{ALIASES_FILE, HISTORY_FILE, aliased_version, read_state};
 use super::gates::{Outcome, check_gates, check_settings, evaluate, metric};
 use super::promote::{Promotion, Refused, promote, rollback};
 use super::version::{VERSION_FILE, read_version, verify_files};
@@ -397,6 +397,31 @@ fn production_moves_through_gates_and_the_degradation_check_and_rolls_back_in_or
         "{err}"
     );
     assert_eq!(read_state(&model).expect("state").aliases[PRODUCTION], 1);
+    // What `lablens serve --registry m@production` looks up: the version, verified.
+    let (version, record) = aliased_version(&model, PRODUCTION).expect("aliased");
+    assert_eq!(version, 1);
+    assert!(record.training.is_object());
+    let err = aliased_version(&model, "staging").expect_err("unknown alias");
+    assert!(
+        err.is_usage() && err.to_string().contains("its aliases: production"),
+        "{err}"
+    );
+    let adapter = model.version_dir(1).join(crate::train::run::ADAPTER_DIR);
+    let file = std::fs::read_dir(&adapter)
+        .expect("adapter folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.is_file())
+        .expect("an adapter file");
+    let mut bytes = std::fs::read(&file).expect("read");
+    bytes.push(0);
+    std::fs::write(&file, bytes).expect("write");
+    let err = aliased_version(&model, PRODUCTION).expect_err("a changed file");
+    let name = file
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    assert!(err.is_usage() && err.to_string().contains(&name), "{err}");
 }
 
 #[test]

@@ -8,8 +8,7 @@ use crate::job::JobError;
 use crate::model::loading::{DeviceChoice, ModelSpec, TINY, tiny_model_folder};
 use crate::project::OpenProject;
 use crate::registry::RegisteredModel;
-use crate::registry::aliases::read_state;
-use crate::registry::version::{read_version, verify_files};
+use crate::registry::aliases::aliased_version;
 use crate::train::config::TrainConfig;
 use crate::train::run::ADAPTER_DIR;
 use std::path::{Path, PathBuf};
@@ -122,23 +121,11 @@ fn registered(
     alias: &str,
 ) -> Result<(ModelSpec, PathBuf), JobError> {
     let model = RegisteredModel::existing(&project.dir, name)?;
-    let state = read_state(&model)?;
-    let version = *state.aliases.get(alias).ok_or_else(|| {
-        let known: Vec<&str> = state.aliases.keys().map(String::as_str).collect();
-        JobError::Usage(format!(
-            "--registry: {name} has no alias {alias:?} (its aliases: {})",
-            if known.is_empty() {
-                "none".to_string()
-            } else {
-                known.join(", ")
-            }
-        ))
+    let (version, record) = aliased_version(&model, alias).map_err(|e| match e {
+        JobError::Usage(m) => JobError::Usage(format!("--registry: {m}")),
+        e => e,
     })?;
-    let record = read_version(&model, version)?;
     let dir = model.version_dir(version);
-    if let Some(changed) = verify_files(&dir, &record).first() {
-        return Err(JobError::Usage(format!("--registry: {changed}")));
-    }
     let cfg: TrainConfig = serde_json::from_value(record.training.clone()).map_err(|e| {
         JobError::file(
             &dir.join("version.json"),
