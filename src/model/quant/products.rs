@@ -75,10 +75,7 @@ impl BlockMatrix {
         second: &mut [[f32; GROUP]],
     ) {
         let a: &[&QuantizedRow; R] = a.try_into().expect("R activation rows");
-        let offsets: [&[f32]; R] = std::array::from_fn(|r| match self.kind {
-            BlockKind::Q4_0 => a[r].s8.as_slice(),
-            BlockKind::Q4_1 | BlockKind::Q8_0 => a[r].s.as_slice(),
-        });
+        let offsets = self.offsets(a);
         // SAFETY: the kernel's features were detected at run time (`Kernel::Vnni`); both
         // groups are of this matrix and the activations have its number of blocks.
         let [x, y] = unsafe {
@@ -93,6 +90,14 @@ impl BlockMatrix {
         second.copy_from_slice(&y);
     }
 
+    /// Each row's per-block sums that the 4-bit kinds' offsets multiply.
+    fn offsets<'a, const R: usize>(&self, a: &[&'a QuantizedRow; R]) -> [&'a [f32]; R] {
+        std::array::from_fn(|r| match self.kind {
+            BlockKind::Q4_0 => a[r].s8.as_slice(),
+            BlockKind::Q4_1 | BlockKind::Q8_0 => a[r].s.as_slice(),
+        })
+    }
+
     #[inline]
     fn dot_rows<const R: usize>(
         &self,
@@ -101,10 +106,7 @@ impl BlockMatrix {
         a: &[&QuantizedRow],
     ) -> [[f32; GROUP]; R] {
         let a: &[&QuantizedRow; R] = a.try_into().expect("R activation rows");
-        let offsets: [&[f32]; R] = std::array::from_fn(|r| match self.kind {
-            BlockKind::Q4_0 => a[r].s8.as_slice(),
-            BlockKind::Q4_1 | BlockKind::Q8_0 => a[r].s.as_slice(),
-        });
+        let offsets = self.offsets(a);
         match kernel {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: the kernel's features were detected at run time (`Kernel::detect`); the
