@@ -135,8 +135,11 @@ impl HeadCache {
         }
         let stride = blocks.len() * KEYS;
         let nq = queries.len() / d;
-        // `[query][position]`.
-        let mut scores = vec![0f32; nq * stride];
+        // `[query][position]`, in this thread's buffer (kept between calls: a step makes
+        // thousands of these).
+        let mut scores = SCORES.take();
+        scores.clear();
+        scores.resize(nq * stride, 0.0);
         let keys = &self.keys[blocks.start * d * KEYS..blocks.end * d * KEYS];
         let values = &self.values[first * d..(first + n) * d];
         // A block of keys at a time for every query: the block is read from memory once.
@@ -195,6 +198,7 @@ impl HeadCache {
                     }
                 }
             }
+            SCORES.set(scores);
             return;
         }
         for (s, part) in scores
@@ -225,7 +229,13 @@ impl HeadCache {
                 *o = a + b;
             }
         }
+        SCORES.set(scores);
     }
+}
+
+thread_local! {
+    /// Each thread's buffer of attention scores.
+    static SCORES: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Outputs `[n, d]` from partial attentions of the same queries over disjoint positions (each
@@ -264,15 +274,18 @@ fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     // Below this, e^x is under f32's smallest normal number; 2^-126 · p stays normal.
-    let x = x.max(-87.0);
-    // Round to the nearest integer by adding and removing 1.5 · 2^23.
-    let n = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+    let x = if x < -87.0 { -87.0 } else { x };
+    // Round to the nearest integer by adding and removing 1.5 · 2^23; the sum's low bits hold
+    // the integer (a bit move, where a cast would not vectorize).
+    let t = x * std::f32::consts::LOG2_E + 12_582_912.0;
+    let n = t - 12_582_912.0;
+    let exponent = t.to_bits() as i32 - 0x4b40_0000 + 127;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    f32::from_bits(((n as i32 + 127) as u32) << 23) * p
+    f32::from_bits((exponent as u32) << 23) * p
 }
 
 #[cfg(test)]
