@@ -538,4 +538,4 @@ custom_op!(NllRowsBackward: 3);
 mod optim;
 mod tiles;
 pub use optim::{AdamStep, adamw_parts, flatten_parts};
-pub use tiles::{Side, tile_product, tiles_apply};
+pub use tiles::{Kernels, Side, tile_product, tile_product_by, tiles_apply};

@@ -19,19 +19,17 @@ pub(super) enum Frozen {
 }
 
 impl Frozen {
-    /// A layer's weight, dense for its products. Its dense copy lives for one product and is at
-    /// most 117 MB in bf16 (a Llama-3.1-8B shape's MLP), and on an H100 dequantizing it whole
-    /// and multiplying with cuBLAS runs a Llama-3.2-3B layer's products at 349 to 452 TFLOPS,
-    /// the tile kernel at 116 to 192 (`scripts/bench-tiles.sh`).
+    /// Dense in `x`'s precision on `x`'s device: a quantized weight dequantized whole.
     pub(super) fn dense(w: &BaseWeight, x: &Tensor) -> Result<Frozen> {
         Ok(Frozen::Dense(w.to_dense(x.device())?.to_dtype(x.dtype())?))
     }
 
-    /// A weight whose dense copy would cost memory that matters, the output head (300 MB in
-    /// bf16 for a 49,152-token vocabulary and 3,072 hidden units, 1 GB for Llama-3.1-8B's, and
-    /// three times that while it is dequantized through f32): kept quantized where the tile
-    /// kernels read it (bf16 inputs on a GPU; Q4_0, Q4_1, Q8_0, Q4_K), dense otherwise.
-    pub(super) fn tiled(w: &BaseWeight, x: &Tensor) -> Result<Frozen> {
+    /// A frozen weight (a layer's or the output head's) for products with `x`: kept in its GGUF
+    /// blocks where the tile kernels read it (bf16 inputs on a GPU; Q4_0, Q4_1, Q8_0, Q4_K), so
+    /// that no product makes a dense copy (300 MB in bf16 for a 49,152-token head of 3,072
+    /// hidden units, 1 GB for Llama-3.1-8B's, three times that while it is dequantized through
+    /// f32; up to 117 MB for a layer); dense otherwise.
+    pub(super) fn new(w: &BaseWeight, x: &Tensor) -> Result<Frozen> {
         #[cfg(feature = "cuda")]
         if let BaseWeight::Quantized(QMatMul::QTensor(q)) = w
             && cuda::tiles_apply(x, q)

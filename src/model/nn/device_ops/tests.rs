@@ -304,7 +304,7 @@ fn quantized(rows: usize, cols: usize, dtype: GgmlDType, like: DType) -> (BaseWe
 
 /// Whether `w`'s products with `x` dequantize tile by tile inside the GPU kernel.
 fn tiled(w: &BaseWeight, x: &Tensor) -> bool {
-    match Frozen::tiled(w, x).expect("frozen") {
+    match Frozen::new(w, x).expect("frozen") {
         Frozen::Dense(_) => false,
         #[cfg(feature = "cuda")]
         Frozen::Tiles(_) => true,
@@ -313,8 +313,9 @@ fn tiled(w: &BaseWeight, x: &Tensor) -> bool {
 
 /// A quantized weight read in tiles on a GPU gives, forward and for the input's gradient, what
 /// the whole dequantized weight gives, in every format the kernels read and in shapes that
-/// leave partial tiles (300 rows, 224 and 160 outputs, 288 inputs). On the CPU, and in f32, the
-/// weight is dequantized whole. A layer's frozen product dequantizes it whole everywhere.
+/// leave partial tiles (300 rows, 224 and 160 outputs, 288 inputs), by every kernel the GPU runs
+/// (the warp kernels, and on a Hopper GPU the warpgroup kernels); a layer's frozen product takes
+/// the same path. On the CPU, and in f32, the weight is dequantized whole.
 #[test]
 fn quantized_products_dequantize_tile_by_tile_on_a_gpu() {
     let dev = device();
@@ -336,14 +337,36 @@ fn quantized_products_dequantize_tile_by_tile_on_a_gpu() {
         assert_eq!(tiled(&base, &x), dev.is_cuda(), "{format:?}");
         let f32_x = x.to_dtype(DType::F32).expect("f32");
         assert!(!tiled(&base, &f32_x), "{format:?} in f32");
-        let frozen = Frozen::tiled(&base, &x).expect("frozen");
+        let frozen = Frozen::new(&base, &x).expect("frozen");
         let forward = frozen.times_transposed(&x).expect("x Wᵀ");
         let want = x.broadcast_matmul(&dense.t().unwrap()).unwrap();
         let d = rel_diff(&forward, &want);
         assert!(d <= 1e-2, "{format:?} [{rows}, {cols}] x Wᵀ differs by {d}");
         let gradient = frozen.times(&g).expect("g W");
-        let d = rel_diff(&gradient, &g.broadcast_matmul(&dense).unwrap());
+        let want_gradient = g.broadcast_matmul(&dense).unwrap();
+        let d = rel_diff(&gradient, &want_gradient);
         assert!(d <= 1e-2, "{format:?} [{rows}, {cols}] g W differs by {d}");
+        #[cfg(feature = "cuda")]
+        if let (Device::Cuda(gpu), BaseWeight::Quantized(QMatMul::QTensor(q))) = (&dev, &base) {
+            use super::cuda::{Kernels, Side, tile_product_by};
+            let mut kernels = vec![Kernels::Warp];
+            if Kernels::best(gpu) == Kernels::Warpgroup {
+                kernels.push(Kernels::Warpgroup);
+            }
+            for k in kernels {
+                for (side, input, want) in [
+                    (Side::Transposed, &x, &want),
+                    (Side::Plain, &g, &want_gradient),
+                ] {
+                    let got = tile_product_by(input, q, side, Some(k)).expect("tile product");
+                    let d = rel_diff(&got, want);
+                    assert!(
+                        d <= 1e-2,
+                        "{format:?} [{rows}, {cols}] {side:?} by {k:?}: {d}"
+                    );
+                }
+            }
+        }
         agree(
             &|x| frozen_matmul(&x[0], &base),
             &|x| x[0].broadcast_matmul(&dense.t()?),
@@ -379,12 +402,19 @@ fn nll_at_labels_with_a_quantized_head() {
 
 /// A measurement, not a check (`scripts/bench-tiles.sh` runs it on a GPU): the frozen products
 /// of a Llama-3.2-3B layer for 4,096 rows with a Q4_0 weight, read tile by tile inside the
-/// kernel against the weight dequantized whole and multiplied by cuBLAS, forward and input
-/// gradient, in milliseconds and TFLOPS.
+/// kernel (the warp kernels, and on a Hopper GPU the warpgroup kernels) against the weight
+/// dequantized whole and multiplied by cuBLAS, forward and input gradient, in milliseconds and
+/// TFLOPS.
 #[test]
 #[ignore = "a measurement for a GPU: scripts/bench-tiles.sh"]
+#[cfg(feature = "cuda")]
 fn tile_products_against_dequantize_and_cublas() -> Result<()> {
+    use super::cuda::{Kernels, Side, tile_product_by};
     let dev = device();
+    let Device::Cuda(gpu) = &dev else {
+        candle_core::bail!("a measurement for a GPU: LABLENS_TEST_DEVICE=cuda:0");
+    };
+    let hopper = Kernels::best(gpu) == Kernels::Warpgroup;
     let time = |f: &dyn Fn() -> Result<Tensor>| -> Result<f64> {
         f()?;
         dev.synchronize()?;
@@ -397,32 +427,34 @@ fn tile_products_against_dequantize_and_cublas() -> Result<()> {
     };
     let m = 4096;
     println!(
-        "{:<28} {:>9} {:>9} {:>9} {:>9}",
-        "product", "tiles ms", "TFLOPS", "dense ms", "TFLOPS"
+        "{:<22} {:>9} {:>7} {:>9} {:>7} {:>9} {:>7}",
+        "product", "warp ms", "TFLOPS", "wgroup ms", "TFLOPS", "dense ms", "TFLOPS"
     );
     for (out, inp) in [(3072, 3072), (8192, 3072), (3072, 8192), (49152, 3072)] {
         let (base, _) = quantized(out, inp, GgmlDType::Q4_0, DType::BF16);
+        let BaseWeight::Quantized(QMatMul::QTensor(q)) = &base else {
+            candle_core::bail!("a quantized weight");
+        };
         let x = var(&[m, inp], 3, DType::BF16, &dev).as_tensor().detach();
         let g = var(&[m, out], 4, DType::BF16, &dev).as_tensor().detach();
-        let tiles = Frozen::tiled(&base, &x)?;
         let dense = || Frozen::dense(&base, &x).expect("dense");
         let flops = 2.0 * (m * out * inp) as f64;
-        for (name, tiled, whole) in [
-            (
-                "x Wᵀ",
-                time(&|| tiles.times_transposed(&x))?,
-                time(&|| dense().times_transposed(&x))?,
-            ),
-            (
-                "g W",
-                time(&|| tiles.times(&g))?,
-                time(&|| dense().times(&g))?,
-            ),
-        ] {
+        for (name, side, input) in [("x Wᵀ", Side::Transposed, &x), ("g W", Side::Plain, &g)] {
+            let warp = time(&|| tile_product_by(input, q, side, Some(Kernels::Warp)))?;
+            let group = if hopper {
+                time(&|| tile_product_by(input, q, side, Some(Kernels::Warpgroup)))?
+            } else {
+                f64::NAN
+            };
+            let whole = match side {
+                Side::Transposed => time(&|| dense().times_transposed(input))?,
+                Side::Plain => time(&|| dense().times(input))?,
+            };
             println!(
-                "{:<28} {tiled:>9.3} {:>9.1} {whole:>9.3} {:>9.1}",
+                "{:<22} {warp:>9.3} {:>7.1} {group:>9.3} {:>7.1} {whole:>9.3} {:>7.1}",
                 format!("{name} [{out}, {inp}]"),
-                flops / tiled / 1e9,
+                flops / warp / 1e9,
+                flops / group / 1e9,
                 flops / whole / 1e9
             );
         }

@@ -11,11 +11,7 @@
 // registers, then dequantized into the other stage. Each thread dequantizes 16 values of one
 // group of 32 per stage. `reduce` must be a multiple of 32 and A's rows 16-byte aligned.
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <stdint.h>
-
-typedef __nv_bfloat16 bf16;
+#include "tile_blocks.cuh"
 
 #define TILE_M 128
 #define TILE_N 128
@@ -27,28 +23,6 @@ typedef __nv_bfloat16 bf16;
 #define LD_BN (TILE_N + 8) // the gradient's W tile: [STEP][LD_BN], W's rows of the reduction
 #define B_TILE (TILE_N * LD_BT)
 
-enum { Q4_0 = 0, Q4_1 = 1, Q8_0 = 2, Q4_K = 3 };
-
-template <int F> struct Format;
-template <> struct Format<Q4_0> { static constexpr int VALUES = 32, BYTES = 18; };
-template <> struct Format<Q4_1> { static constexpr int VALUES = 32, BYTES = 20; };
-template <> struct Format<Q8_0> { static constexpr int VALUES = 32, BYTES = 34; };
-template <> struct Format<Q4_K> { static constexpr int VALUES = 256, BYTES = 144; };
-
-// What one thread reads of W for its 16 values, before any arithmetic (so that the loads of the
-// next stage overlap the current stage's products): 16 quant bytes, the block's f16 scale and
-// offset, and for Q4_K the three bytes holding its group's 6-bit scale and minimum.
-struct Raw {
-    uint32_t q[4];
-    uint16_t d, m;
-    uint8_t s0, s1, s2;
-    bool valid;
-};
-
-__device__ __forceinline__ uint16_t u16_at(const uint8_t* p) {
-    return *reinterpret_cast<const uint16_t*>(p);
-}
-
 // 16 bytes at `p`, 2-byte aligned.
 __device__ __forceinline__ void load16_aligned2(const uint8_t* p, uint32_t q[4]) {
     const uint16_t* h = reinterpret_cast<const uint16_t*>(p);
@@ -58,35 +32,21 @@ __device__ __forceinline__ void load16_aligned2(const uint8_t* p, uint32_t q[4])
 
 // The raw data for values [16 half, 16 half + 16) of group `group` (32 values) of `row`.
 template <int F>
-__device__ __forceinline__ Raw load_raw(const uint8_t* w, uint32_t row_bytes, uint32_t row,
-                                        uint32_t group, uint32_t half, bool valid) {
-    Raw r;
-    r.valid = valid;
-    r.d = r.m = 0;
-    r.s0 = r.s1 = r.s2 = 0;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) r.q[i] = 0;
+__device__ __forceinline__ Raw<4> load_raw(const uint8_t* w, uint32_t row_bytes, uint32_t row,
+                                           uint32_t group, uint32_t half, bool valid) {
+    Raw<4> r;
+    const uint8_t* blk = load_header<F>(r, w, row_bytes, row, group, valid);
     if (!valid) return r;
-    constexpr uint32_t groups = Format<F>::VALUES / 32;
-    const uint8_t* blk =
-        w + size_t(row) * row_bytes + size_t(group / groups) * Format<F>::BYTES;
-    r.d = u16_at(blk);
     if (F == Q4_0) {
         load16_aligned2(blk + 2, r.q);
     } else if (F == Q4_1) {
-        r.m = u16_at(blk + 2);
         const uint32_t* q = reinterpret_cast<const uint32_t*>(blk + 4); // 20-byte blocks
 #pragma unroll
         for (int i = 0; i < 4; ++i) r.q[i] = q[i];
     } else if (F == Q8_0) {
         load16_aligned2(blk + 2 + 16 * half, r.q);
     } else {
-        const uint32_t s = group % groups;
-        r.m = u16_at(blk + 2);
-        const uint8_t* scales = blk + 4;
-        r.s0 = scales[s];
-        r.s1 = scales[s + 4];
-        r.s2 = s >= 4 ? scales[s - 4] : 0;
+        const uint32_t s = group % 8;
         const uint4 v = *reinterpret_cast<const uint4*>(blk + 16 + 32 * (s / 2) + 16 * half);
         r.q[0] = v.x;
         r.q[1] = v.y;
@@ -96,43 +56,13 @@ __device__ __forceinline__ Raw load_raw(const uint8_t* w, uint32_t row_bytes, ui
     return r;
 }
 
-__device__ __forceinline__ float f16_bits(uint16_t bits) {
-    return __half2float(__ushort_as_half(bits));
-}
-
 // The 16 values of `r` (group `group`, half `half`) as bf16, stored at `dst` (16-byte aligned).
 template <int F>
-__device__ __forceinline__ void store_values(const Raw& r, uint32_t group, uint32_t half,
+__device__ __forceinline__ void store_values(const Raw<4>& r, uint32_t group, uint32_t half,
                                              bf16* dst) {
-    float scale = 0.f, offset = 0.f;
-    uint32_t shift = 0;
-    if (r.valid) {
-        const float d = f16_bits(r.d);
-        if (F == Q4_0) {
-            scale = d;
-            offset = -8.f * d;
-            shift = 4 * half;
-        } else if (F == Q4_1) {
-            scale = d;
-            offset = f16_bits(r.m);
-            shift = 4 * half;
-        } else if (F == Q8_0) {
-            scale = d;
-        } else {
-            const uint32_t s = group % 8;
-            uint32_t sc, mn;
-            if (s < 4) {
-                sc = r.s0 & 63;
-                mn = r.s1 & 63;
-            } else {
-                sc = (r.s1 & 0xF) | ((r.s2 >> 6) << 4);
-                mn = (r.s1 >> 4) | ((r.s0 >> 6) << 4);
-            }
-            scale = d * float(sc);
-            offset = -f16_bits(r.m) * float(mn);
-            shift = 4 * (s & 1);
-        }
-    }
+    float scale, offset;
+    scale_offset<F>(r, group, scale, offset);
+    const uint32_t shift = F == Q4_K ? 4 * (group % 2) : 4 * half;
     __align__(16) bf16 v[16];
 #pragma unroll
     for (int i = 0; i < 16; ++i) {
@@ -170,15 +100,6 @@ template <bool T> struct Slot {
     }
 };
 
-__device__ __forceinline__ void copy_async16(void* shared, const void* global, bool valid) {
-    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(shared));
-    const int bytes = valid ? 16 : 0;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(global),
-                 "r"(bytes));
-}
-
-__device__ __forceinline__ void copy_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-
 __device__ __forceinline__ void copy_async_wait() {
     asm volatile("cp.async.wait_group 0;\n" ::: "memory");
 }
@@ -192,7 +113,7 @@ __device__ __forceinline__ void load_a(bf16* dst, const bf16* a, uint32_t m, uin
         const uint32_t piece = tid + THREADS * i, r = piece >> 2, part = piece & 3;
         const bool valid = row0 + r < m;
         const bf16* src = valid ? a + size_t(row0 + r) * reduce + red0 + 8 * part : a;
-        copy_async16(dst + r * LD_A + 8 * part, src, valid);
+        copy_async16(shared_address(dst + r * LD_A + 8 * part), src, valid);
     }
 }
 
@@ -237,7 +158,7 @@ __device__ void tile_product(const bf16* __restrict__ a, const uint8_t* __restri
     copy_async_commit();
     {
         const Slot<T> slot(tid, 0, col0, rows, cols);
-        const Raw raw = load_raw<F>(w, row_bytes, slot.row, slot.group, slot.half, slot.valid);
+        const Raw<4> raw = load_raw<F>(w, row_bytes, slot.row, slot.group, slot.half, slot.valid);
         store_values<F>(raw, slot.group, slot.half, sb[0] + slot.offset);
     }
     copy_async_wait();
@@ -256,7 +177,7 @@ __device__ void tile_product(const bf16* __restrict__ a, const uint8_t* __restri
         const uint32_t cur = t & 1, nxt = cur ^ 1;
         const bool more = t + 1 < steps;
         const Slot<T> slot(tid, (t + 1) * STEP, col0, rows, cols);
-        Raw raw;
+        Raw<4> raw;
         if (more) {
             load_a(sa[nxt], a, m, reduce, row0, (t + 1) * STEP, tid);
             copy_async_commit();
@@ -315,19 +236,5 @@ __device__ void tile_product(const bf16* __restrict__ a, const uint8_t* __restri
             }
 }
 
-#define TILE_KERNELS(NAME, F)                                                                     \
-    extern "C" __global__ void __launch_bounds__(THREADS)                                         \
-        tile_##NAME##_t(const bf16* a, const uint8_t* w, bf16* out, uint32_t m, uint32_t rows,    \
-                        uint32_t cols, uint32_t row_bytes) {                                      \
-        tile_product<F, true>(a, w, out, m, rows, cols, row_bytes);                               \
-    }                                                                                             \
-    extern "C" __global__ void __launch_bounds__(THREADS)                                         \
-        tile_##NAME##_n(const bf16* a, const uint8_t* w, bf16* out, uint32_t m, uint32_t rows,    \
-                        uint32_t cols, uint32_t row_bytes) {                                      \
-        tile_product<F, false>(a, w, out, m, rows, cols, row_bytes);                              \
-    }
-
-TILE_KERNELS(q4_0, Q4_0)
-TILE_KERNELS(q4_1, Q4_1)
-TILE_KERNELS(q8_0, Q8_0)
-TILE_KERNELS(q4_k, Q4_K)
+#define WARP_BOUNDS __launch_bounds__(THREADS)
+TILE_KERNELS_OF_EVERY_FORMAT(tile, tile_product, WARP_BOUNDS)

@@ -1,23 +1,57 @@
-//! Products with a frozen weight that stays quantized on the GPU (tile_products.cu): each
-//! product dequantizes the weight a 128 × 32 tile at a time into shared memory, never whole, and
-//! multiplies on the tensor cores in bf16. The input is bf16; the weight one of GGUF's Q4_0,
-//! Q4_1, Q8_0 or Q4_K with rows and columns multiples of 32.
+//! Products with a frozen weight that stays quantized on the GPU: each product dequantizes the
+//! weight a tile at a time into shared memory, never whole, and multiplies on the tensor cores in
+//! bf16. On a Hopper GPU (compute capability 9.0, a build for 90) the kernels of
+//! tile_products_sm90.cu (warpgroup products, 128 × 64 tiles), elsewhere those of
+//! tile_products.cu (warp products, 128 × 32 tiles). The input is bf16; the weight one of GGUF's
+//! Q4_0, Q4_1, Q8_0 or Q4_K with rows and columns multiples of 32.
 
 use super::{count, output};
 use candle_core::cuda_backend::WrapErr;
+use candle_core::cuda_backend::cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{
-    CpuStorage, CudaStorage, CustomOp1, D, DType, Layout, Result, Shape, Tensor, bail,
+    CpuStorage, CudaDevice, CudaStorage, CustomOp1, D, DType, Layout, Result, Shape, Tensor, bail,
 };
 use half::bf16;
 use std::sync::Arc;
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/tile_products.ptx"));
 const MODULE: &str = "lablens_tile_products";
-/// The output tile of a block (tile_products.cu's TILE_M and TILE_N) and its threads.
+/// Hopper's kernels; empty in a build for another compute capability.
+const HOPPER_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/tile_products_sm90.ptx"));
+const HOPPER_MODULE: &str = "lablens_tile_products_sm90";
+/// The dynamic shared memory a block of Hopper's kernels needs (tile_products_sm90.cu's
+/// SHARED_BYTES: three stages of the input's tile, two of the weight's, 16 KB each, and 1 KB to
+/// align them).
+const HOPPER_SHARED_BYTES: u32 = 5 * 16384 + 1024;
+/// The output tile of a block (both files' TILE) and its threads.
 const TILE: u32 = 128;
 const THREADS: u32 = 256;
+
+/// Which kernels compute a tile product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// tile_products.cu's, for any GPU with bf16 tensor cores.
+    Warp,
+    /// tile_products_sm90.cu's, for Hopper GPUs in a build for compute capability 90.
+    Warpgroup,
+}
+
+impl Kernels {
+    /// The fastest kernels `dev` runs.
+    pub fn best(dev: &CudaDevice) -> Kernels {
+        let major = dev
+            .cuda_stream()
+            .context()
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR);
+        if !HOPPER_PTX.is_empty() && major == Ok(9) {
+            Kernels::Warpgroup
+        } else {
+            Kernels::Warp
+        }
+    }
+}
 
 /// Which product with a weight `W` `[rows, cols]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,8 +85,20 @@ pub fn tiles_apply(x: &Tensor, w: &QTensor) -> bool {
             .is_ok_and(|(rows, cols)| rows % 32 == 0 && cols % 32 == 0)
 }
 
-/// `x Wᵀ` or `x W` (see [`Side`]) for a bf16 `x` and a weight [`tiles_apply`] accepts, in bf16.
+/// `x Wᵀ` or `x W` (see [`Side`]) for a bf16 `x` and a weight [`tiles_apply`] accepts, in bf16,
+/// by the fastest kernels of `x`'s GPU.
 pub fn tile_product(x: &Tensor, w: &Arc<QTensor>, side: Side) -> Result<Tensor> {
+    tile_product_by(x, w, side, None)
+}
+
+/// [`tile_product`] by the given kernels (`None`: the fastest the GPU runs); asking a GPU for
+/// kernels it cannot run is an error.
+pub fn tile_product_by(
+    x: &Tensor,
+    w: &Arc<QTensor>,
+    side: Side,
+    kernels: Option<Kernels>,
+) -> Result<Tensor> {
     let (rows, cols) = w.shape().dims2()?;
     let (reduce, width) = match side {
         Side::Transposed => (cols, rows),
@@ -76,6 +122,7 @@ pub fn tile_product(x: &Tensor, w: &Arc<QTensor>, side: Side) -> Result<Tensor> 
     let op = TileProduct {
         w: w.clone(),
         side,
+        kernels,
         rows: count(rows, "tile-product")?,
         cols: count(cols, "tile-product")?,
     };
@@ -85,6 +132,7 @@ pub fn tile_product(x: &Tensor, w: &Arc<QTensor>, side: Side) -> Result<Tensor> 
 struct TileProduct {
     w: Arc<QTensor>,
     side: Side,
+    kernels: Option<Kernels>,
     rows: u32,
     cols: u32,
 }
@@ -122,7 +170,30 @@ impl CustomOp1 for TileProduct {
         let stream = dev.cuda_stream();
         let (weights, _guard) = self.w.device_ptr_with_guard(&stream)?;
         let weights = weights as u64;
-        let func = dev.get_or_load_custom_func(&format!("tile_{format}_{suffix}"), MODULE, PTX)?;
+        let best = Kernels::best(dev);
+        let kernels = self.kernels.unwrap_or(best);
+        if kernels == Kernels::Warpgroup && best != Kernels::Warpgroup {
+            bail!("tile-product: Hopper's kernels asked of a GPU or build without them");
+        }
+        let (func, shared_mem_bytes) = match kernels {
+            Kernels::Warp => (
+                dev.get_or_load_custom_func(&format!("tile_{format}_{suffix}"), MODULE, PTX)?,
+                0,
+            ),
+            Kernels::Warpgroup => {
+                let func = dev.get_or_load_custom_func(
+                    &format!("wgmma_{format}_{suffix}"),
+                    HOPPER_MODULE,
+                    HOPPER_PTX,
+                )?;
+                func.set_attribute(
+                    CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    HOPPER_SHARED_BYTES as i32,
+                )
+                .w()?;
+                (func, HOPPER_SHARED_BYTES)
+            }
+        };
         let mut builder = func.builder();
         builder.arg(&input);
         builder.arg(&weights);
@@ -134,7 +205,7 @@ impl CustomOp1 for TileProduct {
         let cfg = LaunchConfig {
             grid_dim: (width.div_ceil(TILE), m.div_ceil(TILE), 1),
             block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
+            shared_mem_bytes,
         };
         unsafe { builder.launch(cfg) }.w()?;
         output(out, dev, (m as usize, width as usize))
