@@ -5,7 +5,7 @@
 
 use crate::project::OpenProject;
 use crate::serve::metrics::Metrics;
-use crate::serve::models::{AdapterSource, plan};
+use crate::serve::models::plan;
 use crate::serve::{MAX_BODY_BYTES, ServeEvent, ServeOptions, serve};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -74,7 +74,7 @@ impl ServeSwitch {
     pub fn start(&mut self, project: &OpenProject, repaint: impl Fn() + Send + 'static) {
         self.stop();
         self.error = None;
-        let plan = match plan(project, None, &AdapterSource::None) {
+        let plan = match plan(project, None, &[]) {
             Ok(plan) => plan,
             Err(e) => {
                 self.error = Some(e.to_string());

@@ -1,4 +1,4 @@
-//! `lablens serve`: the project's model (and a run's or a registry alias's adapter) behind an
+//! `lablens serve`: the project's model (and runs' and registry aliases' adapters) behind an
 //! OpenAI-compatible HTTP API until SIGINT or SIGTERM.
 
 use super::CliError;
@@ -18,12 +18,14 @@ pub struct ServeArgs {
     #[arg(long, conflicts_with_all = ["run", "registry"])]
     pub model: Option<PathBuf>,
     /// Serve this run's adapter too (its final adapter, else its last checkpoint), on the model
-    /// it was trained on.
-    #[arg(long, conflicts_with = "registry")]
-    pub run: Option<String>,
-    /// Serve the registered version an alias names, as NAME@ALIAS (like demo@production).
+    /// it was trained on; repeat for several runs. A request's `model` picks one by the run's
+    /// id; requests that name none get the first adapter given.
     #[arg(long)]
-    pub registry: Option<String>,
+    pub run: Vec<String>,
+    /// Serve the registered version an alias names, as NAME@ALIAS (like demo@production), under
+    /// that id; repeat for several. With --run, on the same base model.
+    #[arg(long)]
+    pub registry: Vec<String>,
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
     #[arg(long, default_value_t = 8080)]
@@ -41,12 +43,12 @@ pub struct ServeArgs {
 
 pub fn serve_cmd(args: &ServeArgs, json_out: bool) -> Result<(), CliError> {
     let project = open_project(&args.project)?;
-    let source = match (&args.run, &args.registry) {
-        (Some(run), _) => AdapterSource::Run(run.clone()),
-        (None, Some(alias)) => AdapterSource::registry(alias).map_err(job_err)?,
-        (None, None) => AdapterSource::None,
-    };
-    let plan = plan(&project, args.model.as_deref(), &source).map_err(job_err)?;
+    let mut sources: Vec<AdapterSource> =
+        args.run.iter().cloned().map(AdapterSource::Run).collect();
+    for alias in &args.registry {
+        sources.push(AdapterSource::registry(alias).map_err(job_err)?);
+    }
+    let plan = plan(&project, args.model.as_deref(), &sources).map_err(job_err)?;
     let options = ServeOptions {
         host: args.host.clone(),
         port: args.port,

@@ -14,7 +14,8 @@ pub mod safety;
 pub mod stream;
 pub mod worker;
 
-use crate::model::adapters::load_peft;
+use crate::model::adapters::{load_peft, set_enabled};
+use crate::model::decode::AdapterSet;
 use crate::model::loading::{LoadedModel, load};
 use crossbeam_channel::{Receiver, Sender};
 use metrics::Metrics;
@@ -160,13 +161,18 @@ pub fn stop_on_signals() -> &'static AtomicBool {
     &STOP
 }
 
-/// The model of `plan` with its adapter.
-fn load_model(plan: &Plan) -> Result<LoadedModel, String> {
+/// The model of `plan`, its adapters switched off, and each served adapter's matrices for the
+/// CPU decoder, in the order of `plan.models` (the last adapter stays attached).
+fn load_model(plan: &Plan) -> Result<(LoadedModel, Vec<AdapterSet>), String> {
     let mut model = load(&plan.spec).map_err(|e| e.to_string())?;
+    let mut sets = Vec::new();
     for dir in plan.adapters() {
         load_peft(&mut model.llama, dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        set_enabled(&mut model.llama, true);
+        sets.push(AdapterSet::of(&model.llama).map_err(|e| format!("{}: {e}", dir.display()))?);
     }
-    Ok(model)
+    set_enabled(&mut model.llama, false);
+    Ok((model, sets))
 }
 
 /// Loads the model on its own thread, then serves the queue there.
@@ -179,12 +185,13 @@ fn start_worker(
     let spawned = std::thread::Builder::new()
         .name("lablens-model".into())
         .spawn(move || match load_model(&shared.plan) {
-            Ok(mut model) => {
+            Ok((mut model, adapters)) => {
                 let (sender, receiver) = queue;
                 shared.queue.set(sender).ok();
                 worker::run(
                     &mut model,
                     &shared.plan.models,
+                    adapters,
                     &receiver,
                     shared.options.max_batch,
                     &shared.metrics,

@@ -1,5 +1,5 @@
-//! The models a server answers for: the base model, and the adapters on it (a run's, or the
-//! version a registry alias names), each listed under its own id in `GET /v1/models` and picked
+//! The models a server answers for: the base model, and the adapters on it (runs' and the
+//! versions registry aliases name), each listed under its own id in `GET /v1/models` and picked
 //! by a request's `model` field.
 
 use super::openai::ApiError;
@@ -17,17 +17,13 @@ use std::time::UNIX_EPOCH;
 /// The longest context a server asks of a model (the model's own is the cap).
 const SERVE_CONTEXT: usize = 4096;
 
-/// Which adapter is served beside the base model.
+/// An adapter served beside the base model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdapterSource {
-    None,
     /// A run of the project: its final adapter, else its last checkpoint.
     Run(String),
     /// The version a registry alias names, as `NAME@ALIAS`.
-    Registry {
-        name: String,
-        alias: String,
-    },
+    Registry { name: String, alias: String },
 }
 
 impl AdapterSource {
@@ -62,7 +58,7 @@ pub struct ServedModel {
 pub struct Plan {
     pub spec: ModelSpec,
     pub models: Vec<ServedModel>,
-    /// The model of requests that name none: the adapter when there is one.
+    /// The model of requests that name none: the first adapter when there is one.
     pub default: usize,
 }
 
@@ -88,7 +84,8 @@ impl Plan {
         })
     }
 
-    /// The adapters the worker loads, in the order of `models`.
+    /// The adapters the worker loads, in the order of `models` (the base model first, then
+    /// these).
     pub fn adapters(&self) -> impl Iterator<Item = &Path> {
         self.models.iter().filter_map(|m| m.adapter.as_deref())
     }
@@ -138,29 +135,61 @@ fn registered(
     Ok((spec, dir.join(ADAPTER_DIR)))
 }
 
-/// The plan for `project`: its model (or `base`), and the adapter of `source` on the model it
-/// was trained on.
+/// What a source serves: its id, the base model it was trained on, and its adapter folder.
+fn resolve_source(
+    project: &OpenProject,
+    source: &AdapterSource,
+) -> Result<(String, ModelSpec, PathBuf), JobError> {
+    match source {
+        AdapterSource::Run(run) => {
+            let resolved = resolve(project, &Target::Run(run.clone()), None, 0)?;
+            let dir = resolved.adapter.ok_or_else(|| {
+                JobError::Usage(format!("--run {run}: the run has no adapter yet"))
+            })?;
+            Ok((run.clone(), resolved.spec, dir))
+        }
+        AdapterSource::Registry { name, alias } => {
+            let (spec, dir) = registered(project, name, alias)?;
+            Ok((format!("{name}@{alias}"), spec, dir))
+        }
+    }
+}
+
+/// The plan for `project`: its model (or `base`) alone, or the adapters of `sources` on the
+/// model they were trained on, which must be the same for all of them.
 pub fn plan(
     project: &OpenProject,
     base: Option<&Path>,
-    source: &AdapterSource,
+    sources: &[AdapterSource],
 ) -> Result<Plan, JobError> {
-    let (mut spec, adapter) = match source {
-        AdapterSource::None => {
+    let mut adapters: Vec<(String, PathBuf)> = Vec::new();
+    let mut spec: Option<(String, ModelSpec)> = None;
+    for source in sources {
+        let (id, trained_on, dir) = resolve_source(project, source)?;
+        if adapters.iter().any(|(known, _)| *known == id) {
+            return Err(JobError::Usage(format!("{id} is asked for twice")));
+        }
+        if let Some((first, spec)) = &spec
+            && (spec.path != trained_on.path || spec.dequantize != trained_on.dequantize)
+        {
+            return Err(JobError::Usage(format!(
+                "{id} was trained on {}, {first} on {}: one server serves the adapters of one \
+                 base model",
+                trained_on.path.display(),
+                spec.path.display()
+            )));
+        }
+        spec.get_or_insert((id.clone(), trained_on));
+        adapters.push((id, dir));
+    }
+    let mut spec = match spec {
+        Some((_, spec)) => spec,
+        None => {
             let mut spec = resolve(project, &Target::Base, None, 0)?.spec;
             if let Some(path) = base {
                 spec.path = path.to_path_buf();
             }
-            (spec, None)
-        }
-        AdapterSource::Run(run) => {
-            let resolved = resolve(project, &Target::Run(run.clone()), None, 0)?;
-            let adapter = resolved.adapter.map(|dir| (run.clone(), dir));
-            (resolved.spec, adapter)
-        }
-        AdapterSource::Registry { name, alias } => {
-            let (spec, dir) = registered(project, name, alias)?;
-            (spec, Some((format!("{name}@{alias}"), dir)))
+            spec
         }
     };
     spec.max_len = spec.max_len.max(SERVE_CONTEXT);
@@ -173,16 +202,14 @@ pub fn plan(
         adapter: None,
         created: created(&files),
     }];
-    if let Some((id, dir)) = adapter {
-        models.push(ServedModel {
-            id,
-            created: created(&dir),
-            adapter: Some(dir),
-        });
-    }
+    models.extend(adapters.into_iter().map(|(id, dir)| ServedModel {
+        id,
+        created: created(&dir),
+        adapter: Some(dir),
+    }));
     Ok(Plan {
         spec,
-        default: models.len() - 1,
+        default: usize::from(models.len() > 1),
         models,
     })
 }

@@ -13,10 +13,11 @@ use super::models::ServedModel;
 use super::openai::{ApiError, Finish};
 use super::prompt::{PromptInput, encode};
 use super::stream::TextStream;
-use crate::model::adapters::set_enabled;
+use crate::model::adapters::{load_peft, set_enabled};
 use crate::model::decode::{AdapterSet, Decoder};
 use crate::model::generation::continuous::{Request, Update, Wait, decode_continuously};
 use crate::model::generation::{Flow, Generated, GenerationParams, StopReason, generate_batch};
+use crate::model::llama::Llama;
 use crate::model::loading::LoadedModel;
 use crossbeam_channel::{Receiver, Sender};
 use std::cell::RefCell;
@@ -51,27 +52,25 @@ pub enum Event {
     Failed(ApiError),
 }
 
-/// Serves the queue until every sender is gone.
+/// Serves the queue until every sender is gone. `model` has its adapters switched off, the last
+/// of `served` attached; `adapters` are the served adapters' matrices, in the order of `served`.
 pub fn run(
     model: &mut LoadedModel,
     served: &[ServedModel],
+    adapters: Vec<AdapterSet>,
     queue: &Receiver<Job>,
     max_batch: usize,
     metrics: &Metrics,
 ) {
-    // The CPU decoder where the model runs on it: adapter set 0 the base model, 1 the adapter.
-    let has_adapter = served.iter().any(|s| s.adapter.is_some());
-    set_enabled(&mut model.llama, true);
-    let tuned = AdapterSet::of(&model.llama);
-    set_enabled(&mut model.llama, false);
-    let extra = |tuned: AdapterSet| if has_adapter { vec![tuned] } else { Vec::new() };
-    match tuned.and_then(|t| Decoder::new(&model.llama, extra(t))) {
+    // The CPU decoder where the model runs on it: adapter set 0 the base model, then the
+    // adapters in the order of `served`.
+    match Decoder::new(&model.llama, adapters) {
         Ok(Some(decoder)) => {
-            return serve_continuously(decoder, model, served, queue, max_batch, metrics);
+            return serve_continuously(decoder, model, queue, max_batch, metrics);
         }
         Ok(None) => {}
         Err(e) => {
-            // The decoder could not take the adapter: every request hears why.
+            // The decoder could not take an adapter: every request hears why.
             for job in queue.iter() {
                 metrics.dequeued(1);
                 let failed = ApiError::server(format!("the model could not be served: {e}"));
@@ -95,7 +94,6 @@ struct Serving {
 fn serve_continuously(
     mut decoder: Decoder,
     model: &LoadedModel,
-    served: &[ServedModel],
     queue: &Receiver<Job>,
     max_batch: usize,
     metrics: &Metrics,
@@ -131,7 +129,7 @@ fn serve_continuously(
                     ..row.job.params.clone()
                 },
                 eos: eos.clone(),
-                adapter: usize::from(served[row.job.model].adapter.is_some()),
+                adapter: row.job.model,
             };
             ids += 1;
             mark.get_or_insert_with(Instant::now);
@@ -241,6 +239,8 @@ fn serve_in_batches(
 ) {
     // Requests taken off the queue that did not fit the last batch, oldest first.
     let mut held: VecDeque<Job> = VecDeque::new();
+    // The served model whose adapter is attached.
+    let mut attached = served.iter().rposition(|s| s.adapter.is_some());
     loop {
         let first = match held.pop_front() {
             Some(job) => job,
@@ -265,9 +265,36 @@ fn serve_in_batches(
             }
         }
         metrics.dequeued(batch.len());
-        set_enabled(&mut model.llama, served[batch[0].model].adapter.is_some());
+        if let Err(e) = select(&mut model.llama, served, batch[0].model, &mut attached) {
+            for job in batch {
+                let failed = ApiError::server(format!("the model could not be served: {e}"));
+                job.events.send(Event::Failed(failed)).ok();
+            }
+            continue;
+        }
         generate(model, batch, metrics);
     }
+}
+
+/// Makes `model` compute served model `m`: its adapters switched off for the base model, else
+/// `m`'s adapter switched on, loaded first when another one is `attached`.
+fn select(
+    model: &mut Llama,
+    served: &[ServedModel],
+    m: usize,
+    attached: &mut Option<usize>,
+) -> Result<(), String> {
+    let Some(dir) = &served[m].adapter else {
+        set_enabled(model, false);
+        return Ok(());
+    };
+    if *attached != Some(m) {
+        *attached = None;
+        load_peft(model, dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        *attached = Some(m);
+    }
+    set_enabled(model, true);
+    Ok(())
 }
 
 /// Whether `job` can be generated with `first`: the same model and sampling (its own length).
