@@ -5,24 +5,14 @@
 
 mod common;
 mod local;
+#[path = "local/server.rs"]
+mod server;
 use common::lablens;
-use local::{demo_project, free_port};
+use local::demo_project;
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 const PROMPT: &str = "The patient was admitted with";
-
-/// The server, killed when dropped.
-struct Server(Child, String);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
-}
 
 /// Trains a run of `project` for `steps` steps; its id.
 fn train(project: &Path, steps: &str) -> String {
@@ -41,32 +31,6 @@ fn train(project: &Path, steps: &str) -> String {
     );
     let report: Value = serde_json::from_slice(&out.stdout).expect("train --json");
     report["run_id"].as_str().expect("run_id").to_string()
-}
-
-fn start(project: &Path, runs: &[&str]) -> Server {
-    let port = free_port();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_lablens"));
-    command.args(["serve", "--project"]).arg(project);
-    for run in runs {
-        command.args(["--run", run]);
-    }
-    let child = command
-        .args(["--port", &port.to_string(), "--max-batch", "4"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start lablens serve");
-    let server = Server(child, format!("http://127.0.0.1:{port}"));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !ureq::get(format!("{}/health", server.1))
-        .call()
-        .is_ok_and(|r| r.status() == 200)
-    {
-        assert!(Instant::now() < deadline, "no /health 200 in 120 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    server
 }
 
 /// The greedy completion of PROMPT by served model `model`: the id it answered as, and its text.
@@ -128,7 +92,8 @@ fn a_request_s_model_picks_its_adapter_among_several() {
     assert_eq!(unknown.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no-such-run"));
 
-    let server = start(&project, &[&first, &second]);
+    let args = ["--project", project_arg, "--run", &first, "--run", &second];
+    let server = server::start(&[&args[..], &["--max-batch", "4"]].concat());
     let mut listed = ureq::get(format!("{}/v1/models", server.1))
         .call()
         .expect("models");

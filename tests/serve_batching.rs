@@ -5,47 +5,11 @@
 //! Needs models/smollm2-135m-instruct (scripts/fetch-smollm2.sh; CI fetches it).
 
 mod local;
-use local::{demo_project, free_port};
+#[path = "local/server.rs"]
+mod server;
+use local::demo_project;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// The server, killed when dropped.
-struct Server(Child, String);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
-}
-
-fn start(project: &Path, model: &Path) -> Server {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_lablens"))
-        .args(["serve", "--project"])
-        .arg(project)
-        .arg("--model")
-        .arg(model)
-        .args(["--port", &port.to_string(), "--max-batch", "4"])
-        .args(["--max-concurrency", "16"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start lablens serve");
-    let server = Server(child, format!("http://127.0.0.1:{port}"));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !ureq::get(format!("{}/health", server.1))
-        .call()
-        .is_ok_and(|r| r.status() == 200)
-    {
-        assert!(Instant::now() < deadline, "no /health 200 in 120 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    server
-}
 
 /// The reply's text and finish reason.
 fn complete(url: &str, body: &Value) -> (String, String) {
@@ -78,7 +42,21 @@ fn requests_served_together_get_what_each_gets_alone() {
         model.display()
     );
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = start(&demo_project(dir.path()), &model);
+    let project = demo_project(dir.path());
+    let (project, model) = (
+        project.to_str().expect("utf8"),
+        model.to_str().expect("utf8"),
+    );
+    let server = server::start(&[
+        "--project",
+        project,
+        "--model",
+        model,
+        "--max-batch",
+        "4",
+        "--max-concurrency",
+        "16",
+    ]);
     let questions = [
         "What does furosemide do?",
         "Explain in one sentence what a discharge summary is.",
