@@ -93,7 +93,8 @@ fn a_request_s_model_picks_its_adapter_among_several() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no-such-run"));
 
     let args = ["--project", project_arg, "--run", &first, "--run", &second];
-    let server = server::start(&[&args[..], &["--max-batch", "4"]].concat());
+    let server = server::spawn(&[&args[..], &["--max-batch", "4"]].concat());
+    server::ready(&server);
     let mut listed = ureq::get(format!("{}/v1/models", server.1))
         .call()
         .expect("models");

@@ -1,6 +1,7 @@
-//! `lablens serve` on SmolLM2 (block-quantized, on the CPU: continuous batching): requests sent
-//! together, greedy and seeded-sampled, some joining while others decode, get the text each gets
-//! alone, and `/metrics` counts their tokens.
+//! `lablens serve` on SmolLM2 (block-quantized, on the CPU: continuous batching): while the model
+//! loads, `/health` and generations answer 503; then requests sent together, greedy and
+//! seeded-sampled, some joining while others decode, get the text each gets alone, and
+//! `/metrics` counts their tokens.
 //!
 //! Needs models/smollm2-135m-instruct (scripts/fetch-smollm2.sh; CI fetches it).
 
@@ -10,6 +11,7 @@ mod server;
 use local::demo_project;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// The reply's text and finish reason.
 fn complete(url: &str, body: &Value) -> (String, String) {
@@ -32,6 +34,55 @@ fn complete(url: &str, body: &Value) -> (String, String) {
     )
 }
 
+/// A status and body, whatever the status.
+fn get_any(url: &str) -> Option<(u16, String)> {
+    let mut reply = ureq::get(url)
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .ok()?;
+    Some((
+        reply.status().as_u16(),
+        reply.body_mut().read_to_string().ok()?,
+    ))
+}
+
+/// The port answers before the model is loaded: `/health` and generations say 503 until it is
+/// ready, then `/health` 200.
+fn while_loading_503(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut loading = false;
+    loop {
+        match get_any(&format!("{url}/health")) {
+            Some((200, _)) => break,
+            Some((503, body)) if !loading => {
+                assert!(body.contains("loading"), "{body}");
+                let mut reply = ureq::post(format!("{url}/v1/completions"))
+                    .config()
+                    .http_status_as_error(false)
+                    .build()
+                    .header("Content-Type", "application/json")
+                    .send(json!({"prompt": "Hi", "max_tokens": 2}).to_string())
+                    .expect("completion");
+                let text = reply.body_mut().read_to_string().expect("body");
+                // Answered after the model may have become ready in between.
+                if reply.status() == 503 {
+                    assert!(text.contains("model_loading"), "{text}");
+                    loading = true;
+                }
+            }
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "no /health 200 in 120 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        loading,
+        "never saw the server loading: /health and a generation answering 503"
+    );
+}
+
 #[test]
 fn requests_served_together_get_what_each_gets_alone() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -47,7 +98,7 @@ fn requests_served_together_get_what_each_gets_alone() {
         project.to_str().expect("utf8"),
         model.to_str().expect("utf8"),
     );
-    let server = server::start(&[
+    let server = server::spawn(&[
         "--project",
         project,
         "--model",
@@ -57,6 +108,8 @@ fn requests_served_together_get_what_each_gets_alone() {
         "--max-concurrency",
         "16",
     ]);
+    while_loading_503(&server.1);
+    server::ready(&server);
     let questions = [
         "What does furosemide do?",
         "Explain in one sentence what a discharge summary is.",

@@ -1,5 +1,4 @@
-//! A `lablens serve` a test starts on a free local port: ready once `/health` answers 200,
-//! killed when dropped.
+//! A `lablens serve` a test starts on a free local port, killed when dropped.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,8 +13,20 @@ impl Drop for Server {
     }
 }
 
-/// `lablens serve ARGS --port P` on a free port P, once it is ready.
-pub fn start(args: &[&str]) -> Server {
+/// Waits until `server` answers `/health` with 200.
+pub fn ready(server: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !ureq::get(format!("{}/health", server.1))
+        .call()
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(Instant::now() < deadline, "no /health 200 in 120 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `lablens serve ARGS --port P` on a free port P, started.
+pub fn spawn(args: &[&str]) -> Server {
     let port = crate::local::free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_lablens"))
         .arg("serve")
@@ -26,14 +37,5 @@ pub fn start(args: &[&str]) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .expect("start lablens serve");
-    let server = Server(child, format!("http://127.0.0.1:{port}"));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !ureq::get(format!("{}/health", server.1))
-        .call()
-        .is_ok_and(|r| r.status() == 200)
-    {
-        assert!(Instant::now() < deadline, "no /health 200 in 120 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    server
+    Server(child, format!("http://127.0.0.1:{port}"))
 }
