@@ -198,7 +198,7 @@ impl<B: Backward> candle_core::CustomOp3 for Recorded<B> {
 /// (candle's matmul would also compute, and keep, one for the weight). The rows are multiplied
 /// as one matrix, not one batch row at a time.
 pub fn frozen_matmul(x: &Tensor, w: &BaseWeight) -> Result<Tensor> {
-    let y = Frozen::new(w, x)?.times_transposed(&x.detach())?;
+    let y = Frozen::layer(w, x)?.times_transposed(&x.detach())?;
     x.apply_op1(Recorded::new(y, FrozenBackward { w: w.clone() }))
 }
 
@@ -212,7 +212,7 @@ impl Backward for FrozenBackward {
     }
 
     fn grads(&self, _: &[Tensor], _: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(Frozen::new(&self.w, grad)?.times(grad)?)])
+        Ok(vec![Some(Frozen::layer(&self.w, grad)?.times(grad)?)])
     }
 }
 
@@ -235,7 +235,7 @@ pub fn lora_matmul(
     };
     let (a16, b16) = (a.to_dtype(x.dtype())?, b.to_dtype(x.dtype())?);
     let low = (rows_times(&adapter_in, &a16.t()?)? * scale)?;
-    let y = (Frozen::new(w, x)?.times_transposed(&xd)? + rows_times(&low, &b16.t()?)?)?;
+    let y = (Frozen::layer(w, x)?.times_transposed(&xd)? + rows_times(&low, &b16.t()?)?)?;
     let backward = LoraBackward {
         w: w.clone(),
         scale,
@@ -276,7 +276,7 @@ impl Backward for LoraBackward {
         if let Some(m) = &self.mask {
             d_adapter_in = (d_adapter_in * m.reshape(((), in_dim))?)?;
         }
-        let dx = (Frozen::new(&self.w, grad)?.times(&g)? + d_adapter_in)?.reshape(x.shape())?;
+        let dx = (Frozen::layer(&self.w, grad)?.times(&g)? + d_adapter_in)?.reshape(x.shape())?;
         debug_assert_eq!(low.dim(1)?, rank);
         Ok(vec![Some(dx), Some(da), Some(db)])
     }

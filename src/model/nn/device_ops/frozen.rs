@@ -24,12 +24,11 @@ impl Frozen {
         Ok(Frozen::Dense(w.to_dense(x.device())?.to_dtype(x.dtype())?))
     }
 
-    /// A frozen weight (a layer's or the output head's) for products with `x`: kept in its GGUF
-    /// blocks where the tile kernels read it (bf16 inputs on a GPU; Q4_0, Q4_1, Q8_0, Q4_K), so
-    /// that no product makes a dense copy (300 MB in bf16 for a 49,152-token head of 3,072
-    /// hidden units, 1 GB for Llama-3.1-8B's, three times that while it is dequantized through
-    /// f32; up to 117 MB for a layer); dense otherwise.
-    pub(super) fn new(w: &BaseWeight, x: &Tensor) -> Result<Frozen> {
+    /// The output head's weight for products with `x`: kept in its GGUF blocks where the tile
+    /// kernels read it (bf16 inputs on a GPU; Q4_0, Q4_1, Q8_0, Q4_K), so that no product makes
+    /// a dense copy (300 MB in bf16 for a 49,152-token head of 3,072 hidden units, 1 GB for
+    /// Llama-3.1-8B's, three times that while it is dequantized through f32); dense otherwise.
+    pub(super) fn head(w: &BaseWeight, x: &Tensor) -> Result<Frozen> {
         #[cfg(feature = "cuda")]
         if let BaseWeight::Quantized(QMatMul::QTensor(q)) = w
             && cuda::tiles_apply(x, q)
@@ -37,6 +36,21 @@ impl Frozen {
             return Ok(Frozen::Tiles(q.clone()));
         }
         Frozen::dense(w, x)
+    }
+
+    /// A layer's weight for products with `x`: as the head's where the GPU runs the warpgroup
+    /// tile kernels (on an H100 they train a Llama-3.2-3B shape's QLoRA at 0.84x to 1.08x the
+    /// rate of dequantizing each weight whole, in less memory); elsewhere dense for each product
+    /// (at most 117 MB in bf16, for a Llama-3.1-8B shape's MLP), which on an H100 is 2.1 to 3.6
+    /// times faster than the warp tile kernels (`scripts/bench-tiles.sh`).
+    pub(super) fn layer(w: &BaseWeight, x: &Tensor) -> Result<Frozen> {
+        #[cfg(feature = "cuda")]
+        if let candle_core::Device::Cuda(gpu) = x.device()
+            && cuda::Kernels::best(gpu) != cuda::Kernels::Warpgroup
+        {
+            return Frozen::dense(w, x);
+        }
+        Frozen::head(w, x)
     }
 
     /// `x [.., in] · Wᵀ`, `[.., out]`.

@@ -16,7 +16,7 @@ pub(super) const LOSS_CHUNK_ROWS: usize = 1024;
 /// logits are computed a chunk of rows at a time, in the forward and again in the backward, and
 /// never kept: only each row's log-sum-exp is.
 pub fn nll_at_labels(hidden: &Tensor, w: &BaseWeight, labels: &Tensor) -> Result<Tensor> {
-    let head = Frozen::new(w, hidden)?;
+    let head = Frozen::head(w, hidden)?;
     let h = hidden.detach();
     let n = h.dim(0)?;
     let (mut nll, mut lse) = (Vec::new(), Vec::new());
@@ -85,7 +85,7 @@ impl Backward for NllBackward {
     fn grads(&self, args: &[Tensor], _: &Tensor, grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let h = &args[0];
         let n = h.dim(0)?;
-        let head = Frozen::new(&self.w, h)?;
+        let head = Frozen::head(&self.w, h)?;
         let grad = grad.to_dtype(DType::F32)?.reshape(n)?;
         let mut parts = Vec::new();
         for start in (0..n).step_by(LOSS_CHUNK_ROWS) {

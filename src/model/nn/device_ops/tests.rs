@@ -302,20 +302,30 @@ fn quantized(rows: usize, cols: usize, dtype: GgmlDType, like: DType) -> (BaseWe
     (BaseWeight::Quantized(QMatMul::QTensor(Arc::new(q))), dense)
 }
 
-/// Whether `w`'s products with `x` dequantize tile by tile inside the GPU kernel.
-fn tiled(w: &BaseWeight, x: &Tensor) -> bool {
-    match Frozen::new(w, x).expect("frozen") {
+/// Whether a frozen weight's products dequantize it tile by tile inside the GPU kernel.
+fn tiled(frozen: Result<Frozen>) -> bool {
+    match frozen.expect("frozen") {
         Frozen::Dense(_) => false,
         #[cfg(feature = "cuda")]
         Frozen::Tiles(_) => true,
     }
 }
 
+/// Whether the GPU of `dev` runs the warpgroup tile kernels.
+fn warpgroup_kernels(dev: &Device) -> bool {
+    match dev {
+        #[cfg(feature = "cuda")]
+        Device::Cuda(gpu) => super::cuda::Kernels::best(gpu) == super::cuda::Kernels::Warpgroup,
+        _ => false,
+    }
+}
+
 /// A quantized weight read in tiles on a GPU gives, forward and for the input's gradient, what
 /// the whole dequantized weight gives, in every format the kernels read and in shapes that
 /// leave partial tiles (300 rows, 224 and 160 outputs, 288 inputs), by every kernel the GPU runs
-/// (the warp kernels, and on a Hopper GPU the warpgroup kernels); a layer's frozen product takes
-/// the same path. On the CPU, and in f32, the weight is dequantized whole.
+/// (the warp kernels, and on a Hopper GPU the warpgroup kernels). A layer's weight is read in
+/// tiles where the warpgroup kernels run, else dequantized whole; on the CPU, and in f32, every
+/// weight is dequantized whole.
 #[test]
 fn quantized_products_dequantize_tile_by_tile_on_a_gpu() {
     let dev = device();
@@ -334,10 +344,12 @@ fn quantized_products_dequantize_tile_by_tile_on_a_gpu() {
         let g = var(&[3, 100, rows], 2, DType::BF16, &dev)
             .as_tensor()
             .detach();
-        assert_eq!(tiled(&base, &x), dev.is_cuda(), "{format:?}");
+        assert_eq!(tiled(Frozen::head(&base, &x)), dev.is_cuda(), "{format:?}");
+        let layer = tiled(Frozen::layer(&base, &x));
+        assert_eq!(layer, warpgroup_kernels(&dev), "{format:?}: a layer");
         let f32_x = x.to_dtype(DType::F32).expect("f32");
-        assert!(!tiled(&base, &f32_x), "{format:?} in f32");
-        let frozen = Frozen::new(&base, &x).expect("frozen");
+        assert!(!tiled(Frozen::head(&base, &f32_x)), "{format:?} in f32");
+        let frozen = Frozen::head(&base, &x).expect("frozen");
         let forward = frozen.times_transposed(&x).expect("x Wᵀ");
         let want = x.broadcast_matmul(&dense.t().unwrap()).unwrap();
         let d = rel_diff(&forward, &want);
