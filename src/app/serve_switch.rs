@@ -1,12 +1,16 @@
-//! The sidebar's *Serve* switch: the open project's model behind the OpenAI-compatible API of
-//! `lablens serve` ([`crate::serve`]), on this machine only, started and stopped from the window.
+//! The sidebar's *Serve* switch: the open project's model, and the adapter of a run or of a
+//! registry alias picked beside it, behind the OpenAI-compatible API of `lablens serve`
+//! ([`crate::serve`]), on this machine only, started and stopped from the window.
 //! The server runs on a thread of its own with a model of its own (the engine's jobs go on);
 //! the status line shows its address and the requests it answers per second.
 
 use crate::project::OpenProject;
+use crate::registry::aliases::read_state;
+use crate::registry::{RegisteredModel, models};
 use crate::serve::metrics::Metrics;
-use crate::serve::models::plan;
+use crate::serve::models::{AdapterSource, plan};
 use crate::serve::{MAX_BODY_BYTES, ServeEvent, ServeOptions, serve};
+use crate::train::run::{ADAPTER_DIR, list_runs};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,6 +41,8 @@ struct Running {
 #[derive(Debug)]
 pub struct ServeSwitch {
     pub port: u16,
+    /// The adapter served beside the base model (its name in the sidebar, and where it is).
+    pub adapter: Option<(String, AdapterSource)>,
     running: Option<Running>,
     /// Why the last server could not start or stopped.
     error: Option<String>,
@@ -48,6 +54,7 @@ impl Default for ServeSwitch {
     fn default() -> Self {
         ServeSwitch {
             port: 8080,
+            adapter: None,
             running: None,
             error: None,
             rate: None,
@@ -74,7 +81,8 @@ impl ServeSwitch {
     pub fn start(&mut self, project: &OpenProject, repaint: impl Fn() + Send + 'static) {
         self.stop();
         self.error = None;
-        let plan = match plan(project, None, &[]) {
+        let sources: Vec<AdapterSource> = self.adapter.iter().map(|(_, s)| s.clone()).collect();
+        let plan = match plan(project, None, &sources) {
             Ok(plan) => plan,
             Err(e) => {
                 self.error = Some(e.to_string());
@@ -215,10 +223,61 @@ impl ServeSwitch {
                 }
             }
         });
+        if let Some(project) = project {
+            self.adapter_choice(ui, project);
+        }
         if let Some(error) = &self.error {
             ui.colored_label(ui.visuals().error_fg_color, error);
         }
     }
+
+    /// The adapter served with the base model: none, a registry alias or a run with an adapter,
+    /// listed when the list is opened; fixed while the server runs.
+    fn adapter_choice(&mut self, ui: &mut egui::Ui, project: &OpenProject) {
+        let shown = self
+            .adapter
+            .as_ref()
+            .map_or("base model only", |(name, _)| name.as_str())
+            .to_string();
+        ui.add_enabled_ui(self.running.is_none(), |ui| {
+            egui::ComboBox::from_label("served adapter")
+                .selected_text(shown)
+                .show_ui(ui, |ui| {
+                    ui.selectable_value(&mut self.adapter, None, "base model only");
+                    for choice in adapter_choices(project) {
+                        let name = choice.0.clone();
+                        ui.selectable_value(&mut self.adapter, Some(choice), name);
+                    }
+                });
+        });
+    }
+}
+
+/// What the switch can serve beside the base model, by name: each alias of the project's
+/// registry (`NAME@ALIAS`), then each run with a final adapter, newest first.
+pub fn adapter_choices(project: &OpenProject) -> Vec<(String, AdapterSource)> {
+    let mut choices = Vec::new();
+    for name in models(&project.dir) {
+        let Ok(state) = RegisteredModel::existing(&project.dir, &name).and_then(|m| read_state(&m))
+        else {
+            continue;
+        };
+        for alias in state.aliases.keys() {
+            choices.push((
+                format!("{name}@{alias}"),
+                AdapterSource::Registry {
+                    name: name.clone(),
+                    alias: alias.clone(),
+                },
+            ));
+        }
+    }
+    for run in list_runs(&project.dir).into_iter().rev() {
+        if run.dir.join(ADAPTER_DIR).is_dir() {
+            choices.push((format!("run {}", run.id), AdapterSource::Run(run.id)));
+        }
+    }
+    choices
 }
 
 impl Drop for ServeSwitch {
@@ -238,17 +297,7 @@ mod tests {
         let mut switch = ServeSwitch::default();
         switch.port = 0;
         switch.start(&project, || {});
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let address = loop {
-            let line = switch.status().expect("running");
-            if let Some(rest) = line.strip_prefix("Serve: http://")
-                && line.contains("requests/s")
-            {
-                break rest.split(' ').next().expect("address").to_string();
-            }
-            assert!(Instant::now() < deadline, "not ready in 60 s: {line}");
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let address = ready(&mut switch);
         let health = ureq::get(format!("http://{address}/health"))
             .call()
             .expect("health");
@@ -263,6 +312,65 @@ mod tests {
                 .call()
                 .is_err()
         );
+    }
+
+    /// The switch ready: its address.
+    fn ready(switch: &mut ServeSwitch) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let line = switch.status().expect("running");
+            if let Some(rest) = line.strip_prefix("Serve: http://")
+                && line.contains("requests/s")
+            {
+                return rest.split(' ').next().expect("address").to_string();
+            }
+            assert!(Instant::now() < deadline, "not ready in 60 s: {line}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    #[test]
+    fn the_switch_serves_the_adapter_picked_beside_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let project = crate::test_support::discharge_project(dir.path(), 12, (80.0, 20.0, 0.0));
+        let cfg = crate::train::config::TrainConfig {
+            max_seq_len: 96,
+            micro_batch: 2,
+            max_steps: Some(2),
+            eval_every: 0,
+            eval_records: 2,
+            ..Default::default()
+        };
+        let control = crate::job::Control::default();
+        let summary =
+            crate::train::train(&project, &cfg, &Default::default(), &control, &mut |_| {})
+                .expect("a run");
+        let choices = adapter_choices(&project);
+        let name = format!("run {}", summary.run_id);
+        let choice = choices
+            .iter()
+            .find(|(n, _)| *n == name)
+            .expect("the run is offered");
+        let mut switch = ServeSwitch::default();
+        switch.port = 0;
+        switch.adapter = Some(choice.clone());
+        switch.start(&project, || {});
+        let address = ready(&mut switch);
+        let mut listed = ureq::get(format!("http://{address}/v1/models"))
+            .call()
+            .expect("models");
+        let listed = listed.body_mut().read_to_string().expect("body");
+        assert!(
+            listed.contains(&format!("\"{}\"", summary.run_id)),
+            "{listed}"
+        );
+        let body = serde_json::json!({"model": summary.run_id, "prompt": "Hi", "max_tokens": 2});
+        let reply = ureq::post(format!("http://{address}/v1/completions"))
+            .header("Content-Type", "application/json")
+            .send(body.to_string())
+            .expect("a completion by the run's adapter");
+        assert_eq!(reply.status(), 200);
+        switch.stop();
     }
 
     #[test]
