@@ -11,6 +11,7 @@ mod server;
 use local::demo_project;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The reply's text and finish reason.
@@ -159,4 +160,121 @@ fn requests_served_together_get_what_each_gets_alone() {
         .and_then(|v| v.trim().parse().ok())
         .expect("generated tokens in /metrics");
     assert!(tokens >= 2.0 * 7.0, "{tokens} tokens counted");
+}
+
+/// A run of `project` on `model` (its blocks kept) with an adapter of seeded random matrices on
+/// every projection, as a finished run leaves it; its id.
+fn run_with_adapter(project: &Path, model: &Path, seed: u64) -> String {
+    use lablens::model::adapters::{LoraConfig, attach, save_peft};
+    use lablens::model::loading::{ModelSpec, load};
+    let id = format!("adapter-{seed}");
+    let dir = project.join("runs").join(&id);
+    std::fs::create_dir_all(&dir).expect("run folder");
+    let config = lablens::train::config::TrainConfig {
+        model: model.display().to_string(),
+        dequantize: false,
+        ..Default::default()
+    };
+    std::fs::write(
+        dir.join("config.ron"),
+        ron::ser::to_string(&config).expect("config"),
+    )
+    .expect("config.ron");
+    let mut loaded = load(&ModelSpec::new(model)).expect("SmolLM2");
+    let lora = LoraConfig::default();
+    for (name, var) in attach(&mut loaded.llama, &lora, seed).expect("attach") {
+        // B starts at zero; a seeded nudge makes each adapter change the text.
+        if name.ends_with("lora_B.weight") {
+            let t = var.as_tensor();
+            var.set(&(t.randn_like(0.0, 0.02).expect("randn")))
+                .expect("set");
+        }
+    }
+    save_peft(&loaded.llama, &lora, "SmolLM2", &dir.join("adapter")).expect("save");
+    id
+}
+
+/// Two adapters on SmolLM2's blocks: the decoder batches requests for the base model and both
+/// adapters together, each row with its own adapter, and each gets what `lablens generate
+/// --adapter` gives it alone.
+#[test]
+fn requests_for_different_adapters_decode_together() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model: PathBuf = root.join("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(model.exists(), "{} is missing", model.display());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let project = demo_project(dir.path());
+    let runs = [
+        run_with_adapter(&project, &model, 1),
+        run_with_adapter(&project, &model, 2),
+    ];
+    let project_arg = project.to_str().expect("utf8");
+    let server = server::spawn(&[
+        "--project",
+        project_arg,
+        "--run",
+        &runs[0],
+        "--run",
+        &runs[1],
+        "--max-batch",
+        "6",
+    ]);
+    server::ready(&server);
+    let ids = [
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        runs[0].as_str(),
+        runs[1].as_str(),
+    ];
+    let ask = |id: &str| {
+        let body = json!({"model": id, "prompt": "The patient was admitted with",
+            "max_tokens": 12, "temperature": 0});
+        let mut reply = ureq::post(format!("{}/v1/completions", server.1))
+            .header("Content-Type", "application/json")
+            .send(body.to_string())
+            .expect("completion");
+        let v: Value =
+            serde_json::from_str(&reply.body_mut().read_to_string().expect("body")).expect("json");
+        v["choices"][0]["text"].as_str().expect("text").to_string()
+    };
+    let alone: Vec<String> = ids.iter().map(|id| ask(id)).collect();
+    for (i, text) in alone.iter().enumerate() {
+        let adapter = (i > 0).then(|| project.join("runs").join(ids[i]).join("adapter"));
+        let mut args = vec!["generate", "--model", model.to_str().expect("utf8")];
+        args.extend([
+            "--prompt",
+            "The patient was admitted with",
+            "--raw",
+            "--greedy",
+        ]);
+        args.extend(["--max-new-tokens", "12", "--json"]);
+        let adapter = adapter.map(|a| a.display().to_string());
+        if let Some(a) = &adapter {
+            args.extend(["--adapter", a.as_str()]);
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_lablens"))
+            .args(&args)
+            .output()
+            .expect("generate");
+        let v: Value = serde_json::from_slice(&out.stdout).expect("generate --json");
+        assert_eq!(v["outputs"][0]["text"], text.as_str(), "{}", ids[i]);
+    }
+    assert!(
+        alone[0] != alone[1] && alone[1] != alone[2],
+        "each adapter changes the text: {alone:?}"
+    );
+    let together: Vec<String> = std::thread::scope(|s| {
+        let asks: Vec<_> = [0, 1, 2, 2, 1, 0]
+            .iter()
+            .map(|&i| {
+                let ask = &ask;
+                s.spawn(move || ask(ids[i]))
+            })
+            .collect();
+        asks.into_iter()
+            .map(|a| a.join().expect("request"))
+            .collect()
+    });
+    for (text, i) in together.iter().zip([0, 1, 2, 2, 1, 0]) {
+        assert_eq!(text, &alone[i], "{} sent with the others", ids[i]);
+    }
 }
