@@ -36,12 +36,7 @@ fn train(project: &Path, steps: &str) -> String {
 /// The greedy completion of PROMPT by served model `model`: the id it answered as, and its text.
 fn complete(url: &str, model: &str) -> (String, String) {
     let body = json!({"model": model, "prompt": PROMPT, "max_tokens": 12, "temperature": 0});
-    let mut reply = ureq::post(format!("{url}/v1/completions"))
-        .header("Content-Type", "application/json")
-        .send(body.to_string())
-        .expect("completion");
-    let v: Value =
-        serde_json::from_str(&reply.body_mut().read_to_string().expect("body")).expect("json");
+    let v = server::completion(url, &body);
     (
         v["model"].as_str().expect("model").to_string(),
         v["choices"][0]["text"].as_str().expect("text").to_string(),
@@ -143,11 +138,8 @@ fn a_request_s_model_picks_its_adapter_among_several() {
     }
     // A request naming no model gets the first adapter.
     let body = json!({"prompt": PROMPT, "max_tokens": 12, "temperature": 0});
-    let mut reply = ureq::post(format!("{}/v1/completions", server.1))
-        .header("Content-Type", "application/json")
-        .send(body.to_string())
-        .expect("completion");
-    let v: Value =
-        serde_json::from_str(&reply.body_mut().read_to_string().expect("body")).expect("json");
-    assert_eq!(v["model"], first.as_str());
+    assert_eq!(
+        server::completion(&server.1, &body)["model"],
+        first.as_str()
+    );
 }

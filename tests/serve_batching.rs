@@ -228,13 +228,10 @@ fn requests_for_different_adapters_decode_together() {
     let ask = |id: &str| {
         let body = json!({"model": id, "prompt": "The patient was admitted with",
             "max_tokens": 12, "temperature": 0});
-        let mut reply = ureq::post(format!("{}/v1/completions", server.1))
-            .header("Content-Type", "application/json")
-            .send(body.to_string())
-            .expect("completion");
-        let v: Value =
-            serde_json::from_str(&reply.body_mut().read_to_string().expect("body")).expect("json");
-        v["choices"][0]["text"].as_str().expect("text").to_string()
+        server::completion(&server.1, &body)["choices"][0]["text"]
+            .as_str()
+            .expect("text")
+            .to_string()
     };
     let alone: Vec<String> = ids.iter().map(|id| ask(id)).collect();
     for (i, text) in alone.iter().enumerate() {

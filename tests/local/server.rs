@@ -39,3 +39,12 @@ pub fn spawn(args: &[&str]) -> Server {
         .expect("start lablens serve");
     Server(child, format!("http://127.0.0.1:{port}"))
 }
+
+/// The answer of `POST /v1/completions` with `body`.
+pub fn completion(url: &str, body: &serde_json::Value) -> serde_json::Value {
+    let mut reply = ureq::post(format!("{url}/v1/completions"))
+        .header("Content-Type", "application/json")
+        .send(body.to_string())
+        .expect("completion");
+    serde_json::from_str(&reply.body_mut().read_to_string().expect("body")).expect("json")
+}
