@@ -97,10 +97,26 @@ pub(super) fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut Vec<f
     }
 }
 
-/// Each row of `x` (rows of `cols`) rounded to 8 bits, on this thread: a step's rows take less
-/// time than the team takes to start.
-fn quantize_rows(x: &[f32], cols: usize) -> Vec<QuantizedRow> {
-    x.chunks_exact(cols).map(QuantizedRow::new).collect()
+/// Rows a step rounds on the calling thread: a decode step's few rows take less time than the
+/// team takes to start; a prefill's hundreds are shared.
+const SERIAL_ROWS: usize = 16;
+
+/// Each row of `x` (rows of `cols`) rounded to 8 bits.
+fn quantize_rows(team: &Team, x: &[f32], cols: usize) -> Vec<QuantizedRow> {
+    let rows: Vec<&[f32]> = x.chunks_exact(cols).collect();
+    if rows.len() <= SERIAL_ROWS {
+        return rows.into_iter().map(QuantizedRow::new).collect();
+    }
+    let slots: Vec<std::sync::OnceLock<QuantizedRow>> =
+        rows.iter().map(|_| std::sync::OnceLock::new()).collect();
+    team.run(rows.len(), &|r| {
+        slots[r].get_or_init(|| QuantizedRow::new(rows[r]));
+    });
+    slots
+        .into_iter()
+        .zip(rows)
+        .map(|(slot, row)| slot.into_inner().unwrap_or_else(|| QuantizedRow::new(row)))
+        .collect()
 }
 
 /// Each row's adapter product `scale · A x`, row `r`'s at `r · stride` (`stride` the largest
@@ -151,7 +167,7 @@ pub(super) fn product<const N: usize>(
 ) {
     let n = loras[0].len();
     let cols = x.len() / n.max(1);
-    let acts = quantize_rows(x, cols);
+    let acts = quantize_rows(team, x, cols);
     let acts: Vec<&QuantizedRow> = acts.iter().collect();
     let lows: [Lows; N] = std::array::from_fn(|i| Lows::new(team, loras[i], x));
     let total: usize = projections.iter().map(|p| p.w.groups()).sum();
@@ -229,7 +245,7 @@ pub(super) fn swiglu(
 ) {
     let n = gate_lora.len();
     let cols = x.len() / n.max(1);
-    let acts = quantize_rows(x, cols);
+    let acts = quantize_rows(team, x, cols);
     let acts: Vec<&QuantizedRow> = acts.iter().collect();
     let (gate_low, up_low) = (Lows::new(team, gate_lora, x), Lows::new(team, up_lora, x));
     let rows = gate.rows();
