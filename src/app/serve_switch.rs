@@ -43,6 +43,8 @@ pub struct ServeSwitch {
     pub port: u16,
     /// The adapter served beside the base model (its name in the sidebar, and where it is).
     pub adapter: Option<(String, AdapterSource)>,
+    /// What the sidebar's list offers, read from the project when the list is opened.
+    choices: Vec<(String, AdapterSource)>,
     running: Option<Running>,
     /// Why the last server could not start or stopped.
     error: Option<String>,
@@ -55,6 +57,7 @@ impl Default for ServeSwitch {
         ServeSwitch {
             port: 8080,
             adapter: None,
+            choices: Vec::new(),
             running: None,
             error: None,
             rate: None,
@@ -232,24 +235,29 @@ impl ServeSwitch {
     }
 
     /// The adapter served with the base model: none, a registry alias or a run with an adapter,
-    /// listed when the list is opened; fixed while the server runs.
+    /// read from the project's files when the list is opened (not every frame); fixed while
+    /// the server runs.
     fn adapter_choice(&mut self, ui: &mut egui::Ui, project: &OpenProject) {
         let shown = self
             .adapter
             .as_ref()
             .map_or("base model only", |(name, _)| name.as_str())
             .to_string();
-        ui.add_enabled_ui(self.running.is_none(), |ui| {
+        let opened = ui.add_enabled_ui(self.running.is_none(), |ui| {
             egui::ComboBox::from_label("served adapter")
                 .selected_text(shown)
                 .show_ui(ui, |ui| {
                     ui.selectable_value(&mut self.adapter, None, "base model only");
-                    for choice in adapter_choices(project) {
-                        let name = choice.0.clone();
-                        ui.selectable_value(&mut self.adapter, Some(choice), name);
+                    for choice in &self.choices {
+                        ui.selectable_value(&mut self.adapter, Some(choice.clone()), &choice.0);
                     }
-                });
+                })
+                .response
+                .clicked()
         });
+        if opened.inner {
+            self.choices = adapter_choices(project);
+        }
     }
 }
 

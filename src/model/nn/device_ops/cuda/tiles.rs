@@ -14,7 +14,7 @@ use candle_core::{
     CpuStorage, CudaDevice, CudaStorage, CustomOp1, D, DType, Layout, Result, Shape, Tensor, bail,
 };
 use half::bf16;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/tile_products.ptx"));
 const MODULE: &str = "lablens_tile_products";
@@ -39,17 +39,25 @@ pub enum Kernels {
 }
 
 impl Kernels {
-    /// The fastest kernels `dev` runs.
+    /// The fastest kernels `dev` runs, asked of the driver once per GPU (every frozen product
+    /// of a training step asks).
     pub fn best(dev: &CudaDevice) -> Kernels {
-        let major = dev
-            .cuda_stream()
-            .context()
-            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR);
-        if !HOPPER_PTX.is_empty() && major == Ok(9) {
+        static BEST: Mutex<Vec<(usize, Kernels)>> = Mutex::new(Vec::new());
+        let context = dev.cuda_stream().context().clone();
+        let ordinal = context.ordinal();
+        let mut known = BEST.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&(_, kernels)) = known.iter().find(|(gpu, _)| *gpu == ordinal) {
+            return kernels;
+        }
+        let major =
+            context.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR);
+        let kernels = if !HOPPER_PTX.is_empty() && major == Ok(9) {
             Kernels::Warpgroup
         } else {
             Kernels::Warp
-        }
+        };
+        known.push((ordinal, kernels));
+        kernels
     }
 }
 
