@@ -4,13 +4,16 @@
 //! Keys are kept transposed in blocks of [`KEYS`] positions (`[block][head_dim][KEYS]`): the
 //! scores of a block are `head_dim` multiply-adds of whole vectors, with no sum across lanes
 //! per key. Values stay one row per position; a query's output is a vector multiply-add per
-//! position. The softmax's exponentials are a polynomial that vectorizes too. The queries of a
-//! group read the same blocks one after the other while they are in the core's first-level cache.
+//! position. The softmax's exponentials are a polynomial that vectorizes too. The queries that
+//! share the head are computed together, so that each key and value read serves all of them.
 
 use std::ops::Range;
 
-/// Positions per block of transposed keys.
-const KEYS: usize = 64;
+/// Positions per block of transposed keys, and dimensions of a query's output kept in
+/// registers at a time (the known head sizes are multiples of it).
+const WIDTH: usize = 64;
+const KEYS: usize = WIDTH;
+const VALUES: usize = WIDTH;
 
 #[derive(Debug, Clone, Default)]
 pub struct HeadCache {
@@ -140,31 +143,80 @@ impl HeadCache {
         let mut scores = SCORES.take();
         scores.clear();
         scores.resize(nq * stride, 0.0);
-        let keys = &self.keys[blocks.start * d * KEYS..blocks.end * d * KEYS];
-        let values = &self.values[first * d..(first + n) * d];
-        // A block of keys at a time for every query: the block is read from memory once.
-        for (b, block) in keys.chunks_exact(d * KEYS).enumerate() {
-            for (query, s) in queries.chunks_exact(d).zip(scores.chunks_exact_mut(stride)) {
-                // Even and odd dimensions in two sets of registers: two chains of multiply-adds.
-                let (mut even, mut odd) = ([0f32; KEYS], [0f32; KEYS]);
-                for (q, keys) in query.chunks_exact(2).zip(block.chunks_exact(2 * KEYS)) {
-                    let (k0, k1) = keys.split_at(KEYS);
+        let span = Span {
+            keys: &self.keys[blocks.start * d * KEYS..blocks.end * d * KEYS],
+            values: &self.values[first * d..(first + n) * d],
+            d,
+            n,
+            stride,
+        };
+        // The queries that share this key/value head a few at a time, so that each key and
+        // value read from memory serves all of them.
+        let mut q = 0;
+        while q < nq {
+            let (qs, s, p) = (
+                &queries[q * d..],
+                &mut scores[q * stride..],
+                &mut part[q * (d + 2)..],
+            );
+            q += match nq - q {
+                1 => span.attend::<D, 1>(qs, scale, s, p),
+                2 => span.attend::<D, 2>(qs, scale, s, p),
+                3 => span.attend::<D, 3>(qs, scale, s, p),
+                _ => span.attend::<D, 4>(qs, scale, s, p),
+            };
+        }
+        SCORES.set(scores);
+    }
+}
+
+/// The stretch of one head's cache that a call of [`HeadCache::attend_part`] reads.
+struct Span<'c> {
+    /// Whole blocks of transposed keys, `[blocks, d, KEYS]`.
+    keys: &'c [f32],
+    /// `[n, d]`.
+    values: &'c [f32],
+    d: usize,
+    /// Positions.
+    n: usize,
+    /// Scores kept per query (whole blocks).
+    stride: usize,
+}
+
+impl Span<'_> {
+    /// Attention of `G` queries (`[G, d]` at the start of `queries`) over the span into the
+    /// first `G` parts of `part` (`[max, sum, out]` each), with `scores` (`[G, stride]` at its
+    /// start) as room for their scores. Returns `G`.
+    #[inline(always)]
+    fn attend<const D: usize, const G: usize>(
+        &self,
+        queries: &[f32],
+        scale: f32,
+        scores: &mut [f32],
+        part: &mut [f32],
+    ) -> usize {
+        let (d, n, stride) = (self.d, self.n, self.stride);
+        let query = |g: usize| &queries[g * d..(g + 1) * d];
+        for (b, block) in self.keys.chunks_exact(d * KEYS).enumerate() {
+            let mut acc = [[0f32; KEYS]; G];
+            for (i, keys) in block.as_chunks::<KEYS>().0.iter().enumerate() {
+                prefetch(keys.as_ptr().wrapping_add(AHEAD));
+                for (g, acc) in acc.iter_mut().enumerate() {
+                    let q = query(g)[i];
                     for t in 0..KEYS {
-                        even[t] = q[0].mul_add(k0[t], even[t]);
-                        odd[t] = q[1].mul_add(k1[t], odd[t]);
+                        acc[t] = q.mul_add(keys[t], acc[t]);
                     }
                 }
-                let s = &mut s[b * KEYS..(b + 1) * KEYS];
-                for (s, (e, o)) in s.iter_mut().zip(even.iter().zip(&odd)) {
-                    *s = (e + o) * scale;
+            }
+            for (g, acc) in acc.iter().enumerate() {
+                let s = &mut scores[g * stride + b * KEYS..g * stride + (b + 1) * KEYS];
+                for (s, a) in s.iter_mut().zip(acc) {
+                    *s = a * scale;
                 }
             }
         }
-        for (s, part) in scores
-            .chunks_exact_mut(stride)
-            .zip(part.chunks_exact_mut(d + 2))
-        {
-            let s = &mut s[..n];
+        for g in 0..G {
+            let s = &mut scores[g * stride..g * stride + n];
             // Sixteen lanes of maxima and sums, so that the loops vectorize.
             let mut lanes = [f32::NEG_INFINITY; 16];
             for chunk in s.chunks(16) {
@@ -182,55 +234,75 @@ impl HeadCache {
                     *t += s;
                 }
             }
-            part[0] = max;
-            part[1] = sums.iter().sum();
+            part[g * (d + 2)] = max;
+            part[g * (d + 2) + 1] = sums.iter().sum();
         }
+        // Where query `g`'s output dimensions `at..at + len` go in `part`.
+        let out = |g: usize, at: usize, len: usize| {
+            let o = g * (d + 2) + 2 + at;
+            o..o + len
+        };
         if D == 0 {
-            for (s, part) in scores
-                .chunks_exact(stride)
-                .zip(part.chunks_exact_mut(d + 2))
-            {
-                let out = &mut part[2..];
+            for g in 0..G {
+                let o = out(g, 0, d);
+                let out = &mut part[o];
                 out.fill(0.0);
-                for (p, v) in s[..n].iter().zip(values.chunks_exact(d)) {
+                for (p, v) in scores[g * stride..g * stride + n]
+                    .iter()
+                    .zip(self.values.chunks_exact(d))
+                {
                     for (o, v) in out.iter_mut().zip(v) {
                         *o = p.mul_add(*v, *o);
                     }
                 }
             }
-            SCORES.set(scores);
-            return;
+            return G;
         }
-        for (s, part) in scores
-            .chunks_exact(stride)
-            .zip(part.chunks_exact_mut(d + 2))
-        {
-            let (s, out) = (&s[..n], &mut part[2..]);
-            // Even and odd positions in two sets of registers: two chains of multiply-adds.
-            let (mut even, mut odd) = ([0f32; D], [0f32; D]);
-            for (p, v) in s.chunks_exact(2).zip(values.chunks_exact(2 * D)) {
-                let (v0, v1) = v.split_at(D);
-                let (Ok(v0), Ok(v1)) = (<&[f32; D]>::try_from(v0), <&[f32; D]>::try_from(v1))
-                else {
+        // Sixty-four dimensions of every query's output at a time, in registers over the
+        // positions.
+        for at in (0..D).step_by(VALUES) {
+            let mut acc = [[0f32; VALUES]; G];
+            for (pos, v) in self.values.chunks_exact(D).enumerate() {
+                let Ok(v) = <&[f32; WIDTH]>::try_from(&v[at..at + WIDTH]) else {
                     continue;
                 };
-                for t in 0..D {
-                    even[t] = p[0].mul_add(v0[t], even[t]);
-                    odd[t] = p[1].mul_add(v1[t], odd[t]);
+                prefetch(v.as_ptr().wrapping_add(8 * D));
+                for (g, acc) in acc.iter_mut().enumerate() {
+                    let p = scores[g * stride + pos];
+                    for t in 0..VALUES {
+                        acc[t] = p.mul_add(v[t], acc[t]);
+                    }
                 }
             }
-            if n % 2 == 1 {
-                let p = s[n - 1];
-                for (o, v) in even.iter_mut().zip(&values[(n - 1) * D..n * D]) {
-                    *o = p.mul_add(*v, *o);
-                }
-            }
-            for (o, (a, b)) in out.iter_mut().zip(even.iter().zip(&odd)) {
-                *o = a + b;
+            for (g, acc) in acc.iter().enumerate() {
+                let o = out(g, at, VALUES);
+                part[o].copy_from_slice(acc);
             }
         }
-        SCORES.set(scores);
+        G
     }
+}
+
+/// How far ahead of the arithmetic [`prefetch`] asks: eight rows of keys or values.
+const AHEAD: usize = 8 * WIDTH;
+
+/// Asks for the [`WIDTH`] values at `p` to be brought into the cache (a hint: nothing is read,
+/// an address past the cache is ignored). A call of [`HeadCache::attend_part`] reads a few
+/// kilobytes of one head, too short a stretch for the hardware's own prefetching to reach full
+/// speed.
+#[inline(always)]
+fn prefetch(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    for line in (0..WIDTH).step_by(16) {
+        // SAFETY: a prefetch reads nothing and does not fault.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                p.wrapping_add(line).cast(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 thread_local! {
@@ -330,33 +402,35 @@ mod tests {
         let mut rng = SeededRng::new(7);
         let mut random =
             |n: usize| -> Vec<f32> { (0..n).map(|_| (4.0 * rng.f64() - 2.0) as f32).collect() };
-        // A size the code knows and one it does not; lengths around the block size (a partial
-        // last block is zero-padded).
-        for (d, len) in [64usize, 24]
-            .into_iter()
-            .flat_map(|d| [1usize, 5, 63, 64, 65, 150].map(|len| (d, len)))
-        {
+        // The sizes the code knows and one it does not; lengths around the block size (a
+        // partial last block is zero-padded); groups of queries computed together (up to four)
+        // and a remainder.
+        for (d, len, nq) in [64usize, 128, 24].into_iter().flat_map(|d| {
+            [1usize, 5, 63, 64, 65, 150]
+                .into_iter()
+                .flat_map(move |len| [1usize, 2, 3, 5].map(|nq| (d, len, nq)))
+        }) {
             let keys: Vec<Vec<f32>> = (0..len).map(|_| random(d)).collect();
             let values: Vec<Vec<f32>> = (0..len).map(|_| random(d)).collect();
             let mut cache = HeadCache::with_capacity(d, 0);
             for (k, v) in keys.iter().zip(&values) {
                 cache.push(k, v);
             }
-            let queries = random(3 * d);
+            let queries = random(nq * d);
             // Every position, and (a query at an earlier position) the first few only.
             for upto in [len, len.div_ceil(3)] {
                 let blocks = HeadCache::blocks_for(upto);
                 // In one part, with the vector features...
-                let mut part = vec![f32::NAN; 3 * (d + 2)];
+                let mut part = vec![f32::NAN; nq * (d + 2)];
                 cache.attend_part(&queries, 0.4, 0..blocks, upto, &mut part);
-                let mut out = vec![f32::NAN; 3 * d];
+                let mut out = vec![f32::NAN; nq * d];
                 combine(&[&part], d, &mut out);
                 // ...and in two parts, one of them without the vector features.
                 let split = blocks / 2;
-                let mut parts = [vec![f32::NAN; 3 * (d + 2)], vec![f32::NAN; 3 * (d + 2)]];
+                let mut parts = [vec![f32::NAN; nq * (d + 2)], vec![f32::NAN; nq * (d + 2)]];
                 cache.part(&queries, 0.4, 0..split, upto, &mut parts[0]);
                 cache.attend_part(&queries, 0.4, split..blocks, upto, &mut parts[1]);
-                let mut portable = vec![f32::NAN; 3 * d];
+                let mut portable = vec![f32::NAN; nq * d];
                 combine(&[&parts[0], &parts[1]], d, &mut portable);
                 for (r, q) in queries.chunks_exact(d).enumerate() {
                     let want = reference(&keys[..upto], &values[..upto], q, 0.4);
@@ -364,7 +438,7 @@ mod tests {
                         for got in [out[r * d + t], portable[r * d + t]] {
                             assert!(
                                 (f64::from(got) - want[t]).abs() < 1e-5,
-                                "len {len} upto {upto}, query {r}, dim {t}: {got} vs {}",
+                                "d {d}, len {len} upto {upto}, query {r} of {nq}, dim {t}: {got} vs {}",
                                 want[t]
                             );
                         }
