@@ -1,7 +1,8 @@
 //! `lablens serve` with several adapters on one base model (the embedded tiny model, two runs of
 //! a copy of the demo project): `/v1/models` lists the base and each run, a request's `model`
 //! picks its adapter, and each answers what `lablens generate --adapter` answers with that
-//! adapter, alone, one after another in any order, and sent together.
+//! adapter, alone, one after another in any order, and sent together, without reading the
+//! adapters' files again.
 
 mod common;
 mod local;
@@ -112,6 +113,12 @@ fn a_request_s_model_picks_its_adapter_among_several() {
         want[1], want[2],
         "the two runs' adapters answer differently"
     );
+    // The server read each adapter once, when it started: it switches between them without
+    // their files.
+    for run in [&first, &second] {
+        let adapter = project.join("runs").join(run).join("adapter");
+        std::fs::rename(&adapter, adapter.with_file_name("adapter-moved")).expect("move");
+    }
     // One after another, coming back to each adapter after another one was used.
     for i in [2, 1, 0, 2, 1] {
         assert_eq!(

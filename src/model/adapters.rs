@@ -105,6 +105,33 @@ pub fn remove(model: &mut Llama) {
     }
 }
 
+/// Every layer's adapter as a model has it (none where it has none), to be put back on the same
+/// model with [`Adapters::attach`]: a server switches between adapters it loaded once, without
+/// reading their files again.
+#[derive(Clone)]
+pub struct Adapters(Vec<Option<LoraWeights>>);
+
+impl Adapters {
+    pub fn of(model: &Llama) -> Adapters {
+        Adapters(
+            model
+                .linears()
+                .into_iter()
+                .map(|(_, l)| l.lora.clone())
+                .collect(),
+        )
+    }
+
+    /// Puts these adapters on `model` (the one they were taken from), switched on, in place
+    /// of any it has.
+    pub fn attach(&self, model: &mut Llama) {
+        for ((_, layer), lora) in model.linears_mut().into_iter().zip(&self.0) {
+            layer.lora = lora.clone();
+            layer.lora_enabled = true;
+        }
+    }
+}
+
 /// Switches every adapter on or off (base versus tuned outputs).
 pub fn set_enabled(model: &mut Llama, enabled: bool) {
     for (_, layer) in model.linears_mut() {

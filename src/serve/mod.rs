@@ -14,8 +14,7 @@ pub mod safety;
 pub mod stream;
 pub mod worker;
 
-use crate::model::adapters::{load_peft, set_enabled};
-use crate::model::decode::AdapterSet;
+use crate::model::adapters::{Adapters, load_peft, set_enabled};
 use crate::model::loading::{LoadedModel, load};
 use crossbeam_channel::{Receiver, Sender};
 use metrics::Metrics;
@@ -161,18 +160,17 @@ pub fn stop_on_signals() -> &'static AtomicBool {
     &STOP
 }
 
-/// The model of `plan`, its adapters switched off, and each served adapter's matrices for the
-/// CPU decoder, in the order of `plan.models` (the last adapter stays attached).
-fn load_model(plan: &Plan) -> Result<(LoadedModel, Vec<AdapterSet>), String> {
+/// The model of `plan`, its adapters switched off, and each served adapter, read once, in the
+/// order of `plan.models` (the last adapter stays attached).
+fn load_model(plan: &Plan) -> Result<(LoadedModel, Vec<Adapters>), String> {
     let mut model = load(&plan.spec).map_err(|e| e.to_string())?;
-    let mut sets = Vec::new();
+    let mut adapters = Vec::new();
     for dir in plan.adapters() {
         load_peft(&mut model.llama, dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        set_enabled(&mut model.llama, true);
-        sets.push(AdapterSet::of(&model.llama).map_err(|e| format!("{}: {e}", dir.display()))?);
+        adapters.push(Adapters::of(&model.llama));
     }
     set_enabled(&mut model.llama, false);
-    Ok((model, sets))
+    Ok((model, adapters))
 }
 
 /// Loads the model on its own thread, then serves the queue there.
@@ -191,7 +189,7 @@ fn start_worker(
                 worker::run(
                     &mut model,
                     &shared.plan.models,
-                    adapters,
+                    &adapters,
                     &receiver,
                     shared.options.max_batch,
                     &shared.metrics,

@@ -13,7 +13,7 @@ use super::models::ServedModel;
 use super::openai::{ApiError, Finish};
 use super::prompt::{PromptInput, encode};
 use super::stream::TextStream;
-use crate::model::adapters::{load_peft, set_enabled};
+use crate::model::adapters::{Adapters, set_enabled};
 use crate::model::decode::{AdapterSet, Decoder};
 use crate::model::generation::continuous::{Request, Update, Wait, decode_continuously};
 use crate::model::generation::{Flow, Generated, GenerationParams, StopReason, generate_batch};
@@ -52,23 +52,32 @@ pub enum Event {
     Failed(ApiError),
 }
 
-/// Serves the queue until every sender is gone. `model` has its adapters switched off, the last
-/// of `served` attached; `adapters` are the served adapters' matrices, in the order of `served`.
+/// Serves the queue until every sender is gone. `model` has its adapters switched off;
+/// `adapters` are the served adapters, in the order of `served`.
 pub fn run(
     model: &mut LoadedModel,
     served: &[ServedModel],
-    adapters: Vec<AdapterSet>,
+    adapters: &[Adapters],
     queue: &Receiver<Job>,
     max_batch: usize,
     metrics: &Metrics,
 ) {
-    // The CPU decoder where the model runs on it: adapter set 0 the base model, then the
-    // adapters in the order of `served`.
-    match Decoder::new(&model.llama, adapters) {
-        Ok(Some(decoder)) => {
-            return serve_continuously(decoder, model, queue, max_batch, metrics);
-        }
-        Ok(None) => {}
+    if !Decoder::applies(&model.llama) {
+        return serve_in_batches(model, served, adapters, queue, max_batch, metrics);
+    }
+    // The CPU decoder: adapter set 0 the base model, then the adapters in the order of
+    // `served`, each with its own copy of its matrices.
+    let sets: candle_core::Result<Vec<AdapterSet>> = adapters
+        .iter()
+        .map(|a| {
+            a.attach(&mut model.llama);
+            AdapterSet::of(&model.llama)
+        })
+        .collect();
+    set_enabled(&mut model.llama, false);
+    match sets.and_then(|sets| Decoder::new(&model.llama, sets)) {
+        Ok(Some(decoder)) => serve_continuously(decoder, model, queue, max_batch, metrics),
+        Ok(None) => serve_in_batches(model, served, adapters, queue, max_batch, metrics),
         Err(e) => {
             // The decoder could not take an adapter: every request hears why.
             for job in queue.iter() {
@@ -76,10 +85,8 @@ pub fn run(
                 let failed = ApiError::server(format!("the model could not be served: {e}"));
                 job.events.send(Event::Failed(failed)).ok();
             }
-            return;
         }
     }
-    serve_in_batches(model, served, queue, max_batch, metrics);
 }
 
 /// A request being decoded with the others.
@@ -233,6 +240,7 @@ fn finish(mut row: Serving, out: &Generated) {
 fn serve_in_batches(
     model: &mut LoadedModel,
     served: &[ServedModel],
+    adapters: &[Adapters],
     queue: &Receiver<Job>,
     max_batch: usize,
     metrics: &Metrics,
@@ -265,36 +273,37 @@ fn serve_in_batches(
             }
         }
         metrics.dequeued(batch.len());
-        if let Err(e) = select(&mut model.llama, served, batch[0].model, &mut attached) {
-            for job in batch {
-                let failed = ApiError::server(format!("the model could not be served: {e}"));
-                job.events.send(Event::Failed(failed)).ok();
-            }
-            continue;
-        }
+        select(
+            &mut model.llama,
+            served,
+            adapters,
+            batch[0].model,
+            &mut attached,
+        );
         generate(model, batch, metrics);
     }
 }
 
 /// Makes `model` compute served model `m`: its adapters switched off for the base model, else
-/// `m`'s adapter switched on, loaded first when another one is `attached`.
+/// `m`'s adapter (`adapters` in the order of the served models that have one) switched on, put
+/// in place first when another one is `attached`.
 fn select(
     model: &mut Llama,
     served: &[ServedModel],
+    adapters: &[Adapters],
     m: usize,
     attached: &mut Option<usize>,
-) -> Result<(), String> {
-    let Some(dir) = &served[m].adapter else {
+) {
+    if served[m].adapter.is_none() {
         set_enabled(model, false);
-        return Ok(());
-    };
+        return;
+    }
     if *attached != Some(m) {
-        *attached = None;
-        load_peft(model, dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let k = served[..m].iter().filter(|s| s.adapter.is_some()).count();
+        adapters[k].attach(model);
         *attached = Some(m);
     }
     set_enabled(model, true);
-    Ok(())
 }
 
 /// Whether `job` can be generated with `first`: the same model and sampling (its own length).

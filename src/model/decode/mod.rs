@@ -190,10 +190,23 @@ struct AttentionTask {
 }
 
 impl<'m> Decoder<'m> {
+    /// Whether this path runs `model`: on the CPU in f32, with every projection and the output
+    /// head block-quantized.
+    pub fn applies(model: &Llama) -> bool {
+        let blocks = |base: &BaseWeight| matches!(base, BaseWeight::Blocks(_));
+        model.device().is_cpu()
+            && model.dtype() == DType::F32
+            && blocks(&model.lm_head)
+            && model
+                .layers
+                .iter()
+                .all(|block| block.projections().iter().all(|l| blocks(&l.base)))
+    }
+
     /// The decoder for `model`, serving the model as it is (adapter set 0) and `extra` adapter
     /// sets (1, 2, ...); `None` where the model is not one this path runs.
     pub fn new(model: &'m Llama, extra: Vec<AdapterSet>) -> Result<Option<Decoder<'m>>> {
-        if !model.device().is_cpu() || model.dtype() != DType::F32 {
+        if !Decoder::applies(model) {
             return Ok(None);
         }
         let BaseWeight::Blocks(head) = &model.lm_head else {
