@@ -342,7 +342,7 @@ pub fn combine(parts: &[&[f32]], d: usize, out: &mut [f32]) {
 /// `|r| ≤ ln 2 / 2`, `p` the degree-6 Taylor polynomial. Arithmetic and bit moves only, so
 /// that a loop of it vectorizes.
 #[inline(always)]
-fn exp(x: f32) -> f32 {
+pub(super) fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     // Below this, e^x is under f32's smallest normal number; 2^-126 · p stays normal.

@@ -2,6 +2,7 @@
 //! block-quantized products with each row's adapter, the row groups of the weights shared by the
 //! team and read once for every row.
 
+use super::head_cache::exp;
 use super::team::{Disjoint, Team};
 use crate::model::nn::linear::LoraLinear;
 use crate::model::nn::weight::BaseWeight;
@@ -33,17 +34,20 @@ impl<'m> Projection<'m> {
         self.w.dims().0
     }
 
-    /// Output `row` of the layer from its base value: `+ B low` (the row's adapter), then the
-    /// bias.
-    fn finish(&self, row: usize, base: f32, lora: Option<(&Adapter, &[f32])>) -> f32 {
-        let mut y = base;
+    /// Outputs `first..first + ys.len()` of the layer from their base values, in place:
+    /// `+ B low` (the activation row's adapter), then the bias. Nothing to do for a layer
+    /// without either, which is most of them.
+    fn finish(&self, first: usize, ys: &mut [f32], lora: Option<(&Adapter, &[f32])>) {
         if let Some((l, low)) = lora {
-            let b = &l.b[row * l.rank..(row + 1) * l.rank];
-            y += b.iter().zip(low).map(|(b, x)| b * x).sum::<f32>();
+            let b = l.b[first * l.rank..].chunks_exact(l.rank);
+            for (y, b) in ys.iter_mut().zip(b) {
+                *y += b.iter().zip(low).map(|(b, x)| b * x).sum::<f32>();
+            }
         }
-        match &self.bias {
-            Some(bias) => y + bias[row],
-            None => y,
+        if let Some(bias) = &self.bias {
+            for (y, b) in ys.iter_mut().zip(&bias[first..]) {
+                *y += b;
+            }
         }
     }
 }
@@ -201,9 +205,10 @@ pub(super) fn product<const N: usize>(
                 for (r, (out, y)) in out.iter_mut().zip(y).enumerate() {
                     let lora = lows[p].of(loras[p][r], r);
                     let at = (g - groups.start) * GROUP;
-                    for (l, (o, y)) in out[at..].iter_mut().zip(y).enumerate() {
-                        *o = projections[p].finish(g * GROUP + l, *y, lora);
-                    }
+                    let len = GROUP.min(out.len() - at);
+                    let out = &mut out[at..at + len];
+                    out.copy_from_slice(&y[..len]);
+                    projections[p].finish(g * GROUP, out, lora);
                 }
             }
             g += count;
@@ -230,6 +235,16 @@ fn pair_or_one(
         w.dot_group(kernel, g, acts, first);
         1
     }
+}
+
+/// `x σ(x)`, with the polynomial exponential of attention so that a loop of it vectorizes:
+/// `σ(x) = 1 / (1 + e^-x)` for `x ≥ 0`, `e^x / (1 + e^x)` below, the exponential's argument
+/// never positive.
+#[inline(always)]
+fn silu(x: f32) -> f32 {
+    let e = exp(-x.abs());
+    let sigmoid = if x >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
+    x * sigmoid
 }
 
 /// `silu(gate(x)) · up(x)` into `out` for each row of `x` (each with its adapter and bias):
@@ -270,19 +285,13 @@ pub(super) fn swiglu(
             for (k, (xs, us)) in xs[..count].iter().zip(&us).enumerate() {
                 let g = g + k;
                 for (r, out) in out.iter_mut().enumerate() {
-                    let gl = gate_low.of(gate_lora[r], r);
-                    let ul = up_low.of(up_lora[r], r);
                     let at = (g - range.start) * GROUP;
-                    for (l, (o, (x, u))) in out[at..]
-                        .iter_mut()
-                        .zip(xs[r].iter().zip(&us[r]))
-                        .enumerate()
-                    {
-                        let row = g * GROUP + l;
-                        let x = gate.finish(row, *x, gl);
-                        let u = up.finish(row, *u, ul);
-                        // As the fused SwiGLU op computes it.
-                        *o = x / (1.0 + (-x).exp()) * u;
+                    let len = GROUP.min(out.len() - at);
+                    let (mut x, mut u) = (xs[r], us[r]);
+                    gate.finish(g * GROUP, &mut x[..len], gate_low.of(gate_lora[r], r));
+                    up.finish(g * GROUP, &mut u[..len], up_low.of(up_lora[r], r));
+                    for (o, (x, u)) in out[at..at + len].iter_mut().zip(x.iter().zip(&u)) {
+                        *o = silu(*x) * u;
                     }
                 }
             }
