@@ -1,7 +1,8 @@
 //! `lablens serve` on SmolLM2 (block-quantized, on the CPU: continuous batching): while the model
 //! loads, `/health` and generations answer 503; then requests sent together, greedy and
 //! seeded-sampled, some joining while others decode, get the text each gets alone, and
-//! `/metrics` counts their tokens.
+//! `/metrics` counts their tokens; a client that closes its connection before its whole answer
+//! frees its place and stops its generation.
 //!
 //! Needs models/smollm2-135m-instruct (scripts/fetch-smollm2.sh; CI fetches it).
 
@@ -276,4 +277,86 @@ fn requests_for_different_adapters_decode_together() {
     for (text, i) in together.iter().zip([0, 1, 2, 2, 1, 0]) {
         assert_eq!(text, &alone[i], "{} sent with the others", ids[i]);
     }
+}
+
+/// `lablens_generated_tokens_total` of the server's `/metrics`.
+fn generated_tokens(url: &str) -> f64 {
+    let (_, text) = get_any(&format!("{url}/metrics")).expect("metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix("lablens_generated_tokens_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("generated tokens in /metrics")
+}
+
+#[test]
+fn a_client_that_closes_its_connection_frees_its_place() {
+    use std::io::Write;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model: PathBuf = root.join("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(model.exists(), "{} is missing", model.display());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let project = demo_project(dir.path());
+    let server = server::spawn(&[
+        "--project",
+        project.to_str().expect("utf8"),
+        "--model",
+        model.to_str().expect("utf8"),
+        "--max-concurrency",
+        "1",
+    ]);
+    server::ready(&server);
+    // A request answered whole that would count for about ten seconds (asking to close the
+    // connection after it, which makes the server stop reading it at once)...
+    let body = json!({"prompt": "1, 2, 3, 4, 5, 6,", "max_tokens": 3000, "temperature": 0});
+    let body = body.to_string();
+    let address = server.1.trim_start_matches("http://");
+    let mut client = std::net::TcpStream::connect(address).expect("connect");
+    write!(
+        client,
+        "POST /v1/completions HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while generated_tokens(&server.1) < 20.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the long request never generated"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // ...whose client goes away: the one place is free again within a second or so, and the
+    // generation stops.
+    drop(client);
+    let closed = Instant::now();
+    let short = json!({"prompt": "The patient was", "max_tokens": 8, "temperature": 0});
+    loop {
+        let reply = ureq::post(format!("{}/v1/completions", server.1))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .header("Content-Type", "application/json")
+            .send(short.to_string())
+            .expect("short request");
+        match reply.status().as_u16() {
+            200 => break,
+            429 => assert!(
+                closed.elapsed() < Duration::from_secs(3),
+                "the place was still taken {:?} after the client left",
+                closed.elapsed()
+            ),
+            other => panic!("status {other}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = generated_tokens(&server.1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(generated_tokens(&server.1), after, "the generation went on");
+    assert!(after < 1500.0, "{after} tokens generated");
+    let (_, metrics) = get_any(&format!("{}/metrics", server.1)).expect("metrics");
+    assert!(
+        metrics.contains("status=\"499\""),
+        "the closed request counted as 499:\n{metrics}"
+    );
 }

@@ -243,7 +243,11 @@ fn pair_or_one(
 #[inline(always)]
 fn silu(x: f32) -> f32 {
     let e = exp(-x.abs());
-    let sigmoid = if x >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
+    let sigmoid = if x >= 0.0 {
+        1.0 / (1.0 + e)
+    } else {
+        e / (1.0 + e)
+    };
     x * sigmoid
 }
 

@@ -2,6 +2,7 @@
 //! text answers, and event streams written as chunks of their own (flushed after every event,
 //! which tiny_http's buffered responses would not do).
 
+mod peer;
 mod routes;
 
 pub use routes::handle;

@@ -1,6 +1,7 @@
 //! The routes: each request checked for its key and method, then answered; a generation is
 //! handed to the model worker and its text answered whole or streamed as it comes.
 
+use super::peer::Peer;
 use super::{EventStream, Reply, authorized, read_body, send};
 use crate::data::record::Task;
 use crate::model::generation::GenerationParams;
@@ -13,13 +14,20 @@ use crate::serve::prompt::PromptInput;
 use crate::serve::safety::report;
 use crate::serve::worker::{Event, Job};
 use crate::serve::{Shared, Slot};
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde_json::{Value, json};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tiny_http::{Method, Request};
 
 /// New tokens of a request that names no `max_tokens`.
 const DEFAULT_MAX_TOKENS: usize = 256;
+
+/// How often a request answered whole asks, while it waits, whether its client is still there.
+const PEER_POLL: Duration = Duration::from_millis(100);
+
+/// The status counted for a request whose client closed the connection before its answer (no
+/// answer is sent; the number is the one proxies log for it).
+const CLIENT_CLOSED: u16 = 499;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
@@ -307,12 +315,18 @@ fn generation(shared: &Shared, route: Route, mut request: Request) -> u16 {
         );
     }
     let queued = Instant::now();
-    let (prompt_tokens, input_cut) = match answers.recv() {
-        Ok(Event::Started {
+    // A client that goes while its request waits or generates drops `answers`: the worker
+    // then drops the request at its next token and gives its place to the others.
+    let peer = request
+        .remote_addr()
+        .map(|addr| Peer::new(*addr, PEER_POLL));
+    let (prompt_tokens, input_cut) = match next(&answers, peer.as_ref()) {
+        Some(Ok(Event::Started {
             prompt_tokens,
             input_cut,
-        }) => (prompt_tokens, input_cut),
-        Ok(Event::Failed(e)) => return fail(request, &e),
+        })) => (prompt_tokens, input_cut),
+        Some(Ok(Event::Failed(e))) => return fail(request, &e),
+        None => return CLIENT_CLOSED,
         _ => {
             return fail(
                 request,
@@ -333,13 +347,14 @@ fn generation(shared: &Shared, route: Route, mut request: Request) -> u16 {
         stream(request, &call, &header, (prompt_tokens, slot), &answers);
         return 200;
     }
-    let done = collect(&answers);
+    let done = collect(&answers, peer.as_ref());
     // Given back before the answer goes out: a client that sends its next request as soon as
     // it has this answer finds the place free.
     drop(slot);
     let (text, finish, completion_tokens) = match done {
-        Ok(done) => done,
-        Err(e) => return fail(request, &e),
+        Some(Ok(done)) => done,
+        Some(Err(e)) => return fail(request, &e),
+        None => return CLIENT_CLOSED,
     };
     let usage = Usage {
         prompt_tokens,
@@ -379,19 +394,40 @@ fn generation(shared: &Shared, route: Route, mut request: Request) -> u16 {
     reply(request, Reply::json(200, &body))
 }
 
-/// The whole text of a request, its finish and its token count.
-fn collect(answers: &Receiver<Event>) -> Result<(String, Finish, usize), ApiError> {
+/// The next event for a request, `Err` when the worker has stopped; `None` once its client
+/// has closed the connection (asked every [`PEER_POLL`], whether events come or not).
+fn next(answers: &Receiver<Event>, peer: Option<&Peer>) -> Option<Result<Event, ()>> {
+    loop {
+        if peer.is_some_and(Peer::gone) {
+            return None;
+        }
+        match answers.recv_timeout(PEER_POLL) {
+            Ok(event) => return Some(Ok(event)),
+            Err(RecvTimeoutError::Disconnected) => return Some(Err(())),
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+    }
+}
+
+/// The whole text of a request, its finish and its token count; `None` once its client has
+/// closed the connection.
+fn collect(
+    answers: &Receiver<Event>,
+    peer: Option<&Peer>,
+) -> Option<Result<(String, Finish, usize), ApiError>> {
     let mut text = String::new();
     loop {
-        match answers.recv() {
+        match next(answers, peer)? {
             Ok(Event::Text(t)) => text.push_str(&t),
             Ok(Event::Done {
                 finish,
                 completion_tokens,
-            }) => return Ok((text, finish, completion_tokens)),
-            Ok(Event::Failed(e)) => return Err(e),
+            }) => return Some(Ok((text, finish, completion_tokens))),
+            Ok(Event::Failed(e)) => return Some(Err(e)),
             Ok(Event::Started { .. }) => {}
-            Err(_) => return Err(ApiError::server("the model worker has stopped".into())),
+            Err(()) => {
+                return Some(Err(ApiError::server("the model worker has stopped".into())));
+            }
         }
     }
 }
