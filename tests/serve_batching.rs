@@ -151,15 +151,7 @@ fn requests_served_together_get_what_each_gets_alone() {
             .collect()
     });
     assert_eq!(together, alone);
-    let mut metrics = ureq::get(format!("{}/metrics", server.1))
-        .call()
-        .expect("metrics");
-    let text = metrics.body_mut().read_to_string().expect("text");
-    let tokens: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("lablens_generated_tokens_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("generated tokens in /metrics");
+    let tokens = generated_tokens(&server.1);
     assert!(tokens >= 2.0 * 7.0, "{tokens} tokens counted");
 }
 
