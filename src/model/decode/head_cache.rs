@@ -263,7 +263,7 @@ impl Span<'_> {
         for at in (0..D).step_by(VALUES) {
             let mut acc = [[0f32; VALUES]; G];
             for (pos, v) in self.values.chunks_exact(D).enumerate() {
-                let Ok(v) = <&[f32; WIDTH]>::try_from(&v[at..at + WIDTH]) else {
+                let Ok(v) = <&[f32; VALUES]>::try_from(&v[at..at + VALUES]) else {
                     continue;
                 };
                 prefetch(v.as_ptr().wrapping_add(8 * D));
