@@ -105,22 +105,36 @@ pub(super) fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut Vec<f
 /// team takes to start; a prefill's hundreds are shared.
 const SERIAL_ROWS: usize = 16;
 
-/// Each row of `x` (rows of `cols`) rounded to 8 bits.
-fn quantize_rows(team: &Team, x: &[f32], cols: usize) -> Vec<QuantizedRow> {
+/// Each row of `x` (rows of `cols`) rounded to 8 bits, into the first rows of `acts` (rows
+/// are added as needed; those past them are left as they were).
+fn quantize_rows(team: &Team, x: &[f32], cols: usize, acts: &mut Vec<QuantizedRow>) {
     let rows: Vec<&[f32]> = x.chunks_exact(cols).collect();
     if rows.len() <= SERIAL_ROWS {
-        return rows.into_iter().map(QuantizedRow::new).collect();
+        for (r, row) in rows.into_iter().enumerate() {
+            match acts.get_mut(r) {
+                Some(act) => act.set(row),
+                None => acts.push(QuantizedRow::new(row)),
+            }
+        }
+        return;
     }
     let slots: Vec<std::sync::OnceLock<QuantizedRow>> =
         rows.iter().map(|_| std::sync::OnceLock::new()).collect();
     team.run(rows.len(), &|r| {
         slots[r].get_or_init(|| QuantizedRow::new(rows[r]));
     });
-    slots
+    let rounded = slots
         .into_iter()
         .zip(rows)
-        .map(|(slot, row)| slot.into_inner().unwrap_or_else(|| QuantizedRow::new(row)))
-        .collect()
+        .map(|(slot, row)| slot.into_inner().unwrap_or_else(|| QuantizedRow::new(row)));
+    acts.truncate(0);
+    acts.extend(rounded);
+}
+
+thread_local! {
+    /// The leader's rounded activation rows, kept from one product to the next so that a
+    /// decode step does not allocate them for every product.
+    static ACTS: std::cell::Cell<Vec<QuantizedRow>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Each row's adapter product `scale · A x`, row `r`'s at `r · stride` (`stride` the largest
@@ -171,8 +185,9 @@ pub(super) fn product<const N: usize>(
 ) {
     let n = loras[0].len();
     let cols = x.len() / n.max(1);
-    let acts = quantize_rows(team, x, cols);
-    let acts: Vec<&QuantizedRow> = acts.iter().collect();
+    let mut rounded = ACTS.take();
+    quantize_rows(team, x, cols, &mut rounded);
+    let acts: Vec<&QuantizedRow> = rounded[..n].iter().collect();
     let lows: [Lows; N] = std::array::from_fn(|i| Lows::new(team, loras[i], x));
     let total: usize = projections.iter().map(|p| p.w.groups()).sum();
     let chunk = (total / (CHUNKS_PER_THREAD * team.size())).max(MIN_CHUNK_GROUPS);
@@ -214,6 +229,8 @@ pub(super) fn product<const N: usize>(
             g += count;
         }
     });
+    drop(acts);
+    ACTS.set(rounded);
 }
 
 /// Group `g` of `w` against `acts` into `y[0]`, and group `g + 1` into `y[1]` with it where it
@@ -264,8 +281,9 @@ pub(super) fn swiglu(
 ) {
     let n = gate_lora.len();
     let cols = x.len() / n.max(1);
-    let acts = quantize_rows(team, x, cols);
-    let acts: Vec<&QuantizedRow> = acts.iter().collect();
+    let mut rounded = ACTS.take();
+    quantize_rows(team, x, cols, &mut rounded);
+    let acts: Vec<&QuantizedRow> = rounded[..n].iter().collect();
     let (gate_low, up_low) = (Lows::new(team, gate_lora, x), Lows::new(team, up_lora, x));
     let rows = gate.rows();
     let groups = gate.w.groups();
@@ -302,4 +320,6 @@ pub(super) fn swiglu(
             g += count;
         }
     });
+    drop(acts);
+    ACTS.set(rounded);
 }

@@ -347,6 +347,18 @@ impl QuantizedRow {
             s: Vec::with_capacity(blocks),
             s8: Vec::with_capacity(blocks),
         };
+        out.set(x);
+        out
+    }
+
+    /// Makes this row `x` rounded, in place of what it held (its room kept: a decode step
+    /// rounds thousands of rows).
+    pub(crate) fn set(&mut self, x: &[f32]) {
+        self.q.clear();
+        self.d.clear();
+        self.s.clear();
+        self.s8.clear();
+        let out = self;
         let to_f16 = |v: f32| half::f16::from_f32(v).to_f32();
         for block in x.chunks_exact(BLOCK) {
             // Plain comparisons in eight lanes, so that the loop vectorizes.
@@ -373,7 +385,6 @@ impl QuantizedRow {
             out.s.push(s);
             out.s8.push(-8.0 * s);
         }
-        out
     }
 }
 
