@@ -310,18 +310,20 @@ thread_local! {
     static SCORES: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// Outputs `[n, d]` from partial attentions of the same queries over disjoint positions (each
-/// `[n, d + 2]`, from [`HeadCache::attend_part`]): the sums rescaled to the overall maximum.
-pub fn combine(parts: &[&[f32]], d: usize, out: &mut [f32]) {
+/// Outputs `[n, d]` from partial attentions of the same queries over disjoint positions,
+/// `parts` one after another (each `[n, d + 2]`, from [`HeadCache::attend_part`]): the sums
+/// rescaled to the overall maximum.
+pub fn combine(parts: &[f32], d: usize, out: &mut [f32]) {
+    let part = out.len() / d * (d + 2);
     for (r, out) in out.chunks_exact_mut(d).enumerate() {
         let at = r * (d + 2);
         let max = parts
-            .iter()
+            .chunks_exact(part)
             .map(|p| p[at])
             .fold(f32::NEG_INFINITY, f32::max);
         out.fill(0.0);
         let mut sum = 0f32;
-        for p in parts {
+        for p in parts.chunks_exact(part) {
             if p[at] == f32::NEG_INFINITY {
                 continue; // a part without positions
             }
@@ -424,14 +426,14 @@ mod tests {
                 let mut part = vec![f32::NAN; nq * (d + 2)];
                 cache.attend_part(&queries, 0.4, 0..blocks, upto, &mut part);
                 let mut out = vec![f32::NAN; nq * d];
-                combine(&[&part], d, &mut out);
+                combine(&part, d, &mut out);
                 // ...and in two parts, one of them without the vector features.
                 let split = blocks / 2;
                 let mut parts = [vec![f32::NAN; nq * (d + 2)], vec![f32::NAN; nq * (d + 2)]];
                 cache.part(&queries, 0.4, 0..split, upto, &mut parts[0]);
                 cache.attend_part(&queries, 0.4, split..blocks, upto, &mut parts[1]);
                 let mut portable = vec![f32::NAN; nq * d];
-                combine(&[&parts[0], &parts[1]], d, &mut portable);
+                combine(&parts.concat(), d, &mut portable);
                 for (r, q) in queries.chunks_exact(d).enumerate() {
                     let want = reference(&keys[..upto], &values[..upto], q, 0.4);
                     for t in 0..d {

@@ -406,11 +406,9 @@ impl<'m> Decoder<'m> {
             let mut first = 0;
             for group in tasks.chunk_by(|a, b| a.row == b.row && a.head == b.head) {
                 let t = group[0];
-                let parts: Vec<&[f32]> = s.parts[first * part..(first + group.len()) * part]
-                    .chunks_exact(part)
-                    .collect();
+                let parts = &s.parts[first * part..(first + group.len()) * part];
                 let at = (t.row * heads + t.head * n_rep) * d;
-                combine(&parts, d, &mut s.attention[at..at + n_rep * d]);
+                combine(parts, d, &mut s.attention[at..at + n_rep * d]);
                 first += group.len();
             }
             product(

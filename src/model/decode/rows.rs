@@ -131,7 +131,19 @@ fn quantize_rows(team: &Team, x: &[f32], cols: usize, acts: &mut Vec<QuantizedRo
     acts.extend(rounded);
 }
 
+/// This thread's room for a chunk's products of `groups` groups of weight rows (kept between
+/// chunks; give it back with `ROOM.set`).
+fn room_for(groups: usize) -> Vec<[f32; GROUP]> {
+    let mut room = ROOM.take();
+    if room.len() < groups {
+        room.resize(groups, [0.0; GROUP]);
+    }
+    room
+}
+
 thread_local! {
+    /// Each thread's room for its chunks' products.
+    static ROOM: std::cell::Cell<Vec<[f32; GROUP]>> = const { std::cell::Cell::new(Vec::new()) };
     /// The leader's rounded activation rows, kept from one product to the next so that a
     /// decode step does not allocate them for every product.
     static ACTS: std::cell::Cell<Vec<QuantizedRow>> = const { std::cell::Cell::new(Vec::new()) };
@@ -211,13 +223,14 @@ pub(super) fn product<const N: usize>(
         let mut out: Vec<&mut [f32]> = (0..n)
             .map(|r| unsafe { targets[p].range(r * rows + first, last - first) })
             .collect();
-        let mut y = [vec![[0f32; GROUP]; n], vec![[0f32; GROUP]; n]];
+        let mut room = room_for(2 * n);
+        let (y0, y1) = room[..2 * n].split_at_mut(n);
         let mut g = groups.start;
         while g < groups.end {
-            let count = pair_or_one(w, kernel, g, groups.end, &acts, &mut y);
-            for (k, y) in y[..count].iter().enumerate() {
+            let count = pair_or_one(w, kernel, g, groups.end, &acts, [&mut *y0, &mut *y1]);
+            for (k, y) in [&*y0, &*y1][..count].iter().enumerate() {
                 let g = g + k;
-                for (r, (out, y)) in out.iter_mut().zip(y).enumerate() {
+                for (r, (out, y)) in out.iter_mut().zip(y.iter()).enumerate() {
                     let lora = lows[p].of(loras[p][r], r);
                     let at = (g - groups.start) * GROUP;
                     let len = GROUP.min(out.len() - at);
@@ -228,6 +241,7 @@ pub(super) fn product<const N: usize>(
             }
             g += count;
         }
+        ROOM.set(room);
     });
     drop(acts);
     ACTS.set(rounded);
@@ -242,9 +256,8 @@ fn pair_or_one(
     g: usize,
     end: usize,
     acts: &[&QuantizedRow],
-    y: &mut [Vec<[f32; GROUP]>; 2],
+    [first, second]: [&mut [[f32; GROUP]]; 2],
 ) -> usize {
-    let [first, second] = y;
     if g + 1 < end && acts.len() > 1 {
         w.dot_group_pair(kernel, g, acts, [first, second]);
         2
@@ -298,12 +311,14 @@ pub(super) fn swiglu(
         let mut out: Vec<&mut [f32]> = (0..n)
             .map(|r| unsafe { target.range(r * rows + first, last - first) })
             .collect();
-        let mut xs = [vec![[0f32; GROUP]; n], vec![[0f32; GROUP]; n]];
-        let mut us = [vec![[0f32; GROUP]; n], vec![[0f32; GROUP]; n]];
+        let mut room = room_for(4 * n);
+        let (xs, us) = room[..4 * n].split_at_mut(2 * n);
+        let ((x0, x1), (u0, u1)) = (xs.split_at_mut(n), us.split_at_mut(n));
         let mut g = range.start;
         while g < range.end {
-            let count = pair_or_one(gate.w, kernel, g, range.end, &acts, &mut xs);
-            pair_or_one(up.w, kernel, g, range.end, &acts, &mut us);
+            let count = pair_or_one(gate.w, kernel, g, range.end, &acts, [&mut *x0, &mut *x1]);
+            pair_or_one(up.w, kernel, g, range.end, &acts, [&mut *u0, &mut *u1]);
+            let (xs, us) = ([&*x0, &*x1], [&*u0, &*u1]);
             for (k, (xs, us)) in xs[..count].iter().zip(&us).enumerate() {
                 let g = g + k;
                 for (r, out) in out.iter_mut().enumerate() {
@@ -319,6 +334,7 @@ pub(super) fn swiglu(
             }
             g += count;
         }
+        ROOM.set(room);
     });
     drop(acts);
     ACTS.set(rounded);
