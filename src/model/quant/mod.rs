@@ -358,6 +358,36 @@ impl QuantizedRow {
         self.d.clear();
         self.s.clear();
         self.s8.clear();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+                // SAFETY: AVX-512F and BW were detected at run time.
+                return unsafe { self.round_avx512(x) };
+            }
+            if is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 was detected at run time.
+                return unsafe { self.round_avx2(x) };
+            }
+        }
+        self.round(x);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx2")]
+    fn round_avx512(&mut self, x: &[f32]) {
+        self.round(x);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn round_avx2(&mut self, x: &[f32]) {
+        self.round(x);
+    }
+
+    /// The rounding of [`Self::set`], inlined into each variant so that it compiles for its
+    /// vector features (the same bits in each: every operation is exact or rounded once).
+    #[inline(always)]
+    fn round(&mut self, x: &[f32]) {
         let out = self;
         let to_f16 = |v: f32| half::f16::from_f32(v).to_f32();
         for block in x.chunks_exact(BLOCK) {

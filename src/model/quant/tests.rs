@@ -266,3 +266,31 @@ fn a_truncated_tensor_is_refused() {
     let err = BlockMatrix::from_bytes(BlockKind::Q4_1, 2, 32, &[0; 39]);
     assert!(err.is_err_and(|e| e.to_string().contains("needs 40 bytes, has 39")));
 }
+
+#[test]
+fn rows_round_to_the_same_bits_with_every_vector_feature() {
+    let mut rng = SeededRng::new(11);
+    // Random values, a block of zeros, halves that round to even, a reused row of another
+    // length.
+    let mut x: Vec<f32> = (0..4 * BLOCK)
+        .map(|_| (6.0 * rng.f64() - 3.0) as f32)
+        .collect();
+    x[BLOCK..2 * BLOCK].fill(0.0);
+    for (i, v) in x[2 * BLOCK..3 * BLOCK].iter_mut().enumerate() {
+        *v = (i as f32 - 16.0) * 0.5;
+    }
+    x[3 * BLOCK] = 127.0;
+    // The code every variant inlines, compiled without vector features.
+    let mut portable = QuantizedRow::new(&[]);
+    portable.round(&x);
+    let mut reused = QuantizedRow::new(&[1.0; 8 * BLOCK]);
+    reused.set(&x);
+    for (got, name) in [(&QuantizedRow::new(&x), "new"), (&reused, "set again")] {
+        assert_eq!(got.q, portable.q, "{name}");
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got.d), bits(&portable.d), "{name}");
+        assert_eq!(bits(&got.s), bits(&portable.s), "{name}");
+        assert_eq!(bits(&got.s8), bits(&portable.s8), "{name}");
+    }
+    assert!(portable.q[BLOCK..2 * BLOCK].iter().all(|q| *q == 0));
+}
