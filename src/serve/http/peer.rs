@@ -57,7 +57,10 @@ impl Peer {
             linux::closed(fd)
         }
         #[cfg(not(target_os = "linux"))]
-        false
+        {
+            let _ = self.addr;
+            false
+        }
     }
 }
 
