@@ -118,17 +118,15 @@ fn quantize_rows(team: &Team, x: &[f32], cols: usize, acts: &mut Vec<QuantizedRo
         }
         return;
     }
-    let slots: Vec<std::sync::OnceLock<QuantizedRow>> =
-        rows.iter().map(|_| std::sync::OnceLock::new()).collect();
+    if acts.len() < rows.len() {
+        acts.resize_with(rows.len(), || QuantizedRow::new(&[]));
+    }
+    let slots = Disjoint::new(&mut acts[..rows.len()]);
     team.run(rows.len(), &|r| {
-        slots[r].get_or_init(|| QuantizedRow::new(rows[r]));
+        // SAFETY: chunk r rounds row r only.
+        let act = unsafe { slots.range(r, 1) };
+        act[0].set(rows[r]);
     });
-    let rounded = slots
-        .into_iter()
-        .zip(rows)
-        .map(|(slot, row)| slot.into_inner().unwrap_or_else(|| QuantizedRow::new(row)));
-    acts.truncate(0);
-    acts.extend(rounded);
 }
 
 /// This thread's room for a chunk's products of `groups` groups of weight rows (kept between

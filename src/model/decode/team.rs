@@ -191,19 +191,19 @@ pub fn with_team<R: Send>(body: impl FnOnce(&Team) -> R + Send) -> R {
 }
 
 /// A slice that a task's chunks write in disjoint ranges.
-pub struct Disjoint<'a> {
-    ptr: *mut f32,
+pub struct Disjoint<'a, T = f32> {
+    ptr: *mut T,
     len: usize,
-    _borrow: PhantomData<&'a mut [f32]>,
+    _borrow: PhantomData<&'a mut [T]>,
 }
 
 // SAFETY: the slice is borrowed mutably for `'a`; chunks write disjoint ranges of it (the
 // contract of `Disjoint::range`).
-unsafe impl Send for Disjoint<'_> {}
-unsafe impl Sync for Disjoint<'_> {}
+unsafe impl<T: Send> Send for Disjoint<'_, T> {}
+unsafe impl<T: Send> Sync for Disjoint<'_, T> {}
 
-impl<'a> Disjoint<'a> {
-    pub fn new(data: &'a mut [f32]) -> Self {
+impl<'a, T> Disjoint<'a, T> {
+    pub fn new(data: &'a mut [T]) -> Self {
         Disjoint {
             ptr: data.as_mut_ptr(),
             len: data.len(),
@@ -217,7 +217,7 @@ impl<'a> Disjoint<'a> {
     /// No other live reference from this `Disjoint` may overlap the range: each chunk of a
     /// task takes its own range.
     #[allow(clippy::mut_from_ref)]
-    pub unsafe fn range(&self, start: usize, len: usize) -> &mut [f32] {
+    pub unsafe fn range(&self, start: usize, len: usize) -> &mut [T] {
         assert!(start + len <= self.len, "range past the end of the slice");
         // SAFETY: in bounds (checked); exclusive by the caller's contract.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
