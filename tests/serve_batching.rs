@@ -85,15 +85,21 @@ fn while_loading_503(url: &str) {
     );
 }
 
-#[test]
-fn requests_served_together_get_what_each_gets_alone() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let model: PathBuf = root.join("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+/// SmolLM2's Q4_1 file, which must have been fetched.
+fn smollm2() -> PathBuf {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(
         model.exists(),
         "{} is missing: run scripts/fetch-smollm2.sh",
         model.display()
     );
+    model
+}
+
+#[test]
+fn requests_served_together_get_what_each_gets_alone() {
+    let model = smollm2();
     let dir = tempfile::tempdir().expect("temp dir");
     let project = demo_project(dir.path());
     let (project, model) = (
@@ -194,9 +200,7 @@ fn run_with_adapter(project: &Path, model: &Path, seed: u64) -> String {
 /// --adapter` gives it alone.
 #[test]
 fn requests_for_different_adapters_decode_together() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let model: PathBuf = root.join("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(model.exists(), "{} is missing", model.display());
+    let model = smollm2();
     let dir = tempfile::tempdir().expect("temp dir");
     let project = demo_project(dir.path());
     let runs = [
@@ -283,9 +287,7 @@ fn generated_tokens(url: &str) -> f64 {
 #[test]
 fn a_client_that_closes_its_connection_frees_its_place() {
     use std::io::Write;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let model: PathBuf = root.join("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(model.exists(), "{} is missing", model.display());
+    let model = smollm2();
     let dir = tempfile::tempdir().expect("temp dir");
     let project = demo_project(dir.path());
     let server = server::spawn(&[
